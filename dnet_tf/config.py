@@ -1,0 +1,240 @@
+"""Typed configuration with the paper's numbers as defaults.
+
+Every field carries its unit and valid range in a comment. Each dataclass has ``validate()``,
+which raises ``ValueError`` naming the offending field. ``DetectorConfig`` groups them and
+round-trips through JSON (``to_dict``/``from_dict``) so a run directory records what it used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from typing import Any, Sequence
+
+
+def _check(cond: bool, name: str, msg: str) -> None:
+    if not cond:
+        raise ValueError(f"config field '{name}': {msg}")
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """The localizer and classifier networks (paper §4)."""
+
+    num_classes: int = 6  # object classes C (background excluded); >= 1
+    input_size: int = 225  # px, side of the square network input (receptive field); 32..1024
+    mask_size: int = 24  # d, cells per side of each output mask; 1..input_size
+    backbone: str = "paper"  # "paper" (5 conv + 2 FC) or a compact one, see models.backbones
+    head: str = "dense"  # "dense" (the paper's regression layer) or "conv" (cheaper)
+    dropout: float = 0.3  # fraction dropped before the FC layers during training; [0, 1)
+    width: float = 1.0  # channel multiplier of the paper backbone; (0, 4]
+
+    def validate(self) -> "ModelConfig":
+        _check(self.num_classes >= 1, "num_classes", f"must be >= 1, got {self.num_classes}")
+        _check(32 <= self.input_size <= 1024, "input_size", f"must be in [32, 1024], got {self.input_size}")
+        _check(1 <= self.mask_size <= self.input_size, "mask_size",
+               f"must be in [1, input_size], got {self.mask_size}")
+        _check(isinstance(self.backbone, str) and bool(self.backbone), "backbone", "must be a name")
+        _check(self.head in ("dense", "conv"), "head", f"must be 'dense' or 'conv', got {self.head!r}")
+        _check(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
+        _check(0.0 < self.width <= 4.0, "width", f"must be in (0, 4], got {self.width}")
+        return self
+
+
+@dataclasses.dataclass
+class LossConfig:
+    """The weighted mask loss sum_i (m_i + lambda) (y_i - m_i)^2 (paper §4)."""
+
+    # lambda: weight added to every output; small lambda weighs errors on target-0 cells far less
+    # than on target-1 cells (weight lambda vs 1 + lambda). Unitless, > 0. The paper gives no value.
+    mask_lambda: float = 0.2
+
+    def validate(self) -> "LossConfig":
+        _check(self.mask_lambda > 0.0, "mask_lambda", f"must be > 0, got {self.mask_lambda}")
+        return self
+
+
+@dataclasses.dataclass
+class SamplerConfig:
+    """Training-sample generation (paper §6)."""
+
+    min_crop_fraction: float = 0.1  # minimum crop width as a fraction of image width; (0, 1]
+    localizer_positive_fraction: float = 0.4  # share of positive localizer crops; [0, 1]
+    positive_coverage: float = 0.8  # a positive crop covers >= this fraction of some box's area; (0, 1]
+    classifier_positive_fraction: float = 0.4  # share of positive classifier crops; [0, 1]
+    classifier_negative_iou: float = 0.2  # negative if Jaccard < this with every box; (0, 1)
+    classifier_positive_iou: float = 0.6  # positive if Jaccard >= this with some box; (0, 1]
+    max_attempts: int = 64  # rejection-sampling tries per crop before falling back; >= 1
+    hflip: bool = True  # random horizontal flip (swaps left/right masks)
+    num_aspect_ratios: int = 10  # k-means clusters over training-box aspect ratios (w/h); >= 1
+
+    def validate(self) -> "SamplerConfig":
+        _check(0.0 < self.min_crop_fraction <= 1.0, "min_crop_fraction",
+               f"must be in (0, 1], got {self.min_crop_fraction}")
+        for name in ("localizer_positive_fraction", "classifier_positive_fraction"):
+            v = getattr(self, name)
+            _check(0.0 <= v <= 1.0, name, f"must be in [0, 1], got {v}")
+        _check(0.0 < self.positive_coverage <= 1.0, "positive_coverage",
+               f"must be in (0, 1], got {self.positive_coverage}")
+        _check(0.0 < self.classifier_negative_iou < 1.0, "classifier_negative_iou",
+               f"must be in (0, 1), got {self.classifier_negative_iou}")
+        _check(self.classifier_negative_iou <= self.classifier_positive_iou <= 1.0,
+               "classifier_positive_iou", "must be in [classifier_negative_iou, 1]")
+        _check(self.max_attempts >= 1, "max_attempts", "must be >= 1")
+        _check(self.num_aspect_ratios >= 1, "num_aspect_ratios", "must be >= 1")
+        return self
+
+
+@dataclasses.dataclass
+class InferenceConfig:
+    """Algorithm 1 (paper §5): windows, merge, box search, filtering, refinement."""
+
+    num_scales: int = 3  # scales: full image, then windows half the previous size; 1..5
+    window_overlap: float = 0.2  # minimum overlap of neighbouring windows, fraction of side; [0, 0.9]
+    # mean box side (w + h) / 2 as a fraction of the mean image side (h + w) / 2; each in (0, 1]
+    size_fractions: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    stride_px: float = 5.0  # px in the original image between neighbouring candidate boxes; > 0
+    # Eq. (2) full-mask coverage a candidate must exceed to be kept; [0, 1]
+    coverage_threshold: float = 0.5
+    # the full mask's "opposite" region in Eq. (3): bb grown by this fraction of its height
+    # (width) on the top and bottom (left and right), minus bb; (0, 1]
+    ring_margin: float = 0.2
+    top_k_per_scale: int = 5  # detections kept per class per scale after NMS; >= 1
+    max_candidates: int = 100  # best Eq. (3) candidates per class per scale fed to NMS; >= top_k
+    nms_iou: float = 0.5  # Jaccard above which a lower-scored box is suppressed; (0, 1]
+    # classifier pruning: keep a detection when P(class | crop) >= this; [0, 1]. 0 disables.
+    classifier_threshold: float = 0.1
+    refine_enlarge: float = 1.2  # refinement crop = detection grown by this factor about its centre; >= 1
+    max_refine: int = 30  # detections per image refined (best first, all classes); >= 1
+    refine_canvas: int = 48  # cells per side of the refinement crop's search canvas; >= mask_size/2
+    refine_stride: float = 1.0  # canvas cells between candidate boxes inside a refinement crop; > 0
+    max_detections: int = 100  # padded length of the exported outputs; >= 1
+    min_score: float = 0.0  # final detections below this confidence are dropped; [0, 1]
+    max_image_pixels: int = 40_000_000  # decoded images larger than this are rejected; >= 1
+
+    def validate(self) -> "InferenceConfig":
+        _check(1 <= self.num_scales <= 5, "num_scales", f"must be in [1, 5], got {self.num_scales}")
+        _check(0.0 <= self.window_overlap <= 0.9, "window_overlap",
+               f"must be in [0, 0.9], got {self.window_overlap}")
+        _check(len(self.size_fractions) >= 1 and all(0.0 < f <= 1.0 for f in self.size_fractions),
+               "size_fractions", "must be a non-empty list of values in (0, 1]")
+        _check(self.stride_px > 0, "stride_px", f"must be > 0, got {self.stride_px}")
+        _check(0.0 <= self.coverage_threshold <= 1.0, "coverage_threshold", "must be in [0, 1]")
+        _check(0.0 < self.ring_margin <= 1.0, "ring_margin", "must be in (0, 1]")
+        _check(self.top_k_per_scale >= 1, "top_k_per_scale", "must be >= 1")
+        _check(self.max_candidates >= self.top_k_per_scale, "max_candidates", "must be >= top_k_per_scale")
+        _check(0.0 < self.nms_iou <= 1.0, "nms_iou", "must be in (0, 1]")
+        _check(0.0 <= self.classifier_threshold <= 1.0, "classifier_threshold", "must be in [0, 1]")
+        _check(self.refine_enlarge >= 1.0, "refine_enlarge", "must be >= 1")
+        _check(self.max_refine >= 1, "max_refine", "must be >= 1")
+        _check(self.refine_canvas >= 2, "refine_canvas", "must be >= 2")
+        _check(self.refine_stride > 0, "refine_stride", "must be > 0")
+        _check(self.max_detections >= 1, "max_detections", "must be >= 1")
+        _check(0.0 <= self.min_score <= 1.0, "min_score", "must be in [0, 1]")
+        _check(self.max_image_pixels >= 1, "max_image_pixels", "must be >= 1")
+        return self
+
+    @property
+    def windows_per_scale(self) -> tuple:
+        """Static window count per scale: n_s^2 with n_s windows per axis at scale s."""
+        return tuple(windows_per_axis(s, self.window_overlap) ** 2 for s in range(self.num_scales))
+
+
+def windows_per_axis(scale: int, overlap: float) -> int:
+    """Windows per axis at scale ``scale`` (0 = full image), window side = 2^-scale of the image.
+
+    Neighbours step by at most (1 - overlap) window sides, so with n windows the first starts at 0
+    and the last ends at the image edge: n = ceil((L - w) / ((1 - overlap) w)) + 1. The ratio
+    L / w = 2^scale, so n depends on neither the image size nor its aspect ratio.
+    Worked: scale 1, overlap 0.2: ceil(1 / 0.8) + 1 = 3; scale 2: ceil(3 / 0.8) + 1 = 5.
+    """
+    if scale == 0:
+        return 1
+    ratio = 2.0**scale
+    # The small epsilon keeps exact multiples (e.g. overlap 0) from rounding up.
+    return int(math.ceil((ratio - 1.0) / (1.0 - overlap) - 1e-9)) + 1
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """The paper's recipe: classifier first, then the localizer fine-tuned from it (§6)."""
+
+    seed: int = 0  # random seed for sampling, initialisation and shuffling; >= 0
+    batch_size: int = 32  # samples per step (global, across replicas); >= 1
+    classifier_steps: int = 600  # optimisation steps for the classifier stage; >= 0
+    localizer_steps: int = 1500  # optimisation steps for the localizer stage; >= 0
+    optimizer: str = "adagrad"  # "adagrad" (the paper's), "adam" or "sgd"
+    learning_rate: float = 0.05  # initial learning rate; > 0
+    steps_per_checkpoint: int = 100  # steps between checkpoints; >= 1
+    steps_per_log: int = 20  # steps between TensorBoard scalars; >= 1
+
+    def validate(self) -> "TrainConfig":
+        _check(self.seed >= 0, "seed", "must be >= 0")
+        _check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        _check(self.classifier_steps >= 0, "classifier_steps", "must be >= 0")
+        _check(self.localizer_steps >= 0, "localizer_steps", "must be >= 0")
+        _check(self.optimizer in ("adagrad", "adam", "sgd"), "optimizer",
+               f"must be one of adagrad, adam, sgd; got {self.optimizer!r}")
+        _check(self.learning_rate > 0, "learning_rate", "must be > 0")
+        _check(self.steps_per_checkpoint >= 1, "steps_per_checkpoint", "must be >= 1")
+        _check(self.steps_per_log >= 1, "steps_per_log", "must be >= 1")
+        return self
+
+
+@dataclasses.dataclass
+class DetectorConfig:
+    """Everything a run needs; stored as ``config.json`` in the run directory."""
+
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    loss: LossConfig = dataclasses.field(default_factory=LossConfig)
+    sampler: SamplerConfig = dataclasses.field(default_factory=SamplerConfig)
+    inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+    def validate(self) -> "DetectorConfig":
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).validate()
+        return self
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["inference"]["size_fractions"] = list(self.inference.size_fractions)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DetectorConfig":
+        parts: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            sub_cls = {"model": ModelConfig, "loss": LossConfig, "sampler": SamplerConfig,
+                       "inference": InferenceConfig, "train": TrainConfig}[f.name]
+            raw = dict(d.get(f.name, {}))
+            known = {g.name for g in dataclasses.fields(sub_cls)}
+            unknown = set(raw) - known
+            if unknown:
+                raise ValueError(f"config section '{f.name}': unknown field(s) {sorted(unknown)}")
+            if "size_fractions" in raw:
+                raw["size_fractions"] = tuple(raw["size_fractions"])
+            parts[f.name] = sub_cls(**raw)
+        return cls(**parts)
+
+    @classmethod
+    def from_json(cls, text: str) -> "DetectorConfig":
+        return cls.from_dict(json.loads(text))
+
+
+NAMED_CONFIGS = {
+    # The paper's numbers; the default.
+    "paper": lambda: DetectorConfig(),
+    # The compact backbone for edge use, with the cheaper head.
+    "compact": lambda: DetectorConfig(model=ModelConfig(backbone="mobilenet_v3_small", head="conv")),
+}
+
+
+def named_config(name: str) -> DetectorConfig:
+    if name not in NAMED_CONFIGS:
+        raise ValueError(f"unknown config name {name!r}; known: {sorted(NAMED_CONFIGS)}")
+    return NAMED_CONFIGS[name]().validate()
