@@ -109,6 +109,16 @@ class InferenceConfig:
     max_refine: int = 30  # detections per image refined (best first, all classes); >= 1
     refine_canvas: int = 48  # cells per side of the refinement crop's search canvas; >= mask_size/2
     refine_stride: float = 1.0  # canvas cells between candidate boxes inside a refinement crop; > 0
+    # aspect ratios (w/h) searched inside a refinement crop's square canvas. The crop follows the
+    # detection's own aspect, so in the canvas the object is near-square; unitless, each > 0
+    refine_aspect_ratios: Sequence[float] = (0.5, 0.59, 0.69, 0.81, 0.93, 1.07, 1.24, 1.45, 1.7, 2.0)
+    # canvas resolution: one cell is max(stride_px, longest image side / max_canvas_cells) px, so
+    # the 5 px stride is one cell and huge images do not blow up the search; >= 8
+    max_canvas_cells: int = 128
+    # confidence of a detection (the paper defines none): "classifier" = P(class | first-stage box),
+    # "coverage" = Eq. (2) of the refined box on its refinement masks, "product" = both multiplied
+    score_mode: str = "product"
+    mask_preview_size: int = 96  # cells per side of the merged-mask output of the masks signature; >= 1
     max_detections: int = 100  # padded length of the exported outputs; >= 1
     min_score: float = 0.0  # final detections below this confidence are dropped; [0, 1]
     max_image_pixels: int = 40_000_000  # decoded images larger than this are rejected; >= 1
@@ -130,6 +140,12 @@ class InferenceConfig:
         _check(self.max_refine >= 1, "max_refine", "must be >= 1")
         _check(self.refine_canvas >= 2, "refine_canvas", "must be >= 2")
         _check(self.refine_stride > 0, "refine_stride", "must be > 0")
+        _check(len(self.refine_aspect_ratios) >= 1 and all(a > 0 for a in self.refine_aspect_ratios),
+               "refine_aspect_ratios", "must be a non-empty list of values > 0")
+        _check(self.max_canvas_cells >= 8, "max_canvas_cells", "must be >= 8")
+        _check(self.score_mode in ("classifier", "coverage", "product"), "score_mode",
+               f"must be classifier, coverage or product; got {self.score_mode!r}")
+        _check(self.mask_preview_size >= 1, "mask_preview_size", "must be >= 1")
         _check(self.max_detections >= 1, "max_detections", "must be >= 1")
         _check(0.0 <= self.min_score <= 1.0, "min_score", "must be in [0, 1]")
         _check(self.max_image_pixels >= 1, "max_image_pixels", "must be >= 1")
@@ -182,6 +198,9 @@ class TrainConfig:
         return self
 
 
+_SEQUENCE_FIELDS = ("size_fractions", "refine_aspect_ratios")
+
+
 @dataclasses.dataclass
 class DetectorConfig:
     """Everything a run needs; stored as ``config.json`` in the run directory."""
@@ -199,7 +218,8 @@ class DetectorConfig:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        d["inference"]["size_fractions"] = list(self.inference.size_fractions)
+        for key in _SEQUENCE_FIELDS:
+            d["inference"][key] = list(getattr(self.inference, key))
         return d
 
     def to_json(self) -> str:
@@ -216,8 +236,9 @@ class DetectorConfig:
             unknown = set(raw) - known
             if unknown:
                 raise ValueError(f"config section '{f.name}': unknown field(s) {sorted(unknown)}")
-            if "size_fractions" in raw:
-                raw["size_fractions"] = tuple(raw["size_fractions"])
+            for key in _SEQUENCE_FIELDS:
+                if key in raw:
+                    raw[key] = tuple(raw[key])
             parts[f.name] = sub_cls(**raw)
         return cls(**parts)
 
