@@ -1,0 +1,330 @@
+"""train(run_dir, data, cfg): the paper's two-stage recipe over a resumable run directory.
+
+Stages: (1) the classifier, ``cfg.train.classifier_steps`` steps on classifier crops;
+(2) the localizer, its trunk (and embedding) copied from the classifier at its step 0, then
+``cfg.train.localizer_steps`` steps on the weighted mask loss, all layers trained.
+
+Resumability: both models, both optimizers and the step counters live in one
+tf.train.Checkpoint saved every ``steps_per_checkpoint`` steps and at the end of each stage
+(CheckpointManager writes the checkpoint files first and the index last, so a kill mid-save
+leaves the previous checkpoint in force). Started again with the same arguments, a killed run
+restores the latest checkpoint and runs to the same final step counts. The run's files are
+written atomically (run_dir.atomic_*), summary.json last; a run whose summary says complete is
+not trained again.
+
+Reproducibility: cfg.train.seed fixes the initial weights, dropout and the sample stream. A run
+resumed at step k draws its samples from a stream seeded by (seed, stage, k): deterministic, but
+not the stream an uninterrupted run would have continued with (tf.data iterator state is not
+checkpointed, since the pipeline's state would be large and source-dependent).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pathlib
+import time
+from typing import Callable, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from dnet_tf.config import DetectorConfig
+from dnet_tf.models.classifier import build_classifier
+from dnet_tf.models.localizer import build_localizer
+from dnet_tf.training import distribute, run_dir as rd, tb
+from dnet_tf.training.metrics import evaluate_classifier, evaluate_localizer
+from dnet_tf.training.recipe import (classifier_example_loss, init_localizer_from_classifier,
+                                     localizer_example_loss, make_optimizer, make_train_step)
+from dnet_tf.training.sources import DataSource, open_source
+
+# Crops of the validation split are drawn with this seed whatever the training seed, so runs are
+# compared on the same held-out crops.
+EVAL_SEED = 2013
+EVAL_BATCH = 32
+STAGES = ("classifier", "localizer")
+
+
+@dataclasses.dataclass
+class StageReport:
+    """What one stage did in this process."""
+
+    name: str
+    start_step: int
+    end_step: int
+    target_steps: int
+    stopped_by_time_budget: bool = False
+    samples_per_s: Optional[float] = None  # steady state, first (tracing) step excluded
+    last_loss: Optional[float] = None
+
+
+def data_seed(seed: int, stage: int, start_step: int) -> int:
+    """Seed of the sample stream of a stage entered at start_step (31-bit, deterministic)."""
+    return int(np.random.SeedSequence([seed, stage, start_step]).generate_state(1)[0] % 2**31)
+
+
+def _config_diff(a: DetectorConfig, b: DetectorConfig) -> list:
+    da, db = a.to_dict(), b.to_dict()
+    out = []
+    for section in sorted(set(da) | set(db)):
+        for key in sorted(set(da.get(section, {})) | set(db.get(section, {}))):
+            va, vb = da.get(section, {}).get(key), db.get(section, {}).get(key)
+            if va != vb:
+                out.append(f"{section}.{key}: {va!r} != {vb!r}")
+    return out
+
+
+def resolve_config(run_dir, cfg: Optional[DetectorConfig], num_classes: int) -> DetectorConfig:
+    """The config a run uses: ``cfg`` with model.num_classes set from the data.
+
+    Args:
+      run_dir: the run directory; its config.json (if any) must agree with ``cfg``.
+      cfg: requested config, or None to use the stored one.
+      num_classes: classes in the data.
+    Raises:
+      ValueError: no config given and none stored, or the stored config differs (fields listed).
+    """
+    path = pathlib.Path(run_dir) / rd.CONFIG
+    stored = rd.read_config(path) if path.is_file() else None
+    if cfg is None:
+        if stored is None:
+            raise ValueError(f"{run_dir}: no config given and no {rd.CONFIG} to resume from")
+        cfg = stored
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=num_classes))
+    cfg.validate()
+    if stored is not None:
+        diff = _config_diff(stored, cfg)
+        if diff:
+            raise ValueError(f"{path} was written by a run with a different config ("
+                             + "; ".join(diff) + "). Resume with the same settings or use a new run_dir.")
+    return cfg
+
+
+def train(run_dir, data, cfg: Optional[DetectorConfig] = None, *,
+          strategy: Optional[tf.distribute.Strategy] = None, time_budget_s: Optional[float] = None,
+          progress: bool = True, eval_crops: int = 512, log: Optional[Callable[[str], None]] = None) -> dict:
+    """Trains (or resumes, or reports) a run.
+
+    Args:
+      run_dir: the run directory (created if needed).
+      data: VOC root folder / TFRecord glob (read by dnet_tf.data) or a DataSource.
+      cfg: the DetectorConfig; None resumes with run_dir/config.json. model.num_classes is set
+        from the data's class list.
+      strategy: a tf.distribute strategy whose scope builds the models (default: the default
+        strategy). The global batch is cfg.train.batch_size, split over the replicas.
+      time_budget_s: cap on the training loops' wall time summed over restarts; each stage gets a
+        share proportional to its step count and ends early when it runs out (the summary says
+        so). Not supported with multi-worker training (workers could disagree on when to stop).
+      progress: show a progress bar (chief only).
+      eval_crops: validation crops for the end-of-run mask IoU and classifier accuracy; 0 skips.
+      log: line printer (default: print on the chief).
+    Returns:
+      the summary dict, also written to run_dir/summary.json.
+    Raises:
+      ValueError: config mismatch with an existing run, bad batch size for the replicas, budget
+        with multi-worker.
+      FloatingPointError: the loss became NaN or infinite (the step is named).
+    """
+    run_dir = pathlib.Path(run_dir)
+    strategy = strategy or tf.distribute.get_strategy()
+    chief = distribute.is_chief(strategy)
+    if log is None:
+        log = (lambda msg: print(msg, flush=True)) if chief else (lambda msg: None)
+    if time_budget_s is not None and distribute.is_multi_worker(strategy):
+        raise ValueError("time_budget_s is not supported with multi-worker training; set step counts")
+    if time_budget_s is not None and time_budget_s <= 0:
+        raise ValueError(f"time_budget_s must be > 0, got {time_budget_s}")
+
+    stored_names = None
+    if (run_dir / rd.CLASS_NAMES).is_file():
+        stored_names = rd.read_class_names(run_dir / rd.CLASS_NAMES)
+    source: DataSource = open_source(data, class_names=stored_names)
+    if stored_names is not None and tuple(source.class_names) != stored_names:
+        raise ValueError(f"{run_dir / rd.CLASS_NAMES} lists {list(stored_names)} but the data has "
+                         f"{list(source.class_names)}")
+    cfg = resolve_config(run_dir, cfg, len(source.class_names))
+
+    if rd.is_complete(run_dir):
+        summary = rd.read_summary(run_dir)
+        log(f"run {run_dir} is complete (classifier {summary['steps']['classifier']} steps, "
+            f"localizer {summary['steps']['localizer']} steps); nothing to do")
+        return summary
+
+    if chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not (run_dir / rd.CONFIG).is_file():
+            rd.atomic_write_text(run_dir / rd.CONFIG, cfg.to_json() + "\n")
+        if not (run_dir / rd.CLASS_NAMES).is_file():
+            rd.write_class_names(run_dir / rd.CLASS_NAMES, source.class_names)
+        if not (run_dir / rd.DATASET_STATS).is_file():
+            rd.atomic_write_json(run_dir / rd.DATASET_STATS, source.dataset_stats(cfg))
+
+    batch = cfg.train.batch_size
+    replicas = strategy.num_replicas_in_sync
+    if batch % replicas:
+        raise ValueError(f"config field 'batch_size': {batch} is not divisible by the "
+                         f"{replicas} replicas")
+
+    keras.utils.set_random_seed(cfg.train.seed)
+    with strategy.scope():
+        classifier = build_classifier(cfg.model)
+        localizer = build_localizer(cfg.model)
+        optimizers = {"classifier": make_optimizer(cfg.train), "localizer": make_optimizer(cfg.train)}
+        optimizers["classifier"].build(classifier.trainable_variables)
+        optimizers["localizer"].build(localizer.trainable_variables)
+    models = {"classifier": classifier, "localizer": localizer}
+    steps = {n: tf.Variable(0, dtype=tf.int64, trainable=False, name=f"{n}_step") for n in STAGES}
+    done = {n: tf.Variable(False, trainable=False, name=f"{n}_done") for n in STAGES}
+    elapsed = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="elapsed_s")
+    ckpt = tf.train.Checkpoint(
+        classifier=classifier, localizer=localizer, classifier_optimizer=optimizers["classifier"],
+        localizer_optimizer=optimizers["localizer"], classifier_step=steps["classifier"],
+        localizer_step=steps["localizer"], classifier_done=done["classifier"],
+        localizer_done=done["localizer"], elapsed_s=elapsed)
+    manager = tf.train.CheckpointManager(ckpt, str(distribute.checkpoint_dir(strategy, run_dir)),
+                                         max_to_keep=2)
+    if manager.latest_checkpoint:
+        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        log(f"resumed from {manager.latest_checkpoint}: classifier step "
+            f"{int(steps['classifier'].numpy())}, localizer step {int(steps['localizer'].numpy())}")
+
+    def save():
+        manager.save(checkpoint_number=int(steps["classifier"].numpy() + steps["localizer"].numpy()))
+
+    targets = {"classifier": cfg.train.classifier_steps, "localizer": cfg.train.localizer_steps}
+    total = max(1, sum(targets.values()))
+    deadlines = None
+    if time_budget_s is not None:
+        deadlines = {"classifier": time_budget_s * targets["classifier"] / total,
+                     "localizer": float(time_budget_s)}
+    example_losses = {"classifier": classifier_example_loss,
+                      "localizer": localizer_example_loss(cfg.loss)}
+    dataset_fns = {"classifier": source.classifier_dataset, "localizer": source.localizer_dataset}
+
+    reports = {}
+    for stage_idx, name in enumerate(STAGES):
+        if name == "localizer" and not bool(done["localizer"].numpy()) and int(steps["localizer"].numpy()) == 0:
+            copied = init_localizer_from_classifier(localizer, classifier)
+            log(f"localizer initialised from the classifier: {', '.join(copied)}")
+        reports[name] = _run_stage(
+            name=name, stage_idx=stage_idx, cfg=cfg, strategy=strategy, chief=chief,
+            model=models[name], optimizer=optimizers[name], step_var=steps[name],
+            done_var=done[name], elapsed=elapsed, target=targets[name],
+            deadline=None if deadlines is None else deadlines[name],
+            dataset_fn=dataset_fns[name], example_loss=example_losses[name], save=save,
+            log_dir=run_dir / rd.LOGS / name, progress=progress, log=log)
+
+    summary = {
+        "complete": True,
+        "steps": {n: int(steps[n].numpy()) for n in STAGES},
+        "target_steps": targets,
+        "stopped_by_time_budget": any(r.stopped_by_time_budget for r in reports.values()),
+        "training_wall_s": round(float(elapsed.numpy()), 2),
+        "samples_per_s": {n: reports[n].samples_per_s for n in STAGES},
+        "batch_size": batch,
+        "replicas": replicas,
+        "data": source.describe(),
+    }
+    if not chief:
+        return summary
+    rd.atomic_save_model(localizer, run_dir / rd.LOCALIZER)
+    rd.atomic_save_model(classifier, run_dir / rd.CLASSIFIER)
+    if eval_crops > 0 and source.has_split("val"):
+        n_batches = max(1, math.ceil(eval_crops / EVAL_BATCH))
+        loc_ds = source.localizer_dataset("val", cfg, EVAL_BATCH, EVAL_SEED)
+        summary["val_mask_iou"] = evaluate_localizer(localizer, loc_ds, n_batches).to_dict()
+        cls_ds = source.classifier_dataset("val", cfg, EVAL_BATCH, EVAL_SEED)
+        summary["val_classifier"] = evaluate_classifier(classifier, cls_ds, n_batches)
+        with tf.summary.create_file_writer(str(run_dir / rd.LOGS / "eval")).as_default():
+            tb.scalar("val_mask_iou", summary["val_mask_iou"]["mean_iou"], step=total)
+            tb.scalar("val_classifier_accuracy", summary["val_classifier"]["accuracy"], step=total)
+    rd.atomic_write_json(run_dir / rd.SUMMARY, summary)
+    log(format_summary(summary))
+    return summary
+
+
+def _run_stage(*, name, stage_idx, cfg, strategy, chief, model, optimizer, step_var, done_var,
+               elapsed, target, deadline, dataset_fn, example_loss, save, log_dir, progress,
+               log) -> StageReport:
+    start = int(step_var.numpy())
+    report = StageReport(name=name, start_step=start, end_step=start, target_steps=target)
+    if bool(done_var.numpy()):
+        return report
+    batch = cfg.train.batch_size
+    seed = data_seed(cfg.train.seed, stage_idx, start)
+
+    def dataset_for_replica(ctx: tf.distribute.InputContext):
+        return dataset_fn("train", cfg, ctx.get_per_replica_batch_size(batch),
+                          seed + ctx.input_pipeline_id)
+
+    iterator = iter(strategy.distribute_datasets_from_function(dataset_for_replica))
+    step_fn = make_train_step(strategy, model, optimizer, example_loss, batch)
+    writer = (tf.summary.create_file_writer(str(log_dir)) if chief
+              else tf.summary.create_noop_writer())
+    bar = tqdm(total=target, initial=start, desc=name, unit="step", mininterval=1.0,
+               disable=not (progress and chief))
+    elapsed0, t0 = float(elapsed.numpy()), time.perf_counter()
+    timed_steps, timed_s = 0, 0.0
+    step = start
+    with writer.as_default():
+        while step < target:
+            if deadline is not None and elapsed0 + time.perf_counter() - t0 >= deadline:
+                report.stopped_by_time_budget = True
+                log(f"{name}: time budget reached at step {step} of {target}")
+                break
+            ts = time.perf_counter()
+            loss, correct = step_fn(iterator)
+            loss = float(loss)
+            dt = time.perf_counter() - ts
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"{name} loss is {loss} at step {step + 1}; lower "
+                                         "train.learning_rate or check the data")
+            step += 1
+            step_var.assign(step)
+            if step > start + 1:  # the first step traces the graph
+                timed_steps, timed_s = timed_steps + 1, timed_s + dt
+            report.last_loss = loss
+            if step % cfg.train.steps_per_log == 0 or step == target:
+                tb.scalar("loss", loss, step=step)
+                if name == "classifier":
+                    tb.scalar("accuracy", float(correct) / batch, step=step)
+                if timed_s > 0:
+                    tb.scalar("samples_per_s", timed_steps * batch / timed_s, step=step)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+            if step % cfg.train.steps_per_checkpoint == 0 and step < target:
+                elapsed.assign(elapsed0 + time.perf_counter() - t0)
+                save()
+    bar.close()
+    elapsed.assign(elapsed0 + time.perf_counter() - t0)
+    done_var.assign(True)
+    save()
+    report.end_step = step
+    if timed_s > 0:
+        report.samples_per_s = round(timed_steps * batch / timed_s, 2)
+    if step > start:
+        log(f"{name}: steps {start} -> {step} of {target}, last loss {report.last_loss:.4g}, "
+            f"{report.samples_per_s} samples/s")
+    return report
+
+
+def format_summary(summary: dict) -> str:
+    """Human-readable end-of-run summary (the CLI prints it)."""
+    lines = [f"training complete: classifier {summary['steps']['classifier']} steps, localizer "
+             f"{summary['steps']['localizer']} steps, {summary['training_wall_s']} s of training"
+             + (" (stopped by the time budget)" if summary.get("stopped_by_time_budget") else "")]
+    sps = summary.get("samples_per_s", {})
+    lines.append("  throughput (samples/s, this process): "
+                 + ", ".join(f"{k} {v}" for k, v in sps.items()))
+    if "val_mask_iou" in summary:
+        m = summary["val_mask_iou"]
+        lines.append(f"  val full-mask IoU: {m['mean_iou']:.3f} over {m['num_positive']} positive "
+                     f"(crop, class) pairs; false-positive rate {m['false_positive_rate']:.3f} over "
+                     f"{m['num_negative']} negative pairs")
+    if "val_classifier" in summary:
+        c = summary["val_classifier"]
+        lines.append(f"  val classifier accuracy: {c['accuracy']:.3f} (background "
+                     f"{c['background_accuracy']:.3f}, objects {c['object_accuracy']:.3f}, n={c['num']})")
+    return "\n".join(lines)
