@@ -65,10 +65,10 @@ class TableRow:
         return cls(method=method, aps=aps, mean_ap=float(np.mean(aps)))
 
 
-def _fmt(x, digits: int = 3) -> str:
+def _fmt(x, digits: int = 3, spec: str = "f") -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "—"
-    return f"{x:.{digits}f}"
+    return f"{x:.{digits}{spec}}"
 
 
 def _json_num(x):
@@ -119,7 +119,7 @@ class Table:
                 if last:
                     cells += [_fmt(row.mean_ap),
                               "—" if row.num_images is None else str(row.num_images),
-                              _fmt(row.seconds_per_image, 2),
+                              _fmt(row.seconds_per_image, 3, "g"),  # 3 significant digits: 1.23, 0.0456
                               _fmt(row.network_evaluations_per_image, 1)]
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")

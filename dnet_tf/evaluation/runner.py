@@ -1,0 +1,176 @@
+"""Evaluation of a detector (and optionally the sliding-window baseline) on a VOC split.
+
+Writes into the output directory:
+  table.md, table.json    the paper's Table 1 layout (rows: DetectorNet, DetectorNet (first stage),
+                          Sliding windows when run, and the paper's rows when the classes are VOC's)
+  evaluation.json         per method: 11-point and all-point AP per class, mAP, counts, timings
+  pictures/figure4_pr.png precision-recall curves, first stage against refined (+ baseline if run)
+  pictures/figure3_<id>.png  detections with the full-mask heat map and the half masks
+
+Timing: seconds per image are wall-clock seconds of ``detector.detect`` (decode + the whole
+two-stage graph) on this machine, one image at a time, after one untimed warm-up call on the first
+image (graph tracing is a one-time cost, not a per-image one). The first-stage row has no cost
+columns of its own: it is an intermediate result of the same run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+from PIL import Image
+
+from dnet_tf.evaluation.pictures import draw_detections, plot_precision_recall
+from dnet_tf.evaluation.table import PAPER_TABLE1, Table, TableRow, is_voc_class_list
+from dnet_tf.evaluation.voc_ap import evaluate_detections
+
+REFINED = "DetectorNet"
+FIRST_STAGE = "DetectorNet (first stage)"
+SLIDING = "Sliding windows"
+FIGURE3_MAX_BOXES = 5  # detections drawn per Figure 3 picture (best first, the pictured class)
+
+
+@dataclasses.dataclass
+class EvalOptions:
+    """Knobs of an evaluation run."""
+
+    use_07_metric: bool = True  # the table's metric: VOC2007 11-point (True) or all-point (False)
+    iou_threshold: float = 0.5  # matching Jaccard threshold; (0, 1]
+    pictures: int = 0  # Figure 3 pictures for the first N images (or picture_ids); >= 0
+    picture_ids: Optional[Sequence[str]] = None  # image ids to picture instead of the first N
+    progress: bool = True  # a tqdm bar on stderr
+
+
+def load_image(path) -> np.ndarray:
+    """uint8 [H, W, 3] RGB pixels of an image file."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read image ({e})") from e
+
+
+def ground_truth_of(record) -> dict:
+    """A VocRecord as evaluate_detections' ground-truth mapping (image_yxyx, 0-based ids)."""
+    return {"boxes_yxyx": np.asarray(record.boxes_image_yxyx, np.float32).reshape(-1, 4),
+            "classes": np.asarray(record.class_ids, np.int32), "difficult": np.asarray(record.difficult, bool)}
+
+
+def _progress(items, enabled: bool, desc: str):
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="image")
+
+
+def _pick_pictured_class(res: dict, gt: dict) -> int:
+    if len(res["scores"]):
+        return int(res["classes"][int(np.argmax(res["scores"]))])
+    if len(gt["classes"]):
+        return int(gt["classes"][0])
+    return 0
+
+
+def _figure3(path: str, image: np.ndarray, res: dict, class_names: Sequence[str]) -> str:
+    cls = res["_pictured_class"]
+    masks = np.asarray(res["full_masks"], np.float32)
+    if masks.ndim != 4 or masks.shape[2] != 5:
+        raise ValueError(f"detector output 'full_masks' must be [h, w, 5, C], got shape {masks.shape}")
+    pick = np.flatnonzero(np.asarray(res["classes"]) == cls)
+    pick = pick[np.argsort(-np.asarray(res["scores"])[pick], kind="stable")][:FIGURE3_MAX_BOXES]
+    return draw_detections(image, masks[..., cls], np.asarray(res["boxes_yxyx"])[pick],
+                           [class_names[cls]] * len(pick), np.asarray(res["scores"])[pick], path)
+
+
+def evaluate_split(detector, records: Sequence, out_dir: str, baseline=None,
+                   options: Optional[EvalOptions] = None) -> dict:
+    """Runs the detector (and the baseline) on every record and writes the table and pictures.
+
+    Args:
+      detector: object with ``class_names`` (list of C str) and ``detect(list of uint8 [H, W, 3])``
+        returning per image a dict with "boxes_yxyx" [K, 4] image_yxyx, "scores" [K], "classes" [K]
+        int 0-based, the same three with a "first_stage_" prefix, "full_masks" [h, w, 5, C] and
+        "network_evaluations" int (``dnet_tf.inference.detector.Detector``).
+      records: VocRecord list (``dnet_tf.data.voc.read_voc_split`` with the detector's classes).
+      out_dir: output directory (created).
+      baseline: optional ``SlidingWindowDetector`` (same class list as the detector).
+      options: EvalOptions.
+    Returns:
+      the dict written to evaluation.json, plus "files": the paths written.
+    """
+    options = options or EvalOptions()
+    if not records:
+        raise ValueError("no images to evaluate (empty split)")
+    class_names = list(detector.class_names)
+    if baseline is not None and baseline.num_classes != len(class_names):
+        raise ValueError(f"baseline classifier has {baseline.num_classes} classes, detector {len(class_names)}")
+    os.makedirs(out_dir, exist_ok=True)
+    picture_dir = os.path.join(out_dir, "pictures")
+    wanted = set(options.picture_ids or [r.image_id for r in records[:options.pictures]])
+
+    gts = [ground_truth_of(r) for r in records]
+    refined, first, evals, seconds = [], [], [], []
+    files = []
+    detector.detect([load_image(records[0].image_path)])  # untimed warm-up: graph tracing
+    for record, gt in zip(_progress(records, options.progress, "DetectorNet"), gts):
+        image = load_image(record.image_path)
+        t0 = time.perf_counter()
+        res = detector.detect([image])[0]
+        seconds.append(time.perf_counter() - t0)
+        refined.append({k: res[k] for k in ("boxes_yxyx", "scores", "classes")})
+        first.append({"boxes_yxyx": res["first_stage_boxes_yxyx"], "scores": res["first_stage_scores"],
+                      "classes": res["first_stage_classes"]})
+        evals.append(int(res["network_evaluations"]))
+        if record.image_id in wanted:
+            res["_pictured_class"] = _pick_pictured_class(res, gt)
+            path = os.path.join(picture_dir, f"figure3_{record.image_id}.png")
+            files.append(_figure3(path, image, res, class_names))
+
+    methods = {REFINED: (refined, float(np.mean(seconds)), float(np.mean(evals))),
+               FIRST_STAGE: (first, None, None)}
+    if baseline is not None:
+        baseline.warm_up()
+        sw, sw_seconds, sw_evals = [], [], []
+        for record in _progress(records, options.progress, SLIDING):
+            res = baseline.detect(load_image(record.image_path))
+            sw.append(res)
+            sw_seconds.append(res["seconds"])
+            sw_evals.append(res["network_evaluations"])
+        methods[SLIDING] = (sw, float(np.mean(sw_seconds)), float(np.mean(sw_evals)))
+
+    summary = {"num_images": len(records), "class_names": class_names, "iou_threshold": options.iou_threshold,
+               "table_metric": "VOC2007 11-point" if options.use_07_metric else "VOC2010 all-point",
+               "methods": {}}
+    if baseline is not None:
+        summary["sliding_window_config"] = {k: (list(v) if isinstance(v, tuple) else v)
+                                            for k, v in dataclasses.asdict(baseline.cfg).items()}
+    rows, curves = [], {}
+    for name, (dets, sec, ev) in methods.items():
+        by_metric = {m: evaluate_detections(gts, dets, len(class_names), options.iou_threshold, use_07_metric=m)
+                     for m in (True, False)}
+        chosen = by_metric[options.use_07_metric]
+        curves[name] = chosen
+        rows.append(TableRow.from_result(name, chosen, sec, ev))
+        summary["methods"][name] = {"voc07": by_metric[True].to_dict(class_names),
+                                    "voc10": by_metric[False].to_dict(class_names),
+                                    "seconds_per_image": sec, "network_evaluations_per_image": ev}
+    if is_voc_class_list(class_names) and options.use_07_metric:
+        rows += [TableRow.from_paper(name) for name in PAPER_TABLE1]
+    table = Table(class_names, rows, metric=summary["table_metric"], iou_threshold=options.iou_threshold)
+    files += list(table.write(out_dir))
+    files.append(plot_precision_recall(
+        {("refined" if n == REFINED else "first stage" if n == FIRST_STAGE else n.lower()): r
+         for n, r in curves.items()},
+        class_names, os.path.join(picture_dir, "figure4_pr.png"),
+        title=f"Precision-recall, {summary['table_metric']} ({len(records)} images)"))
+    eval_path = os.path.join(out_dir, "evaluation.json")
+    with open(eval_path, "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2)
+    files.append(eval_path)
+    summary["files"] = files
+    return summary
