@@ -302,27 +302,30 @@ def _background(rng, h, w) -> np.ndarray:
     """Low-saturation textured clutter, float32 [h, w, 3] in 0..255."""
     c0 = _hsv(rng.uniform(0, 360), rng.uniform(0.0, 0.3), rng.uniform(0.25, 0.8))
     c1 = _hsv(rng.uniform(0, 360), rng.uniform(0.0, 0.3), rng.uniform(0.25, 0.8))
-    yy, xx = _grid_yx(h, w)
+    ys = ((np.arange(h, dtype=np.float32) + 0.5) / h)[:, None]  # [h, 1]
+    xs = ((np.arange(w, dtype=np.float32) + 0.5) / w)[None, :]  # [1, w]
     a = rng.uniform(0, 2 * math.pi)
-    t = np.clip(0.5 + (np.cos(a) * (xx - 0.5) + np.sin(a) * (yy - 0.5)), 0, 1)[..., None]
-    img = c0 * (1 - t) + c1 * t
+    t = np.clip(0.5 + np.float32(math.cos(a)) * (xs - 0.5) + np.float32(math.sin(a)) * (ys - 0.5), 0, 1)
+    # Grey-level modulation shared by the three channels, built as one [h, w] field.
     # Value noise: a coarse random field upsampled smoothly.
     gh, gw = int(rng.integers(4, 16)), int(rng.integers(4, 16))
     coarse = (rng.uniform(-1, 1, (gh, gw)) * 127 + 128).astype(np.uint8)
-    noise = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BICUBIC), np.float32) - 128.0
-    img = img + noise[..., None] * rng.uniform(0.1, 0.35)
+    field = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BICUBIC), np.float32) - 128.0
+    field *= np.float32(rng.uniform(0.1, 0.35))
     kind = rng.integers(0, 3)
     if kind == 1:  # faint stripes
         period = rng.uniform(6, 30)
-        b = np.cos(rng.uniform(0, math.pi))
-        s = np.sin(np.arccos(b))
-        stripes = np.sin(2 * math.pi * (xx * w * b + yy * h * s) / period)
-        img = img + 12.0 * stripes[..., None]
+        b = math.cos(rng.uniform(0, math.pi))
+        s = math.sqrt(1.0 - b * b)
+        phase = (xs * np.float32(w * b) + ys * np.float32(h * s)) * np.float32(2 * math.pi / period)
+        field += 12.0 * np.sin(phase)
     elif kind == 2:  # faint checker
         cell = rng.uniform(10, 40)
-        chk = ((np.floor(xx * w / cell) + np.floor(yy * h / cell)) % 2) * 2 - 1
-        img = img + 10.0 * chk[..., None]
-    img = img + rng.normal(0, 4.0, (h, w, 1))  # sensor-like grain
+        chk = ((np.floor(xs * (w / cell)) + np.floor(ys * (h / cell))) % 2) * 2 - 1
+        field += 10.0 * chk
+    field += rng.standard_normal((h, w), dtype=np.float32) * 4.0  # sensor-like grain
+    c0, c1 = c0.astype(np.float32), c1.astype(np.float32)
+    img = c0 + t[..., None] * (c1 - c0) + field[..., None]
     pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(pil)
     side = min(h, w)
@@ -342,7 +345,7 @@ def _background(rng, h, w) -> np.ndarray:
             pts = [(cx + r * rng.uniform(-1, 1), cy + r * rng.uniform(-1, 1)) for _ in range(int(rng.integers(3, 6)))]
             draw.polygon(pts, fill=col)
     if rng.uniform() < 0.5:
-        pil = pil.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.5)))
+        pil = pil.filter(ImageFilter.BoxBlur(1))  # soften the clutter edges (cheaper than a Gaussian)
     return np.asarray(pil, np.float32)
 
 
