@@ -125,8 +125,8 @@ class BatchScheduler:
                          for i in range(self.options.num_batch_threads)]
         for t in self._threads:
             t.start()
-        self.batches_run = 0  # statistics, for tests and benchmarks
-        self.rows_run = 0
+        self._stats_lock = threading.Lock()
+        self.batch_sizes: list[int] = []  # rows of every batch formed, in order (tests, benchmarks)
 
     def submit(self, servable, signature_name: str, arrays: Mapping[str, np.ndarray]) -> dict:
         """Runs one request through a batch and returns its share of the outputs (blocks).
@@ -199,6 +199,8 @@ class BatchScheduler:
 
     def _process(self, batch: _Batch) -> None:
         tasks = batch.tasks
+        with self._stats_lock:
+            self.batch_sizes.append(batch.rows)
         try:
             outputs = self._run_batch(batch.servable, batch.signature_name, tasks)
         except ServingError as e:
@@ -247,8 +249,6 @@ class BatchScheduler:
                 raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
                                    f"Batched output tensor '{name}' has 0th dimension "
                                    f"{value.shape[0] if value.ndim else 'none'}, expected {padded}")
-        self.batches_run += 1
-        self.rows_run += rows
         return {k: v[:rows] for k, v in outputs.items()} if padded > rows else outputs
 
     def drain(self) -> None:

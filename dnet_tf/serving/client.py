@@ -175,6 +175,7 @@ class DetectorClient:
                    ("grpc.max_reconnect_backoff_ms", 2000)]
         if lb_policy:
             options.append(("grpc.lb_policy_name", lb_policy))
+        self.last_attempts = 0  # calls made by the latest method call (> 1 after retries)
         self._channel = (grpc.secure_channel(target, credentials, options) if credentials is not None
                          else grpc.insecure_channel(target, options))
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
@@ -204,8 +205,12 @@ class DetectorClient:
                 return method(request, timeout=self.timeout_s)
             except grpc.RpcError as e:
                 raise ServingCallError(e.code(), e.details() or "") from e
-        result, _ = call_with_retry(once, self.retry, lambda e: isinstance(e, ServingCallError)
-                                    and e.code == grpc.StatusCode.UNAVAILABLE)
+        try:
+            result, self.last_attempts = call_with_retry(
+                once, self.retry, lambda e: isinstance(e, ServingCallError) and e.code == grpc.StatusCode.UNAVAILABLE)
+        except ServingCallError as e:
+            self.last_attempts = e.attempts
+            raise
         return result
 
     def predict_encoded(self, encoded: Sequence[bytes]) -> tuple[dict[str, np.ndarray], int | None]:
@@ -323,6 +328,7 @@ class RestDetectorClient:
         self.signature_name = signature_name
         self.timeout_s = float(timeout_s)
         self.retry = retry
+        self.last_attempts = 0  # calls made by the latest method call (> 1 after retries)
 
     def close(self) -> None:
         pass
@@ -367,8 +373,12 @@ class RestDetectorClient:
                     raise ServingCallError(grpc.StatusCode.DEADLINE_EXCEEDED, str(e)) from e
                 raise ServingCallError(grpc.StatusCode.UNAVAILABLE, str(e)) from e
 
-        result, _ = call_with_retry(once, self.retry, lambda e: isinstance(e, ServingCallError)
-                                    and e.code == grpc.StatusCode.UNAVAILABLE)
+        try:
+            result, self.last_attempts = call_with_retry(
+                once, self.retry, lambda e: isinstance(e, ServingCallError) and e.code == grpc.StatusCode.UNAVAILABLE)
+        except ServingCallError as e:
+            self.last_attempts = e.attempts
+            raise
         return result
 
     def predict_encoded(self, encoded: Sequence[bytes]) -> tuple[dict[str, np.ndarray], None]:
