@@ -64,6 +64,22 @@ def load_class_names(source: str, split: str) -> list:
     return tfrecord.tfrecord_class_names(source)
 
 
+def discover_class_names(source: str, split: str = "train") -> list:
+    """The class list when none is given: sorted names in the split (alias of load_class_names)."""
+    return load_class_names(source, split)
+
+
+def has_split(source: str, split: str) -> bool:
+    """Whether ``source`` has the split: ImageSets/Main/<split>.txt for a VOC directory.
+
+    A TFRecord glob is one split (the files it matches); it answers True only for "train", so
+    that a held-out evaluation is never silently run on the training files.
+    """
+    if voc.is_voc_dir(source):
+        return split in voc.available_splits(source)
+    return split == "train"
+
+
 def read_annotations(source: str, split: str, class_names: Sequence[str] | None,
                      on_error: str = "fail") -> list:
     """Annotations only (no image decode) as NumPy, for statistics.
@@ -108,6 +124,7 @@ def _voc_images(source, split, class_names, seed, pcfg: PipelineConfig) -> tf.da
     ds = tf.data.Dataset.from_tensor_slices((paths, starts, ends, sizes))
     ds = ds.shuffle(min(len(records), pcfg.image_shuffle_buffer), seed=seed, reshuffle_each_iteration=True)
 
+    @tf.autograph.experimental.do_not_convert
     def load(path, start, end, size):
         image = _decode(tf.io.read_file(path))
         check = tf.debugging.assert_equal(tf.shape(image)[:2], size,
@@ -123,6 +140,7 @@ def _tfrecord_images(source, class_names, seed, pcfg: PipelineConfig):
     ds = tfrecord.read_tfrecords(source, class_names, shuffle_files=True, seed=seed)
     ds = ds.shuffle(pcfg.image_shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
 
+    @tf.autograph.experimental.do_not_convert
     def load(ex):
         image = _decode(ex["encoded"])
         hw = tf.shape(image)[:2]
@@ -223,6 +241,7 @@ def _samples_dataset(source, split, class_names, cfg: DetectorConfig, batch_size
     k = pcfg.samples_per_image
     ds = decoded_images(source, split, class_names, seed, pcfg)
 
+    @tf.autograph.experimental.do_not_convert  # straight-line TF code: skip autograph's tracing cost
     def per_image(counter, example):
         return make(example, cfg, k, tf.stack([tf.constant(seed, tf.int64), counter]))
 

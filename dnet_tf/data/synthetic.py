@@ -446,8 +446,10 @@ def _object_size(rng, cfg: SyntheticConfig, img_h, img_w, aspect, s_max) -> tupl
     lo = cfg.min_object_fraction
     if rng.uniform() < cfg.small_object_share:
         s = math.exp(rng.uniform(math.log(lo), math.log(2 * lo)))
-    else:
+    elif rng.uniform() < 0.5:  # log-uniform: many medium-small objects
         s = math.exp(rng.uniform(math.log(min(2 * lo, s_max)), math.log(s_max)))
+    else:  # uniform: large objects well represented
+        s = rng.uniform(min(2 * lo, s_max), s_max)
     if aspect >= 1:
         bw = s * img_w
         bh = bw / aspect
