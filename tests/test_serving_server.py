@@ -310,7 +310,7 @@ def test_server_side_batching_groups_concurrent_requests(model_dir, images, dire
     opts = ServerOptions(host="127.0.0.1", port=0, rest_api_port=0, model_name="dnet",
                          model_base_path=str(model_dir.parent), file_system_poll_wait_seconds=0,
                          enable_batching=True,
-                         batching=BatchingOptions(max_batch_size=8, batch_timeout_micros=500_000, num_batch_threads=1))
+                         batching=BatchingOptions(max_batch_size=8, batch_timeout_micros=2_000_000, num_batch_threads=1))
     inputs = [images["png"], images["jpg"], images["png2"]] * 2 + [b"garbage"]
     results = [None] * len(inputs)
     with LocalModelServer(opts) as srv:
@@ -382,6 +382,35 @@ def test_new_version_is_picked_up_under_load_without_failures(tmp_path, images):
         assert all(abs(score - v / 100) < 1e-6 for v, score in mine)
     State = get_model_status_pb2.ModelVersionStatus
     assert status == {1: State.END, 2: State.AVAILABLE}  # latest 1: version 1 unloaded
+
+
+def test_versions_and_labels_on_request(tmp_path, images):
+    for version in (1, 2, 3):
+        export_toy_model(tmp_path, "dnet", version)
+    (tmp_path / "models.config").write_text(f"""
+        model_config_list {{ config {{
+          name: "dnet" base_path: "{tmp_path / 'dnet'}"
+          model_version_policy {{ specific {{ versions: 1 versions: 2 }} }}
+          version_labels {{ key: "stable" value: 1 }} }} }}""")
+    opts = ServerOptions(host="127.0.0.1", port=0, rest_api_port=0, model_config_file=str(tmp_path / "models.config"),
+                         file_system_poll_wait_seconds=0)
+    with LocalModelServer(opts) as srv:
+        target = f"127.0.0.1:{srv.grpc_port}"
+        answers = {}
+        for key, kwargs in (("default", {}), ("v1", {"version": 1}), ("v2", {"version": 2}),
+                            ("stable", {"version_label": "stable"})):
+            with DetectorClient(target, "dnet", **kwargs) as client:
+                outputs, version = client.predict_encoded([images["png"]])
+                answers[key] = (version, round(float(outputs["detection_scores"][0, 1]) * 100, 4))
+        with DetectorClient(target, "dnet", version=3) as client:  # on disk, but not in the policy
+            with pytest.raises(ServingCallError) as e:
+                client.predict_encoded([images["png"]])
+        status, reply = _rest(srv.rest_port, "/v1/models/dnet/labels/stable:predict",
+                              {"instances": [_b64(images["png"])]})
+    # the newest served version answers by default; each version's content (score = version / 100)
+    assert answers == {"default": (2, 2.0), "v1": (1, 1.0), "v2": (2, 2.0), "stable": (1, 1.0)}
+    assert e.value.code == grpc.StatusCode.NOT_FOUND
+    assert status == 200 and reply["predictions"][0]["detection_scores"][1] == pytest.approx(0.01)
 
 
 # ----------------------------------------------------------------------------- retries

@@ -174,7 +174,7 @@ def _submit_all(scheduler, requests):
 
 def test_batch_scheduler_concatenates_and_splits():
     model = _FakeModel()
-    scheduler = BatchScheduler(BatchingOptions(max_batch_size=8, batch_timeout_micros=300_000,
+    scheduler = BatchScheduler(BatchingOptions(max_batch_size=8, batch_timeout_micros=10_000_000,
                                                num_batch_threads=1), model)
     try:
         requests = [np.array([i, i + 100]) for i in range(4)]  # 4 requests x 2 rows = one batch of 8
@@ -206,7 +206,7 @@ def test_batch_scheduler_pads_to_allowed_size_and_rejects_oversize():
 
 def test_batch_scheduler_isolates_a_bad_request():
     model = _FakeModel()
-    scheduler = BatchScheduler(BatchingOptions(max_batch_size=6, batch_timeout_micros=300_000,
+    scheduler = BatchScheduler(BatchingOptions(max_batch_size=6, batch_timeout_micros=10_000_000,
                                                num_batch_threads=1), model)
     try:
         results = _submit_all(scheduler, [np.array([1, 2]), np.array([-1, 3]), np.array([4, 5])])
@@ -218,18 +218,38 @@ def test_batch_scheduler_isolates_a_bad_request():
 
 
 def test_batch_scheduler_refuses_when_queue_full():
-    model = _FakeModel(delay=0.5)
+    release, running = threading.Event(), threading.Event()
+
+    def blocking_model(servable, signature, arrays):
+        running.set()
+        release.wait(10)
+        return {"y": 10 * arrays["x"]}
     scheduler = BatchScheduler(BatchingOptions(max_batch_size=1, batch_timeout_micros=0, num_batch_threads=1,
-                                               max_enqueued_batches=1), model)
+                                               max_enqueued_batches=1), blocking_model)
+    results = {}
+
+    def submit(key, value):
+        results[key] = scheduler.submit("s", "sig", {"x": np.array([value])})
     try:
-        results = _submit_all(scheduler, [np.array([i]) for i in range(4)])
+        a = threading.Thread(target=submit, args=("a", 1))
+        a.start()
+        assert running.wait(10)  # A runs on the only thread
+        b = threading.Thread(target=submit, args=("b", 2))
+        b.start()
+        deadline = time.monotonic() + 10
+        while scheduler.pending_batches() < 1:  # B waits: the queue (1 batch) is full
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        with pytest.raises(ServingError) as e:
+            scheduler.submit("s", "sig", {"x": np.array([3])})
+        release.set()
+        a.join()
+        b.join()
     finally:
+        release.set()
         scheduler.close()
-    refused = [r for r in results if isinstance(r, ServingError)]
-    served = [r for r in results if isinstance(r, dict)]
-    # one batch runs, one waits: the others are refused with UNAVAILABLE, none is lost silently
-    assert len(served) >= 2 and len(served) + len(refused) == 4
-    assert refused and all(r.code == grpc.StatusCode.UNAVAILABLE for r in refused)
+    assert e.value.code == grpc.StatusCode.UNAVAILABLE and "queue" in e.value.message
+    assert results["a"]["y"].tolist() == [10] and results["b"]["y"].tolist() == [20]
 
 
 # ----------------------------------------------------------------------------- REST JSON

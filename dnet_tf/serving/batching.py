@@ -251,6 +251,11 @@ class BatchScheduler:
                                    f"{value.shape[0] if value.ndim else 'none'}, expected {padded}")
         return {k: v[:rows] for k, v in outputs.items()} if padded > rows else outputs
 
+    def pending_batches(self) -> int:
+        """Batches formed or forming that no thread has started yet."""
+        with self._cond:
+            return sum(self._waiting.values())
+
     def drain(self) -> None:
         """Stops waiting for batches to fill: queued and later requests run at once. Used at
         shutdown, while the requests in flight finish."""
