@@ -57,7 +57,8 @@ def test_twenty_voc_classes_split_in_two_blocks_with_paper_names(tmp_path):
     first = md[1].splitlines()
     second = md[2].splitlines()
     assert first[0] == "| method | aero | bicycle | bird | boat | bottle | bus | car | cat | chair | cow |"
-    assert second[0].startswith("| method | table | dog | horse | m-bike | person | plant | sheep | sofa | train | tv | mAP")
+    assert second[0].startswith(
+        "| method | table | dog | horse | m-bike | person | plant | sheep | sofa | train | tv | mAP")
     # Paper values: aero .292 (block 1, DetectorNet), tv .119 (block 2, sliding windows).
     assert first[2].split(" | ")[1] == "0.292"
     assert second[3].split(" | ")[10] == "0.119"

@@ -112,7 +112,8 @@ def _iou(boxes, box):
     ih = np.clip(np.minimum(boxes[:, 2], box[2]) - np.maximum(boxes[:, 0], box[0]), 0, None)
     iw = np.clip(np.minimum(boxes[:, 3], box[3]) - np.maximum(boxes[:, 1], box[1]), 0, None)
     inter = ih * iw
-    return inter / ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) + (box[2] - box[0]) * (box[3] - box[1]) - inter)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / (area + (box[2] - box[0]) * (box[3] - box[1]) - inter)
 
 
 def test_planted_object_found_within_a_few_pixels_with_exact_evaluation_count():

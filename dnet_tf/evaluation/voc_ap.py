@@ -183,7 +183,8 @@ def _as_array(record: Mapping, key: str, where: str, dtype, shape_tail: tuple, d
     if arr.size == 0:
         arr = arr.reshape((0,) + shape_tail)
     if arr.ndim != 1 + len(shape_tail) or tuple(arr.shape[1:]) != shape_tail:
-        raise ValueError(f"{where}: field '{key}' has shape {arr.shape}, expected [N{''.join(f', {s}' for s in shape_tail)}]")
+        expected = "[" + ", ".join(["N"] + [str(s) for s in shape_tail]) + "]"
+        raise ValueError(f"{where}: field '{key}' has shape {arr.shape}, expected {expected}")
     return arr
 
 
