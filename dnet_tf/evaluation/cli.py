@@ -6,8 +6,8 @@
 --model is an exported SavedModel (version dir, or model dir: newest version) or a training run
 directory. The sliding-window baseline needs the run directory's classifier: --run-dir, or
 --model when that is a run directory. The baseline's grid is the paper's (8 aspect ratios x 10
-scales, 5 px stride) times --baseline-stride-multiplier (default 8, ~3,800 classifier evaluations
-for a 500 x 375 image instead of ~165,000; see dnet_tf.evaluation.sliding_window).
+scales, 5 px stride) times --baseline-stride-multiplier (default 8: 3,800 classifier evaluations
+for a 500 x 375 image instead of 165,169; see dnet_tf.evaluation.sliding_window for the cost).
 """
 
 from __future__ import annotations
