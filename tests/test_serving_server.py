@@ -9,7 +9,6 @@ directory or need a server that is down start their own.
 import base64
 import io
 import json
-import pathlib
 import socket
 import threading
 import time
@@ -241,9 +240,6 @@ def test_health_and_prometheus_metrics(server):
 
 # ----------------------------------------------------------------------------- bad input
 
-GOOD = None  # filled per test with a good request
-
-
 def _bad_grpc_cases(images):
     return [
         ("wrong input name", _predict_request([images["png"]], alias="image"), grpc.StatusCode.INVALID_ARGUMENT),
@@ -437,6 +433,12 @@ def test_client_retries_unavailable_until_the_server_is_up(model_dir, images, di
         with DetectorClient(f"127.0.0.1:{grpc_port}", "dnet", timeout_s=10, retry=retry) as client:
             outputs, version = client.predict_encoded([images["png"]])
             grpc_attempts = client.last_attempts
+            # a request above gRPC's 4 MiB default passes: the client and server limits are raised
+            noise = np.random.RandomState(5).randint(0, 256, (1100, 1400, 3), dtype=np.uint8)
+            big = _encode(noise, "PNG")
+            assert len(big) > 4 * 1024 * 1024
+            (result,) = client.detect([big])
+            assert result.detections[0].image_yxyx == (275.0, 350.0, 825.0, 1050.0)  # H/4, W/4, 3H/4, 3W/4
             # INVALID_ARGUMENT is the caller's error: raised at once, never retried
             with pytest.raises(ServingCallError) as e:
                 client.predict_encoded([b"not an image"])

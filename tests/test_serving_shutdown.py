@@ -1,9 +1,7 @@
 """SIGTERM to a real server process while requests are in flight: every accepted request gets its
 answer, the process exits 0, and later requests are refused (UNAVAILABLE / connection refused)."""
 
-import base64
 import io
-import json
 import os
 import pathlib
 import re
@@ -18,7 +16,6 @@ import urllib.request
 import grpc
 import numpy as np
 import pytest
-import tensorflow as tf
 from PIL import Image
 
 from dnet_tf.serving.client import DetectorClient, RestDetectorClient, RetryPolicy, ServingCallError

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 from tensorflow_serving.apis import get_model_status_pb2
 
 from dnet_tf.serving.config_files import ModelSource
-from dnet_tf.serving.errors import ServingError, invalid_argument, not_found
+from dnet_tf.serving.errors import invalid_argument, not_found
 from dnet_tf.serving.servable import ServableVersion
 from dnet_tf.serving.versions import scan_versions
 
@@ -223,5 +223,3 @@ def _mtime(path) -> float:
     except OSError:
         return -1.0
 
-
-__all__ = ["ModelManager", "VersionState", "ServingError"]
