@@ -499,3 +499,15 @@ def test_server_cli_flags_mirror_tensorflow_model_server():
     opts = server_cli.options_from_args(args)
     assert (opts.rest_api_port, opts.enable_batching, opts.batching_parameters_file) == (8501, True, "b.txt")
     assert server_cli.run(["--model_base_path", "/nonexistent/dnet", "--port", "0"]) == 2
+
+
+def test_start_fails_cleanly_on_a_busy_port(model_dir, server):
+    opts = ServerOptions(host="127.0.0.1", port=0, rest_api_port=server.rest_port, model_name="dnet",
+                         model_base_path=str(model_dir.parent), file_system_poll_wait_seconds=0)
+    with pytest.raises(RuntimeError, match=f"cannot bind REST port {server.rest_port}"):
+        LocalModelServer(opts).start()
+    with pytest.raises(RuntimeError, match="no loadable version"):
+        LocalModelServer(ServerOptions(host="127.0.0.1", port=0, rest_api_port=None, model_name="dnet",
+                                       model_base_path=str(model_dir.parent / "missing"))).start()
+    # the module's server is unaffected
+    assert _rest(server.rest_port, "/v1/models/dnet")[0] == 200

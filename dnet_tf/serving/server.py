@@ -128,12 +128,30 @@ class LocalModelServer:
             self._health.set(service, status)
 
     def start(self) -> "LocalModelServer":
+        """Loads every model (blocking), then opens the ports.
+
+        Raises:
+          RuntimeError: a model has no loadable version, or a port cannot be bound; whatever was
+            started is stopped again.
+        """
+        try:
+            return self._start()
+        except BaseException:
+            if self._grpc is not None:
+                self._grpc.stop(0)
+            if self._rest is not None:
+                self._rest.server_close()
+            if self.batcher is not None:
+                self.batcher.close()
+            self.manager.stop()
+            raise
+
+    def _start(self) -> "LocalModelServer":
         opts = self.options
         self._set_health(False)
         self.manager.start()
         if not self.manager.ready():
             missing = [s.name for s in self._sources if not self.manager.loaded_versions(s.name)]
-            self.manager.stop()
             raise RuntimeError(f"no loadable version for model(s) {missing} under "
                                f"{[s.base_path for s in self._sources if s.name in missing]}")
         if self._batching is not None:
@@ -150,12 +168,18 @@ class LocalModelServer:
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(self.core), self._grpc)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self.core), self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
-        self.grpc_port = self._grpc.add_insecure_port(f"{_bind_host(opts.host)}:{opts.port}")
+        try:
+            self.grpc_port = self._grpc.add_insecure_port(f"{_bind_host(opts.host)}:{opts.port}")
+        except RuntimeError as e:
+            raise RuntimeError(f"cannot bind gRPC port {opts.port} on {opts.host}: {e}") from e
         if self.grpc_port == 0:
             raise RuntimeError(f"cannot bind gRPC port {opts.port} on {opts.host}")
         self._grpc.start()
         if opts.rest_api_port is not None:
-            self._rest = RestServer((opts.host, opts.rest_api_port), self.core, limit, self._metrics_path)
+            try:
+                self._rest = RestServer((opts.host, opts.rest_api_port), self.core, limit, self._metrics_path)
+            except OSError as e:
+                raise RuntimeError(f"cannot bind REST port {opts.rest_api_port} on {opts.host}: {e}") from e
             self.rest_port = self._rest.server_address[1]
             self._rest_thread = threading.Thread(target=self._rest.serve_forever, kwargs={"poll_interval": 0.1},
                                                  name="rest", daemon=True)
