@@ -40,7 +40,7 @@ in minutes on a CPU):
 Annotations follow VOC: the box of the *visible* pixels of each object, written 1-based inclusive
 (a box covering pixel columns c0..c1 is written xmin = c0 + 1, xmax = c1 + 1); ``truncated`` is 1
 when the object runs past the image border; ``difficult`` is always 0 (every object is at least
-``min_visible`` visible and at least 10 px on its longer side).
+``min_visible`` visible and is drawn at least 12 px long and 8 px thick, snakes 14 px).
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ SYNTHETIC_CLASSES = ("ball", "crate", "star", "ring", "blob", "snake")
 SPLITS = ("train", "val", "test")
 _SPLIT_STREAM = {"train": 0, "val": 1, "test": 2}
 GENERATOR_VERSION = 1
+MIN_SNAKE_THICKNESS = 14.0  # px, the snake's box across its body (the band itself is ~60% of it)
 
 
 @dataclasses.dataclass
@@ -250,7 +251,7 @@ def _render_blob(rng, h, w):
 def _render_snake(rng, h, w):
     vertical = h > w
     L, T = (h, w) if vertical else (w, h)  # length along the body, thickness across the box
-    body = rng.uniform(0.35, 0.55) * T  # band thickness; the rest of T is the wave's swing
+    body = rng.uniform(0.45, 0.65) * T  # band thickness; the rest of T is the wave's swing
     amp = (T - body) / 2
     freq = rng.uniform(0.7, 1.6)
     phase = rng.uniform(0, 2 * math.pi)
@@ -441,10 +442,11 @@ class _Canvas:
         return k
 
 
-def _object_size(rng, cfg: SyntheticConfig, img_h, img_w, aspect, s_max) -> tuple:
+def _object_size(rng, cfg: SyntheticConfig, img_h, img_w, aspect, s_max, allow_small=True,
+                 min_short: float = 8.0) -> tuple:
     """Box (h, w) in px: longer side = s x the image side along that axis."""
     lo = cfg.min_object_fraction
-    if rng.uniform() < cfg.small_object_share:
+    if allow_small and rng.uniform() < cfg.small_object_share:
         s = math.exp(rng.uniform(math.log(lo), math.log(2 * lo)))
     elif rng.uniform() < 0.5:  # log-uniform: many medium-small objects
         s = math.exp(rng.uniform(math.log(min(2 * lo, s_max)), math.log(s_max)))
@@ -458,9 +460,10 @@ def _object_size(rng, cfg: SyntheticConfig, img_h, img_w, aspect, s_max) -> tupl
         bw = bh * aspect
     shrink = min(1.0, 0.95 * img_h / bh, 0.95 * img_w / bw)
     bh, bw = bh * shrink, bw * shrink
-    # Never below 10 px on the longer side, 3 px on the shorter.
-    grow = max(1.0, 10.0 / max(bh, bw))
-    return max(3, int(round(bh * grow))), max(3, int(round(bw * grow)))
+    # Never below 12 px on the longer side or min_short px on the shorter (a thin 5% snake
+    # would otherwise be 4 px thick: no detector sees that at the network's input resolution).
+    grow = max(1.0, 12.0 / max(bh, bw), min_short / min(bh, bw))
+    return int(round(bh * grow)), int(round(bw * grow))
 
 
 def _place_free(rng, img_h, img_w, bh, bw):
@@ -535,8 +538,12 @@ def generate_image(rng: np.random.Generator, cfg: SyntheticConfig):
             if name == "snake":  # keep the member's orientation random, size alike
                 bh, bw = (bw, bh) if (aspect > 1) != (bw > bh) else (bh, bw)
         else:
+            # A group's first member sets the members' size: at most 0.45 of the image so that
+            # two or three fit, and not from the small-object tail, so that each member spans
+            # several mask cells at the finest inference scale.
             group_s_max = s_max if group is None else min(s_max, 0.45)
-            bh, bw = _object_size(rng, cfg, h, w, aspect, group_s_max)
+            bh, bw = _object_size(rng, cfg, h, w, aspect, group_s_max, allow_small=group is None,
+                                  min_short=MIN_SNAKE_THICKNESS if name == "snake" else 8.0)
         mask, rgb = _RENDERERS[name](rng, bh, bw)
         for _attempt in range(12):
             if group is not None and group_anchor is not None:
@@ -709,4 +716,6 @@ def draw_preview(voc_dir, image_ids: Sequence[str], out_path, columns: int = 3, 
         r, c = divmod(n, columns)
         sheet.paste(img, (c * tile + (tile - img.width) // 2, r * tile + (tile - img.height) // 2))
     pathlib.Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(out_path, optimize=True)
+    # A 256-colour palette keeps the PNG small enough to commit (~4x smaller than RGB).
+    sheet.quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.FLOYDSTEINBERG).save(
+        out_path, optimize=True)
