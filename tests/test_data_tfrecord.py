@@ -131,3 +131,29 @@ def test_cli_to_tfrecord_and_greyscale_png(tmp_path, small_voc):
     Image.fromarray(grey, "L").save(png)
     decoded = _decode(tf.io.read_file(str(png))).numpy()
     np.testing.assert_array_equal(decoded, np.repeat(grey[..., None], 3, axis=2))
+
+
+def test_cli_class_list_defaults(tmp_path, small_voc):
+    # Synthetic names are not VOC's: 'auto' takes the data's sorted names (labels 1..6).
+    out = tmp_path / "auto.tfrecord"
+    assert cli_run(["to-tfrecord", "--voc", str(small_voc), "--split", "train", "--out", str(out), "--quiet"]) == 0
+    labels = {int(v) for ex in _read_all(str(out), CLASSES) for v in ex["class_ids"]}
+    assert labels <= set(range(len(CLASSES)))
+    # A VOC-named subset keeps VOC's 20-class numbering: 'dog' is label 12 of VOC_CLASSES.
+    from dnet_tf.constants import VOC_CLASSES
+
+    root = tmp_path / "vocsub"
+    for d in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (root / d).mkdir(parents=True)
+    Image.new("RGB", (20, 10)).save(root / "JPEGImages" / "a.jpg")
+    (root / "Annotations" / "a.xml").write_text(
+        "<annotation><filename>a.jpg</filename><size><width>20</width><height>10</height></size>"
+        "<object><name>dog</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox>"
+        "</object></annotation>")
+    (root / "ImageSets" / "Main" / "train.txt").write_text("a\n")
+    out = tmp_path / "voc.tfrecord"
+    assert cli_run(["to-tfrecord", "--voc", str(root), "--split", "train", "--out", str(out), "--quiet"]) == 0
+    ex = next(iter(tf.data.TFRecordDataset(str(out))))
+    parsed = tf.train.Example.FromString(ex.numpy())
+    assert list(parsed.features.feature["image/object/class/label"].int64_list.value) == [
+        VOC_CLASSES.index("dog") + 1]

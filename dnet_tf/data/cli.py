@@ -31,10 +31,13 @@ def _to_tfrecord(args) -> int:
     from dnet_tf.constants import VOC_CLASSES
     from dnet_tf.data import tfrecord, voc
 
-    if args.classes == "voc":
+    if args.classes in ("auto", "data"):
+        in_data = voc.class_names_in(voc.read_voc_split(args.voc, args.split, None, check_image=False))
+        # auto: a Pascal VOC dataset keeps VOC's 20 ids even when a split lacks some classes.
+        voc_like = args.classes == "auto" and in_data and set(in_data) <= set(VOC_CLASSES)
+        class_names = list(VOC_CLASSES) if voc_like else in_data
+    elif args.classes == "voc":
         class_names = list(VOC_CLASSES)
-    elif args.classes == "data":
-        class_names = voc.class_names_in(voc.read_voc_split(args.voc, args.split, None, check_image=False))
     else:
         class_names = [c.strip() for c in args.classes.split(",") if c.strip()]
     records = voc.read_voc_split(args.voc, args.split, class_names, on_error=args.on_error)
@@ -85,8 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--split", required=True)
     t.add_argument("--out", required=True, help="output pattern; '*' becomes 00000-of-0000N")
     t.add_argument("--shards", type=int, default=1)
-    t.add_argument("--classes", default="data",
-                   help="'data' (sorted names in the split; default), 'voc' (the 20 VOC classes) or a,b,c")
+    t.add_argument("--classes", default="auto",
+                   help="'auto' (default: VOC's 20 classes when every name in the split is one of them, else "
+                        "'data'), 'data' (the sorted names in the split), 'voc' (the 20 VOC classes) or a,b,c")
     t.add_argument("--on-error", choices=("fail", "skip"), default="fail",
                    help="bad annotation or image: stop, or skip the image with a warning")
     t.add_argument("--quiet", action="store_true")
