@@ -129,26 +129,31 @@ def _ramp_image(h, w):
     return (np.arange(h)[:, None, None] * 7 + np.arange(w)[None, :, None] * 3 + np.arange(3) * 50) % 256
 
 
-def test_crop_and_resize_pixel_aligned_cases():
+CROP_FNS = [sampler.crop_and_resize, sampler.crop_and_resize_local]  # the team op (when present) and ours
+
+
+@pytest.mark.parametrize("crop_fn", CROP_FNS)
+def test_crop_and_resize_pixel_aligned_cases(crop_fn):
     image = _ramp_image(10, 12).astype(np.uint8)
     # A 10 x 10 crop touching three borders, at its own size: exactly those pixels.
-    square = sampler.crop_and_resize(image, tf.constant([[0.0, 2.0, 10.0, 12.0]]), 10).numpy()[0]
+    square = crop_fn(image, tf.constant([[0.0, 2.0, 10.0, 12.0]]), 10).numpy()[0]
     np.testing.assert_allclose(square, image[:, 2:12].astype(np.float32), atol=1e-3)
     # A 4 x 4 crop at rows 2..5, cols 3..6, at scale 1: exactly those pixels.
-    crop = sampler.crop_and_resize(image, tf.constant([[2.0, 3.0, 6.0, 7.0]]), 4).numpy()[0]
+    crop = crop_fn(image, tf.constant([[2.0, 3.0, 6.0, 7.0]]), 4).numpy()[0]
     np.testing.assert_allclose(crop, image[2:6, 3:7].astype(np.float32), atol=1e-3)
     # An 8 x 8 crop to 4 x 4: each output sample sits between 2 x 2 pixels -> their mean.
-    crop = sampler.crop_and_resize(image.astype(np.float32), tf.constant([[2.0, 2.0, 10.0, 10.0]]), 4).numpy()[0]
+    crop = crop_fn(image.astype(np.float32), tf.constant([[2.0, 2.0, 10.0, 10.0]]), 4).numpy()[0]
     block = image[2:10, 2:10].astype(np.float32).reshape(4, 2, 4, 2, 3).mean(axis=(1, 3))
     np.testing.assert_allclose(crop, block, atol=1e-3)
 
 
-def test_crop_and_resize_upsampling_at_the_border_repeats_edge_pixels():
+@pytest.mark.parametrize("crop_fn", CROP_FNS)
+def test_crop_and_resize_upsampling_at_the_border_repeats_edge_pixels(crop_fn):
     # A 2 x 2 crop in the image corner upsampled to 8 x 8: the outer samples lie within half a
     # pixel of the border and must read the border pixels, never a black extrapolation value.
     image = np.full((6, 6, 3), 100, np.uint8)
     image[0, 0] = 200
-    out = sampler.crop_and_resize(image, tf.constant([[0.0, 0.0, 2.0, 2.0]]), 8).numpy()[0]
+    out = crop_fn(image, tf.constant([[0.0, 0.0, 2.0, 2.0]]), 8).numpy()[0]
     assert out.min() >= 100.0 - 1e-3
     # Samples at continuous (0.125, 0.125) -> index (-0.375, -0.375): clamped to pixel (0, 0).
     np.testing.assert_allclose(out[0, 0], [200, 200, 200], atol=1e-3)

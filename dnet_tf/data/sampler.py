@@ -34,6 +34,7 @@ Frames: boxes_image_yxyx / crops_image_yxyx are continuous absolute pixels of th
 
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import tensorflow as tf
@@ -232,6 +233,26 @@ def sample_classifier_crops(image_hw, boxes_image_yxyx, class_ids, num_samples: 
 
 
 def crop_and_resize(image: tf.Tensor, crops_image_yxyx: tf.Tensor, size: int) -> tf.Tensor:
+    """K crops of one image resized to size x size: the team op ``dnet_tf.ops.crops.crop_and_resize``
+    when that module exists, else ``crop_and_resize_local`` (same sampling convention).
+
+    Args:
+      image: uint8 or float [H, W, 3].
+      crops_image_yxyx: float32 [K, 4], continuous image_yxyx.
+      size: S.
+    Returns:
+      float32 [K, S, S, 3] in the input's value range.
+    """
+    if importlib.util.find_spec("dnet_tf.ops.crops") is None:
+        return crop_and_resize_local(image, crops_image_yxyx, size)
+    from dnet_tf.ops.crops import crop_and_resize as team_crop_and_resize
+
+    crops = tf.cast(crops_image_yxyx, tf.float32)
+    indices = tf.zeros([tf.shape(crops)[0]], tf.int32)
+    return team_crop_and_resize(tf.cast(image, tf.float32)[None], crops, indices, size)
+
+
+def crop_and_resize_local(image: tf.Tensor, crops_image_yxyx: tf.Tensor, size: int) -> tf.Tensor:
     """Bilinear resize of K continuous-frame crops of one image to size x size.
 
     Output sample (i, j) of a crop [y0, x0, y1, x1] sits at the continuous point
