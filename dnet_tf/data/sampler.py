@@ -232,6 +232,7 @@ def sample_classifier_crops(image_hw, boxes_image_yxyx, class_ids, num_samples: 
     }
 
 
+@tf.autograph.experimental.do_not_convert  # plain Python dispatch; nothing for autograph to convert
 def crop_and_resize(image: tf.Tensor, crops_image_yxyx: tf.Tensor, size: int) -> tf.Tensor:
     """K crops of one image resized to size x size: the team op ``dnet_tf.ops.crops.crop_and_resize``
     when that module exists, else ``crop_and_resize_local`` (same sampling convention).
