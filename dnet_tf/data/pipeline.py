@@ -110,7 +110,10 @@ def _decode(encoded: tf.Tensor) -> tf.Tensor:
     return tf.ensure_shape(image, [None, None, 3])
 
 
-def _voc_images(source, split, class_names, seed, pcfg: PipelineConfig) -> tf.data.Dataset:
+def _voc_images(source, split, class_names, seed, pcfg: PipelineConfig) -> tuple:
+    """(repeated shuffled dataset of (path, first box, end box, [H, W]), its decode function).
+
+    The boxes of all images sit in one constant; each element carries its slice bounds."""
     records = voc.read_voc_split(source, split, class_names, on_error=pcfg.on_error)
     if not records:
         raise ValueError(f"{source}: split {split!r} has no usable images")
@@ -136,7 +139,8 @@ def _voc_images(source, split, class_names, seed, pcfg: PipelineConfig) -> tf.da
     return ds.repeat(), load
 
 
-def _tfrecord_images(source, class_names, seed, pcfg: PipelineConfig):
+def _tfrecord_images(source, class_names, seed, pcfg: PipelineConfig) -> tuple:
+    """(repeated shuffled dataset of parsed examples, its decode function)."""
     ds = tfrecord.read_tfrecords(source, class_names, shuffle_files=True, seed=seed)
     ds = ds.shuffle(pcfg.image_shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
 
