@@ -153,3 +153,12 @@ def test_raccoon_every_file(raccoon_dir):
         np.testing.assert_array_equal(img[..., 0], img[..., 1])
         np.testing.assert_array_equal(img[..., 1], img[..., 2])
     assert load_class_names(str(raccoon_dir), "train") == ["raccoon"]
+
+
+def test_class_names_from_the_data_need_no_size_or_image(tmp_path):
+    files = {"a": xml_text([("dog", (1, 1, 5, 5), 0, 0)], size=False), "b": xml_text([("cat", (1, 1, 5, 5), 0, 0)])}
+    make_voc(tmp_path, files, {"a": None, "b": None})
+    assert voc.read_class_names(tmp_path, "train") == ["cat", "dog"]
+    (tmp_path / "Annotations" / "b.xml").write_text(BILLION_LAUGHS)
+    with pytest.raises(voc.VocError, match="b.xml.*unsafe XML"):
+        voc.read_class_names(tmp_path, "train")

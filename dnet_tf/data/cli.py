@@ -32,7 +32,7 @@ def _to_tfrecord(args) -> int:
     from dnet_tf.data import tfrecord, voc
 
     if args.classes in ("auto", "data"):
-        in_data = voc.class_names_in(voc.read_voc_split(args.voc, args.split, None, check_image=False))
+        in_data = voc.read_class_names(args.voc, args.split)
         # auto: a Pascal VOC dataset keeps VOC's 20 ids even when a split lacks some classes.
         voc_like = args.classes == "auto" and in_data and set(in_data) <= set(VOC_CLASSES)
         class_names = list(VOC_CLASSES) if voc_like else in_data

@@ -59,8 +59,7 @@ class PipelineConfig:
 def load_class_names(source: str, split: str) -> list:
     """The sorted set of object class names in a source (VOC directory split or TFRecord glob)."""
     if voc.is_voc_dir(source):
-        records = voc.read_voc_split(source, split, None, on_error="fail", check_image=False)
-        return voc.class_names_in(records)
+        return voc.read_class_names(source, split)
     return tfrecord.tfrecord_class_names(source)
 
 

@@ -281,6 +281,29 @@ def read_voc_split(voc_root, split: str, class_names: Sequence[str] | None = Non
     return records
 
 
+def read_class_names(voc_root, split: str) -> list:
+    """The sorted set of object names in a split's annotations (reads only <object><name>).
+
+    Raises:
+      VocError naming the file for unreadable or unsafe XML or an object without a name.
+    """
+    root = pathlib.Path(voc_root)
+    names = set()
+    for image_id in read_split_ids(root, split):
+        path = root / "Annotations" / f"{image_id}.xml"
+        try:
+            tree = SafeET.parse(str(path)).getroot()
+        except DefusedXmlException as e:
+            raise VocError(path, f"refused unsafe XML ({type(e).__name__}: {e})") from None
+        except SafeET.ParseError as e:
+            raise VocError(path, f"malformed XML ({e})") from None
+        except OSError as e:
+            raise VocError(path, f"cannot read annotation ({e})") from None
+        for n, obj in enumerate(tree.findall("object")):
+            names.add(_text(obj, "name", path))
+    return sorted(names)
+
+
 def class_names_in(records: Sequence[VocRecord]) -> list:
     """The sorted set of object names found in the records."""
     return sorted({name for r in records for name in r.class_names})
