@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from dnet_tf.config import DetectorConfig, ModelConfig
 from dnet_tf.data import pipeline, synthetic, tfrecord, voc

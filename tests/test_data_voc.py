@@ -1,6 +1,5 @@
 """Pascal VOC reader: hand-written files (good and bad, fail and skip modes) and the real raccoon set."""
 
-import warnings
 
 import numpy as np
 import pytest

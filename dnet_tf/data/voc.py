@@ -299,7 +299,7 @@ def read_class_names(voc_root, split: str) -> list:
             raise VocError(path, f"malformed XML ({e})") from None
         except OSError as e:
             raise VocError(path, f"cannot read annotation ({e})") from None
-        for n, obj in enumerate(tree.findall("object")):
+        for obj in tree.findall("object"):
             names.add(_text(obj, "name", path))
     return sorted(names)
 
