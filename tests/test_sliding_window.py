@@ -127,13 +127,15 @@ def test_planted_object_found_within_a_few_pixels_with_exact_evaluation_count():
     # Every grid box went through the classifier exactly once, and that is the count reported.
     assert result["network_evaluations"] == count_boxes(80, 120, cfg) == int(layer.seen.numpy())
     top = result["boxes_yxyx"][0]
-    # Scale 0.4 gives mean side 40; the ratios nearest 1 (0.855, 1.170) give 43.1 x 36.9 boxes, so
-    # the best box is within ~3 px per side, and positions are on a <= 5 px grid.
-    assert np.abs(top - obj).max() <= 4.0, top
+    # Scale 0.4 gives mean side 40; the ratios nearest 1 (0.855, 1.170) give 43.1 x 36.9 boxes
+    # (3.1 px per side off a 40 px square), placed on a grid of steps <= 5 px; the best grid boxes
+    # (Jaccard 0.824 and 0.822) are off by at most 4.1 px on a side.
+    assert np.abs(top - obj).max() <= 4.5, top
     assert result["classes"][0] == 0
     # Brute force over the grid: the top detection is (nearly) the best-overlapping grid box.
     best = _iou(sliding_window_boxes(80, 120, cfg).astype(np.float64), obj).max()
-    assert _iou(top[None].astype(np.float64), obj)[0] >= best - 0.02
+    assert best == pytest.approx(0.824, abs=1e-3)
+    assert _iou(top[None].astype(np.float64), obj)[0] >= best - 0.01
     # NMS: no other kept box overlaps the top one at Jaccard >= 0.5; scores descend.
     assert np.all(_iou(result["boxes_yxyx"][1:].astype(np.float64), top) < 0.5)
     assert np.all(np.diff(result["scores"]) <= 0)
