@@ -20,7 +20,8 @@ import sys
 
 from absl import app, flags
 
-from dnet_tf.config import DetectorConfig, named_config, NAMED_CONFIGS
+from dnet_tf.config import NAMED_CONFIGS, DetectorConfig, named_config
+from dnet_tf.constants import VOC_CLASSES
 from dnet_tf.training import distribute
 
 FLAGS = flags.FLAGS
@@ -29,6 +30,9 @@ flags.DEFINE_string("data", "data/synthetic", "VOC root folder or TFRecord glob.
 flags.DEFINE_enum("source", "pipeline", ["pipeline", "toy"],
                   "'pipeline': read --data with dnet_tf.data; 'toy': in-memory rectangles "
                   "(no files; for smoke tests and throughput checks).")
+flags.DEFINE_string("classes", None,
+                    "Class list: comma-separated names, or 'voc' for the 20 Pascal VOC classes; "
+                    "default: the run directory's class_names.txt, else the sorted names in the data.")
 flags.DEFINE_enum("config", None, sorted(NAMED_CONFIGS),
                   "Named config; default: the run directory's config.json, else 'paper'.")
 flags.DEFINE_integer("classifier_steps", None, "Classifier-stage steps (TrainConfig).", lower_bound=0)
@@ -70,6 +74,18 @@ def config_from_flags(stored: DetectorConfig | None) -> DetectorConfig:
                                model=dataclasses.replace(cfg.model, **model_over))
 
 
+def class_names_from_flag(value: str | None):
+    """--classes -> tuple of names, or None when not given."""
+    if value is None or not value.strip():
+        return None
+    if value.strip() == "voc":
+        return VOC_CLASSES
+    names = tuple(n.strip() for n in value.split(","))
+    if any(not n for n in names):
+        raise ValueError(f"--classes {value!r}: empty class name")
+    return names
+
+
 def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -79,22 +95,23 @@ def main(argv) -> int:
         # The strategy first: MultiWorkerMirroredStrategy must exist before other TF ops run.
         strategy = distribute.make_strategy(FLAGS.strategy)
         from dnet_tf.training import run_dir as rd
-        from dnet_tf.training.sources import ToySource
+        from dnet_tf.training.sources import PipelineSource, ToySource
         from dnet_tf.training.train import train
 
         run_dir = pathlib.Path(FLAGS.run_dir)
         stored = rd.read_config(run_dir / rd.CONFIG) if (run_dir / rd.CONFIG).is_file() else None
         cfg = config_from_flags(stored)
+        names = class_names_from_flag(FLAGS.classes)
+        if names is None and (run_dir / rd.CLASS_NAMES).is_file():
+            names = rd.read_class_names(run_dir / rd.CLASS_NAMES)
         if FLAGS.source == "toy":
-            names = (rd.read_class_names(run_dir / rd.CLASS_NAMES)
-                     if (run_dir / rd.CLASS_NAMES).is_file() else ("a", "b"))
-            data = ToySource(class_names=names)
+            data = ToySource(class_names=names or ("a", "b"))
         else:
             if not pathlib.Path(FLAGS.data).exists() and not any(c in FLAGS.data for c in "*?["):
                 raise FileNotFoundError(f"--data {FLAGS.data}: no such folder or file (generate the "
                                         "embedded dataset with: python -m dnet_tf.data.cli "
                                         "make-synthetic --out data/synthetic)")
-            data = FLAGS.data
+            data = PipelineSource(FLAGS.data, class_names=names)
         train(run_dir, data, cfg, strategy=strategy, time_budget_s=FLAGS.time_budget_s,
               progress=FLAGS.progress, eval_crops=FLAGS.eval_crops)
     except (ValueError, FileNotFoundError) as e:

@@ -72,6 +72,31 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
+def _layers_of(model):
+    for layer in getattr(model, "layers", ()):
+        yield layer
+        yield from _layers_of(layer)
+
+
+def synchronize_batch_norm(model) -> int:
+    """Makes every BatchNormalization layer of ``model`` (nested models included) compute its
+    batch statistics over the global batch, all-reduced across replicas.
+
+    Needed with more than one replica: Keras' moving statistics are plain (non-aggregated)
+    variables, so with per-replica statistics each replica would keep different moving
+    averages, and the replicas' models would differ at inference. With global statistics every
+    replica applies the same update. Returns the number of layers changed.
+    """
+    import keras
+
+    n = 0
+    for layer in _layers_of(model):
+        if isinstance(layer, keras.layers.BatchNormalization) and not layer.synchronized:
+            layer.synchronized = True
+            n += 1
+    return n
+
+
 def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 

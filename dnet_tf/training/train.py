@@ -175,6 +175,9 @@ def train(run_dir, data, cfg: Optional[DetectorConfig] = None, *,
         optimizers["classifier"].build(classifier.trainable_variables)
         optimizers["localizer"].build(localizer.trainable_variables)
     models = {"classifier": classifier, "localizer": localizer}
+    if replicas > 1:
+        for model in models.values():
+            distribute.synchronize_batch_norm(model)
     steps = {n: tf.Variable(0, dtype=tf.int64, trainable=False, name=f"{n}_step") for n in STAGES}
     done = {n: tf.Variable(False, trainable=False, name=f"{n}_done") for n in STAGES}
     elapsed = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="elapsed_s")
