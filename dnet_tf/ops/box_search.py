@@ -1,0 +1,506 @@
+"""Box inference from the five masks (paper §5.2): Eq. (3) scores and the exhaustive search.
+
+Frames: everything here is in cell_yxyx of a mask canvas (one unit = one canvas cell); the caller
+maps boxes to the image. Masks are [..., H, W, 5, C] with axis -2 in MASK_TYPES order
+(full, top, bottom, left, right).
+
+Eq. (3) for a box bb and one class:
+
+    S(bb) = [S(bb, m_full) - S(ring, m_full)]
+          + [S(top, m_top) - S(bottom, m_top)] + [S(bottom, m_bottom) - S(top, m_bottom)]
+          + [S(left, m_left) - S(right, m_left)] + [S(right, m_right) - S(left, m_right)]
+
+with S(b, m) the Eq. (2) mean of m over b (``integral.box_coverage``), top = [ymin, xmin,
+(ymin+ymax)/2, xmax] and so on. Each bracket lies in [-1, 1], so S(bb) lies in [-5, 5].
+
+Choices the paper leaves open:
+  * The ring (the full mask's "opposite"): bb grown by ``ring_width(height)`` cells on top and
+    bottom and ``ring_width(width)`` cells left and right, clipped to the grid, minus bb. The width
+    is ring_margin x side rounded to whole cells (half up) and at least one cell (0 only when
+    ring_margin is 0): the masks carry nothing finer than a cell, and whole-cell rings keep every
+    lookup of the dense search on the integral image's grid. S(ring) = 0 when the ring has no
+    area (bb covers the whole grid).
+  * Search shapes are rounded to whole cells (half up, at least 1, at most the grid) and slid with
+    a whole-cell stride (the stride rounded half up, at least 1): the canvas resolution is the
+    search resolution, so callers choose the canvas so that one cell is the wanted stride (the
+    paper's 5 px). The rounding error of a shape is at most half a cell.
+
+The halves terms only depend on the differences top - bottom and left - right, so the search
+works on three planes per class: M = m_full, V = m_top - m_bottom, L = m_left - m_right:
+
+    S(bb) = S(bb, M) - S(ring, M) + [S(top, V) - S(bottom, V)] + [S(left, L) - S(right, L)].
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from dnet_tf.constants import BOTTOM, FULL, LEFT, NUM_MASK_TYPES, RIGHT, TOP
+from dnet_tf.ops import integral as integral_ops
+
+# Positions per block in the dense search's two-level top-k (see ``search_boxes``).
+_BLOCK = 16
+
+
+class SearchResult(NamedTuple):
+    """Best boxes per class of ``search_boxes``; M = max_candidates, sorted by score.
+
+    boxes_cell_yxyx: float32 [..., C, M, 4] cell_yxyx of the searched canvas; zeros when invalid.
+    scores: float32 [..., C, M] Eq. (3); -inf when invalid.
+    coverage: float32 [..., C, M] Eq. (2) of the box on the full mask; 0 when invalid.
+    valid: bool [..., C, M]; False for padding slots (fewer than M boxes passed the threshold).
+    """
+
+    boxes_cell_yxyx: tf.Tensor
+    scores: tf.Tensor
+    coverage: tf.Tensor
+    valid: tf.Tensor
+
+
+def box_shapes(mean_side, size_fractions: Sequence[float], aspect_ratios: Sequence[float]) -> tf.Tensor:
+    """The search's box shapes: mean side (w + h) / 2 = f * mean_side, aspect ratio a = w / h.
+
+    h = 2 f mean_side / (1 + a), w = a h. Worked: mean_side 100, f 0.5, a 2 -> h = 100/3, w = 200/3.
+
+    Args:
+      mean_side: float scalar (Python or tensor), the mean side (H + W) / 2 of the image, in the
+        unit wanted for the shapes (cells of the search canvas).
+      size_fractions: S fractions in (0, 1], e.g. the paper's 0.1 ... 0.9.
+      aspect_ratios: A ratios w / h > 0, e.g. k-means of the training boxes.
+    Returns:
+      shapes_hw float32 [S * A, 2] (height, width), fraction-major: row i * A + j is fraction i,
+      ratio j.
+    Raises:
+      ValueError: an empty list, a fraction outside (0, 1] or a ratio <= 0.
+    """
+    fractions = np.asarray(size_fractions, np.float32).reshape(-1)
+    ratios = np.asarray(aspect_ratios, np.float32).reshape(-1)
+    if fractions.size == 0 or np.any(fractions <= 0) or np.any(fractions > 1):
+        raise ValueError(f"box_shapes: size_fractions must be non-empty values in (0, 1], got {size_fractions}")
+    if ratios.size == 0 or np.any(ratios <= 0):
+        raise ValueError(f"box_shapes: aspect_ratios must be non-empty values > 0, got {aspect_ratios}")
+    mean_side = tf.cast(mean_side, tf.float32)
+    f = tf.constant(np.repeat(fractions, ratios.size))  # fraction-major
+    a = tf.constant(np.tile(ratios, fractions.size))
+    h = 2.0 * f * mean_side / (1.0 + a)
+    return tf.stack([h, a * h], axis=-1)
+
+
+def ring_width(side, ring_margin: float) -> tf.Tensor:
+    """Width in cells of the ring on each side of a box of the given side length.
+
+    round_half_up(ring_margin * side), at least 1 cell; 0 when ring_margin is 0.
+    Worked: margin 0.2, side 12 -> 2.4 -> 2; side 13 -> 2.6 -> 3; side 2 -> 0.4 -> 1.
+
+    Args:
+      side: float tensor [...] (cells); ring_margin: float >= 0.
+    Returns:
+      float32 [...], whole numbers of cells.
+    """
+    if ring_margin < 0:
+        raise ValueError(f"ring_margin must be >= 0, got {ring_margin}")
+    side = tf.cast(side, tf.float32)
+    if ring_margin == 0:
+        return tf.zeros_like(side)
+    return tf.maximum(tf.floor(float(ring_margin) * side + 0.5), 1.0)
+
+
+def _halves(boxes_yxyx: tf.Tensor) -> tf.Tensor:
+    """[..., N, 4] -> [..., N, 5, 4]: the box and its top, bottom, left, right halves."""
+    ymin, xmin, ymax, xmax = tf.unstack(boxes_yxyx, axis=-1)
+    ymid, xmid = (ymin + ymax) / 2.0, (xmin + xmax) / 2.0
+    return tf.stack([
+        tf.stack([ymin, xmin, ymax, xmax], -1),
+        tf.stack([ymin, xmin, ymid, xmax], -1),
+        tf.stack([ymid, xmin, ymax, xmax], -1),
+        tf.stack([ymin, xmin, ymax, xmid], -1),
+        tf.stack([ymin, xmid, ymax, xmax], -1),
+    ], axis=-2)
+
+
+def _ring_terms(integral_full: tf.Tensor, boxes: tf.Tensor, bb_sums: tf.Tensor, ring_margin: float):
+    """S(ring, m_full) for boxes [..., N, 4] given their own sums bb_sums [..., N, C]."""
+    grid_h = tf.cast(tf.shape(integral_full)[-3] - 1, boxes.dtype)
+    grid_w = tf.cast(tf.shape(integral_full)[-2] - 1, boxes.dtype)
+    ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=-1)
+    gy = ring_width(tf.maximum(ymax - ymin, 0.0), ring_margin)
+    gx = ring_width(tf.maximum(xmax - xmin, 0.0), ring_margin)
+    outer = tf.stack([ymin - gy, xmin - gx, ymax + gy, xmax + gx], axis=-1)
+    outer_sums = integral_ops.box_sums(integral_full, outer)
+
+    def clipped_area(b):
+        h = tf.clip_by_value(b[..., 2], 0.0, grid_h) - tf.clip_by_value(b[..., 0], 0.0, grid_h)
+        w = tf.clip_by_value(b[..., 3], 0.0, grid_w) - tf.clip_by_value(b[..., 1], 0.0, grid_w)
+        return tf.maximum(h, 0.0) * tf.maximum(w, 0.0)
+
+    ring_area = clipped_area(outer) - clipped_area(boxes)
+    inv_area = tf.where(ring_area > 0, 1.0 / tf.where(ring_area > 0, ring_area, 1.0), 0.0)
+    return (outer_sums - bb_sums) * inv_area[..., None]
+
+
+def eq3_scores(integral: tf.Tensor, boxes_cell_yxyx: tf.Tensor, ring_margin: float):
+    """Eq. (3) and Eq. (2) for explicit boxes, by integral-image lookups (the reference).
+
+    Args:
+      integral: float32 [..., H+1, W+1, 5 * C], ``integral_image`` of masks [..., H, W, 5, C]
+        reshaped to [..., H, W, 5 * C] (channel t * C + c = mask type t, class c).
+      boxes_cell_yxyx: float32 [..., N, 4] cell_yxyx, same batch dimensions; fractional corners
+        are exact; parts outside the grid count as mask 0.
+      ring_margin: float >= 0, see ``ring_width``.
+    Returns:
+      (eq3 float32 [..., N, C] in [-5, 5], coverage float32 [..., N, C]: Eq. (2) of bb on m_full).
+    """
+    integral = tf.convert_to_tensor(integral, tf.float32)
+    boxes = tf.convert_to_tensor(boxes_cell_yxyx, tf.float32)
+    channels = tf.shape(integral)[-1]
+    num_classes = channels // NUM_MASK_TYPES
+    n = tf.shape(boxes)[-2]
+    batch_shape = tf.shape(boxes)[:-2]
+    parts = _halves(boxes)  # [..., N, 5, 4]
+    flat_parts = tf.reshape(parts, tf.concat([batch_shape, [n * NUM_MASK_TYPES, 4]], 0))
+    cov = integral_ops.box_coverage(integral, flat_parts)  # [..., 5N, 5C]
+    # [..., N, part, type, C]
+    cov = tf.reshape(cov, tf.concat([batch_shape, [n, NUM_MASK_TYPES, NUM_MASK_TYPES, num_classes]], 0))
+
+    def s(part, mask_type):
+        return cov[..., part, mask_type, :]
+
+    full_integral = integral[..., FULL * num_classes:(FULL + 1) * num_classes]
+    bb_sums = integral_ops.box_sums(full_integral, boxes)
+    ring = _ring_terms(full_integral, boxes, bb_sums, ring_margin)
+    eq3 = (s(FULL, FULL) - ring
+           + s(TOP, TOP) - s(BOTTOM, TOP) + s(BOTTOM, BOTTOM) - s(TOP, BOTTOM)
+           + s(LEFT, LEFT) - s(RIGHT, LEFT) + s(RIGHT, RIGHT) - s(LEFT, RIGHT))
+    return eq3, s(FULL, FULL)
+
+
+def _plane_eq3(plane_integral: tf.Tensor, boxes: tf.Tensor, ring_margin: float):
+    """Eq. (3) and Eq. (2) from the integral of the planes (M, V, L) of one class per batch row.
+
+    Args:
+      plane_integral: float32 [B, H+1, W+1, 3] (M = m_full, V = m_top - m_bottom, L = m_left - m_right).
+      boxes: float32 [B, N, 4] cell_yxyx.
+    Returns:
+      (eq3 [B, N], coverage [B, N]).
+    """
+    n = tf.shape(boxes)[1]
+    parts = tf.reshape(_halves(boxes), [tf.shape(boxes)[0], n * NUM_MASK_TYPES, 4])
+    cov = tf.reshape(integral_ops.box_coverage(plane_integral, parts), [-1, n, NUM_MASK_TYPES, 3])
+    full_integral = plane_integral[..., 0:1]
+    bb_sums = integral_ops.box_sums(full_integral, boxes)
+    ring = _ring_terms(full_integral, boxes, bb_sums, ring_margin)[..., 0]
+    coverage = cov[:, :, FULL, 0]
+    eq3 = (coverage - ring + cov[:, :, TOP, 1] - cov[:, :, BOTTOM, 1]
+           + cov[:, :, LEFT, 2] - cov[:, :, RIGHT, 2])
+    return eq3, coverage
+
+
+def search_boxes(masks: tf.Tensor, shapes_hw, stride, ring_margin: float, coverage_threshold: float,
+                 max_candidates: int) -> SearchResult:
+    """Exhaustive Eq. (3) search over every shape at every stride position, all classes at once.
+
+    A box of shape (h, w) (rounded to whole cells, clipped to the grid) has its top-left corner at
+    (i * s, j * s), s = the stride rounded to whole cells (>= 1), for every i, j with the box
+    inside the grid. Boxes whose Eq. (2) coverage of the full mask is > coverage_threshold
+    (strictly) are candidates; the best ``max_candidates`` per class by Eq. (3) are returned,
+    best first.
+
+    How it is fast (the detector's hot path):
+      * Classes whose full mask never exceeds the threshold cannot have a candidate (a box's
+        coverage is at most the mask's maximum) and are skipped.
+      * The three planes of each class (module docstring) are integrated once, by two matrix
+        products. Every Eq. (3) ingredient of one shape at all positions is then a sum of shifted
+        integral images: 8 lattice terms for S(bb, M) and the halves, 4 for the box sum, 4 for
+        the outer box of the ring. Each shifted image is a 64-byte-aligned slice of a flat
+        buffer, which TensorFlow returns as a view, so one AddN per group reads the views and
+        writes its result once. The shapes run in a while loop (a small graph).
+      * A two-level top-k: the max of every block of 16 positions, the best M blocks per class,
+        then the exact best M among those blocks' boxes (all of the true best M are in them).
+
+    Args:
+      masks: float32 [..., H, W, 5, C] cell frame, values in [0, 1]; leading batch dimensions are
+        searched independently (they are folded into the class axis).
+      shapes_hw: float [K, 2] (height, width) in cells, K known at trace time (``box_shapes``);
+        the values may be tensors.
+      stride: float scalar (Python or tensor), cells between neighbouring corners.
+      ring_margin: float >= 0, see ``ring_width``.
+      coverage_threshold: float; candidates need coverage > this (a negative value keeps all).
+      max_candidates: int M >= 1.
+    Returns:
+      SearchResult with fields [..., C, M(, 4)]; scores -inf, boxes and coverage 0 where invalid.
+    Raises:
+      ValueError: masks not [..., H, W, 5, C], K unknown, max_candidates < 1.
+    """
+    masks = tf.convert_to_tensor(masks, tf.float32)
+    rank = masks.shape.rank
+    if rank is None or rank < 4 or (masks.shape[-2] is not None and masks.shape[-2] != NUM_MASK_TYPES):
+        raise ValueError(f"search_boxes: masks must be [..., H, W, {NUM_MASK_TYPES}, C], got shape {masks.shape}")
+    if int(max_candidates) < 1:
+        raise ValueError(f"search_boxes: max_candidates must be >= 1, got {max_candidates}")
+    shapes_hw = tf.convert_to_tensor(shapes_hw, tf.float32)
+    if shapes_hw.shape.rank != 2 or shapes_hw.shape[0] is None or shapes_hw.shape[1] != 2:
+        raise ValueError(f"search_boxes: shapes_hw must be [K, 2] with K known at trace time, got {shapes_hw.shape}")
+    m = int(max_candidates)
+    threshold = float(coverage_threshold)
+
+    # Fold batch dimensions into the class axis: [H, W, 5, K], k = flat batch index * C + c.
+    perm = [rank - 4, rank - 3, rank - 2] + list(range(rank - 4)) + [rank - 1]
+    mshape = tf.shape(masks)
+    height, width = mshape[-4], mshape[-3]
+    folded = tf.reshape(tf.transpose(masks, perm), [height, width, NUM_MASK_TYPES, -1])
+    total = tf.shape(folded)[3]
+
+    # Only classes whose full mask exceeds the threshold somewhere; padded with empty classes to
+    # a multiple of 4 (at least 4) for the aligned views.
+    peak = tf.reduce_max(folded[:, :, FULL], axis=[0, 1])  # [K]
+    active = tf.cast(tf.where(peak > threshold)[:, 0], tf.int32)
+    num_active = tf.shape(active)[0]
+    padded = tf.maximum((num_active + _CLASS_MULTIPLE - 1) // _CLASS_MULTIPLE, 1) * _CLASS_MULTIPLE
+    # Index `total` picks an appended all-zero class.
+    pick = tf.concat([active, tf.fill([padded - num_active], total)], 0)
+    with_zero = tf.concat([folded, tf.zeros_like(folded[..., :1])], axis=-1)
+    boxes, scores, coverage = _dense_search(tf.gather(with_zero, pick, axis=3), shapes_hw, stride,
+                                            float(ring_margin), threshold, m)
+    # Back to all K classes; skipped ones are invalid.
+    into = active[:, None]
+    scores = tf.tensor_scatter_nd_update(tf.fill([total, m], -np.inf), into, scores[:num_active])
+    boxes = tf.scatter_nd(into, boxes[:num_active], [total, m, 4])
+    coverage = tf.scatter_nd(into, coverage[:num_active], [total, m])
+
+    out_shape = tf.concat([mshape[:-4], mshape[-1:], [m]], axis=0)
+    return SearchResult(
+        boxes_cell_yxyx=tf.reshape(boxes, tf.concat([out_shape, [4]], 0)),
+        scores=tf.reshape(scores, out_shape),
+        coverage=tf.reshape(coverage, out_shape),
+        valid=tf.reshape(scores > -np.inf, out_shape),
+    )
+
+
+def _round_half_up(x):
+    return tf.floor(x + 0.5)
+
+
+# --- The dense search -------------------------------------------------------------------------
+#
+# Every Eq. (3) ingredient of one shape at all positions is a sum of shifted integral images
+# ("views"). With F_M, F_V, F_L the integrals of the three planes and (y0, ym, y1) x (x0, xm, x1)
+# the box's 3 x 3 corner lattice:
+#   T = |bb| [S(bb, M) + S(top, V) - S(bottom, V) + S(left, L) - S(right, L)]
+#     = F_M(bb) + 2 [F_V(top) - F_V(bottom)] + 2 [F_L(left) - F_L(right)]   (F(b): box sum)
+# and collecting the coefficient of each lattice point gives the images below (the centre has
+# none). B = F_M(bb) and O = F_M(outer box) are four corners each.
+#
+# Images, grouped into one buffer per group; groups with two variants hold the whole-cell and
+# the half-cell shifted version (for odd heights or widths, whose midline falls mid-cell).
+_GROUPS = ("c00", "c01", "c10", "c11", "vneg", "vpos", "lneg", "lpos", "mpos", "mneg")
+#   c00 = F_M + 2 F_V + 2 F_L at (y0, x0)     c01 = -F_M - 2 F_V + 2 F_L at (y0, x1)
+#   c10 = -F_M + 2 F_V - 2 F_L at (y1, x0)    c11 = F_M - 2 F_V - 2 F_L at (y1, x1)
+#   vneg/vpos = -/+ 4 F_V at (ym, x0)/(ym, x1)   lneg/lpos = -/+ 4 F_L at (y0, xm)/(y1, xm)
+#   mpos/mneg = +/- F_M
+# Terms: (group, variant parity from "h"/"w"/None, dy coefficients of (h, h // 2, ring_y),
+# dx coefficients of (w, w // 2, ring_x)). T terms first, then B, then O.
+_TERMS = (
+    # T: the 3 x 3 lattice less its centre.
+    ("c00", None, (0, 0, 0), (0, 0, 0)), ("c01", None, (0, 0, 0), (1, 0, 0)),
+    ("c10", None, (1, 0, 0), (0, 0, 0)), ("c11", None, (1, 0, 0), (1, 0, 0)),
+    ("vneg", "h", (0, 1, 0), (0, 0, 0)), ("vpos", "h", (0, 1, 0), (1, 0, 0)),
+    ("lneg", "w", (0, 0, 0), (0, 1, 0)), ("lpos", "w", (1, 0, 0), (0, 1, 0)),
+    # B = F_M(bb).
+    ("mpos", None, (1, 0, 0), (1, 0, 0)), ("mneg", None, (1, 0, 0), (0, 0, 0)),
+    ("mneg", None, (0, 0, 0), (1, 0, 0)), ("mpos", None, (0, 0, 0), (0, 0, 0)),
+    # R = F_M(outer box) - F_M(bb), the ring's sum.
+    ("mpos", None, (1, 0, 1), (1, 0, 1)), ("mneg", None, (1, 0, 1), (0, 0, -1)),
+    ("mneg", None, (0, 0, -1), (1, 0, 1)), ("mpos", None, (0, 0, -1), (0, 0, -1)),
+    ("mneg", None, (1, 0, 0), (1, 0, 0)), ("mpos", None, (1, 0, 0), (0, 0, 0)),
+    ("mpos", None, (0, 0, 0), (1, 0, 0)), ("mneg", None, (0, 0, 0), (0, 0, 0)),
+)
+_T_TERMS, _B_TERMS = 8, 4  # then 8 R terms
+# Phase copies per image: with the class axis padded to a multiple of 4, every column offset is
+# a multiple of 4 columns (16 floats) from the start of one of 4 phases.
+_PHASES = 4
+_UNROLL = False
+_CLASS_MULTIPLE = 4
+
+
+def _term_starts(h, w, ry, rx, pad_top, pad_left, padded_h, row, k):
+    """Flat start of every term's view for every shape: int32 [S, 16] (see ``_TERMS``)."""
+    starts = []
+    for _, parity, (cy, chy, cry), (cx, chx, crx) in _TERMS:
+        dy = cy * h + chy * (h // 2) + cry * ry
+        dx = cx * w + chx * (w // 2) + crx * rx
+        variant = 0 if parity is None else (h % 2 if parity == "h" else w % 2)
+        col = pad_left + dx
+        phase = col % _PHASES
+        starts.append(((variant * _PHASES + phase) * padded_h + pad_top + dy) * row * k + (col - phase) * k)
+    return tf.stack(starts, axis=1)
+
+
+def _coverage_matrix(n_out, n_in, offset):
+    """[n_out, n_in]: entry (i, r) = length of [r, r+1) inside [0, i - offset), i.e. the weights
+    that integrate n_in cells up to the sample i (offset: padding before the grid, minus 1/2 for
+    samples in mid-cell)."""
+    ends = tf.cast(tf.range(n_out), tf.float32)[:, None] - offset
+    return tf.clip_by_value(ends - tf.cast(tf.range(n_in), tf.float32)[None, :], 0.0, 1.0)
+
+
+def _integrals(plane_m, plane_v, plane_l, pad_top, padded_h, pad_left, padded_w):
+    """Integral images of the planes [H, W, K] on a padded sample grid, by matrix products.
+
+    Sample (i, j) is F at y = i - pad_top, x = j - pad_left (zero before the grid, the last value
+    repeated after it). Returns F_M, F_V, F_L, F_V at half-cell rows (y + 1/2) and F_L at
+    half-cell columns (x + 1/2), each float32 [padded_h, padded_w, K]. Matrix products rather
+    than cumsum: several times faster on CPU at canvas sizes (~100 cells).
+    """
+    height, width = tf.shape(plane_m)[0], tf.shape(plane_m)[1]
+    pad_top_f, pad_left_f = tf.cast(pad_top, tf.float32), tf.cast(pad_left, tf.float32)
+    rows_full = _coverage_matrix(padded_h, height, pad_top_f)
+    rows_half = _coverage_matrix(padded_h, height, pad_top_f - 0.5)
+    cols_full = _coverage_matrix(padded_w, width, pad_left_f)[None]
+    cols_half = _coverage_matrix(padded_w, width, pad_left_f - 0.5)[None]
+
+    def over_rows(rows, plane):  # -> [padded_h, W, K]
+        return tf.reshape(tf.matmul(rows, tf.reshape(plane, [height, -1])), [padded_h, width, -1])
+
+    y_m, y_v, y_l = over_rows(rows_full, plane_m), over_rows(rows_full, plane_v), over_rows(rows_full, plane_l)
+    y_vh = over_rows(rows_half, plane_v)
+    return (tf.matmul(cols_full, y_m), tf.matmul(cols_full, y_v), tf.matmul(cols_full, y_l),
+            tf.matmul(cols_full, y_vh), tf.matmul(cols_half, y_l))
+
+
+def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m):
+    """search_boxes on masks [H, W, 5, K] (K a multiple of 4): boxes [K, M, 4], scores, coverage [K, M]."""
+    num_shapes = int(shapes_hw.shape[0])
+    mshape = tf.shape(masks)
+    height, width, k = mshape[0], mshape[1], mshape[3]
+    hf, wf = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+
+    # Shapes in whole cells inside the grid; ring widths; the stride in whole cells.
+    sh = tf.clip_by_value(_round_half_up(shapes_hw[:, 0]), 1.0, hf)
+    sw = tf.clip_by_value(_round_half_up(shapes_hw[:, 1]), 1.0, wf)
+    shi, swi = tf.cast(sh, tf.int32), tf.cast(sw, tf.int32)
+    ryi = tf.cast(ring_width(sh, ring_margin), tf.int32)
+    rxi = tf.cast(ring_width(sw, ring_margin), tf.int32)
+    step = tf.cast(tf.maximum(_round_half_up(tf.cast(stride, tf.float32)), 1.0), tf.int32)
+
+    # The sample grid of the integrals: pad_top rows and pad_left columns before the grid so that
+    # outer-box corners outside the grid read the clipped integral. A view row holds `row`
+    # positions (a multiple of 16): columns W - w + 1 .. row - 1 are not positions of the shape
+    # (they read past the row) and are excluded below.
+    gmax = tf.reduce_max(tf.concat([ryi, rxi, [0]], 0))
+    pad_top = gmax
+    pad_left = (gmax + _PHASES - 1) // _PHASES * _PHASES
+    row = (width + pad_left + gmax + 1 + _BLOCK - 1) // _BLOCK * _BLOCK
+    padded_h = height + gmax + 3 + pad_top  # +3: the last view row may run one row further
+    padded_w = row + _PHASES - 1
+
+    f_m, f_v, f_l, f_vh, f_lh = _integrals(
+        masks[:, :, FULL], masks[:, :, TOP] - masks[:, :, BOTTOM], masks[:, :, LEFT] - masks[:, :, RIGHT],
+        pad_top, padded_h, pad_left, padded_w)
+
+    def phased(*images):  # -> [variants * 4 phases, padded_h, row, K]
+        return tf.stack([image[:, j:j + row] for image in images for j in range(_PHASES)])
+
+    m_ph = phased(f_m)
+    v_ph = phased(f_v, f_vh)  # variant 0: whole cells, 1: half-cell rows
+    l_ph = phased(f_l, f_lh)
+    v0, l0 = v_ph[:_PHASES], l_ph[:_PHASES]
+    s2, d2 = 2.0 * (v0 + l0), 2.0 * (v0 - l0)
+    neg_m = -m_ph
+    buffers = {
+        "c00": m_ph + s2, "c01": neg_m - d2, "c10": neg_m + d2, "c11": m_ph - s2,
+        "vneg": -4.0 * v_ph, "vpos": 4.0 * v_ph, "lneg": -4.0 * l_ph, "lpos": 4.0 * l_ph,
+        "mpos": m_ph, "mneg": neg_m,
+    }
+    buffers = {name: tf.reshape(b, [-1]) for name, b in buffers.items()}
+    starts = _term_starts(shi, swi, ryi, rxi, pad_top, pad_left, padded_h, row, k)  # [S, 16]
+    rows_per_shape = height - shi + 1
+    block_counts = rows_per_shape * (row // _BLOCK)
+    area = tf.cast(shi * swi, tf.float32)
+
+    # Per-position maps of every shape, [S, H * row, 1] (rows past the shape's last unused):
+    # 1 / ring area, and the box-sum threshold (+inf off the stride grid and for columns > W - w,
+    # which are no positions of the shape: their views read past the row).
+    yy, xx = tf.range(height), tf.range(row)
+    inv_ring = _inverse_ring_area(yy[None, :, None], xx[None, None, :], shi[:, None, None], swi[:, None, None],
+                                  ryi[:, None, None], rxi[:, None, None], height, width)
+    on_grid = (((yy % step == 0)[None, :, None] & (yy[None, :, None] <= height - shi[:, None, None]))
+               & ((xx % step == 0)[None, None, :] & (xx[None, None, :] <= width - swi[:, None, None])))
+    bias = tf.where(on_grid, -threshold * 1e10 * area[:, None, None] - 6.0, -np.inf)
+    inv_ring = tf.reshape(inv_ring, [num_shapes, -1, 1])
+    bias = tf.reshape(bias, [num_shapes, -1, 1])
+    inv_area = 1.0 / area
+    starts_by_term = starts[..., None]  # [S, 16, 1]: unstacks into 1-element begin vectors
+
+    def shape_block_max(i):
+        """Eq. (3) of shape i at every position, reduced to the max per block of 16: [n / 16, K]."""
+        n = rows_per_shape[i] * row
+        size = tf.reshape(n * k, [1])
+        begins = tf.unstack(starts_by_term[i], num=len(_TERMS))
+        # 64-byte aligned slices of 1-D tensors: views, no copies.
+        views = [tf.slice(buffers[group], begin, size) for (group, *_), begin in zip(_TERMS, begins)]
+        t_sum = tf.reshape(tf.add_n(views[:_T_TERMS]), [-1, k])
+        b_sum = tf.reshape(tf.add_n(views[_T_TERMS:_T_TERMS + _B_TERMS]), [-1, k])
+        r_sum = tf.reshape(tf.add_n(views[_T_TERMS + _B_TERMS:]), [-1, k])
+        eq3 = t_sum * inv_area[i] - r_sum * inv_ring[i, :n]
+        # eq3 where b > threshold, else below -5 (the least Eq. (3) value): the min with
+        # (b - threshold) * 1e10 - 6, cheaper than a select (bias[i] = -threshold * 1e10 - 6).
+        # Exact unless b is within float rounding of the threshold; level 2 below applies the
+        # exact test anyway.
+        score = tf.minimum(eq3, b_sum * 1e10 + bias[i, :n])
+        return tf.reduce_max(tf.reshape(score, [-1, _BLOCK, k]), axis=1)
+
+    if _UNROLL:
+        acc_concat = tf.concat([shape_block_max(i) for i in range(num_shapes)], axis=0)
+    else:
+        def body(i, acc):
+            return i + 1, acc.write(i, shape_block_max(i))
+
+        acc = tf.TensorArray(tf.float32, size=num_shapes, infer_shape=False,
+                             element_shape=tf.TensorShape([None, None]))
+        _, acc = tf.while_loop(lambda i, _: i < num_shapes, body, (tf.constant(0), acc), parallel_iterations=2)
+        acc_concat = acc.concat()
+
+    # Level 1: the best M blocks per class (M extra -inf blocks keep top_k's k <= #blocks).
+    all_blocks = tf.concat([acc_concat, tf.fill([m, k], -np.inf)], axis=0)
+    _, block_ids = tf.math.top_k(tf.transpose(all_blocks), k=m)  # [K, M]
+    block_starts = tf.concat([[0], tf.cumsum(block_counts)], 0)  # [S + 1]
+    shape_id = tf.searchsorted(block_starts, tf.reshape(block_ids, [-1]), side="right") - 1
+    shape_id = tf.reshape(shape_id, tf.shape(block_ids))
+    real = shape_id < num_shapes
+    shape_id = tf.minimum(shape_id, num_shapes - 1)
+    pos = (block_ids - tf.gather(block_starts, shape_id))[..., None] * _BLOCK + tf.range(_BLOCK)  # [K, M, 16]
+    y0, x0 = pos // row, pos % row
+    cand_shape = tf.broadcast_to(shape_id[..., None], tf.shape(pos))
+    bh, bw = tf.gather(shi, cand_shape), tf.gather(swi, cand_shape)
+    ok = real[..., None] & (x0 <= width - bw) & (x0 % step == 0) & (y0 % step == 0)
+
+    # Level 2: the candidates' values gathered from the same views (same numbers as level 1).
+    offset = tf.where(ok, (y0 * row + x0) * k + tf.range(k)[:, None, None], 0)
+    cand_starts = tf.gather(starts, cand_shape)  # [K, M, 16, 16 terms]
+    terms = [tf.gather(buffers[group], tf.where(ok, cand_starts[..., j] + offset, 0))
+             for j, (group, *_) in enumerate(_TERMS)]
+    t_sum = tf.add_n(terms[:_T_TERMS])
+    b_sum = tf.add_n(terms[_T_TERMS:_T_TERMS + _B_TERMS])
+    r_sum = tf.add_n(terms[_T_TERMS + _B_TERMS:])
+    area = tf.cast(bh * bw, tf.float32)
+    inv_ring = _inverse_ring_area(y0, x0, bh, bw, tf.gather(ryi, cand_shape), tf.gather(rxi, cand_shape),
+                                  height, width)
+    eq3 = t_sum * (1.0 / area) - r_sum * inv_ring
+    score = tf.where(ok & (b_sum > threshold * area), eq3, -np.inf)
+    cand_boxes = tf.cast(tf.stack([y0, x0, y0 + bh, x0 + bw], axis=-1), tf.float32)
+    best, idx = tf.math.top_k(tf.reshape(score, [k, m * _BLOCK]), k=m)
+    valid = best > -np.inf
+    boxes = tf.gather(tf.reshape(cand_boxes, [k, m * _BLOCK, 4]), idx, batch_dims=1)
+    coverage = tf.gather(tf.reshape(b_sum / area, [k, m * _BLOCK]), idx, batch_dims=1)
+    return tf.where(valid[..., None], boxes, 0.0), best, tf.where(valid, coverage, 0.0)
+
+
+def _inverse_ring_area(y0, x0, h, w, ry, rx, height, width):
+    """1 / (clipped outer-box area - box area) for int32 corners (broadcasting); 0 for no ring."""
+    oh = tf.minimum(y0 + h + ry, height) - tf.maximum(y0 - ry, 0)
+    ow = tf.minimum(x0 + w + rx, width) - tf.maximum(x0 - rx, 0)
+    ring = tf.cast(oh * ow - h * w, tf.float32)
+    return tf.where(ring > 0, 1.0 / tf.maximum(ring, 1.0), 0.0)
