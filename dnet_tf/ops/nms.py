@@ -59,9 +59,8 @@ def non_max_suppression(boxes_yxyx, scores, max_output: int, iou_threshold: floa
     idx, num = tf.image.non_max_suppression_padded(
         boxes, scores, max_output_size=k, iou_threshold=strict, score_threshold=threshold,
         pad_to_max_output_size=True, sorted_input=False, canonicalized_coordinates=True)
-    if not np.isfinite(score_threshold):
-        # Only the padding boxes must not count.
-        num = tf.minimum(num, n)
+    # Padding boxes sort after every real box, so the real selections are a prefix.
+    num = tf.reduce_sum(tf.cast((tf.range(k) < num[:, None]) & (idx < n), tf.int32), axis=1)
     idx = tf.where(tf.range(k) < num[:, None], idx, 0)
     return (tf.reshape(idx, tf.concat([batch_shape, [k]], 0)),
             tf.reshape(tf.cast(num, tf.int32), batch_shape))

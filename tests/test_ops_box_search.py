@@ -1,0 +1,238 @@
+"""Eq. (3) scores and the exhaustive box search against a slow NumPy brute force.
+
+The oracle below is written from the paper's formulas, cell by cell: S(b, m) = sum over cells of
+m * area(b & cell) / area(b), the ring = bb grown by round_half_up(margin * side) (>= 1) cells,
+clipped to the grid, minus bb. Masks use multiples of 1/4 so that every sum is exact in float32
+and threshold cases (coverage exactly 0.5) are decided exactly.
+"""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dnet_tf.ops import box_search, integral
+
+MARGIN = 0.2
+
+
+def overlap_weights(box, h, w):
+    """[h, w] area of each cell inside the box (clipped to the grid)."""
+    y0, x0, y1, x1 = box
+    oy = np.clip(np.minimum(np.arange(1, h + 1), y1) - np.maximum(np.arange(h), y0), 0, None)
+    ox = np.clip(np.minimum(np.arange(1, w + 1), x1) - np.maximum(np.arange(w), x0), 0, None)
+    return np.outer(oy, ox)
+
+
+def mean_over(mask, box):
+    area = max(box[2] - box[0], 0) * max(box[3] - box[1], 0)
+    return 0.0 if area <= 0 else float((overlap_weights(box, *mask.shape) * mask).sum() / area)
+
+
+def np_eq3(masks, box, margin=MARGIN):
+    """Eq. (3) and Eq. (2) of one box on masks [H, W, 5] (full, top, bottom, left, right)."""
+    h, w, _ = masks.shape
+    y0, x0, y1, x1 = [float(v) for v in box]
+    ym, xm = (y0 + y1) / 2, (x0 + x1) / 2
+    top, bottom = (y0, x0, ym, x1), (ym, x0, y1, x1)
+    left, right = (y0, x0, y1, xm), (y0, xm, y1, x1)
+    full = masks[..., 0]
+    coverage = mean_over(full, (y0, x0, y1, x1))
+    gy = max(math.floor(margin * max(y1 - y0, 0) + 0.5), 1)
+    gx = max(math.floor(margin * max(x1 - x0, 0) + 0.5), 1)
+    outer = (y0 - gy, x0 - gx, y1 + gy, x1 + gx)
+    w_outer, w_box = overlap_weights(outer, h, w), overlap_weights((y0, x0, y1, x1), h, w)
+    ring_area = w_outer.sum() - w_box.sum()
+    ring = float(((w_outer - w_box) * full).sum() / ring_area) if ring_area > 0 else 0.0
+    score = (coverage - ring
+             + mean_over(masks[..., 1], top) - mean_over(masks[..., 1], bottom)
+             + mean_over(masks[..., 2], bottom) - mean_over(masks[..., 2], top)
+             + mean_over(masks[..., 3], left) - mean_over(masks[..., 3], right)
+             + mean_over(masks[..., 4], right) - mean_over(masks[..., 4], left))
+    return score, coverage
+
+
+def np_search(masks, shapes_hw, stride, threshold):
+    """All boxes of a brute-force search on masks [H, W, 5] -> list of (score, box, coverage)."""
+    h, w, _ = masks.shape
+    found = []
+    for sh, sw in shapes_hw:
+        bh = min(max(math.floor(sh + 0.5), 1), h)
+        bw = min(max(math.floor(sw + 0.5), 1), w)
+        for y in range(0, h - bh + 1, stride):
+            for x in range(0, w - bw + 1, stride):
+                box = (y, x, y + bh, x + bw)
+                score, cov = np_eq3(masks, box)
+                if cov > threshold:
+                    found.append((score, box, cov))
+    return found
+
+
+def quarter_masks(rng, h, w, c):
+    return (rng.integers(0, 5, size=(h, w, 5, c)) / 4.0).astype(np.float32)
+
+
+def eq1_masks(h, w, box):
+    """Eq. (1) masks [h, w, 5] of one box in cell coordinates: cell fraction covered by each half."""
+    y0, x0, y1, x1 = box
+    ym, xm = (y0 + y1) / 2, (x0 + x1) / 2
+    parts = [(y0, x0, y1, x1), (y0, x0, ym, x1), (ym, x0, y1, x1), (y0, x0, y1, xm), (y0, xm, y1, x1)]
+    return np.stack([overlap_weights(p, h, w) for p in parts], axis=-1).astype(np.float32)
+
+
+def assert_valid_top(result, masks, shapes, stride, threshold, m):
+    """The result of one class is a correct top-m: scores equal the brute force's best m values,
+    and each returned box has the brute-force score and coverage it claims."""
+    found = np_search(masks, shapes, stride, threshold)
+    best = sorted((f[0] for f in found), reverse=True)[:m]
+    n_valid = int(result["valid"].sum())
+    assert n_valid == min(m, len(found))
+    np.testing.assert_allclose(result["scores"][:n_valid], best, atol=1e-5)
+    boxes = [tuple(b) for b in result["boxes"][:n_valid]]
+    assert len(set(boxes)) == n_valid
+    for box, score, cov in zip(boxes, result["scores"], result["coverage"]):
+        s, c = np_eq3(masks, box)
+        assert s == pytest.approx(score, abs=1e-5) and c == pytest.approx(cov, abs=1e-6) and c > threshold
+    assert np.all(np.isneginf(result["scores"][n_valid:])) and not result["valid"][n_valid:].any()
+
+
+def per_class(res, c):
+    return {"scores": res.scores.numpy()[c], "boxes": res.boxes_cell_yxyx.numpy()[c],
+            "coverage": res.coverage.numpy()[c], "valid": res.valid.numpy()[c]}
+
+
+def test_box_shapes_hand_worked_fraction_major():
+    # mean side 100: f = 0.5, a = 2 -> h = 2 * 0.5 * 100 / 3 = 33.33, w = 66.67; a = 1 -> 50 x 50.
+    got = box_search.box_shapes(100.0, [0.5, 0.2], [1.0, 2.0]).numpy()
+    np.testing.assert_allclose(got, [[50, 50], [100 / 3, 200 / 3], [20, 20], [40 / 3, 80 / 3]], rtol=1e-6)
+    # Each shape's mean side is f * 100.
+    np.testing.assert_allclose(got.mean(axis=1), [50, 50, 20, 20], rtol=1e-6)
+
+
+def test_ring_width_rounds_half_up_with_one_cell_minimum():
+    # 0.2 * 12 = 2.4 -> 2; 0.2 * 13 = 2.6 -> 3; 0.2 * 12.5 = 2.5 -> 3 (half up); 0.2 * 2 -> 1.
+    got = box_search.ring_width(tf.constant([12.0, 13.0, 12.5, 2.0, 0.0]), 0.2).numpy()
+    np.testing.assert_array_equal(got, [2, 3, 3, 1, 1])
+    np.testing.assert_array_equal(box_search.ring_width(tf.constant([7.0]), 0.0).numpy(), [0])
+
+
+def test_eq3_hand_worked_on_a_planted_box():
+    # Masks of the box [2, 2, 6, 6] on an 8 x 8 grid (Eq. (1), whole cells).
+    masks = eq1_masks(8, 8, (2, 2, 6, 6))[..., None]  # [8, 8, 5, C=1]
+    integ = integral.integral_image(masks.reshape(8, 8, 5))
+    # The box itself: every bracket is 1 - 0; the ring (1 cell: round(0.8 + 0.5) = 1) is empty: 5.
+    # Shifted one row down, [3, 2, 7, 6]: coverage 12/16 = 0.75; ring: outer [2, 1, 8, 7], area 36
+    # - 16 = 20, holding the 4 object cells of row 2 -> 0.2; top mask (rows 2-3): top half (rows
+    # 3-4) 4/8, bottom half 0 -> 0.5; bottom mask (rows 4-5): 4/8 in each half -> 0; left mask
+    # (rows 2-5, cols 2-3): left half 6/8, right half 0 -> 0.75; right mask likewise 0.75.
+    # 0.75 - 0.2 + 0.5 + 0 + 0.75 + 0.75 = 2.55.
+    eq3, cov = box_search.eq3_scores(integ, [[2.0, 2.0, 6.0, 6.0], [3.0, 2.0, 7.0, 6.0]], MARGIN)
+    np.testing.assert_allclose(eq3.numpy()[:, 0], [5.0, 2.55], atol=1e-6)
+    np.testing.assert_allclose(cov.numpy()[:, 0], [1.0, 0.75], atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_eq3_scores_match_oracle_with_fractional_and_outside_boxes(seed):
+    rng = np.random.default_rng(seed)
+    h, w, c = 9, 7, 2
+    masks = rng.uniform(0, 1, size=(h, w, 5, c)).astype(np.float32)
+    corners = rng.uniform(-2, 10, size=(12, 2, 2))
+    boxes = np.concatenate([corners.min(1), corners.max(1)], axis=-1).astype(np.float32)
+    boxes[0] = [0, 0, h, w]  # the whole grid: the ring has no area
+    boxes[1] = [2, 3, 2, 6]  # zero height
+    eq3, cov = box_search.eq3_scores(integral.integral_image(masks.reshape(h, w, 5 * c)), boxes, MARGIN)
+    for i, box in enumerate(boxes):
+        for k in range(c):
+            s, v = np_eq3(masks[..., k], box)
+            assert eq3.numpy()[i, k] == pytest.approx(s, abs=1e-4)  # float32 integrals of uniform values
+            assert cov.numpy()[i, k] == pytest.approx(v, abs=3e-5)
+
+
+SHAPES = np.array([[3, 4], [5, 5.4], [7, 3], [4.5, 6.5], [25, 2], [6, 30]], np.float32)
+
+
+@pytest.mark.parametrize("seed,stride", [(0, 1.0), (1, 1.0), (2, 2.0)])
+def test_search_matches_brute_force(seed, stride):
+    rng = np.random.default_rng(seed)
+    masks = quarter_masks(rng, 20, 16, 2)
+    m = 12
+    res = box_search.search_boxes(masks, SHAPES, stride, MARGIN, 0.5, m)
+    for c in range(2):
+        assert_valid_top(per_class(res, c), masks[..., c], SHAPES, int(stride), 0.5, m)
+
+
+def test_search_coverage_exactly_at_threshold_is_rejected():
+    # Full mask 1 on columns 0..7, 0 on 8..15. A 4 x 8 box at column x covers (8 - x) / 8 of it:
+    # x = 4 gives exactly 0.5 (rejected: the rule is '>'), x <= 3 passes. 17 rows x 4 columns
+    # = 68 candidates; with a threshold of 0.49, x = 4 passes too: 85.
+    masks = np.zeros((20, 16, 5, 1), np.float32)
+    masks[:, :8, 0] = 1.0
+    shapes = np.array([[4.0, 8.0]], np.float32)
+    res = box_search.search_boxes(masks, shapes, 1.0, MARGIN, 0.5, 200)
+    valid = res.valid.numpy()[0]
+    assert valid.sum() == 68
+    assert res.boxes_cell_yxyx.numpy()[0][valid][:, 1].max() == 3
+    assert box_search.search_boxes(masks, shapes, 1.0, MARGIN, 0.49, 200).valid.numpy().sum() == 85
+    # Everything at exactly 0.5: nothing passes, whatever the box.
+    half = np.full((6, 5, 5, 1), 0.5, np.float32)
+    assert not box_search.search_boxes(half, shapes, 1.0, MARGIN, 0.5, 4).valid.numpy().any()
+
+
+def test_search_finds_a_planted_box_per_class_and_skips_empty_classes():
+    h, w = 20, 16
+    planted = {0: (3.4, 5.2, 13.6, 12.8), 2: (9.0, 1.0, 17.0, 7.0)}
+    masks = np.zeros((h, w, 5, 3), np.float32)  # class 1 stays empty
+    for c, box in planted.items():
+        masks[..., c] = eq1_masks(h, w, box)
+    shapes = np.array([[10.2, 7.6], [8, 6], [5, 4], [14, 12], [10, 12], [20, 3]], np.float32)
+    res = box_search.search_boxes(masks, shapes, 1.0, MARGIN, 0.5, 5)
+    boxes, valid = res.boxes_cell_yxyx.numpy(), res.valid.numpy()
+    for c, box in planted.items():
+        assert valid[c, 0]
+        # Within the stride (1 cell) plus the shape rounding (half a cell) of every corner.
+        np.testing.assert_allclose(boxes[c, 0], box, atol=1.0)
+    assert not valid[1].any() and np.all(np.isneginf(res.scores.numpy()[1]))
+    # The exact box of class 2 scores the maximum, 5.
+    assert res.scores.numpy()[2, 0] == pytest.approx(5.0, abs=1e-5)
+
+
+def test_search_batch_dimensions_are_independent():
+    rng = np.random.default_rng(7)
+    masks = quarter_masks(rng, 12, 10, 3)
+    batch = np.stack([masks, masks[::-1, ::-1]])  # [2, H, W, 5, C]
+    shapes = SHAPES[:4]
+    together = box_search.search_boxes(batch, shapes, 1.0, MARGIN, 0.4, 6)
+    assert together.scores.shape == (2, 3, 6) and together.boxes_cell_yxyx.shape == (2, 3, 6, 4)
+    for b in range(2):
+        alone = box_search.search_boxes(batch[b], shapes, 1.0, MARGIN, 0.4, 6)
+        np.testing.assert_allclose(together.scores.numpy()[b], alone.scores.numpy(), atol=1e-6)
+        np.testing.assert_array_equal(together.valid.numpy()[b], alone.valid.numpy())
+
+
+def test_search_shapes_larger_than_the_grid_are_clipped():
+    # On a 3 x 2 grid a 5 x 5 shape becomes the whole grid: one box [0, 0, 3, 2].
+    masks = np.ones((3, 2, 5, 1), np.float32)
+    res = box_search.search_boxes(masks, np.array([[5.0, 5.0]], np.float32), 1.0, MARGIN, 0.5, 3)
+    assert res.valid.numpy()[0].tolist() == [True, False, False]
+    np.testing.assert_array_equal(res.boxes_cell_yxyx.numpy()[0, 0], [0, 0, 3, 2])
+    assert res.coverage.numpy()[0, 0] == 1.0
+
+
+def test_search_traced_with_unknown_canvas_and_dynamic_shapes():
+    fn = tf.function(
+        lambda m, mean_side: box_search.search_boxes(
+            m, box_search.box_shapes(mean_side, [0.3, 0.5], [0.5, 1.0]), 1.0, MARGIN, 0.5, 8),
+        input_signature=[tf.TensorSpec([None, None, 5, None], tf.float32), tf.TensorSpec([], tf.float32)])
+    rng = np.random.default_rng(11)
+    for h, w in [(14, 11), (9, 17)]:
+        masks = quarter_masks(rng, h, w, 2)
+        shapes = box_search.box_shapes((h + w) / 2, [0.3, 0.5], [0.5, 1.0]).numpy()
+        res = fn(masks, tf.constant((h + w) / 2, tf.float32))
+        for c in range(2):
+            assert_valid_top(per_class(res, c), masks[..., c], shapes, 1, 0.5, 8)
+
+
+def test_search_rejects_bad_masks():
+    with pytest.raises(ValueError, match=r"\[\.\.\., H, W, 5, C\]"):
+        box_search.search_boxes(np.zeros((4, 4, 3, 1), np.float32), SHAPES, 1.0, MARGIN, 0.5, 2)

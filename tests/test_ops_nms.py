@@ -1,0 +1,118 @@
+"""NMS: hand-worked threshold cases, a greedy NumPy oracle, batching, padding, per-class NMS."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dnet_tf.ops import nms
+
+
+def np_iou(a, b):
+    ih = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iw = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ih * iw
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def np_nms(boxes, scores, k, iou_threshold, score_threshold=-np.inf):
+    keep = []
+    for i in np.argsort(-scores, kind="stable"):
+        if scores[i] <= score_threshold:
+            continue
+        if all(np_iou(boxes[i], boxes[j]) <= iou_threshold for j in keep):
+            keep.append(int(i))
+        if len(keep) == k:
+            break
+    return keep
+
+
+def random_boxes(rng, shape, low=-5.0, high=10.0):
+    corner = rng.uniform(low, high, size=shape + (2,))
+    size = rng.uniform(0.5, 5.0, size=shape + (2,))
+    return np.concatenate([corner, corner + size], axis=-1).astype(np.float32)
+
+
+def test_iou_exactly_at_threshold_is_kept():
+    # [0, 0, 2, 3] and [0, 1, 2, 4]: intersection 2 x 2 = 4, union 6 + 6 - 4 = 8, IoU 0.5.
+    # Suppression needs IoU > threshold: kept at 0.5, suppressed at 0.49.
+    boxes = np.array([[0, 0, 2, 3], [0, 1, 2, 4]], np.float32)
+    scores = np.array([0.9, 0.8], np.float32)
+    idx, num = nms.non_max_suppression(boxes, scores, 3, 0.5)
+    assert int(num) == 2 and idx.numpy().tolist() == [0, 1, 0]  # padding points to 0
+    idx, num = nms.non_max_suppression(boxes, scores, 3, 0.49)
+    assert int(num) == 1 and idx.numpy().tolist() == [0, 0, 0]
+
+
+def test_score_threshold_is_strict_and_boxes_at_negative_coordinates_count():
+    # Scores 0.5 and 0.2 with threshold 0.2: only the first survives. Boxes entirely at negative
+    # coordinates and a zero-area box are ordinary boxes.
+    boxes = np.array([[-9, -9, -5, -5], [-4, -4, -1, -1], [3, 3, 3, 6]], np.float32)
+    scores = np.array([0.5, 0.2, 0.7], np.float32)
+    idx, num = nms.non_max_suppression(boxes, scores, 3, 0.5, score_threshold=0.2)
+    assert int(num) == 2 and idx.numpy()[:2].tolist() == [2, 0]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_matches_greedy_oracle_batched(seed):
+    rng = np.random.default_rng(seed)
+    boxes = random_boxes(rng, (2, 3, 40))  # batch dims [2, 3]
+    scores = rng.permutation(240).reshape(2, 3, 40).astype(np.float32) / 240.0  # no ties
+    idx, num = nms.non_max_suppression(boxes, scores, 10, 0.3, score_threshold=0.1)
+    assert idx.shape == (2, 3, 10) and num.shape == (2, 3)
+    for a in range(2):
+        for b in range(3):
+            expected = np_nms(boxes[a, b], scores[a, b], 10, 0.3, 0.1)
+            assert int(num[a, b]) == len(expected)
+            assert idx.numpy()[a, b, :len(expected)].tolist() == expected
+            assert not idx.numpy()[a, b, len(expected):].any()
+
+
+def test_fewer_boxes_than_max_output_and_minus_inf_scores():
+    # 2 boxes, K = 5, no threshold: both kept (a -inf score is still a score), best first.
+    boxes = np.array([[0, 0, 1, 1], [5, 5, 6, 6]], np.float32)
+    idx, num = nms.non_max_suppression(boxes, np.array([-np.inf, 0.3], np.float32), 5, 0.5)
+    assert int(num) == 2 and idx.numpy().tolist() == [1, 0, 0, 0, 0]
+
+
+def test_traced_with_unknown_sizes():
+    fn = tf.function(lambda b, s: nms.non_max_suppression(b, s, 4, 0.5),
+                     input_signature=[tf.TensorSpec([None, None, 4], tf.float32), tf.TensorSpec([None, None], tf.float32)])
+    rng = np.random.default_rng(9)
+    boxes = random_boxes(rng, (3, 12))
+    scores = rng.permutation(36).reshape(3, 12).astype(np.float32)
+    idx, num = fn(boxes, scores)
+    for b in range(3):
+        expected = np_nms(boxes[b], scores[b], 4, 0.5)
+        assert idx.numpy()[b, :len(expected)].tolist() == expected
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_class_nms_matches_per_class_oracle(seed):
+    rng = np.random.default_rng(seed)
+    boxes = random_boxes(rng, (2, 30), 0.0, 0.7) / 6.0  # normalized-ish
+    scores = rng.permutation(60).reshape(2, 30).astype(np.float32) / 60.0
+    classes = rng.integers(0, 3, size=(2, 30)).astype(np.int32)
+    out_boxes, out_scores, out_classes, num = nms.class_nms(boxes, scores, classes, 12, 0.4, 0.05)
+    for b in range(2):
+        kept = []
+        for c in range(3):
+            members = np.flatnonzero(classes[b] == c)
+            kept += [members[i] for i in np_nms(boxes[b, members], scores[b, members], 12, 0.4, 0.05)]
+        kept = sorted(kept, key=lambda i: -scores[b, i])[:12]
+        n = int(num[b])
+        assert n == len(kept)
+        np.testing.assert_allclose(out_scores.numpy()[b, :n], scores[b, kept])
+        np.testing.assert_allclose(out_boxes.numpy()[b, :n], boxes[b, kept], atol=1e-6)
+        np.testing.assert_array_equal(out_classes.numpy()[b, :n], classes[b, kept])
+        assert not out_scores.numpy()[b, n:].any() and not out_boxes.numpy()[b, n:].any()
+
+
+def test_class_nms_same_box_different_classes_both_kept():
+    # Identical boxes: class 0 twice (the lower one suppressed), class 1 once (kept).
+    boxes = np.array([[[0.1, 0.1, 0.5, 0.5]] * 3], np.float32)
+    out_boxes, out_scores, out_classes, num = nms.class_nms(
+        boxes, np.array([[0.9, 0.8, 0.7]], np.float32), np.array([[0, 0, 1]], np.int32), 4, 0.5, 0.0)
+    assert int(num[0]) == 2
+    np.testing.assert_allclose(out_scores.numpy()[0], [0.9, 0.7, 0, 0])
+    np.testing.assert_array_equal(out_classes.numpy()[0], [0, 1, 0, 0])
