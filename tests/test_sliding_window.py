@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from dnet_tf.evaluation.sliding_window import (SlidingWindowConfig, SlidingWindowDetector, count_boxes,
-                                               crop_and_resize_local, default_aspect_ratios, nms_numpy,
-                                               sliding_window_boxes, sliding_window_detect)
+                                               default_aspect_ratios, nms_numpy, sliding_window_boxes,
+                                               sliding_window_detect)
 
 
 def _small_cfg(**kw):
@@ -42,21 +42,6 @@ def test_default_grid_is_eight_ratios_by_ten_scales_and_the_papers_count():
     assert 140_000 < n < 180_000
     # Doubling the stride divides the count by about four.
     assert count_boxes(375, 500, SlidingWindowConfig(stride_multiplier=2)) == pytest.approx(n / 4, rel=0.1)
-
-
-def test_local_crop_matches_pixels_and_continuous_boxes():
-    image = np.arange(4 * 4 * 3, dtype=np.float32).reshape(1, 4, 4, 3)
-    # The box [1, 2, 3, 4] covers pixels rows 1..2, cols 2..3: a 2 x 2 crop is exactly those pixels.
-    out = crop_and_resize_local(image, np.array([[1.0, 2.0, 3.0, 4.0]]), np.array([0]), 2).numpy()
-    np.testing.assert_array_equal(out[0], image[0, 1:3, 2:4])
-    # The image is linear: value = 12 y + 3 x + channel at pixel (y, x), so bilinear samples equal
-    # that formula at the sample position. The 1-pixel box [0, 3, 1, 4] at 3 x 3 samples the
-    # continuous points (i + 0.5) / 3 -> pixel indices y = -1/3, 0, 1/3 and x = 8/3, 3, 10/3;
-    # indices beyond the border read the border pixel (edge pad): y -> 0, 0, 1/3; x -> 8/3, 3, 3.
-    out = crop_and_resize_local(image, np.array([[0.0, 3.0, 1.0, 4.0]]), np.array([0]), 3).numpy()[0]
-    y = np.array([0.0, 0.0, 1 / 3])[:, None, None]
-    x = np.array([8 / 3, 3.0, 3.0])[None, :, None]
-    np.testing.assert_allclose(out, 12 * y + 3 * x + np.arange(3)[None, None, :], atol=1e-4)
 
 
 def test_nms_suppresses_at_least_threshold():

@@ -32,13 +32,14 @@ nothing is skipped or cached behind that count.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
 import time
 from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
+
+from dnet_tf.ops.crops import crop_and_resize
 
 
 def default_aspect_ratios(count: int = 8, max_ratio: float = 3.0) -> tuple:
@@ -149,51 +150,6 @@ def count_boxes(height: int, width: int, cfg: SlidingWindowConfig) -> int:
                    for h, w in box_shapes(height, width, cfg)))
 
 
-def crop_and_resize_local(images: tf.Tensor, boxes_image_yxyx: tf.Tensor, box_indices: tf.Tensor,
-                          size: int) -> tf.Tensor:
-    """Affine crops of continuous image_yxyx boxes, resized bilinearly to size x size.
-
-    Output pixel (i, j) samples the image at the centre of its cell inside the box:
-    y = ymin + (i + 0.5) (ymax - ymin) / size in continuous coordinates, i.e. pixel index y - 0.5.
-    ``tf.image.crop_and_resize`` samples between its normalized corners at pixel indices, so the
-    corners are mapped to the first and last sample centres. The image is padded by one
-    edge-replicated pixel so samples within half a pixel of the border (they occur when a box is
-    enlarged) read the border pixel instead of the extrapolation value.
-    Args:
-      images: float32 [B, H, W, 3].
-      boxes_image_yxyx: float [N, 4] image_yxyx.
-      box_indices: int32 [N], image of each box.
-      size: output side S.
-    Returns:
-      float32 [N, S, S, 3].
-    """
-    images = tf.convert_to_tensor(images, tf.float32)
-    boxes = tf.cast(boxes_image_yxyx, tf.float32)
-    padded = tf.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
-    hp = tf.cast(tf.shape(padded)[1], tf.float32)
-    wp = tf.cast(tf.shape(padded)[2], tf.float32)
-    ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=-1)
-    s = float(size)
-    # First and last sample centres, in pixel indices of the padded image (+1 for the pad, -0.5
-    # from continuous to index coordinates).
-    y0 = ymin + 0.5 * (ymax - ymin) / s + 0.5
-    y1 = ymin + (s - 0.5) * (ymax - ymin) / s + 0.5
-    x0 = xmin + 0.5 * (xmax - xmin) / s + 0.5
-    x1 = xmin + (s - 0.5) * (xmax - xmin) / s + 0.5
-    norm = tf.stack([y0 / (hp - 1.0), x0 / (wp - 1.0), y1 / (hp - 1.0), x1 / (wp - 1.0)], axis=-1)
-    return tf.image.crop_and_resize(padded, norm, tf.cast(box_indices, tf.int32), [size, size])
-
-
-def _crop_fn():
-    """``dnet_tf.ops.crops.crop_and_resize`` when that module exists, else the local helper (same
-    contract). Only absence falls back: an error inside an existing module propagates."""
-    if importlib.util.find_spec("dnet_tf.ops.crops") is None:
-        return crop_and_resize_local
-    from dnet_tf.ops.crops import crop_and_resize
-
-    return crop_and_resize
-
-
 def nms_numpy(boxes_yxyx: np.ndarray, scores: np.ndarray, iou_threshold: float, max_output: int) -> np.ndarray:
     """Greedy non-maximum suppression: best first, drop boxes with Jaccard >= iou_threshold with a
     kept box. (``tf.image.non_max_suppression`` drops only above the threshold; the paper says
@@ -239,13 +195,13 @@ class SlidingWindowDetector:
         self.num_classes = int(classifier.output_shape[-1]) - 1
         if self.num_classes < 1:
             raise ValueError(f"classifier output must be [B, C + 1] with C >= 1, got {classifier.output_shape}")
-        crop = _crop_fn()
         size = self.input_size
 
         # reduce_retracing: image sizes and last-batch sizes vary; one generic trace serves them.
         @tf.function(reduce_retracing=True)
         def score(image, boxes):
-            crops = crop(image[None], boxes, tf.zeros(tf.shape(boxes)[:1], tf.int32), size)
+            # Affine crops with half-pixel-centre sampling (dnet_tf.ops.crops); grid boxes lie inside.
+            crops = crop_and_resize(image[None], boxes, tf.zeros(tf.shape(boxes)[:1], tf.int32), size)
             return classifier(crops, training=False)
 
         self._score = score
