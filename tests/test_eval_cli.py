@@ -178,3 +178,34 @@ def test_cli_subset_chosen_pictures_and_all_point_metric(tmp_path):
     # img0 and img1 only: cat TP then FP over 2 positives -> all-point AP 1/2; dog (img0) found -> 1.
     assert first["num_images"] == 2 and first["ap"] == {"cat": 0.5, "dog": 1.0}
     assert sorted(p.name for p in (out / "pictures").iterdir()) == ["figure3_img1.png", "figure4_pr.png"]
+
+
+@pytest.mark.slow
+def test_cli_on_a_freshly_trained_run(tmp_path):
+    """The whole chain with the team's real pieces: synthetic data, a few training steps, the
+    detector loaded from the run directory, the baseline with the run's classifier."""
+    import subprocess
+    import sys
+
+    from dnet_tf.data.synthetic import SyntheticConfig, write_synthetic_voc
+    from dnet_tf.data.voc import read_voc_split
+
+    data, run, out = tmp_path / "data", tmp_path / "run", tmp_path / "eval"
+    write_synthetic_voc(data, SyntheticConfig(num_train=16, num_val=2, num_test=3, max_side=260), workers=1,
+                        progress=False)
+    subprocess.run([sys.executable, "-m", "dnet_tf.training.cli", "--run_dir", str(run), "--data", str(data),
+                    "--classifier_steps", "4", "--localizer_steps", "4", "--batch_size", "4", "--input_size", "64",
+                    "--mask_size", "8", "--width", "0.25", "--eval_crops", "0", "--noprogress"], check=True)
+    code = cli.main(["--model", str(run), "--data", str(data), "--out", str(out), "--baseline",
+                     "--baseline-stride-multiplier", "16", "--pictures", "1", "--quiet"])
+    assert code == 0
+    rows = {r["method"]: r for r in json.loads((out / "table.json").read_text())["rows"]}
+    assert set(rows) == {"DetectorNet", "DetectorNet (first stage)", "Sliding windows"}
+    assert rows["DetectorNet"]["num_images"] == 3 and rows["DetectorNet"]["network_evaluations_per_image"] >= 1
+    # The baseline's reported cost is exactly the grid size of each test image, averaged.
+    records = read_voc_split(data, "test")
+    cfg = SlidingWindowConfig(stride_multiplier=16)
+    expected = np.mean([count_boxes(r.height, r.width, cfg) for r in records])
+    assert rows["Sliding windows"]["network_evaluations_per_image"] == pytest.approx(expected)
+    pictured = records[0].image_id
+    assert Image.open(out / "pictures" / f"figure3_{pictured}.png").size == (3 * records[0].width, records[0].height)
