@@ -295,11 +295,10 @@ def _round_half_up(x):
 #
 # Images, grouped into one buffer per group; groups with two variants hold the whole-cell and
 # the half-cell shifted version (for odd heights or widths, whose midline falls mid-cell).
-_GROUPS = ("c00", "c01", "c10", "c11", "vneg", "vpos", "lneg", "lpos", "mpos", "mneg")
 #   c00 = F_M + 2 F_V + 2 F_L at (y0, x0)     c01 = -F_M - 2 F_V + 2 F_L at (y0, x1)
 #   c10 = -F_M + 2 F_V - 2 F_L at (y1, x0)    c11 = F_M - 2 F_V - 2 F_L at (y1, x1)
 #   vneg/vpos = -/+ 4 F_V at (ym, x0)/(ym, x1)   lneg/lpos = -/+ 4 F_L at (y0, xm)/(y1, xm)
-#   mpos/mneg = +/- F_M
+#   mpos/mneg = +/- F_M;   bpos/bneg = +/- F_M * 2^33 (B, pre-scaled for the validity test)
 # Terms: (group, variant parity from "h"/"w"/None, dy coefficients of (h, h // 2, ring_y),
 # dx coefficients of (w, w // 2, ring_x)). T terms first, then B, then O.
 _TERMS = (
@@ -308,9 +307,9 @@ _TERMS = (
     ("c10", None, (1, 0, 0), (0, 0, 0)), ("c11", None, (1, 0, 0), (1, 0, 0)),
     ("vneg", "h", (0, 1, 0), (0, 0, 0)), ("vpos", "h", (0, 1, 0), (1, 0, 0)),
     ("lneg", "w", (0, 0, 0), (0, 1, 0)), ("lpos", "w", (1, 0, 0), (0, 1, 0)),
-    # B = F_M(bb).
-    ("mpos", None, (1, 0, 0), (1, 0, 0)), ("mneg", None, (1, 0, 0), (0, 0, 0)),
-    ("mneg", None, (0, 0, 0), (1, 0, 0)), ("mpos", None, (0, 0, 0), (0, 0, 0)),
+    # B = F_M(bb), scaled by _VALIDITY_SCALE.
+    ("bpos", None, (1, 0, 0), (1, 0, 0)), ("bneg", None, (1, 0, 0), (0, 0, 0)),
+    ("bneg", None, (0, 0, 0), (1, 0, 0)), ("bpos", None, (0, 0, 0), (0, 0, 0)),
     # R = F_M(outer box) - F_M(bb), the ring's sum.
     ("mpos", None, (1, 0, 1), (1, 0, 1)), ("mneg", None, (1, 0, 1), (0, 0, -1)),
     ("mneg", None, (0, 0, -1), (1, 0, 1)), ("mpos", None, (0, 0, -1), (0, 0, -1)),
@@ -321,6 +320,10 @@ _T_TERMS, _B_TERMS = 8, 4  # then 8 R terms
 # Phase copies per image: with the class axis padded to a multiple of 4, every column offset is
 # a multiple of 4 columns (16 floats) from the start of one of 4 phases.
 _PHASES = 4
+# Groups only read at column offset 0 (x0): one phase suffices (pad_left is a multiple of 4).
+_SINGLE_PHASE = frozenset({"c00", "c10", "vneg"})
+# Scale of B in the level-1 validity test: a power of two, so the scaling is exact.
+_VALIDITY_SCALE = 2.0**33
 _UNROLL = False
 _CLASS_MULTIPLE = 4
 
@@ -328,13 +331,14 @@ _CLASS_MULTIPLE = 4
 def _term_starts(h, w, ry, rx, pad_top, pad_left, padded_h, row, k):
     """Flat start of every term's view for every shape: int32 [S, 16] (see ``_TERMS``)."""
     starts = []
-    for _, parity, (cy, chy, cry), (cx, chx, crx) in _TERMS:
+    for group, parity, (cy, chy, cry), (cx, chx, crx) in _TERMS:
         dy = cy * h + chy * (h // 2) + cry * ry
         dx = cx * w + chx * (w // 2) + crx * rx
         variant = 0 if parity is None else (h % 2 if parity == "h" else w % 2)
         col = pad_left + dx
-        phase = col % _PHASES
-        starts.append(((variant * _PHASES + phase) * padded_h + pad_top + dy) * row * k + (col - phase) * k)
+        phases = 1 if group in _SINGLE_PHASE else _PHASES
+        phase = col % phases
+        starts.append(((variant * phases + phase) * padded_h + pad_top + dy) * row * k + (col - phase) * k)
     return tf.stack(starts, axis=1)
 
 
@@ -410,9 +414,11 @@ def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m):
     s2, d2 = 2.0 * (v0 + l0), 2.0 * (v0 - l0)
     neg_m = -m_ph
     buffers = {
-        "c00": m_ph + s2, "c01": neg_m - d2, "c10": neg_m + d2, "c11": m_ph - s2,
-        "vneg": -4.0 * v_ph, "vpos": 4.0 * v_ph, "lneg": -4.0 * l_ph, "lpos": 4.0 * l_ph,
+        "c00": m_ph[:1] + s2[:1], "c01": neg_m - d2, "c10": neg_m[:1] + d2[:1], "c11": m_ph - s2,
+        "vneg": -4.0 * v_ph[::_PHASES], "vpos": 4.0 * v_ph, "lneg": -4.0 * l_ph, "lpos": 4.0 * l_ph,
         "mpos": m_ph, "mneg": neg_m,
+        # The box sum B scaled by 2^33 (exact), for the validity test below.
+        "bpos": m_ph * _VALIDITY_SCALE, "bneg": neg_m * _VALIDITY_SCALE,
     }
     buffers = {name: tf.reshape(b, [-1]) for name, b in buffers.items()}
     starts = _term_starts(shi, swi, ryi, rxi, pad_top, pad_left, padded_h, row, k)  # [S, 16]
@@ -428,7 +434,7 @@ def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m):
                                   ryi[:, None, None], rxi[:, None, None], height, width)
     on_grid = (((yy % step == 0)[None, :, None] & (yy[None, :, None] <= height - shi[:, None, None]))
                & ((xx % step == 0)[None, None, :] & (xx[None, None, :] <= width - swi[:, None, None])))
-    bias = tf.where(on_grid, -threshold * 1e10 * area[:, None, None] - 6.0, -np.inf)
+    bias = tf.where(on_grid, -_VALIDITY_SCALE * (threshold * area[:, None, None]), -np.inf)
     inv_ring = tf.reshape(inv_ring, [num_shapes, -1, 1])
     bias = tf.reshape(bias, [num_shapes, -1, 1])
     inv_area = 1.0 / area
@@ -445,11 +451,11 @@ def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m):
         b_sum = tf.reshape(tf.add_n(views[_T_TERMS:_T_TERMS + _B_TERMS]), [-1, k])
         r_sum = tf.reshape(tf.add_n(views[_T_TERMS + _B_TERMS:]), [-1, k])
         eq3 = t_sum * inv_area[i] - r_sum * inv_ring[i, :n]
-        # eq3 where b > threshold, else below -5 (the least Eq. (3) value): the min with
-        # (b - threshold) * 1e10 - 6, cheaper than a select (bias[i] = -threshold * 1e10 - 6).
-        # Exact unless b is within float rounding of the threshold; level 2 below applies the
-        # exact test anyway.
-        score = tf.minimum(eq3, b_sum * 1e10 + bias[i, :n])
+        # eq3 where B > threshold |bb|, else below -5 (the least Eq. (3) value): the min with
+        # (B - threshold |bb|) 2^33 - 6, cheaper than a select. b_sum is B 2^33 already and
+        # bias[i] = -threshold |bb| 2^33 (-inf off the grid), so their sum is exact near the
+        # threshold (Sterbenz) and at least 2^33 ulp(threshold |bb|) >> 11 above it.
+        score = tf.minimum(eq3, (b_sum + bias[i, :n]) - 6.0)
         return tf.reduce_max(tf.reshape(score, [-1, _BLOCK, k]), axis=1)
 
     if _UNROLL:
@@ -489,6 +495,7 @@ def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m):
     inv_ring = _inverse_ring_area(y0, x0, bh, bw, tf.gather(ryi, cand_shape), tf.gather(rxi, cand_shape),
                                   height, width)
     eq3 = t_sum * (1.0 / area) - r_sum * inv_ring
+    b_sum = b_sum * (1.0 / _VALIDITY_SCALE)  # exact
     score = tf.where(ok & (b_sum > threshold * area), eq3, -np.inf)
     cand_boxes = tf.cast(tf.stack([y0, x0, y0 + bh, x0 + bw], axis=-1), tf.float32)
     best, idx = tf.math.top_k(tf.reshape(score, [k, m * _BLOCK]), k=m)
