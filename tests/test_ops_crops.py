@@ -123,7 +123,8 @@ def test_paste_max_matches_numpy_oracle(seed):
 
 def test_paste_uncovered_cells_are_zero_and_canvas_size_is_dynamic():
     fn = tf.function(lambda m, w, h, wd: crops.paste_max(m, w, h, wd),
-                     input_signature=[tf.TensorSpec([None, 3, 3, None], tf.float32), tf.TensorSpec([None, 4], tf.float32),
+                     input_signature=[tf.TensorSpec([None, 3, 3, None], tf.float32),
+                                      tf.TensorSpec([None, 4], tf.float32),
                                       tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)])
     masks = np.full((1, 3, 3, 1), 0.7, np.float32)
     got = fn(masks, np.array([[1, 2, 4, 5]], np.float32), 6, 7).numpy()[..., 0]

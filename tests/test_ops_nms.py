@@ -77,7 +77,8 @@ def test_fewer_boxes_than_max_output_and_minus_inf_scores():
 
 def test_traced_with_unknown_sizes():
     fn = tf.function(lambda b, s: nms.non_max_suppression(b, s, 4, 0.5),
-                     input_signature=[tf.TensorSpec([None, None, 4], tf.float32), tf.TensorSpec([None, None], tf.float32)])
+                     input_signature=[tf.TensorSpec([None, None, 4], tf.float32),
+                                      tf.TensorSpec([None, None], tf.float32)])
     rng = np.random.default_rng(9)
     boxes = random_boxes(rng, (3, 12))
     scores = rng.permutation(36).reshape(3, 12).astype(np.float32)

@@ -177,27 +177,6 @@ def eq3_scores(integral: tf.Tensor, boxes_cell_yxyx: tf.Tensor, ring_margin: flo
     return eq3, s(FULL, FULL)
 
 
-def _plane_eq3(plane_integral: tf.Tensor, boxes: tf.Tensor, ring_margin: float):
-    """Eq. (3) and Eq. (2) from the integral of the planes (M, V, L) of one class per batch row.
-
-    Args:
-      plane_integral: float32 [B, H+1, W+1, 3] (M = m_full, V = m_top - m_bottom, L = m_left - m_right).
-      boxes: float32 [B, N, 4] cell_yxyx.
-    Returns:
-      (eq3 [B, N], coverage [B, N]).
-    """
-    n = tf.shape(boxes)[1]
-    parts = tf.reshape(_halves(boxes), [tf.shape(boxes)[0], n * NUM_MASK_TYPES, 4])
-    cov = tf.reshape(integral_ops.box_coverage(plane_integral, parts), [-1, n, NUM_MASK_TYPES, 3])
-    full_integral = plane_integral[..., 0:1]
-    bb_sums = integral_ops.box_sums(full_integral, boxes)
-    ring = _ring_terms(full_integral, boxes, bb_sums, ring_margin)[..., 0]
-    coverage = cov[:, :, FULL, 0]
-    eq3 = (coverage - ring + cov[:, :, TOP, 1] - cov[:, :, BOTTOM, 1]
-           + cov[:, :, LEFT, 2] - cov[:, :, RIGHT, 2])
-    return eq3, coverage
-
-
 def search_boxes(masks: tf.Tensor, shapes_hw, stride, ring_margin: float, coverage_threshold: float,
                  max_candidates: int) -> SearchResult:
     """Exhaustive Eq. (3) search over every shape at every stride position, all classes at once.
@@ -213,17 +192,20 @@ def search_boxes(masks: tf.Tensor, shapes_hw, stride, ring_margin: float, covera
         coverage is at most the mask's maximum) and are skipped.
       * The three planes of each class (module docstring) are integrated once, by two matrix
         products. Every Eq. (3) ingredient of one shape at all positions is then a sum of shifted
-        integral images: 8 lattice terms for S(bb, M) and the halves, 4 for the box sum, 4 for
-        the outer box of the ring. Each shifted image is a 64-byte-aligned slice of a flat
-        buffer, which TensorFlow returns as a view, so one AddN per group reads the views and
-        writes its result once. The shapes run in a while loop (a small graph).
+        integral images: 8 lattice terms for S(bb, M) and the halves, 4 for the box sum, 8 for
+        the ring's sum (outer box minus box). Each shifted image is a 64-byte-aligned slice of a
+        flat buffer, which TensorFlow returns as a view, so one AddN per group reads the views
+        and writes its result once; six elementwise ops then give the level-1 score. The shapes
+        run in a while loop (a small graph, ~30 ops per shape).
       * A two-level top-k: the max of every block of 16 positions, the best M blocks per class,
         then the exact best M among those blocks' boxes (all of the true best M are in them).
+      * Leading batch dimensions (e.g. the scales of one image) fold into the class axis: one
+        pass over the shapes for all of them.
 
     Args:
       masks: float32 [..., H, W, 5, C] cell frame, values in [0, 1]; leading batch dimensions are
         searched independently (they are folded into the class axis).
-      shapes_hw: float [K, 2] (height, width) in cells, K known at trace time (``box_shapes``);
+      shapes_hw: float [S, 2] (height, width) in cells, S known at trace time (``box_shapes``);
         the values may be tensors.
       stride: float scalar (Python or tensor), cells between neighbouring corners.
       ring_margin: float >= 0, see ``ring_width``.
@@ -232,7 +214,7 @@ def search_boxes(masks: tf.Tensor, shapes_hw, stride, ring_margin: float, covera
     Returns:
       SearchResult with fields [..., C, M(, 4)]; scores -inf, boxes and coverage 0 where invalid.
     Raises:
-      ValueError: masks not [..., H, W, 5, C], K unknown, max_candidates < 1.
+      ValueError: masks not [..., H, W, 5, C], S unknown, max_candidates < 1.
     """
     masks = tf.convert_to_tensor(masks, tf.float32)
     rank = masks.shape.rank
@@ -242,7 +224,7 @@ def search_boxes(masks: tf.Tensor, shapes_hw, stride, ring_margin: float, covera
         raise ValueError(f"search_boxes: max_candidates must be >= 1, got {max_candidates}")
     shapes_hw = tf.convert_to_tensor(shapes_hw, tf.float32)
     if shapes_hw.shape.rank != 2 or shapes_hw.shape[0] is None or shapes_hw.shape[1] != 2:
-        raise ValueError(f"search_boxes: shapes_hw must be [K, 2] with K known at trace time, got {shapes_hw.shape}")
+        raise ValueError(f"search_boxes: shapes_hw must be [S, 2] with S known at trace time, got {shapes_hw.shape}")
     m = int(max_candidates)
     threshold = float(coverage_threshold)
 
@@ -291,7 +273,7 @@ def _round_half_up(x):
 #   T = |bb| [S(bb, M) + S(top, V) - S(bottom, V) + S(left, L) - S(right, L)]
 #     = F_M(bb) + 2 [F_V(top) - F_V(bottom)] + 2 [F_L(left) - F_L(right)]   (F(b): box sum)
 # and collecting the coefficient of each lattice point gives the images below (the centre has
-# none). B = F_M(bb) and O = F_M(outer box) are four corners each.
+# none). B = F_M(bb) is four corners, the ring's sum R = F_M(outer box) - F_M(bb) eight.
 #
 # Images, grouped into one buffer per group; groups with two variants hold the whole-cell and
 # the half-cell shifted version (for odd heights or widths, whose midline falls mid-cell).
@@ -300,7 +282,7 @@ def _round_half_up(x):
 #   vneg/vpos = -/+ 4 F_V at (ym, x0)/(ym, x1)   lneg/lpos = -/+ 4 F_L at (y0, xm)/(y1, xm)
 #   mpos/mneg = +/- F_M;   bpos/bneg = +/- F_M * 2^33 (B, pre-scaled for the validity test)
 # Terms: (group, variant parity from "h"/"w"/None, dy coefficients of (h, h // 2, ring_y),
-# dx coefficients of (w, w // 2, ring_x)). T terms first, then B, then O.
+# dx coefficients of (w, w // 2, ring_x)). T terms first, then B, then R.
 _TERMS = (
     # T: the 3 x 3 lattice less its centre.
     ("c00", None, (0, 0, 0), (0, 0, 0)), ("c01", None, (0, 0, 0), (1, 0, 0)),
@@ -324,12 +306,11 @@ _PHASES = 4
 _SINGLE_PHASE = frozenset({"c00", "c10", "vneg"})
 # Scale of B in the level-1 validity test: a power of two, so the scaling is exact.
 _VALIDITY_SCALE = 2.0**33
-_UNROLL = False
 _CLASS_MULTIPLE = 4
 
 
 def _term_starts(h, w, ry, rx, pad_top, pad_left, padded_h, row, k):
-    """Flat start of every term's view for every shape: int32 [S, 16] (see ``_TERMS``)."""
+    """Flat start of every term's view for every shape: int32 [S, 20] (see ``_TERMS``)."""
     starts = []
     for group, parity, (cy, chy, cry), (cx, chx, crx) in _TERMS:
         dy = cy * h + chy * (h // 2) + cry * ry
@@ -421,14 +402,14 @@ def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m):
         "bpos": m_ph * _VALIDITY_SCALE, "bneg": neg_m * _VALIDITY_SCALE,
     }
     buffers = {name: tf.reshape(b, [-1]) for name, b in buffers.items()}
-    starts = _term_starts(shi, swi, ryi, rxi, pad_top, pad_left, padded_h, row, k)  # [S, 16]
+    starts = _term_starts(shi, swi, ryi, rxi, pad_top, pad_left, padded_h, row, k)  # [S, 20]
     rows_per_shape = height - shi + 1
     block_counts = rows_per_shape * (row // _BLOCK)
     area = tf.cast(shi * swi, tf.float32)
 
     # Per-position maps of every shape, [S, H * row, 1] (rows past the shape's last unused):
-    # 1 / ring area, and the box-sum threshold (+inf off the stride grid and for columns > W - w,
-    # which are no positions of the shape: their views read past the row).
+    # 1 / ring area, and -threshold |bb| 2^33 for the validity test (-inf off the stride grid and
+    # for columns > W - w, which are no positions of the shape: their views read past the row).
     yy, xx = tf.range(height), tf.range(row)
     inv_ring = _inverse_ring_area(yy[None, :, None], xx[None, None, :], shi[:, None, None], swi[:, None, None],
                                   ryi[:, None, None], rxi[:, None, None], height, width)
@@ -438,7 +419,7 @@ def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m):
     inv_ring = tf.reshape(inv_ring, [num_shapes, -1, 1])
     bias = tf.reshape(bias, [num_shapes, -1, 1])
     inv_area = 1.0 / area
-    starts_by_term = starts[..., None]  # [S, 16, 1]: unstacks into 1-element begin vectors
+    starts_by_term = starts[..., None]  # [S, 20, 1]: unstacks into 1-element begin vectors
 
     def shape_block_max(i):
         """Eq. (3) of shape i at every position, reduced to the max per block of 16: [n / 16, K]."""
@@ -458,16 +439,13 @@ def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m):
         score = tf.minimum(eq3, (b_sum + bias[i, :n]) - 6.0)
         return tf.reduce_max(tf.reshape(score, [-1, _BLOCK, k]), axis=1)
 
-    if _UNROLL:
-        acc_concat = tf.concat([shape_block_max(i) for i in range(num_shapes)], axis=0)
-    else:
-        def body(i, acc):
-            return i + 1, acc.write(i, shape_block_max(i))
+    # The shapes in a while loop: a small graph (the 16 views and ~20 ops of one shape, once).
+    def body(i, acc):
+        return i + 1, acc.write(i, shape_block_max(i))
 
-        acc = tf.TensorArray(tf.float32, size=num_shapes, infer_shape=False,
-                             element_shape=tf.TensorShape([None, None]))
-        _, acc = tf.while_loop(lambda i, _: i < num_shapes, body, (tf.constant(0), acc), parallel_iterations=2)
-        acc_concat = acc.concat()
+    acc = tf.TensorArray(tf.float32, size=num_shapes, infer_shape=False, element_shape=tf.TensorShape([None, None]))
+    _, acc = tf.while_loop(lambda i, _: i < num_shapes, body, (tf.constant(0), acc), parallel_iterations=2)
+    acc_concat = acc.concat()  # [sum of blocks, K]
 
     # Level 1: the best M blocks per class (M extra -inf blocks keep top_k's k <= #blocks).
     all_blocks = tf.concat([acc_concat, tf.fill([m, k], -np.inf)], axis=0)
@@ -485,7 +463,7 @@ def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m):
 
     # Level 2: the candidates' values gathered from the same views (same numbers as level 1).
     offset = tf.where(ok, (y0 * row + x0) * k + tf.range(k)[:, None, None], 0)
-    cand_starts = tf.gather(starts, cand_shape)  # [K, M, 16, 16 terms]
+    cand_starts = tf.gather(starts, cand_shape)  # [K, M, 16, 20 terms]
     terms = [tf.gather(buffers[group], tf.where(ok, cand_starts[..., j] + offset, 0))
              for j, (group, *_) in enumerate(_TERMS)]
     t_sum = tf.add_n(terms[:_T_TERMS])
