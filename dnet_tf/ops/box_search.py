@@ -41,6 +41,10 @@ import tensorflow as tf
 from dnet_tf.constants import BOTTOM, FULL, LEFT, NUM_MASK_TYPES, RIGHT, TOP
 from dnet_tf.ops import integral as integral_ops
 
+# Static Python only (no loops or branches over tensor values): autograph conversion would
+# only cost tracing time.
+_NOT_CONVERTED = tf.autograph.experimental.do_not_convert
+
 # Positions per block in the dense search's two-level top-k (see ``search_boxes``).
 _BLOCK = 16
 
@@ -60,6 +64,7 @@ class SearchResult(NamedTuple):
     valid: tf.Tensor
 
 
+@_NOT_CONVERTED
 def box_shapes(mean_side, size_fractions: Sequence[float], aspect_ratios: Sequence[float]) -> tf.Tensor:
     """The search's box shapes: mean side (w + h) / 2 = f * mean_side, aspect ratio a = w / h.
 
@@ -89,6 +94,7 @@ def box_shapes(mean_side, size_fractions: Sequence[float], aspect_ratios: Sequen
     return tf.stack([h, a * h], axis=-1)
 
 
+@_NOT_CONVERTED
 def ring_width(side, ring_margin: float) -> tf.Tensor:
     """Width in cells of the ring on each side of a box of the given side length.
 
@@ -141,6 +147,7 @@ def _ring_terms(integral_full: tf.Tensor, boxes: tf.Tensor, bb_sums: tf.Tensor, 
     return (outer_sums - bb_sums) * inv_area[..., None]
 
 
+@_NOT_CONVERTED
 def eq3_scores(integral: tf.Tensor, boxes_cell_yxyx: tf.Tensor, ring_margin: float):
     """Eq. (3) and Eq. (2) for explicit boxes, by integral-image lookups (the reference).
 
@@ -177,6 +184,7 @@ def eq3_scores(integral: tf.Tensor, boxes_cell_yxyx: tf.Tensor, ring_margin: flo
     return eq3, s(FULL, FULL)
 
 
+@_NOT_CONVERTED
 def search_boxes(masks: tf.Tensor, shapes_hw, stride, ring_margin: float, coverage_threshold: float,
                  max_candidates: int) -> SearchResult:
     """Exhaustive Eq. (3) search over every shape at every stride position, all classes at once.

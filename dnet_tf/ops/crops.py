@@ -17,6 +17,10 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+# Static Python only (no loops or branches over tensor values): autograph conversion would
+# only cost tracing time.
+_NOT_CONVERTED = tf.autograph.experimental.do_not_convert
+
 
 def _sample_range(start, end, samples, size):
     """Normalized crop_and_resize coordinates on an axis of ``size`` cells padded by one cell on
@@ -39,6 +43,7 @@ def _outside(start, end, samples, size):
     return (pos < 0.0) | (pos > size)
 
 
+@_NOT_CONVERTED
 def crop_and_resize(images, boxes_image_yxyx, box_indices, size: int, extrapolation_value: float = 0.0):
     """Crops continuous boxes of a batch of images, each resized affinely to size x size.
 
@@ -78,6 +83,7 @@ def crop_and_resize(images, boxes_image_yxyx, box_indices, size: int, extrapolat
     return tf.cond(tf.reduce_any(out_y) | tf.reduce_any(out_x), mask_outside, lambda: out)
 
 
+@_NOT_CONVERTED
 def paste_max(masks, window_cell_yxyx, canvas_height, canvas_width):
     """Pastes each window's d x d masks onto its extent of a canvas and merges windows by max.
 

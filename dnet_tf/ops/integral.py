@@ -18,7 +18,12 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+# Static Python only (no loops or branches over tensor values): autograph conversion would
+# only cost tracing time.
+_NOT_CONVERTED = tf.autograph.experimental.do_not_convert
 
+
+@_NOT_CONVERTED
 def integral_image(masks: tf.Tensor) -> tf.Tensor:
     """Summed-area table with a zero first row and column.
 
@@ -87,6 +92,7 @@ def _lookup(flat: tf.Tensor, width_plus_one: tf.Tensor, y: tf.Tensor, x: tf.Tens
     return top * (1.0 - ty) + bottom * ty
 
 
+@_NOT_CONVERTED
 def box_sums(integral: tf.Tensor, boxes_cell_yxyx: tf.Tensor) -> tf.Tensor:
     """Sum of the piecewise-constant mask over each box, exact for fractional corners.
 
@@ -117,6 +123,7 @@ def box_sums(integral: tf.Tensor, boxes_cell_yxyx: tf.Tensor) -> tf.Tensor:
     return tf.reshape(sums, out_shape)
 
 
+@_NOT_CONVERTED
 def box_coverage(integral: tf.Tensor, boxes_cell_yxyx: tf.Tensor) -> tf.Tensor:
     """Eq. (2): S(bb, m) = sum of m over bb / area(bb); 0 for boxes without area.
 

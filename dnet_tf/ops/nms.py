@@ -16,7 +16,12 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+# Static Python only (no loops or branches over tensor values): autograph conversion would
+# only cost tracing time.
+_NOT_CONVERTED = tf.autograph.experimental.do_not_convert
 
+
+@_NOT_CONVERTED
 def non_max_suppression(boxes_yxyx, scores, max_output: int, iou_threshold: float,
                         score_threshold: float = float("-inf")):
     """Greedy NMS over the last axis, batched over leading dimensions, padded to ``max_output``.
@@ -66,6 +71,7 @@ def non_max_suppression(boxes_yxyx, scores, max_output: int, iou_threshold: floa
             tf.reshape(tf.cast(num, tf.int32), batch_shape))
 
 
+@_NOT_CONVERTED
 def class_nms(boxes_norm_yxyx, scores, classes, max_total: int, iou_threshold: float,
               score_threshold: float):
     """Per-class NMS (boxes of different classes never suppress each other), best first.

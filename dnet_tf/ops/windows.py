@@ -13,6 +13,10 @@ import tensorflow as tf
 
 from dnet_tf.config import windows_per_axis
 
+# Static Python only (no loops or branches over tensor values): autograph conversion would
+# only cost tracing time.
+_NOT_CONVERTED = tf.autograph.experimental.do_not_convert
+
 
 def unit_windows(num_scales: int, overlap: float):
     """The windows of a 1 x 1 image, as NumPy arrays (the shape of the layout, static).
@@ -39,6 +43,7 @@ def unit_windows(num_scales: int, overlap: float):
     return np.asarray(boxes, np.float32), np.asarray(ids, np.int32)
 
 
+@_NOT_CONVERTED
 def scale_windows(height, width, num_scales: int, overlap: float):
     """Windows of every scale over an image of the given size.
 
