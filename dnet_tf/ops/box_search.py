@@ -418,14 +418,19 @@ def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m):
     # Per-position maps of every shape, [S, H * row, 1] (rows past the shape's last unused):
     # 1 / ring area, and -threshold |bb| 2^33 for the validity test (-inf off the stride grid and
     # for columns > W - w, which are no positions of the shape: their views read past the row).
-    yy, xx = tf.range(height), tf.range(row)
-    inv_ring = _inverse_ring_area(yy[None, :, None], xx[None, None, :], shi[:, None, None], swi[:, None, None],
-                                  ryi[:, None, None], rxi[:, None, None], height, width)
-    on_grid = (((yy % step == 0)[None, :, None] & (yy[None, :, None] <= height - shi[:, None, None]))
-               & ((xx % step == 0)[None, None, :] & (xx[None, None, :] <= width - swi[:, None, None])))
-    bias = tf.where(on_grid, -_VALIDITY_SCALE * (threshold * area[:, None, None]), -np.inf)
-    inv_ring = tf.reshape(inv_ring, [num_shapes, -1, 1])
-    bias = tf.reshape(bias, [num_shapes, -1, 1])
+    yy, xx = tf.range(height)[None, :], tf.range(row)[None, :]  # [1, H], [1, row]
+    h3, w3 = shi[:, None], swi[:, None]
+    # Outer-box extents per row and per column: [S, H] and [S, row] (the ring area is separable).
+    outer_h = tf.minimum(yy + h3 + ryi[:, None], height) - tf.maximum(yy - ryi[:, None], 0)
+    outer_w = tf.minimum(xx + w3 + rxi[:, None], width) - tf.maximum(xx - rxi[:, None], 0)
+    ring = (tf.cast(outer_h, tf.float32)[:, :, None] * tf.cast(outer_w, tf.float32)[:, None, :]
+            - area[:, None, None])
+    inv_ring = tf.reshape(tf.math.divide_no_nan(1.0, ring), [num_shapes, -1, 1])  # 0: no ring
+    # The bias as a row term plus a column term: 0 / -inf by row, -threshold |bb| 2^33 / -inf by column.
+    row_term = tf.where((yy % step == 0) & (yy <= height - h3), 0.0, -np.inf)  # [S, H]
+    col_term = tf.where((xx % step == 0) & (xx <= width - w3),
+                        -_VALIDITY_SCALE * (threshold * area[:, None]), -np.inf)  # [S, row]
+    bias = tf.reshape(row_term[:, :, None] + col_term[:, None, :], [num_shapes, -1, 1])
     inv_area = 1.0 / area
     starts_by_term = starts[..., None]  # [S, 20, 1]: unstacks into 1-element begin vectors
 
