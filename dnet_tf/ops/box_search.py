@@ -351,16 +351,22 @@ def _integrals(plane_m, plane_v, plane_l, pad_top, padded_h, pad_left, padded_w)
     pad_top_f, pad_left_f = tf.cast(pad_top, tf.float32), tf.cast(pad_left, tf.float32)
     rows_full = _coverage_matrix(padded_h, height, pad_top_f)
     rows_half = _coverage_matrix(padded_h, height, pad_top_f - 0.5)
-    cols_full = _coverage_matrix(padded_w, width, pad_left_f)[None]
-    cols_half = _coverage_matrix(padded_w, width, pad_left_f - 0.5)[None]
+    cols_full = _coverage_matrix(padded_w, width, pad_left_f)
+    cols_half = _coverage_matrix(padded_w, width, pad_left_f - 0.5)
 
-    def over_rows(rows, plane):  # -> [padded_h, W, K]
-        return tf.reshape(tf.matmul(rows, tf.reshape(plane, [height, -1])), [padded_h, width, -1])
+    # Columns first, on [W, H * K] (one plain matrix product each), then back to rows-major and
+    # over the rows. The two transposes touch the small unpadded planes only.
+    def over_cols(cols, plane):  # [H, W, K] -> [H, padded_w * K]
+        by_col = tf.reshape(tf.transpose(plane, [1, 0, 2]), [width, -1])
+        summed = tf.reshape(tf.matmul(cols, by_col), [padded_w, height, -1])
+        return tf.reshape(tf.transpose(summed, [1, 0, 2]), [height, -1])
 
-    y_m, y_v, y_l = over_rows(rows_full, plane_m), over_rows(rows_full, plane_v), over_rows(rows_full, plane_l)
-    y_vh = over_rows(rows_half, plane_v)
-    return (tf.matmul(cols_full, y_m), tf.matmul(cols_full, y_v), tf.matmul(cols_full, y_l),
-            tf.matmul(cols_full, y_vh), tf.matmul(cols_half, y_l))
+    def over_rows(rows, partial):  # [H, padded_w * K] -> [padded_h, padded_w, K]
+        return tf.reshape(tf.matmul(rows, partial), [padded_h, padded_w, -1])
+
+    x_m, x_v, x_l = over_cols(cols_full, plane_m), over_cols(cols_full, plane_v), over_cols(cols_full, plane_l)
+    return (over_rows(rows_full, x_m), over_rows(rows_full, x_v), over_rows(rows_full, x_l),
+            over_rows(rows_half, x_v), over_rows(rows_full, over_cols(cols_half, plane_l)))
 
 
 def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m):
