@@ -109,14 +109,18 @@ class InferenceConfig:
     max_refine: int = 30  # detections per image refined (best first, all classes); >= 1
     refine_canvas: int = 48  # cells per side of the refinement crop's search canvas; >= mask_size/2
     refine_stride: float = 1.0  # canvas cells between candidate boxes inside a refinement crop; > 0
-    # aspect ratios (w/h) searched inside a refinement crop's square canvas. The crop follows the
-    # detection's own aspect, so in the canvas the object is near-square; unitless, each > 0
-    refine_aspect_ratios: Sequence[float] = (0.5, 0.59, 0.69, 0.81, 0.93, 1.07, 1.24, 1.45, 1.7, 2.0)
+    # Box shapes searched inside a refinement crop's square canvas. The crop is the detection grown
+    # by refine_enlarge, so a right first-stage box fills 1 / 1.2 = 0.83 of it and looks square:
+    # finer steps around there than the image-wide search needs. Mean side as a fraction of the
+    # crop's, each in (0, 1]; aspect ratios w/h in the canvas, each > 0 (geometric 0.5 .. 2).
+    refine_size_fractions: Sequence[float] = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
+    refine_aspect_ratios: Sequence[float] = (0.5, 0.552, 0.61, 0.673, 0.743, 0.82, 0.906, 1.0, 1.104, 1.219, 1.346, 1.486, 1.641, 1.811, 2.0)
     # canvas resolution: one cell is max(stride_px, longest image side / max_canvas_cells) px, so
     # the 5 px stride is one cell and huge images do not blow up the search; >= 8
     max_canvas_cells: int = 128
     # confidence of a detection (the paper defines none): "classifier" = P(class | first-stage box),
-    # "coverage" = Eq. (2) of the refined box on its refinement masks, "product" = both multiplied
+    # "eq3" = the box's Eq. (3) score / 5 clipped to [0, 1] (5 = every mask agrees perfectly),
+    # "product" = both multiplied
     score_mode: str = "product"
     mask_preview_size: int = 96  # cells per side of the merged-mask output of the masks signature; >= 1
     max_detections: int = 100  # padded length of the exported outputs; >= 1
@@ -140,11 +144,13 @@ class InferenceConfig:
         _check(self.max_refine >= 1, "max_refine", "must be >= 1")
         _check(self.refine_canvas >= 2, "refine_canvas", "must be >= 2")
         _check(self.refine_stride > 0, "refine_stride", "must be > 0")
+        _check(len(self.refine_size_fractions) >= 1 and all(0.0 < f <= 1.0 for f in self.refine_size_fractions),
+               "refine_size_fractions", "must be a non-empty list of values in (0, 1]")
         _check(len(self.refine_aspect_ratios) >= 1 and all(a > 0 for a in self.refine_aspect_ratios),
                "refine_aspect_ratios", "must be a non-empty list of values > 0")
         _check(self.max_canvas_cells >= 8, "max_canvas_cells", "must be >= 8")
-        _check(self.score_mode in ("classifier", "coverage", "product"), "score_mode",
-               f"must be classifier, coverage or product; got {self.score_mode!r}")
+        _check(self.score_mode in ("classifier", "eq3", "product"), "score_mode",
+               f"must be classifier, eq3 or product; got {self.score_mode!r}")
         _check(self.mask_preview_size >= 1, "mask_preview_size", "must be >= 1")
         _check(self.max_detections >= 1, "max_detections", "must be >= 1")
         _check(0.0 <= self.min_score <= 1.0, "min_score", "must be in [0, 1]")
@@ -198,7 +204,7 @@ class TrainConfig:
         return self
 
 
-_SEQUENCE_FIELDS = ("size_fractions", "refine_aspect_ratios")
+_SEQUENCE_FIELDS = ("size_fractions", "refine_size_fractions", "refine_aspect_ratios")
 
 
 @dataclasses.dataclass

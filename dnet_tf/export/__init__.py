@@ -1,0 +1,1 @@
+"""SavedModel export: versioned, atomic, with warm-up requests (``saved_model``), and its CLI."""

@@ -1,0 +1,364 @@
+"""Algorithm 1 of the paper as one graph: windows -> localizer -> merge -> box search -> classifier
+pruning -> NMS -> refinement -> final NMS, for a batch of images and all classes in one pass.
+
+``DetectorModule.detect`` is pure TensorFlow (no py_function, no Python loops over tensor values;
+the loops below run over static config, i.e. the scales, at trace time), so it traces into one
+``tf.function`` and exports as one SavedModel (see ``dnet_tf.export``).
+
+Frames: ``image_yxyx`` absolute pixels of the decoded image; ``cell_yxyx`` cells of a per-scale
+canvas (one cell = ``cell_px`` image pixels) or of a refinement crop's canvas.
+
+Choices the paper leaves open (documented in the README's architecture section):
+  * Canvas resolution: one cell = max(stride_px, longest side / max_canvas_cells) pixels, so the
+    paper's 5 px stride is one canvas cell and the search cost is bounded on large images.
+  * Detections per image: the paper keeps the top 5 per scale per class (15 per class). We keep
+    those per class, then send the best ``max_refine`` of all classes through the classifier and
+    the refinement, so the network cost does not grow with the number of classes.
+  * Confidence: ``InferenceConfig.score_mode`` (classifier probability, Eq. (3) agreement of the
+    masks with the box, or both multiplied), chosen by validation AP.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import tensorflow as tf
+
+from dnet_tf import constants
+from dnet_tf.config import DetectorConfig
+from dnet_tf.ops import boxes as box_ops
+from dnet_tf.ops import box_search, crops, integral, nms, windows
+
+# Score given to empty/pruned slots: far below any Eq. (3) score (which lies in [-10, 10]).
+_INVALID_SCORE = -1e9
+# Best boxes of a refinement crop's search that are rescored with the ring past the crop's edge.
+_REFINE_CANDIDATES = 16
+
+
+class DetectorModule(tf.Module):
+    """The whole two-stage DetectorNet inference for a batch of images.
+
+    Args:
+      localizer: keras.Model [N, S, S, 3] float32 0..255 -> [N, d, d, 5, C] sigmoid masks.
+      classifier: keras.Model [N, S, S, 3] float32 0..255 -> [N, C + 1] softmax, 0 = background.
+      class_names: C names, in class-id order.
+      aspect_ratios: box aspect ratios (w / h) for the box search, e.g. k-means of training boxes.
+      config: the run's DetectorConfig; its ``inference`` part fixes every knob of the graph.
+    """
+
+    def __init__(self, localizer, classifier, class_names: Sequence[str], aspect_ratios: Sequence[float],
+                 config: DetectorConfig, name: str | None = None):
+        super().__init__(name=name)
+        config.validate()
+        self.localizer = localizer
+        self.classifier = classifier
+        self.config = config
+        self.class_names = [str(c) for c in class_names]
+        self.num_classes = len(self.class_names)
+        if self.num_classes != config.model.num_classes:
+            raise ValueError(f"{self.num_classes} class names given but model.num_classes is "
+                             f"{config.model.num_classes}")
+        if len(aspect_ratios) < 1 or min(aspect_ratios) <= 0:
+            raise ValueError(f"aspect_ratios must be a non-empty list of positive w/h values, got {aspect_ratios}")
+        self.aspect_ratios = [float(a) for a in aspect_ratios]
+        cfg = config.inference
+        self.windows_per_scale = cfg.windows_per_scale
+        self.num_windows = int(sum(self.windows_per_scale))
+        # Network evaluations per image: the windows and the refinement crops through the localizer,
+        # the same number of crops through the classifier.
+        self.network_evaluations = self.num_windows + 2 * cfg.max_refine
+
+    # ------------------------------------------------------------------------------------------
+    # Public graph entry points.
+
+    def detect(self, images: tf.Tensor, sizes: tf.Tensor, with_masks: bool = False) -> dict:
+        """Runs Algorithm 1 on a batch.
+
+        Args:
+          images: float32 [B, Hmax, Wmax, 3], RGB 0..255, image b at the top-left, zero-padded.
+          sizes: int32 [B, 2], (height, width) of each image.
+          with_masks: also return the finest scale's merged masks (for pictures/evaluation).
+        Returns:
+          dict of tensors, K = max_detections:
+            num_detections float32 [B]; detection_boxes float32 [B, K, 4] normalized yxyx;
+            detection_scores float32 [B, K]; detection_classes float32 [B, K], 1-based;
+            detection_class_names string [B, K] ("" for padding); the same five for the first
+            stage under ``first_stage_*``; network_evaluations int32 [B]; and with ``with_masks``
+            merged_masks float32 [B, P, P, 5, C] (finest scale, resized to P x P over the image).
+        """
+        cfg = self.config.inference
+        images = tf.convert_to_tensor(images, tf.float32)
+        sizes = tf.convert_to_tensor(sizes, tf.int32)
+        batch = tf.shape(images)[0]
+        sizes_f = tf.cast(sizes, tf.float32)
+
+        # Stage 1: every window of every image through the localizer in one batched call.
+        unit_windows, _ = windows.scale_windows(1.0, 1.0, cfg.num_scales, cfg.window_overlap)
+        hwhw = tf.concat([sizes_f, sizes_f], axis=-1)  # [B, 4] = (h, w, h, w)
+        windows_image_yxyx = unit_windows[None, :, :] * hwhw[:, None, :]  # [B, N, 4]
+        window_masks = self._localize(images, windows_image_yxyx)  # [B, N, d, d, 5, C]
+
+        per_image = tf.map_fn(
+            lambda args: self._first_stage_one_image(args[0], args[1], with_masks),
+            (window_masks, sizes_f),
+            fn_output_signature=self._first_stage_signature(with_masks),
+        )
+        candidates = self._top_candidates(per_image["boxes"], per_image["scores"],
+                                          per_image["coverage"], per_image["valid"])
+
+        # Classifier pruning, on the first-stage boxes.
+        class_prob = self._classify(images, candidates)  # [B, R]
+        kept = candidates.valid & (class_prob >= cfg.classifier_threshold)
+
+        # Refinement: the localizer on each kept detection grown by refine_enlarge.
+        refined_image_yxyx, refined_eq3 = self._refine(images, sizes_f, candidates)
+
+        first_scores = self._confidence(class_prob, candidates.scores)
+        refined_scores = self._confidence(class_prob, refined_eq3)
+        outputs = self._final_outputs(refined_image_yxyx, refined_scores, candidates.classes, kept, sizes_f)
+        first = self._final_outputs(candidates.boxes_image_yxyx, first_scores, candidates.classes, kept, sizes_f)
+        for key, value in first.items():
+            outputs["first_stage_" + key.replace("detection_", "")] = value
+        outputs["network_evaluations"] = tf.fill([batch], tf.constant(self.network_evaluations, tf.int32))
+        if with_masks:
+            outputs["merged_masks"] = per_image["preview"]
+        return outputs
+
+    # ------------------------------------------------------------------------------------------
+    # Stages.
+
+    def _localize(self, images, boxes_image_yxyx):
+        """Crops boxes [B, M, 4] of each image and runs the localizer: -> [B, M, d, d, 5, C]."""
+        s = self.config.model.input_size
+        batch, per_image = tf.shape(boxes_image_yxyx)[0], tf.shape(boxes_image_yxyx)[1]
+        flat = tf.reshape(boxes_image_yxyx, [-1, 4])
+        box_indices = tf.repeat(tf.range(batch), per_image)
+        patches = crops.crop_and_resize(images, flat, box_indices, s)
+        masks = self.localizer(patches, training=False)
+        d = self.config.model.mask_size
+        return tf.reshape(masks, [batch, per_image, d, d, constants.NUM_MASK_TYPES, self.num_classes])
+
+    def _canvas_cell_px(self, size_f):
+        """Image pixels per canvas cell for an image of size (h, w)."""
+        cfg = self.config.inference
+        return tf.maximum(tf.constant(cfg.stride_px, tf.float32), tf.reduce_max(size_f) / cfg.max_canvas_cells)
+
+    def _first_stage_signature(self, with_masks):
+        cfg = self.config.inference
+        n = cfg.num_scales * cfg.top_k_per_scale
+        c = self.num_classes
+        sig = {
+            "boxes": tf.TensorSpec([c, n, 4], tf.float32),
+            "scores": tf.TensorSpec([c, n], tf.float32),
+            "coverage": tf.TensorSpec([c, n], tf.float32),
+            "valid": tf.TensorSpec([c, n], tf.bool),
+        }
+        if with_masks:
+            p = cfg.mask_preview_size
+            sig["preview"] = tf.TensorSpec([p, p, constants.NUM_MASK_TYPES, c], tf.float32)
+        return sig
+
+    def _first_stage_one_image(self, window_masks, size_f, with_masks):
+        """Merge and search of one image, every scale and class.
+
+        Args:
+          window_masks: float32 [N, d, d, 5, C], the localizer's masks of the image's windows.
+          size_f: float32 [2], (h, w) of the image.
+        Returns:
+          dict with boxes [C, scales * top_k, 4] image_yxyx, Eq. (3) scores, Eq. (2) coverage and
+          valid flags [C, scales * top_k]; ``preview`` [P, P, 5, C] with ``with_masks``.
+        """
+        cfg = self.config.inference
+        c = self.num_classes
+        d = self.config.model.mask_size
+        cell_px = self._canvas_cell_px(size_f)
+        extent_cells = size_f / cell_px  # the image's (h, w) in canvas cells
+        canvas_hw = tf.maximum(tf.cast(tf.math.ceil(extent_cells - 1e-4), tf.int32), 1)
+        unit_windows, _ = windows.scale_windows(1.0, 1.0, cfg.num_scales, cfg.window_overlap)
+        windows_cell_yxyx = unit_windows * tf.concat([extent_cells, extent_cells], axis=0)[None, :]
+        mean_side = tf.reduce_mean(extent_cells)
+        shapes_hw = box_search.box_shapes(mean_side, list(cfg.size_fractions), self.aspect_ratios)
+        stride_cells = cfg.stride_px / cell_px
+        flat_masks = tf.reshape(window_masks, [-1, d, d, constants.NUM_MASK_TYPES * c])
+
+        # One canvas per scale, merged by max over the scale's windows: [scales, Hc, Wc, 5, C].
+        canvases, start = [], 0
+        for n in self.windows_per_scale:  # static: the scales
+            canvases.append(crops.paste_max(flat_masks[start:start + n], windows_cell_yxyx[start:start + n],
+                                            canvas_hw[0], canvas_hw[1]))
+            start += n
+        canvas = tf.reshape(tf.stack(canvases), [len(canvases), canvas_hw[0], canvas_hw[1],
+                                                 constants.NUM_MASK_TYPES, c])
+        # All scales in one search call (a leading batch dimension) and one batched NMS.
+        found = box_search.search_boxes(canvas, shapes_hw, stride_cells, cfg.ring_margin,
+                                        cfg.coverage_threshold, cfg.max_candidates)  # [scales, C, M]
+        scores = tf.where(found.valid, found.scores, _INVALID_SCORE)
+        keep, num_valid = nms.non_max_suppression(found.boxes_cell_yxyx, scores, cfg.top_k_per_scale,
+                                                  cfg.nms_iou, score_threshold=_INVALID_SCORE / 2)
+        slot_ok = tf.range(cfg.top_k_per_scale) < num_valid[..., None]  # [scales, C, k]
+        boxes_cell = tf.gather(found.boxes_cell_yxyx, keep, batch_dims=2)
+        scale_major = {
+            "boxes": box_ops.clip(boxes_cell * cell_px, size_f[0], size_f[1]),
+            "scores": tf.where(slot_ok, tf.gather(scores, keep, batch_dims=2), _INVALID_SCORE),
+            "coverage": tf.gather(found.coverage, keep, batch_dims=2),
+            "valid": slot_ok & tf.gather(found.valid, keep, batch_dims=2),
+        }
+        # [scales, C, k, ...] -> [C, scales * k, ...]
+        result = {}
+        for key, t in scale_major.items():
+            perm = [1, 0, 2] + list(range(3, t.shape.rank))
+            result[key] = tf.reshape(tf.transpose(t, perm), [c, cfg.num_scales * cfg.top_k_per_scale]
+                                     + t.shape[3:].as_list())
+        if with_masks:
+            # The finest scale's canvas over the image's extent, resampled to a fixed P x P.
+            p = cfg.mask_preview_size
+            flat = tf.reshape(canvas[-1], [canvas_hw[0], canvas_hw[1], constants.NUM_MASK_TYPES * c])
+            extent_norm = tf.concat([[0.0, 0.0], extent_cells / tf.cast(canvas_hw, tf.float32)], axis=0)
+            preview = tf.image.crop_and_resize(flat[None], extent_norm[None], [0], [p, p])[0]
+            result["preview"] = tf.reshape(preview, [p, p, constants.NUM_MASK_TYPES, c])
+        return result
+
+    def _top_candidates(self, boxes, scores, coverage, valid):
+        """The best ``max_refine`` first-stage detections of each image over all classes.
+
+        Args: boxes [B, C, n, 4] image_yxyx; scores, coverage [B, C, n]; valid bool [B, C, n].
+        Returns: _Candidates with [B, R] fields.
+        """
+        r = self.config.inference.max_refine
+        c = self.num_classes
+        n = boxes.shape[2]
+        batch = tf.shape(boxes)[0]
+        flat_scores = tf.reshape(tf.where(valid, scores, _INVALID_SCORE), [batch, c * n])
+        k = min(r, c * n)
+        top_scores, idx = tf.math.top_k(flat_scores, k=k)
+        pick = lambda t: tf.gather(tf.reshape(t, [batch, c * n] + t.shape[3:].as_list()), idx, batch_dims=1)
+        classes = tf.cast(idx // n, tf.int32)
+        cand = _Candidates(
+            boxes_image_yxyx=pick(boxes),
+            classes=classes,
+            scores=top_scores,
+            scores_coverage=pick(coverage),
+            valid=top_scores > _INVALID_SCORE / 2,
+        )
+        if k < r:  # fewer candidate slots than max_refine: pad with invalid ones
+            cand = cand.padded(r)
+        return cand
+
+    def _classify(self, images, cand):
+        """P(class of the detection | crop of the first-stage box): float32 [B, R]."""
+        s = self.config.model.input_size
+        batch, r = tf.shape(cand.boxes_image_yxyx)[0], tf.shape(cand.boxes_image_yxyx)[1]
+        patches = crops.crop_and_resize(images, tf.reshape(cand.boxes_image_yxyx, [-1, 4]),
+                                        tf.repeat(tf.range(batch), r), s)
+        probs = self.classifier(patches, training=False)  # [B * R, C + 1]
+        probs = tf.reshape(probs, [batch, r, self.num_classes + 1])
+        # Class k (0-based) sits at index k + 1: index 0 is background.
+        return tf.gather(probs, cand.classes + 1, batch_dims=2)
+
+    def _refine(self, images, sizes_f, cand):
+        """Second localizer pass on each detection grown by refine_enlarge; best box inside it.
+
+        Returns:
+          refined boxes float32 [B, R, 4] image_yxyx, and their Eq. (3) score [B, R] on the
+          refinement crop's masks.
+        """
+        cfg = self.config.inference
+        batch, r = tf.shape(cand.boxes_image_yxyx)[0], tf.shape(cand.boxes_image_yxyx)[1]
+        crop_image_yxyx = box_ops.scale_about_center(cand.boxes_image_yxyx, cfg.refine_enlarge)
+        masks = self._localize(images, crop_image_yxyx)  # [B, R, d, d, 5, C]
+        # Only the detection's own class matters: [B, R, d, d, 5].
+        own = tf.gather(tf.transpose(masks, [0, 1, 5, 2, 3, 4]), cand.classes, batch_dims=2)
+        rc = cfg.refine_canvas
+        own = tf.reshape(own, [-1, self.config.model.mask_size, self.config.model.mask_size,
+                               constants.NUM_MASK_TYPES])
+        # Bilinear with half-pixel centres: cell-centre aligned, as the paste-back of stage 1.
+        own = tf.image.resize(own, [rc, rc], method="bilinear")  # [B*R, rc, rc, 5]
+        shapes_hw = box_search.box_shapes(tf.constant(float(rc)), list(cfg.refine_size_fractions),
+                                          list(cfg.refine_aspect_ratios))
+        # Each crop becomes a "class" of one search call over [rc, rc, 5, B*R]. No coverage
+        # threshold: the paper takes the highest-scoring box of the crop.
+        found = box_search.search_boxes(tf.transpose(own, [1, 2, 3, 0]), shapes_hw, cfg.refine_stride,
+                                        cfg.ring_margin, -1.0, _REFINE_CANDIDATES)
+        # Rescore the best candidates with the ring read past the crop's edge on edge-replicated
+        # masks. The search clips the ring to the canvas, which suits image borders (nothing lies
+        # beyond) but not a crop's: there the image goes on, and a crop cut from inside an object
+        # would otherwise make the box hugging the crop's edge look perfect (no ring to penalise).
+        pad = int(math.ceil(cfg.ring_margin * rc)) + 1
+        rows = tf.clip_by_value(tf.range(-pad, rc + pad), 0, rc - 1)
+        padded = tf.gather(tf.gather(own, rows, axis=1), rows, axis=2)  # [B*R, rc+2p, rc+2p, 5]
+        eq3, _ = box_search.eq3_scores(integral.integral_image(padded), found.boxes_cell_yxyx + float(pad),
+                                       cfg.ring_margin)
+        eq3 = tf.where(found.valid, eq3[..., 0], _INVALID_SCORE)  # [B*R, M]
+        best = tf.argmax(eq3, axis=1, output_type=tf.int32)
+        best_cell = tf.reshape(tf.gather(found.boxes_cell_yxyx, best, batch_dims=1), [batch, r, 4])
+        eq3 = tf.reshape(tf.gather(eq3, best, batch_dims=1), [batch, r])
+        refined = box_ops.from_frame(best_cell, crop_image_yxyx, rc, rc)
+        return _clip_per_image(refined, sizes_f[:, None, :]), eq3
+
+    def _confidence(self, class_prob, eq3):
+        """Detection confidence in [0, 1] from P(class | box) [B, R] and Eq. (3) scores [B, R]."""
+        mode = self.config.inference.score_mode
+        if mode == "classifier":
+            return class_prob
+        # Eq. (3) sums five terms in [-1, 1]; 5 means every mask agrees with the box perfectly.
+        agreement = tf.clip_by_value(eq3 / 5.0, 0.0, 1.0)
+        if mode == "eq3":
+            return agreement
+        return class_prob * agreement
+
+    def _final_outputs(self, boxes_image_yxyx, scores, classes, kept, sizes_f):
+        """Per-class NMS and padding to max_detections; boxes normalized to the image."""
+        cfg = self.config.inference
+        hw = sizes_f[:, None, :]
+        norm = boxes_image_yxyx / tf.concat([hw, hw], axis=-1)
+        norm = tf.clip_by_value(norm, 0.0, 1.0)
+        # Pruned and empty slots get a negative score, below the threshold the NMS applies.
+        scores = tf.where(kept, scores, -1.0)
+        threshold = max(cfg.min_score, 0.0)
+        out_boxes, out_scores, out_classes, num = nms.class_nms(
+            norm, scores, classes, cfg.max_detections, cfg.nms_iou, threshold)
+        num = tf.cast(num, tf.int32)
+        slot_ok = tf.range(cfg.max_detections)[None, :] < num[:, None]
+        names = tf.gather(tf.constant(self.class_names + [""]),
+                          tf.where(slot_ok, tf.cast(out_classes, tf.int32), self.num_classes))
+        return {
+            "num_detections": tf.cast(num, tf.float32),
+            "detection_boxes": tf.where(slot_ok[..., None], out_boxes, 0.0),
+            "detection_scores": tf.where(slot_ok, out_scores, 0.0),
+            "detection_classes": tf.where(slot_ok, tf.cast(out_classes, tf.float32) + 1.0, 0.0),
+            "detection_class_names": names,
+        }
+
+
+def _clip_per_image(boxes_image_yxyx, hw):
+    """Clips [B, R, 4] boxes to each image's [0, h] x [0, w]; hw float32 [B, 1, 2]."""
+    hi = tf.concat([hw, hw], axis=-1)
+    return tf.clip_by_value(boxes_image_yxyx, 0.0, hi)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Candidates:
+    """The per-image detections sent to the classifier and the refinement, fixed size R."""
+
+    boxes_image_yxyx: tf.Tensor  # float32 [B, R, 4]
+    classes: tf.Tensor  # int32 [B, R], 0-based
+    scores: tf.Tensor  # float32 [B, R], Eq. (3)
+    scores_coverage: tf.Tensor  # float32 [B, R], Eq. (2) on the full mask
+    valid: tf.Tensor  # bool [B, R]
+
+    def padded(self, r: int) -> "_Candidates":
+        k = self.classes.shape[1]
+        pad = lambda t, v: tf.pad(t, [[0, 0], [0, r - k]] + [[0, 0]] * (t.shape.rank - 2), constant_values=v)
+        return _Candidates(pad(self.boxes_image_yxyx, 0.0), pad(self.classes, 0),
+                           pad(self.scores, _INVALID_SCORE), pad(self.scores_coverage, 0.0),
+                           pad(self.valid, False))
+
+
+def uint8_batch(images_uint8: tf.Tensor):
+    """[B, H, W, 3] uint8 -> (float32 images, int32 sizes [B, 2]) for ``DetectorModule.detect``."""
+    images_uint8 = tf.convert_to_tensor(images_uint8, tf.uint8)
+    shape = tf.shape(images_uint8)
+    sizes = tf.tile(shape[1:3][None, :], [shape[0], 1])
+    return tf.cast(images_uint8, tf.float32), sizes

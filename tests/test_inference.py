@@ -1,0 +1,144 @@
+"""End-to-end correctness of the inference graph with networks whose masks are known."""
+
+import dataclasses
+import io
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from dnet_tf.config import DetectorConfig, InferenceConfig, ModelConfig
+from dnet_tf.inference.decode import decode_batch
+from dnet_tf.inference.module import DetectorModule
+from fakes import coloured_object_image, fake_classifier, fake_localizer
+
+# Ten aspect ratios, as k-means of training boxes gives (geometric 0.5 .. 2).
+ASPECTS = list(np.geomspace(0.5, 2.0, 10))
+
+
+def make_module(num_classes=1, **inference):
+    cfg = DetectorConfig(model=ModelConfig(num_classes=num_classes),
+                         inference=dataclasses.replace(InferenceConfig(), **inference))
+    names = [f"c{i}" for i in range(num_classes)]
+    return DetectorModule(fake_localizer(num_classes=num_classes), fake_classifier(num_classes=num_classes),
+                          names, ASPECTS, cfg)
+
+
+@pytest.fixture(scope="module")
+def module():
+    return make_module(max_refine=6)
+
+
+def png(image):
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def run_encoded(module):
+    """One traced graph for the whole module (tracing the search costs seconds)."""
+    return tf.function(lambda s: module.detect(*decode_batch(s, 10**7)),
+                       input_signature=[tf.TensorSpec([None], tf.string)])
+
+
+@pytest.fixture(scope="module")
+def detect_fn(run_encoded):
+    """uint8 [B, H, W, 3] images -> outputs, through the same graph (losslessly PNG-encoded)."""
+    return lambda images: run_encoded(tf.constant([png(im) for im in images]))
+
+
+def top_box_pixels(out, b, h, w):
+    return out["detection_boxes"][b, 0].numpy() * np.array([h, w, h, w])
+
+
+def test_planted_box_is_found_within_a_few_pixels(detect_fn):
+    h, w = 300, 400
+    box = [60, 100, 200, 260]  # a 140 x 160 object
+    out = detect_fn(coloured_object_image(h, w, [box])[None])
+    assert out["num_detections"][0] >= 1
+    got = top_box_pixels(out, 0, h, w)
+    # The refinement crop is 1.2 x 160 = 192 px wide at most, seen by 24 mask cells: 8 px a cell.
+    # The box must sit within one such cell on every side.
+    np.testing.assert_allclose(got, box, atol=8.0)
+    assert int(out["num_detections"][0]) == 1  # the inner and shifted candidates were suppressed
+    assert out["detection_class_names"][0, 0].numpy() == b"c0"
+    assert float(out["detection_classes"][0, 0]) == 1.0  # 1-based
+    # Product of P(class) (fraction of red inside the refined crop, ~1) and coverage (~1).
+    assert float(out["detection_scores"][0, 0]) > 0.8
+
+
+def test_refinement_is_no_worse_than_first_stage(detect_fn):
+    h, w = 320, 480
+    box = [37, 53, 121, 170]  # off the 5 px grid on purpose
+    out = detect_fn(coloured_object_image(h, w, [box])[None])
+    iou = lambda a: float(tf.squeeze(__import__("dnet_tf.ops.boxes", fromlist=["iou"]).iou(
+        tf.constant([a], tf.float32), tf.constant([box], tf.float32))))
+    refined = iou(top_box_pixels(out, 0, h, w))
+    first = iou(out["first_stage_boxes"][0, 0].numpy() * np.array([h, w, h, w]))
+    # The first stage only has the 90 shapes (steps of 0.1 x the mean image side = 40 px here);
+    # the refinement crop's own search gets much closer (the paper's Fig. 4).
+    assert refined >= 0.85
+    assert refined >= first + 0.1
+
+
+def test_two_touching_objects_are_separated(detect_fn):
+    # Two same-class objects side by side, touching: the full mask alone shows one blob
+    # [80, 60, 220, 300]; the half masks keep them apart.
+    h, w = 300, 400
+    boxes = [[80, 60, 220, 180], [80, 180, 220, 300]]
+    out = detect_fn(coloured_object_image(h, w, boxes)[None])
+    n = int(out["num_detections"][0])
+    found = out["detection_boxes"][0, :n].numpy() * np.array([h, w, h, w])
+    from dnet_tf.ops.boxes import iou
+
+    overlaps = iou(tf.constant(boxes, tf.float32), tf.constant(found, tf.float32)).numpy()  # [2, n]
+    best = overlaps.argmax(axis=1)
+    assert best[0] != best[1]  # one detection per object
+    assert (overlaps.max(axis=1) >= 0.6).all(), overlaps
+    blob = iou(tf.constant([[80.0, 60.0, 220.0, 300.0]]), tf.constant(found, tf.float32)).numpy()
+    assert (blob < 0.5).all(), blob  # nothing straddles the pair
+
+
+def test_empty_image_gives_no_detections_and_padded_outputs(module, detect_fn):
+    out = detect_fn(np.zeros((1, 200, 300, 3), np.uint8))
+    k = module.config.inference.max_detections
+    assert int(out["num_detections"][0]) == 0
+    assert out["detection_boxes"].shape == (1, k, 4)
+    assert not out["detection_scores"].numpy().any()
+    assert (out["detection_class_names"].numpy() == b"").all()
+
+
+def test_batch_of_different_sizes_equals_one_by_one(run_encoded):
+    imgs = [coloured_object_image(240, 320, [[40, 50, 150, 200]]),
+            coloured_object_image(300, 200, [[100, 20, 260, 180]])]
+    encoded = [png(im) for im in imgs]
+    run = run_encoded
+    both = run(tf.constant(encoded))
+    from dnet_tf.ops.boxes import iou
+
+    for b in range(2):
+        alone = run(tf.constant(encoded[b:b + 1]))
+        n = int(alone["num_detections"][0])
+        assert n >= 1 and int(both["num_detections"][b]) == n
+        np.testing.assert_allclose(both["detection_scores"][b, :n], alone["detection_scores"][0, :n], atol=1e-4)
+        np.testing.assert_array_equal(both["detection_classes"][b, :n], alone["detection_classes"][0, :n])
+        # Batched crops differ from single ones by float rounding only (the padded batch changes
+        # the normalisation), which may swap two refinement boxes of equal Eq. (3) score, one
+        # canvas cell apart: same boxes up to such a swap.
+        same = np.diag(iou(both["detection_boxes"][b, :n], alone["detection_boxes"][0, :n]).numpy())
+        assert (same >= 0.95).all(), same
+
+
+def test_network_evaluations_count(module, detect_fn):
+    out = detect_fn(np.zeros((2, 64, 64, 3), np.uint8))
+    # 1 + 9 + 25 windows, then max_refine crops through the localizer and the classifier each.
+    assert out["network_evaluations"].numpy().tolist() == [35 + 2 * 6] * 2
+
+
+def test_tiny_image_does_not_crash_and_boxes_stay_in_unit_square(detect_fn):
+    out = detect_fn(np.full((1, 1, 1, 3), 255, np.uint8))
+    boxes = out["detection_boxes"].numpy()
+    assert np.isfinite(boxes).all() and (boxes >= 0).all() and (boxes <= 1).all()
+    assert int(out["num_detections"][0]) <= out["detection_boxes"].shape[1]
