@@ -4,11 +4,10 @@ Semantics (those of ``tf.image.non_max_suppression``): boxes are visited by decr
 box is kept unless a kept box overlaps it with Jaccard (IoU) strictly above ``iou_threshold``;
 boxes with score <= ``score_threshold`` are dropped.
 
-Built on ``tf.image.non_max_suppression_padded`` (batched, fixed-size output), with three of its
-quirks handled here: it suppresses at IoU >= threshold (we pass the next float above the
-threshold, so suppression is at IoU > threshold); it recognises kept boxes by a positive
-coordinate (we translate all boxes to positive coordinates first, which leaves every IoU
-unchanged); it needs at least ``max_output`` boxes (we pad with dropped ones).
+Built on TensorFlow's greedy NMS kernel (NonMaxSuppressionV4, padded output), mapped over the
+batch. ``tf.image.non_max_suppression_padded`` batches natively but pads every row to 512-box
+tiles and iterates on 512 x 512 IoU matrices: on CPU it took 0.8 s for 60 rows of 100 boxes
+(3 scales x 20 classes of one image) where the mapped kernel takes 3 ms.
 """
 
 from __future__ import annotations
@@ -27,11 +26,11 @@ def non_max_suppression(boxes_yxyx, scores, max_output: int, iou_threshold: floa
     """Greedy NMS over the last axis, batched over leading dimensions, padded to ``max_output``.
 
     Args:
-      boxes_yxyx: float32 [..., N, 4], any frame, ymin <= ymax and xmin <= xmax.
+      boxes_yxyx: float32 [..., N, 4], any frame.
       scores: float32 [..., N].
       max_output: K (Python int >= 1), boxes kept at most per batch entry.
       iou_threshold: a box is suppressed by a better kept one with IoU > this.
-      score_threshold: boxes with score <= this are dropped (-inf keeps all).
+      score_threshold: boxes with score <= this are dropped (-inf keeps all, -inf scores too).
     Returns:
       indices int32 [..., K] into N, best first; slots >= num_valid hold 0 (mask them);
       num_valid int32 [...].
@@ -47,28 +46,22 @@ def non_max_suppression(boxes_yxyx, scores, max_output: int, iou_threshold: floa
     n = tf.shape(boxes)[-2]
     boxes = tf.reshape(boxes, [-1, n, 4])
     scores = tf.reshape(scores, [-1, n])
-    # All coordinates >= 1 (IoU is translation invariant); padding boxes with the lowest score.
-    boxes = boxes - tf.reduce_min(boxes, axis=[1, 2], keepdims=True) + 1.0
-    pad = tf.maximum(k - n, 0)
-    boxes = tf.pad(boxes, [[0, 0], [0, pad], [0, 0]], constant_values=1.0)
-    if np.isfinite(score_threshold):
-        drop = float(score_threshold)  # padding is dropped: its score is not above the threshold
-    else:
-        # No threshold: padding must sort after every real box, -inf scores included.
-        scores = tf.maximum(scores, -3.0e38)
-        drop = float(np.finfo(np.float32).min)
-    scores = tf.pad(scores, [[0, 0], [0, pad]], constant_values=drop)
-    # The op suppresses at IoU >= its threshold: the next float32 above ours gives IoU > ours.
-    strict = float(np.nextafter(np.float32(iou_threshold), np.float32(np.inf)))
-    threshold = score_threshold if np.isfinite(score_threshold) else float("-inf")
-    idx, num = tf.image.non_max_suppression_padded(
-        boxes, scores, max_output_size=k, iou_threshold=strict, score_threshold=threshold,
-        pad_to_max_output_size=True, sorted_input=False, canonicalized_coordinates=True)
-    # Padding boxes sort after every real box, so the real selections are a prefix.
-    num = tf.reduce_sum(tf.cast((tf.range(k) < num[:, None]) & (idx < n), tf.int32), axis=1)
-    idx = tf.where(tf.range(k) < num[:, None], idx, 0)
-    return (tf.reshape(idx, tf.concat([batch_shape, [k]], 0)),
-            tf.reshape(tf.cast(num, tf.int32), batch_shape))
+    if not np.isfinite(score_threshold):
+        # The kernel keeps score > threshold: lift -inf scores so that "no threshold" keeps all.
+        scores = tf.maximum(scores, float(np.finfo(np.float32).min))
+    iou = tf.constant(iou_threshold, tf.float32)
+    threshold = tf.constant(score_threshold, tf.float32)
+
+    def one(args):
+        row_boxes, row_scores = args
+        idx, num = tf.raw_ops.NonMaxSuppressionV4(
+            boxes=row_boxes, scores=row_scores, max_output_size=k, iou_threshold=iou,
+            score_threshold=threshold, pad_to_max_output_size=True)
+        return tf.where(tf.range(k) < num, idx, 0), num
+
+    idx, num = tf.map_fn(one, (boxes, scores), fn_output_signature=(
+        tf.TensorSpec([k], tf.int32), tf.TensorSpec([], tf.int32)))
+    return (tf.reshape(idx, tf.concat([batch_shape, [k]], 0)), tf.reshape(num, batch_shape))
 
 
 @_NOT_CONVERTED
