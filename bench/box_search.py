@@ -20,8 +20,9 @@ Modes:
 
 Reported per image: median wall and CPU time (CPU of all threads: on a shared machine the wall
 time includes waiting for a core), and boxes scored per second (positions x classes x scales /
-wall). Writes bench/results/box_search.json. With --profile, the time per TensorFlow op type of
-one configuration, to show where it goes.
+wall). Also timed, for the per-image budget: the crops of the 35 windows, their masks pasted onto
+the 3 canvases, and the per-scale NMS. Writes bench/results/box_search.json. With --profile, the
+time per TensorFlow op type of one configuration, to show where it goes.
 """
 
 from __future__ import annotations
@@ -106,6 +107,48 @@ def build_search(mode: str, classes: int):
     return lambda masks: [fn(masks[s]) for s in range(SCALES)]
 
 
+def other_ops(classes: int, repeats: int) -> list:
+    """The rest of the non-network first stage for one image: window crops, paste-back, NMS.
+
+    Returns rows (name, timing dict).
+    """
+    import tensorflow as tf  # noqa: PLC0415
+
+    from dnet_tf.config import InferenceConfig  # noqa: PLC0415
+    from dnet_tf.ops import crops, nms, windows  # noqa: PLC0415
+
+    rng = np.random.default_rng(1)
+    h, w = canvas_hw()
+    d, size = 24, 225
+    image = tf.constant(rng.uniform(0, 255, size=(1, *IMAGE_HW, 3)).astype(np.float32))
+    boxes_image, _ = windows.scale_windows(float(IMAGE_HW[0]), float(IMAGE_HW[1]), SCALES, 0.2)
+    n = int(boxes_image.shape[0])
+    crop = tf.function(lambda img, b: crops.crop_and_resize(img, b, tf.zeros([n], tf.int32), size))
+    masks = tf.constant(rng.uniform(0, 1, size=(n, d, d, 5 * classes)).astype(np.float32))
+    cells = boxes_image * tf.constant([h / IMAGE_HW[0], w / IMAGE_HW[1]] * 2, tf.float32)
+    per_scale = InferenceConfig().windows_per_scale
+
+    @tf.function
+    def paste(m, c):
+        out, start = [], 0
+        for count in per_scale:
+            out.append(crops.paste_max(m[start:start + count], c[start:start + count], h, w))
+            start += count
+        return out
+
+    cand = tf.constant(rng.uniform(0, 60, size=(SCALES * classes, MAX_CANDIDATES, 2)).astype(np.float32))
+    cand_boxes = tf.concat([cand, cand + 15.0], axis=-1)
+    cand_scores = tf.constant(rng.uniform(-5, 5, size=(SCALES * classes, MAX_CANDIDATES)).astype(np.float32))
+    suppress = tf.function(lambda b, sc: nms.non_max_suppression(b, sc, 5, 0.5))
+    return [
+        (f"crop_and_resize: {n} windows to {size}x{size}", time_call(lambda: crop(image, boxes_image), repeats)),
+        (f"paste_max: {n} windows of {d}x{d}x{5 * classes} onto {SCALES} canvases",
+         time_call(lambda: paste(masks, cells), repeats)),
+        (f"non_max_suppression: top 5 of {MAX_CANDIDATES}, {SCALES} scales x {classes} classes",
+         time_call(lambda: suppress(cand_boxes, cand_scores), repeats)),
+    ]
+
+
 def profile_ops(call, repeats: int = 3) -> list:
     """[(op type, ms per call)] from a TensorFlow profiler trace, largest first."""
     import tensorflow as tf  # noqa: PLC0415
@@ -170,6 +213,10 @@ def main(argv=None) -> int:
                              f"{result['boxes_per_s'] / 1e6:.1f}M"])
                 print(format_table(["mode", "C", "masks", "ms/img", "min", "cpu ms", "ms/class", "boxes/s"],
                                    rows[-1:]).splitlines()[-1], flush=True)
+    others = []
+    for classes in args.classes:
+        for name, timing in other_ops(classes, args.repeats):
+            others.append({"op": name, "classes": classes, **timing})
     profile = None
     if args.profile:
         classes = max(args.classes)
@@ -184,6 +231,7 @@ def main(argv=None) -> int:
                     "ring_margin": RING_MARGIN, "coverage_threshold": THRESHOLD,
                     "max_candidates": MAX_CANDIDATES, "positions_per_scale_per_class": per_scale},
         "results": results,
+        "other_ops": others,
         "profile": profile,
     }
     path = write_json("box_search", payload, args.out)
@@ -192,6 +240,9 @@ def main(argv=None) -> int:
           f"{per_scale} positions per scale and class; machine: {machine()['cpus']} CPUs, "
           f"load {payload_load(payload)}")
     print(format_table(["mode", "C", "masks", "ms/img", "min", "cpu ms", "ms/class", "boxes/s"], rows))
+    print("\nthe other non-network ops of the first stage, per image:")
+    print(format_table(["op", "C", "ms", "cpu ms"],
+                       [[o["op"], o["classes"], 1e3 * o["wall_median_s"], 1e3 * o["cpu_median_s"]] for o in others]))
     if profile:
         print(f"\nwhere the time goes ({profile['mode']}, C={profile['classes']}, {profile['masks']} masks), "
               "ms per image by op type:")
