@@ -210,6 +210,19 @@ def test_search_batch_dimensions_are_independent():
         np.testing.assert_array_equal(together.valid.numpy()[b], alone.valid.numpy())
 
 
+def test_search_many_classes_single_phase_layout():
+    # 2 x 7 = 14 searched classes pad to 16, a multiple of 16: the one-phase buffer layout.
+    rng = np.random.default_rng(13)
+    masks = (rng.integers(0, 5, size=(2, 10, 8, 5, 7)) / 4.0).astype(np.float32)
+    shapes = np.array([[3, 4], [5, 2.6], [7, 7]], np.float32)
+    res = box_search.search_boxes(masks, shapes, 1.0, MARGIN, 0.5, 4)
+    for b in range(2):
+        for c in range(7):
+            got = {"scores": res.scores.numpy()[b, c], "boxes": res.boxes_cell_yxyx.numpy()[b, c],
+                   "coverage": res.coverage.numpy()[b, c], "valid": res.valid.numpy()[b, c]}
+            assert_valid_top(got, masks[b, ..., c], shapes, 1, 0.5, 4)
+
+
 def test_search_shapes_larger_than_the_grid_are_clipped():
     # On a 3 x 2 grid a 5 x 5 shape becomes the whole grid: one box [0, 0, 3, 2].
     masks = np.ones((3, 2, 5, 1), np.float32)

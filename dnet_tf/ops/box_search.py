@@ -243,12 +243,15 @@ def search_boxes(masks: tf.Tensor, shapes_hw, stride, ring_margin: float, covera
     folded = tf.reshape(tf.transpose(masks, perm), [height, width, NUM_MASK_TYPES, -1])
     total = tf.shape(folded)[3]
 
-    # Only classes whose full mask exceeds the threshold somewhere; padded with empty classes to
-    # a multiple of 4 (at least 4) for the aligned views.
+    # Only classes whose full mask exceeds the threshold somewhere, padded with empty classes for
+    # the aligned views: to a multiple of 16 (views at any column, one phase) when that adds at
+    # most a quarter, else to a multiple of 4 (4 phases), at least 4.
     peak = tf.reduce_max(folded[:, :, FULL], axis=[0, 1])  # [K]
     active = tf.cast(tf.where(peak > threshold)[:, 0], tf.int32)
     num_active = tf.shape(active)[0]
-    padded = tf.maximum((num_active + _CLASS_MULTIPLE - 1) // _CLASS_MULTIPLE, 1) * _CLASS_MULTIPLE
+    by_4 = tf.maximum((num_active + 3) // 4, 1) * 4
+    by_16 = (num_active + 15) // 16 * 16
+    padded = tf.where(4 * by_16 <= 5 * by_4, by_16, by_4)
     # Index `total` picks an appended all-zero class.
     pick = tf.concat([active, tf.fill([padded - num_active], total)], 0)
     with_zero = tf.concat([folded, tf.zeros_like(folded[..., :1])], axis=-1)
@@ -308,16 +311,16 @@ _TERMS = (
 )
 _T_TERMS, _B_TERMS = 8, 4  # then 8 R terms
 # Phase copies per image: with the class axis padded to a multiple of 4, every column offset is
-# a multiple of 4 columns (16 floats) from the start of one of 4 phases.
+# a multiple of 4 columns (16 floats) from the start of one of 4 phases (1 phase when the class
+# axis is a multiple of 16).
 _PHASES = 4
 # Groups only read at column offset 0 (x0): one phase suffices (pad_left is a multiple of 4).
 _SINGLE_PHASE = frozenset({"c00", "c10", "vneg"})
 # Scale of B in the level-1 validity test: a power of two, so the scaling is exact.
 _VALIDITY_SCALE = 2.0**33
-_CLASS_MULTIPLE = 4
 
 
-def _term_starts(h, w, ry, rx, pad_top, pad_left, padded_h, row, k):
+def _term_starts(h, w, ry, rx, pad_top, pad_left, padded_h, row, k, phases):
     """Flat start of every term's view for every shape: int32 [S, 20] (see ``_TERMS``)."""
     starts = []
     for group, parity, (cy, chy, cry), (cx, chx, crx) in _TERMS:
@@ -325,9 +328,9 @@ def _term_starts(h, w, ry, rx, pad_top, pad_left, padded_h, row, k):
         dx = cx * w + chx * (w // 2) + crx * rx
         variant = 0 if parity is None else (h % 2 if parity == "h" else w % 2)
         col = pad_left + dx
-        phases = 1 if group in _SINGLE_PHASE else _PHASES
-        phase = col % phases
-        starts.append(((variant * phases + phase) * padded_h + pad_top + dy) * row * k + (col - phase) * k)
+        group_phases = 1 if group in _SINGLE_PHASE else phases
+        phase = col % group_phases
+        starts.append(((variant * group_phases + phase) * padded_h + pad_top + dy) * row * k + (col - phase) * k)
     return tf.stack(starts, axis=1)
 
 
@@ -399,24 +402,32 @@ def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m):
         masks[:, :, FULL], masks[:, :, TOP] - masks[:, :, BOTTOM], masks[:, :, LEFT] - masks[:, :, RIGHT],
         pad_top, padded_h, pad_left, padded_w)
 
-    def phased(*images):  # -> [variants * 4 phases, padded_h, row, K]
-        return tf.stack([image[:, j:j + row] for image in images for j in range(_PHASES)])
+    def build_buffers(phases):
+        """The image groups as flat buffers [variants * phases * padded_h * row * K] (groups in
+        _SINGLE_PHASE: one phase)."""
+        def phased(*images):  # -> [variants * phases, padded_h, row, K]
+            return tf.stack([image[:, j:j + row] for image in images for j in range(phases)])
 
-    m_ph = phased(f_m)
-    v_ph = phased(f_v, f_vh)  # variant 0: whole cells, 1: half-cell rows
-    l_ph = phased(f_l, f_lh)
-    v0, l0 = v_ph[:_PHASES], l_ph[:_PHASES]
-    s2, d2 = 2.0 * (v0 + l0), 2.0 * (v0 - l0)
-    neg_m = -m_ph
-    buffers = {
-        "c00": m_ph[:1] + s2[:1], "c01": neg_m - d2, "c10": neg_m[:1] + d2[:1], "c11": m_ph - s2,
-        "vneg": -4.0 * v_ph[::_PHASES], "vpos": 4.0 * v_ph, "lneg": -4.0 * l_ph, "lpos": 4.0 * l_ph,
-        "mpos": m_ph, "mneg": neg_m,
-        # The box sum B scaled by 2^33 (exact), for the validity test below.
-        "bpos": m_ph * _VALIDITY_SCALE, "bneg": neg_m * _VALIDITY_SCALE,
-    }
-    buffers = {name: tf.reshape(b, [-1]) for name, b in buffers.items()}
-    starts = _term_starts(shi, swi, ryi, rxi, pad_top, pad_left, padded_h, row, k)  # [S, 20]
+        m_ph = phased(f_m)
+        v_ph = phased(f_v, f_vh)  # variant 0: whole cells, 1: half-cell rows
+        l_ph = phased(f_l, f_lh)
+        v0, l0 = v_ph[:phases], l_ph[:phases]
+        s2, d2 = 2.0 * (v0 + l0), 2.0 * (v0 - l0)
+        neg_m = -m_ph
+        buffers = {
+            "c00": m_ph[:1] + s2[:1], "c01": neg_m - d2, "c10": neg_m[:1] + d2[:1], "c11": m_ph - s2,
+            "vneg": -4.0 * v_ph[::phases], "vpos": 4.0 * v_ph, "lneg": -4.0 * l_ph, "lpos": 4.0 * l_ph,
+            "mpos": m_ph, "mneg": neg_m,
+            # The box sum B scaled by 2^33 (exact), for the validity test below.
+            "bpos": m_ph * _VALIDITY_SCALE, "bneg": neg_m * _VALIDITY_SCALE,
+        }
+        return {name: tf.reshape(b, [-1]) for name, b in buffers.items()}
+
+    # K a multiple of 16: any column offset is 64-byte aligned, one phase does.
+    one_phase = k % 16 == 0
+    buffers = tf.cond(one_phase, lambda: build_buffers(1), lambda: build_buffers(_PHASES))
+    phases = tf.where(one_phase, 1, _PHASES)
+    starts = _term_starts(shi, swi, ryi, rxi, pad_top, pad_left, padded_h, row, k, phases)  # [S, 20]
     rows_per_shape = height - shi + 1
     block_counts = rows_per_shape * (row // _BLOCK)
     area = tf.cast(shi * swi, tf.float32)
