@@ -51,7 +51,7 @@ flags.DEFINE_integer("mask_size", None, "Mask side d (ModelConfig).")
 flags.DEFINE_float("time_budget_s", None, "Cap on training wall time over all restarts, seconds.")
 flags.DEFINE_enum("strategy", "auto", list(distribute.STRATEGIES),
                   "tf.distribute strategy; 'auto' uses TF_CONFIG when it lists several workers.")
-flags.DEFINE_integer("eval_crops", 512, "Validation crops for the end-of-run summary; 0 skips.",
+flags.DEFINE_integer("eval_crops", 1024, "Validation crops for the end-of-run summary; 0 skips.",
                      lower_bound=0)
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 

@@ -104,7 +104,7 @@ def resolve_config(run_dir, cfg: Optional[DetectorConfig], num_classes: int) -> 
 
 def train(run_dir, data, cfg: Optional[DetectorConfig] = None, *,
           strategy: Optional[tf.distribute.Strategy] = None, time_budget_s: Optional[float] = None,
-          progress: bool = True, eval_crops: int = 512, log: Optional[Callable[[str], None]] = None) -> dict:
+          progress: bool = True, eval_crops: int = 1024, log: Optional[Callable[[str], None]] = None) -> dict:
     """Trains (or resumes, or reports) a run.
 
     Args:
@@ -235,17 +235,49 @@ def train(run_dir, data, cfg: Optional[DetectorConfig] = None, *,
     rd.atomic_save_model(localizer, run_dir / rd.LOCALIZER)
     rd.atomic_save_model(classifier, run_dir / rd.CLASSIFIER)
     if eval_crops > 0 and source.has_split("val"):
-        n_batches = max(1, math.ceil(eval_crops / EVAL_BATCH))
-        loc_ds = source.localizer_dataset("val", cfg, EVAL_BATCH, EVAL_SEED)
-        summary["val_mask_iou"] = evaluate_localizer(localizer, loc_ds, n_batches).to_dict()
-        cls_ds = source.classifier_dataset("val", cfg, EVAL_BATCH, EVAL_SEED)
-        summary["val_classifier"] = evaluate_classifier(classifier, cls_ds, n_batches)
+        summary.update(heldout_evaluation(localizer, classifier, source, cfg, eval_crops))
         with tf.summary.create_file_writer(str(run_dir / rd.LOGS / "eval")).as_default():
             tb.scalar("val_mask_iou", summary["val_mask_iou"]["mean_iou"], step=total)
             tb.scalar("val_classifier_accuracy", summary["val_classifier"]["accuracy"], step=total)
     rd.atomic_write_json(run_dir / rd.SUMMARY, summary)
     log(format_summary(summary))
     return summary
+
+
+def heldout_evaluation(localizer, classifier, source: DataSource, cfg: DetectorConfig,
+                       crops: int = 1024, split: str = "val") -> dict:
+    """Full-mask IoU and classifier accuracy on crops of a held-out split.
+
+    The crops depend only on (source, split, cfg, crops): the input pipeline's shuffles also
+    read TensorFlow's global seed, which is therefore reset to EVAL_SEED first, so the same
+    run evaluated here, at the end of training or from its run directory, scores the same crops.
+    Args:
+      localizer, classifier: Keras models of the run.
+      crops: number of crops for each network (rounded up to a multiple of EVAL_BATCH).
+    Returns:
+      {"val_mask_iou": MaskIoU dict, "val_classifier": accuracy dict, "eval_crops": int}.
+    """
+    n_batches = max(1, math.ceil(crops / EVAL_BATCH))
+    tf.random.set_seed(EVAL_SEED)
+    loc_ds = source.localizer_dataset(split, cfg, EVAL_BATCH, EVAL_SEED)
+    out = {"val_mask_iou": evaluate_localizer(localizer, loc_ds, n_batches).to_dict()}
+    tf.random.set_seed(EVAL_SEED)
+    cls_ds = source.classifier_dataset(split, cfg, EVAL_BATCH, EVAL_SEED)
+    out["val_classifier"] = evaluate_classifier(classifier, cls_ds, n_batches)
+    out["eval_crops"] = n_batches * EVAL_BATCH
+    return out
+
+
+def evaluate_run(run_dir, data=None, crops: int = 1024) -> dict:
+    """heldout_evaluation of a finished run directory (the same crops as its summary.json).
+
+    Args:
+      run_dir: a complete run directory.
+      data: its dataset (path or DataSource); the run's class list is used.
+    """
+    arts = rd.load_run(run_dir)
+    source = open_source(data, class_names=arts.class_names)
+    return heldout_evaluation(arts.localizer, arts.classifier, source, arts.config, crops)
 
 
 def _run_stage(*, name, stage_idx, cfg, strategy, chief, model, optimizer, step_var, done_var,
