@@ -191,9 +191,7 @@ class DetectorModule(tf.Module):
             start += n
         canvas = tf.reshape(tf.stack(canvases), [len(canvases), canvas_hw[0], canvas_hw[1],
                                                  constants.NUM_MASK_TYPES, c])
-        # All scales in one search call (a leading batch dimension) and one batched NMS.
-        found = box_search.search_boxes(canvas, shapes_hw, stride_cells, cfg.ring_margin,
-                                        cfg.coverage_threshold, cfg.max_candidates)  # [scales, C, M]
+        found = self._search_active(canvas, shapes_hw, stride_cells)  # [scales, C, M]
         scores = tf.where(found.valid, found.scores, _INVALID_SCORE)
         keep, num_valid = nms.non_max_suppression(found.boxes_cell_yxyx, scores, cfg.top_k_per_scale,
                                                   cfg.nms_iou, score_threshold=_INVALID_SCORE / 2)
@@ -219,6 +217,38 @@ class DetectorModule(tf.Module):
             preview = tf.image.crop_and_resize(flat[None], extent_norm[None], [0], [p, p])[0]
             result["preview"] = tf.reshape(preview, [p, p, constants.NUM_MASK_TYPES, c])
         return result
+
+    def _search_active(self, canvas, shapes_hw, stride_cells):
+        """The box search of every (scale, class) canvas that can hold a candidate, in one call.
+
+        A box's Eq. (2) coverage is a mean of the full mask, so it can only exceed the threshold
+        where the canvas's maximum does: (scale, class) pairs whose full mask never does are
+        skipped (with a trained localizer, most of them). Their slots come back invalid.
+
+        Args: canvas float32 [S, Hc, Wc, 5, C]; shapes_hw [K, 2] cells; stride_cells scalar.
+        Returns: SearchResult with fields [S, C, M(, 4)].
+        """
+        cfg = self.config.inference
+        s, c, m = canvas.shape[0], self.num_classes, cfg.max_candidates
+        peak = tf.reshape(tf.reduce_max(canvas[:, :, :, constants.FULL, :], axis=[1, 2]), [s * c])
+        active = tf.cast(tf.where(peak > cfg.coverage_threshold)[:, 0], tf.int32)  # [A] of S*C
+        # [S, Hc, Wc, 5, C] -> [Hc, Wc, 5, S*C] -> the active pairs [Hc, Wc, 5, A]
+        pairs = tf.reshape(tf.transpose(canvas, [1, 2, 3, 0, 4]),
+                           tf.concat([tf.shape(canvas)[1:4], [s * c]], axis=0))
+        found = box_search.search_boxes(tf.gather(pairs, active, axis=3), shapes_hw, stride_cells,
+                                        cfg.ring_margin, cfg.coverage_threshold, m)  # [A, M]
+        index = active[:, None]
+
+        def scatter(values, fill, tail=()):
+            full = tf.fill([s * c, m, *tail], tf.constant(fill, values.dtype))
+            return tf.reshape(tf.tensor_scatter_nd_update(full, index, values), [s, c, m, *tail])
+
+        return box_search.SearchResult(
+            boxes_cell_yxyx=scatter(found.boxes_cell_yxyx, 0.0, (4,)),
+            scores=scatter(found.scores, float("-inf")),
+            coverage=scatter(found.coverage, 0.0),
+            valid=scatter(found.valid, False),
+        )
 
     def _top_candidates(self, boxes, scores, coverage, valid):
         """The best ``max_refine`` first-stage detections of each image over all classes.
