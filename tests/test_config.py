@@ -1,0 +1,49 @@
+"""Every named config builds and validates; bad fields are named in the error; JSON round trip."""
+
+import dataclasses
+
+import pytest
+
+from dnet_tf.config import (NAMED_CONFIGS, DetectorConfig, InferenceConfig, ModelConfig, named_config,
+                            windows_per_axis)
+
+
+@pytest.mark.parametrize("name", sorted(NAMED_CONFIGS))
+def test_named_configs_validate_and_round_trip(name):
+    cfg = named_config(name)
+    assert DetectorConfig.from_json(cfg.to_json()) == cfg
+
+
+def test_paper_numbers_are_the_defaults():
+    inf = InferenceConfig()
+    m = ModelConfig()
+    assert (m.input_size, m.mask_size) == (225, 24)
+    assert inf.num_scales == 3 and inf.window_overlap == 0.2
+    assert len(inf.size_fractions) == 9 and inf.stride_px == 5.0
+    assert inf.coverage_threshold == 0.5 and inf.top_k_per_scale == 5 and inf.refine_enlarge == 1.2
+
+
+def test_window_counts_worked_by_hand():
+    # Scale 1: windows half the image side, stepping at most 0.8 of a window: ceil(1 / 0.8) + 1 = 3.
+    # Scale 2: a quarter side: ceil(3 / 0.8) + 1 = 5. 1 + 9 + 25 = 35 windows.
+    assert [windows_per_axis(s, 0.2) for s in range(3)] == [1, 3, 5]
+    assert InferenceConfig().windows_per_scale == (1, 9, 25)
+    # Without overlap the windows tile exactly: 2 and 4 per axis.
+    assert [windows_per_axis(s, 0.0) for s in range(3)] == [1, 2, 4]
+
+
+@pytest.mark.parametrize("section,field,value", [
+    ("model", "mask_size", 0), ("model", "head", "lstm"), ("inference", "stride_px", 0.0),
+    ("inference", "coverage_threshold", 1.5), ("inference", "size_fractions", (0.0, 0.5)),
+    ("loss", "mask_lambda", 0.0), ("train", "optimizer", "lbfgs"), ("sampler", "positive_coverage", 0.0),
+])
+def test_bad_field_is_named(section, field, value):
+    cfg = DetectorConfig()
+    bad = dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **{field: value})})
+    with pytest.raises(ValueError, match=f"'{field}'"):
+        bad.validate()
+
+
+def test_unknown_json_field_is_refused():
+    with pytest.raises(ValueError, match="unknown field"):
+        DetectorConfig.from_dict({"model": {"num_clases": 3}})
