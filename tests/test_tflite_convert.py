@@ -64,15 +64,20 @@ def spread_model(build, last_layer, seed):
     return model
 
 
+# The localizer in every variant; the classifier (the same conversion code, a softmax output) in
+# the two extremes, to keep the conversions within the test budget.
+CONVERTED = {"localizer": VARIANTS, "classifier": ("float32", "int8")}
+
+
 @pytest.fixture(scope="module")
 def converted():
-    """{network: (keras model, {variant: bytes})}, calibrated on 16 crops."""
+    """{network: (keras model, {variant: bytes})}, int8 calibrated on 16 crops."""
     calibration = crops(1, 16)
     out = {}
     for name, build, last in (("localizer", build_localizer, "masks"),
                               ("classifier", build_classifier, "class_probs")):
         model = spread_model(build, last, seed=1)
-        out[name] = (model, convert_variants(model, VARIANTS, calibration))
+        out[name] = (model, convert_variants(model, CONVERTED[name], calibration))
     return out
 
 
@@ -81,8 +86,7 @@ def held_out():
     return crops(2, 12)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("network", ["localizer", "classifier"])
+@pytest.mark.parametrize("network,variant", [(n, v) for n, vs in CONVERTED.items() for v in vs])
 def test_variant_matches_keras_within_its_tolerance(converted, held_out, network, variant):
     model, files = converted[network]
     want = keras_network(model)(held_out)
@@ -108,12 +112,12 @@ def test_quantized_variants_are_not_float32_in_disguise(converted, held_out):
 
 def test_file_sizes_follow_the_weight_precision(converted):
     # ~2.2 M weights dominate the files: float16 halves them, int8 quarters them.
-    for network in ("localizer", "classifier"):
-        files = converted[network][1]
-        f32 = len(files["float32"])
-        assert 0.45 <= len(files["float16"]) / f32 <= 0.55
-        assert 0.22 <= len(files["dynamic_int8"]) / f32 <= 0.30
-        assert 0.22 <= len(files["int8"]) / f32 <= 0.30
+    files = converted["localizer"][1]
+    f32 = len(files["float32"])
+    assert 0.45 <= len(files["float16"]) / f32 <= 0.55
+    assert 0.22 <= len(files["dynamic_int8"]) / f32 <= 0.30
+    assert 0.22 <= len(files["int8"]) / f32 <= 0.30
+    assert 0.22 <= len(converted["classifier"][1]["int8"]) / len(converted["classifier"][1]["float32"]) <= 0.30
 
 
 def test_full_integer_interface_uint8_pixels_in_int8_out(converted):
@@ -168,3 +172,31 @@ def test_bad_requests_fail_clearly(converted, tmp_path):
     assert tflite_filename("localizer", "int8") == "localizer_int8.tflite"
     with pytest.raises(ValueError, match="unknown network"):
         tflite_filename("detector", "int8")
+
+
+def test_float32_tflite_networks_give_the_keras_detections_through_the_edge_pipeline(converted):
+    import dataclasses
+
+    from dnet_tf.config import DetectorConfig, InferenceConfig
+    from dnet_tf.tflite.edge_pipeline import EdgePipeline
+
+    # The spread random networks give masks with structure (random blobs of coverage > 0.5)
+    # that the search turns into detections; the classifier threshold is off so that they stay.
+    cfg = DetectorConfig(model=CFG, inference=dataclasses.replace(InferenceConfig(), max_refine=8,
+                                                                  classifier_threshold=0.0))
+    names, aspects = ["cat", "dog"], [0.5, 1.0, 2.0]
+    (loc, loc_files), (cls, cls_files) = converted["localizer"], converted["classifier"]
+    reference = EdgePipeline(keras_network(loc), keras_network(cls), names, aspects, cfg)
+    lite = EdgePipeline(TFLiteNetwork(loc_files["float32"]), TFLiteNetwork(cls_files["float32"]), names, aspects, cfg)
+    rng = np.random.default_rng(0)
+    image = np.clip(coloured_object_image(240, 320, [[40, 60, 180, 220]]) * 0.8
+                    + rng.uniform(0, 50, (240, 320, 3)), 0, 255).astype(np.uint8)
+    want, got = reference.detect(image), lite.detect(image)
+    n = int(want["num_detections"])
+    assert n >= 2  # not vacuous
+    # float32 TFLite differs from Keras by ~1e-6 per output: the same boxes, scores to 1e-4.
+    assert got["num_detections"] == n
+    scale = np.array([240, 320, 240, 320])
+    np.testing.assert_allclose(got["detection_boxes"][:n] * scale, want["detection_boxes"][:n] * scale, atol=0.01)
+    np.testing.assert_allclose(got["detection_scores"], want["detection_scores"], atol=1e-4)
+    np.testing.assert_array_equal(got["detection_classes"], want["detection_classes"])

@@ -1,0 +1,324 @@
+"""The detector around two networks, in NumPy: the reference for a mobile port.
+
+Edge teams convert only the networks (``dnet_tf.tflite.convert``); everything else of
+Algorithm 1 runs on the device around the interpreter. ``EdgePipeline.detect`` is that part,
+step for step the SavedModel's graph (``dnet_tf.inference.module.DetectorModule.detect``) for one
+image, with NumPy in place of TensorFlow (``dnet_tf.tflite.edge_ops``):
+
+  1. windows     the full image, then windows half the size of the previous scale's, neighbours
+                 overlapping by ``window_overlap`` of the side (1 + 9 + 25 = 35 for 3 scales).
+  2. localizer   each window cropped and resized to S x S, one batched network call.
+  3. merge       per scale, each window's masks resized onto its extent of a canvas (one cell =
+                 max(stride_px, longest side / max_canvas_cells) pixels) and merged by max.
+  4. search      Eq. (3) box search on each scale's canvas, every class; candidates need Eq. (2)
+                 full-mask coverage > coverage_threshold; per-class NMS keeps top_k_per_scale.
+  5. candidates  the best max_refine first-stage boxes of all classes and scales.
+  6. classifier  P(class | crop of the box); kept when >= classifier_threshold.
+  7. refinement  each box grown by refine_enlarge, cropped, through the localizer once; its own
+                 class's masks resized to refine_canvas x refine_canvas; the best 16 Eq. (3)
+                 boxes rescored with the ring read past the crop's edge; the best one kept.
+  8. output      confidence (score_mode: classifier probability, Eq. (3) / 5, or both
+                 multiplied), per-class NMS, boxes normalized to the image; the first-stage
+                 boxes with their own confidence alongside.
+
+The networks are "network functions": float32 [N, S, S, 3] RGB pixel values 0..255 -> float32
+NumPy outputs (localizer [N, d, d, 5, C] masks, classifier [N, C + 1] probabilities). Use
+``convert.keras_network(model)`` for Keras models and ``convert.TFLiteNetwork(path)`` for .tflite
+files; any callable with that contract works (a device's own interpreter binding, a fake).
+
+One difference from the graph, on purpose: candidates that are padding (fewer valid first-stage
+boxes than max_refine) are not sent through the networks. The graph runs them (fixed shapes) and
+discards their results, so the detections are the same and the device does less work;
+``network_evaluations`` counts what was actually run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+
+from dnet_tf import constants
+from dnet_tf.config import DetectorConfig
+from dnet_tf.tflite import edge_ops
+
+NetworkFn = Callable[[np.ndarray], np.ndarray]
+
+# Score of empty or pruned slots, as in the graph: far below any Eq. (3) score.
+INVALID_SCORE = -1e9
+# Best boxes of a refinement crop's search rescored with the ring read past the crop's edge.
+REFINE_CANDIDATES = 16
+
+
+@dataclasses.dataclass
+class FirstStage:
+    """Stage-1 detections of one image, all classes; n = num_scales * top_k_per_scale per class.
+
+    boxes_image_yxyx float32 [C, n, 4]; scores float64 [C, n] Eq. (3) (INVALID_SCORE for empty
+    slots); coverage float64 [C, n] Eq. (2); valid bool [C, n].
+    """
+
+    boxes_image_yxyx: np.ndarray
+    scores: np.ndarray
+    coverage: np.ndarray
+    valid: np.ndarray
+
+
+@dataclasses.dataclass
+class Candidates:
+    """The R = max_refine best first-stage detections over all classes (fixed length, padded)."""
+
+    boxes_image_yxyx: np.ndarray  # float32 [R, 4]
+    classes: np.ndarray  # int64 [R], 0-based
+    scores: np.ndarray  # float64 [R], Eq. (3)
+    coverage: np.ndarray  # float64 [R], Eq. (2)
+    valid: np.ndarray  # bool [R]
+
+
+class EdgePipeline:
+    """Algorithm 1 for one image around two network functions.
+
+    Args:
+      localizer: network function [N, S, S, 3] -> [N, d, d, 5, C].
+      classifier: network function [N, S, S, 3] -> [N, C + 1] (0 = background).
+      class_names: C names in class-id order.
+      aspect_ratios: box-search aspect ratios (w / h) of the run (dataset_stats.json).
+      config: the run's DetectorConfig (model sizes and every inference knob).
+    """
+
+    def __init__(self, localizer: NetworkFn, classifier: NetworkFn, class_names: Sequence[str],
+                 aspect_ratios: Sequence[float], config: DetectorConfig):
+        config.validate()
+        self.localizer = localizer
+        self.classifier = classifier
+        self.class_names = [str(c) for c in class_names]
+        self.num_classes = len(self.class_names)
+        if self.num_classes != config.model.num_classes:
+            raise ValueError(f"{self.num_classes} class names given but model.num_classes is "
+                             f"{config.model.num_classes}")
+        if len(aspect_ratios) < 1 or min(aspect_ratios) <= 0:
+            raise ValueError(f"aspect_ratios must be a non-empty list of positive w/h values, got {aspect_ratios}")
+        self.aspect_ratios = [float(a) for a in aspect_ratios]
+        self.config = config
+        self.windows_per_scale = config.inference.windows_per_scale
+
+    # ------------------------------------------------------------------------------------------
+
+    def detect(self, image: np.ndarray) -> dict:
+        """Detections of one image, in the SavedModel's output layout without the batch axis.
+
+        Args:
+          image: [H, W, 3] RGB, uint8 or float pixel values 0..255.
+        Returns:
+          dict, K = max_detections: num_detections float; detection_boxes float32 [K, 4]
+          normalized yxyx; detection_scores float32 [K]; detection_classes float32 [K] (1-based,
+          0 for padding); detection_class_names list of K str ("" for padding); the same five under
+          first_stage_* (before refinement); network_evaluations int (network calls actually run).
+        """
+        image = np.asarray(image, np.float32)
+        if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
+            raise ValueError(f"image must be [H, W, 3] RGB, got shape {image.shape}")
+        cfg = self.config.inference
+        size = np.array(image.shape[:2], np.float32)  # (h, w)
+        evaluations = 0
+
+        # 1-2. Windows through the localizer.
+        unit_windows, _ = edge_ops.scale_windows(1.0, 1.0, cfg.num_scales, cfg.window_overlap)
+        windows_image_yxyx = unit_windows * np.concatenate([size, size])[None, :]
+        window_masks = self._localize(image, windows_image_yxyx)  # [N, d, d, 5, C]
+        evaluations += len(windows_image_yxyx)
+
+        # 3-4. Merge and search per scale.
+        first = self.first_stage(window_masks, size)
+        cand = self.top_candidates(first)
+
+        # 6. Classifier pruning, on the valid candidates only.
+        run = np.flatnonzero(cand.valid)
+        class_prob = np.zeros(len(cand.valid), np.float32)
+        refined_image_yxyx = np.zeros_like(cand.boxes_image_yxyx)
+        refined_eq3 = np.full(len(cand.valid), INVALID_SCORE)
+        if run.size:
+            class_prob[run] = self._classify(image, cand.boxes_image_yxyx[run], cand.classes[run])
+            # 7. Refinement.
+            refined_image_yxyx[run], refined_eq3[run] = self._refine(
+                image, size, cand.boxes_image_yxyx[run], cand.classes[run])
+            evaluations += 2 * run.size
+        kept = cand.valid & (class_prob >= cfg.classifier_threshold)
+
+        # 8. Outputs.
+        first_scores = self._confidence(class_prob, cand.scores)
+        refined_scores = self._confidence(class_prob, refined_eq3)
+        out = self._final_outputs(refined_image_yxyx, refined_scores, cand.classes, kept, size)
+        first_out = self._final_outputs(cand.boxes_image_yxyx, first_scores, cand.classes, kept, size)
+        for key, value in first_out.items():
+            out["first_stage_" + key.replace("detection_", "")] = value
+        out["network_evaluations"] = evaluations
+        return out
+
+    # ------------------------------------------------------------------------------------------
+    # Stages.
+
+    def _localize(self, image: np.ndarray, boxes_image_yxyx: np.ndarray) -> np.ndarray:
+        """Crops [M, 4] image_yxyx boxes of the image and runs the localizer: [M, d, d, 5, C]."""
+        s, d = self.config.model.input_size, self.config.model.mask_size
+        patches = edge_ops.crop_and_resize(image, boxes_image_yxyx, s)
+        masks = np.asarray(self.localizer(patches), np.float32)
+        want = (len(boxes_image_yxyx), d, d, constants.NUM_MASK_TYPES, self.num_classes)
+        if masks.shape != want:
+            raise ValueError(f"localizer returned shape {masks.shape}, expected {want}")
+        return masks
+
+    def canvas_cell_px(self, size: np.ndarray) -> np.float32:
+        """Image pixels per canvas cell for an image of size (h, w): max(stride, longest / cells)."""
+        cfg = self.config.inference
+        return max(np.float32(cfg.stride_px), np.float32(size.max()) / np.float32(cfg.max_canvas_cells))
+
+    def first_stage(self, window_masks: np.ndarray, size: np.ndarray) -> FirstStage:
+        """Merge and search of one image, every scale and class.
+
+        Args:
+          window_masks: float32 [N, d, d, 5, C], the localizer's masks of the image's windows.
+          size: float32 [2], (h, w) of the image.
+        """
+        cfg = self.config.inference
+        c, d = self.num_classes, self.config.model.mask_size
+        cell_px = self.canvas_cell_px(size)
+        extent_cells = (size / cell_px).astype(np.float32)  # the image's (h, w) in canvas cells
+        canvas_hw = np.maximum(np.ceil(extent_cells - np.float32(1e-4)).astype(np.int64), 1)
+        unit_windows, _ = edge_ops.scale_windows(1.0, 1.0, cfg.num_scales, cfg.window_overlap)
+        windows_cell_yxyx = unit_windows * np.concatenate([extent_cells, extent_cells])[None, :]
+        mean_side = np.float32((extent_cells[0] + extent_cells[1]) / np.float32(2))
+        shapes_hw = edge_ops.box_shapes(mean_side, cfg.size_fractions, self.aspect_ratios)
+        stride_cells = np.float32(cfg.stride_px) / cell_px
+        flat_masks = window_masks.reshape(-1, d, d, constants.NUM_MASK_TYPES * c)
+
+        parts = {"boxes": [], "scores": [], "coverage": [], "valid": []}
+        start = 0
+        for n in self.windows_per_scale:
+            canvas = edge_ops.paste_max(flat_masks[start:start + n], windows_cell_yxyx[start:start + n],
+                                        int(canvas_hw[0]), int(canvas_hw[1]))
+            start += n
+            canvas = canvas.reshape(canvas_hw[0], canvas_hw[1], constants.NUM_MASK_TYPES, c)
+            found = edge_ops.search_boxes(canvas, shapes_hw, stride_cells, cfg.ring_margin,
+                                          cfg.coverage_threshold, cfg.max_candidates)
+            scores = np.where(found.valid, found.scores, INVALID_SCORE)
+            keep, num_valid = edge_ops.non_max_suppression(found.boxes_cell_yxyx, scores, cfg.top_k_per_scale,
+                                                           cfg.nms_iou, score_threshold=INVALID_SCORE / 2)
+            slot_ok = np.arange(cfg.top_k_per_scale)[None, :] < num_valid[:, None]  # [C, k]
+            boxes_cell = np.take_along_axis(found.boxes_cell_yxyx, keep[..., None], axis=1)
+            parts["boxes"].append(edge_ops.clip_boxes(boxes_cell * cell_px, size[0], size[1]))
+            parts["scores"].append(np.where(slot_ok, np.take_along_axis(scores, keep, axis=1), INVALID_SCORE))
+            parts["coverage"].append(np.take_along_axis(found.coverage, keep, axis=1))
+            parts["valid"].append(slot_ok & np.take_along_axis(found.valid, keep, axis=1))
+        merged = {key: np.concatenate(v, axis=1) for key, v in parts.items()}
+        return FirstStage(merged["boxes"], merged["scores"], merged["coverage"], merged["valid"])
+
+    def top_candidates(self, first: FirstStage) -> Candidates:
+        """The best max_refine first-stage detections over all classes (ties: class, then slot)."""
+        r = self.config.inference.max_refine
+        c, n = first.scores.shape
+        flat = np.where(first.valid, first.scores, INVALID_SCORE).reshape(-1)
+        k = min(r, c * n)
+        idx = edge_ops.top_k(flat, k)
+        top_scores = flat[idx]
+        cand = Candidates(
+            boxes_image_yxyx=first.boxes_image_yxyx.reshape(-1, 4)[idx],
+            classes=(idx // n).astype(np.int64),
+            scores=top_scores,
+            coverage=first.coverage.reshape(-1)[idx],
+            valid=top_scores > INVALID_SCORE / 2,
+        )
+        if k < r:  # fewer slots than max_refine: pad with invalid ones
+            pad = r - k
+            cand = Candidates(np.concatenate([cand.boxes_image_yxyx, np.zeros((pad, 4), np.float32)]),
+                              np.concatenate([cand.classes, np.zeros(pad, np.int64)]),
+                              np.concatenate([cand.scores, np.full(pad, INVALID_SCORE)]),
+                              np.concatenate([cand.coverage, np.zeros(pad)]),
+                              np.concatenate([cand.valid, np.zeros(pad, bool)]))
+        return cand
+
+    def _classify(self, image, boxes_image_yxyx, classes) -> np.ndarray:
+        """P(class of each box | its crop): float32 [R']."""
+        s = self.config.model.input_size
+        probs = np.asarray(self.classifier(edge_ops.crop_and_resize(image, boxes_image_yxyx, s)), np.float32)
+        if probs.shape != (len(boxes_image_yxyx), self.num_classes + 1):
+            raise ValueError(f"classifier returned shape {probs.shape}, expected "
+                             f"{(len(boxes_image_yxyx), self.num_classes + 1)}")
+        return probs[np.arange(len(classes)), classes + 1]  # index 0 is background
+
+    def _refine(self, image, size, boxes_image_yxyx, classes):
+        """Best box inside each detection grown by refine_enlarge.
+
+        Returns: (boxes float32 [R', 4] image_yxyx, their Eq. (3) scores float64 [R'] on the
+        refinement crop's masks).
+        """
+        cfg = self.config.inference
+        crop_image_yxyx = edge_ops.scale_about_center(boxes_image_yxyx, cfg.refine_enlarge)
+        masks = self._localize(image, crop_image_yxyx)  # [R', d, d, 5, C]
+        own = masks[np.arange(len(classes)), ..., classes]  # [R', d, d, 5], the detection's class
+        rc = cfg.refine_canvas
+        own = edge_ops.resize_bilinear(own, rc, rc)  # [R', rc, rc, 5], cell-centre aligned
+        shapes_hw = edge_ops.box_shapes(np.float32(rc), cfg.refine_size_fractions, cfg.refine_aspect_ratios)
+        # Each crop is one channel of the search; no coverage threshold (the best box of the crop).
+        found = edge_ops.search_boxes(np.transpose(own, (1, 2, 3, 0)), shapes_hw, cfg.refine_stride,
+                                      cfg.ring_margin, -1.0, REFINE_CANDIDATES)
+        # Rescore those candidates with the ring read past the crop's edge, on edge-replicated
+        # masks: beyond a crop's edge the image goes on (unlike beyond the image's edge), and a crop
+        # cut from inside an object must not make the box hugging its edge look perfect.
+        pad = int(math.ceil(cfg.ring_margin * rc)) + 1
+        padded = np.pad(own, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
+        best_cell = np.zeros((len(classes), 4), np.float32)
+        best_eq3 = np.zeros(len(classes), np.float64)
+        for i in range(len(classes)):
+            eq3, _ = edge_ops.eq3_scores(padded[i][..., None], found.boxes_cell_yxyx[i] + np.float32(pad),
+                                         cfg.ring_margin)
+            eq3 = np.where(found.valid[i], eq3[:, 0], INVALID_SCORE)
+            best = int(np.argmax(eq3))  # the first of equal maxima, as tf.argmax
+            best_cell[i], best_eq3[i] = found.boxes_cell_yxyx[i, best], eq3[best]
+        refined = edge_ops.from_frame(best_cell, crop_image_yxyx, rc, rc)
+        return edge_ops.clip_boxes(refined, size[0], size[1]), best_eq3
+
+    def _confidence(self, class_prob, eq3):
+        """Confidence in [0, 1] from P(class | box) [R] and Eq. (3) scores [R] (InferenceConfig.score_mode)."""
+        mode = self.config.inference.score_mode
+        class_prob = np.asarray(class_prob, np.float32)
+        if mode == "classifier":
+            return class_prob
+        # Eq. (3) sums five terms in [-1, 1]; 5 means every mask agrees with the box perfectly.
+        agreement = np.clip(np.asarray(eq3, np.float32) / np.float32(5.0), 0.0, 1.0)
+        if mode == "eq3":
+            return agreement
+        return class_prob * agreement
+
+    def _final_outputs(self, boxes_image_yxyx, scores, classes, kept, size) -> dict:
+        """Per-class NMS and padding to max_detections; boxes normalized to the image."""
+        cfg = self.config.inference
+        hw = np.concatenate([size, size])
+        norm = np.clip(boxes_image_yxyx / hw, 0.0, 1.0).astype(np.float32)
+        scores = np.where(kept, scores, -1.0)
+        threshold = max(cfg.min_score, 0.0)
+        out_boxes, out_scores, out_classes, num = edge_ops.class_nms(
+            norm, scores, classes, cfg.max_detections, cfg.nms_iou, threshold)
+        k = cfg.max_detections
+        slot_ok = np.arange(k) < num
+        names = [self.class_names[int(c)] if ok else "" for c, ok in zip(out_classes, slot_ok)]
+        return {
+            "num_detections": float(num),
+            "detection_boxes": np.where(slot_ok[:, None], out_boxes, 0.0).astype(np.float32),
+            "detection_scores": np.where(slot_ok, out_scores, 0.0).astype(np.float32),
+            "detection_classes": np.where(slot_ok, out_classes.astype(np.float32) + 1.0, 0.0).astype(np.float32),
+            "detection_class_names": names,
+        }
+
+
+def detections_in_pixels(out: dict, height: int, width: int, prefix: str = "detection_") -> dict:
+    """One image's outputs as evaluate_detections' mapping: boxes_yxyx [n, 4] image pixels,
+    scores [n], classes int [n] 0-based. ``prefix`` "first_stage_" picks the first-stage ones."""
+    num_key = "num_detections" if prefix == "detection_" else prefix + "num_detections"
+    n = int(out[num_key])
+    scale = np.array([height, width, height, width], np.float32)
+    return {"boxes_yxyx": np.asarray(out[prefix + "boxes"])[:n] * scale,
+            "scores": np.asarray(out[prefix + "scores"])[:n],
+            "classes": np.asarray(out[prefix + "classes"])[:n].astype(np.int64) - 1}

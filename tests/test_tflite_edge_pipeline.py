@@ -1,0 +1,121 @@
+"""The NumPy edge pipeline against the SavedModel's graph (DetectorModule.detect).
+
+1. Same networks, exact arithmetic: the fake networks of tests/fakes.py (masks = the true coverage
+   of the coloured object) run through both the graph and the edge pipeline's network-function
+   parameter, so every difference is the pipeline's own. The images carry a faint texture: on
+   perfectly flat masks many boxes tie exactly in Eq. (3), and which of two equal scores wins is
+   an implementation detail of each search (the graph's two-level top-k vs a plain sort).
+(The float32 TFLite networks against their Keras models through the edge pipeline: in
+test_tflite_convert.py, which has the converted files.)
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dnet_tf.config import DetectorConfig, InferenceConfig, ModelConfig
+from dnet_tf.inference.module import DetectorModule, uint8_batch
+from dnet_tf.tflite import edge_ops
+from dnet_tf.tflite.convert import keras_network
+from dnet_tf.tflite.edge_pipeline import EdgePipeline, detections_in_pixels
+from fakes import coloured_object_image, fake_classifier, fake_localizer
+
+ASPECTS = [0.5, 0.75, 1.0, 1.33, 2.0]
+NAMES = ["cat", "dog"]
+
+
+def textured(height, width, boxes, seed):
+    """coloured_object_image scaled to 90% plus uniform noise in [0, 25): masks ~0.95 inside an
+    object, ~0.05 outside, never exactly flat."""
+    image = coloured_object_image(height, width, boxes).astype(np.float32) * 0.9
+    image += np.random.default_rng(seed).uniform(0, 25, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+IMAGES = [
+    textured(300, 400, [[60, 100, 200, 260]], 0),
+    textured(257, 193, [[10, 20, 120, 150], [150, 40, 250, 180]], 1),  # two objects, portrait
+]
+EMPTY = textured(200, 300, [], 2)  # nothing to find
+
+
+@pytest.fixture(scope="module")
+def fakes():
+    cfg = DetectorConfig(model=ModelConfig(num_classes=2),
+                         inference=dataclasses.replace(InferenceConfig(), max_refine=6))
+    loc, cls = fake_localizer(num_classes=2), fake_classifier(num_classes=2)
+    module = DetectorModule(loc, cls, NAMES, ASPECTS, cfg)
+    graph = tf.function(lambda images: module.detect(*uint8_batch(images)),
+                        input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8)])  # one trace
+    edge = EdgePipeline(keras_network(loc), keras_network(cls), NAMES, ASPECTS, cfg)
+    outputs = [({k: v.numpy()[0] for k, v in graph(image[None]).items()}, edge.detect(image)) for image in IMAGES]
+    return cfg, outputs, edge
+
+
+def test_refined_detections_equal_the_graph(fakes):
+    _, outputs, _ = fakes
+    found = 0
+    for (graph, edge), image in zip(outputs, IMAGES):
+        n = int(graph["num_detections"])
+        assert edge["num_detections"] == n
+        h, w = image.shape[:2]
+        scale = np.array([h, w, h, w])
+        # Boxes come from whole canvas cells mapped through the same float32 frames: equal to
+        # well under a pixel; confidences are float32 products of the same terms.
+        np.testing.assert_allclose(edge["detection_boxes"][:n] * scale, graph["detection_boxes"][:n] * scale,
+                                   atol=0.01)
+        np.testing.assert_allclose(edge["detection_scores"], graph["detection_scores"], atol=1e-5)
+        np.testing.assert_array_equal(edge["detection_classes"], graph["detection_classes"])
+        assert edge["detection_class_names"] == [s.decode() for s in graph["detection_class_names"]]
+        found += n
+    assert found >= 3  # one + two objects found: the comparison is not vacuous
+
+
+def test_first_stage_equal_up_to_nms_ties_at_the_threshold(fakes):
+    # First-stage boxes sit on the 5 px grid with ratios like 2:1, so IoU = 0.5 exactly is common;
+    # whether NMS (IoU > 0.5) suppresses such a box depends on the last float32 bit of the IoU,
+    # which Grappler's rewrites of the graph can change. Any box kept by one and not the other
+    # must be such a case: IoU with a better same-class box within 1e-5 of nms_iou.
+    cfg, outputs, _ = fakes
+    for (graph, edge), image in zip(outputs, IMAGES):
+        h, w = image.shape[:2]
+        g, e = (detections_in_pixels(o, h, w, prefix="first_stage_") for o in (graph, edge))
+        assert len(g["boxes_yxyx"]) >= 1 or not len(e["boxes_yxyx"])
+        for this, other in ((g, e), (e, g)):
+            for box, cls, score in zip(this["boxes_yxyx"], this["classes"], this["scores"]):
+                same = np.abs(np.reshape(other["boxes_yxyx"], (-1, 4)) - box).max(axis=1, initial=0.0) < 0.01
+                if same.any():
+                    assert abs(other["scores"][np.argmax(same)] - score) < 1e-5
+                    continue
+                rivals = this["boxes_yxyx"][(this["classes"] == cls) & (this["scores"] > score)]
+                rivals = np.concatenate([rivals, other["boxes_yxyx"][other["classes"] == cls]])
+                ious = edge_ops.iou_matrix(box[None], rivals)[0]
+                assert np.any(np.abs(ious - cfg.inference.nms_iou) < 1e-5), (box, ious)
+
+
+def test_network_evaluations_count_only_what_runs(fakes):
+    _, outputs, pipeline = fakes
+    graph, edge = outputs[0]
+    empty = pipeline.detect(EMPTY)
+    # The graph always runs 35 windows + max_refine crops through each network; the edge pipeline
+    # skips the padding candidates: on an empty image only the 35 windows.
+    assert int(graph["network_evaluations"]) == 35 + 2 * 6
+    assert empty["network_evaluations"] == 35 and empty["num_detections"] == 0
+    assert 35 + 2 <= edge["network_evaluations"] <= 35 + 2 * 6
+    assert (edge["network_evaluations"] - 35) % 2 == 0
+
+
+def test_bad_inputs_and_networks_fail_clearly():
+    cfg = DetectorConfig(model=ModelConfig(num_classes=2))
+    loc, cls = fake_localizer(num_classes=2), fake_classifier(num_classes=2)
+    edge = EdgePipeline(keras_network(loc), keras_network(cls), NAMES, ASPECTS, cfg)
+    with pytest.raises(ValueError, match=r"image must be \[H, W, 3\]"):
+        edge.detect(np.zeros((20, 30), np.uint8))
+    wrong = EdgePipeline(lambda x: np.zeros((len(x), 24, 24, 5, 3), np.float32), keras_network(cls), NAMES,
+                         ASPECTS, cfg)
+    with pytest.raises(ValueError, match="localizer returned shape"):
+        wrong.detect(np.zeros((40, 50, 3), np.uint8))
+    with pytest.raises(ValueError, match="3 class names given"):
+        EdgePipeline(keras_network(loc), keras_network(cls), NAMES + ["cow"], ASPECTS, cfg)
