@@ -1,10 +1,11 @@
-"""Latency of the exported SavedModel per backbone, and where the time goes.
+"""Latency of the exported SavedModel per backbone config, and where the time goes.
 
-    python bench/inference_latency.py                 # both backbones, 20 classes, ~500x375 JPEG
+    python bench/inference_latency.py                 # three configs, 20 classes, ~500x375 JPEG
     python bench/inference_latency.py --repeats 5 --batch_sizes 1
 
-For each backbone (the paper's with its dense head; the compact MobileNetV3-Small with the conv
-head) a 20-class detector (VOC's count) with random weights is exported and reloaded with
+For each named config (the CPU default: the paper's backbone at width 0.25 with the conv head;
+the compact MobileNetV3-Small; the paper's full-width network with its dense head) a 20-class
+detector (VOC's count) with random weights is exported and reloaded with
 tf.saved_model.load; serving_default is timed on one ~500x375 JPEG (p50/p95 over --repeats),
 then on batches of 1/4/16 images (throughput). Network time is measured separately by running the
 localizer and the classifier alone on as many crops as the graph feeds them (windows + refinement
@@ -24,7 +25,6 @@ import io
 import json
 import os
 import pathlib
-import platform
 import sys
 import tempfile
 import time
@@ -34,12 +34,11 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-BACKBONES = (("paper", "dense"), ("mobilenet_v3_small", "conv"))
+from bench.common import machine  # noqa: E402
 
-
-def machine() -> dict:
-    return {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
-            "python": platform.python_version(), "load_average": os.getloadavg()}
+# Named configs (dnet_tf.config.NAMED_CONFIGS): the CPU default (paper backbone at width 0.25,
+# conv head), the compact MobileNetV3-Small, and the paper's full-width network with its dense head.
+CONFIGS = ("paper", "compact", "paper_full")
 
 
 def timed(fn, repeats: int) -> list[float]:
@@ -63,21 +62,22 @@ def test_jpeg(h=375, w=500) -> bytes:
     return buf.getvalue()
 
 
-def bench_backbone(backbone: str, head: str, num_classes: int, repeats: int, batch_sizes, tmp) -> dict:
+def bench_config(config_name: str, num_classes: int, repeats: int, batch_sizes, tmp) -> dict:
     import tensorflow as tf
 
-    from dnet_tf.config import DetectorConfig, ModelConfig
+    from dnet_tf.config import named_config
     from dnet_tf.export.saved_model import export_module
     from dnet_tf.inference.module import DetectorModule
     from dnet_tf.models.classifier import build_classifier
     from dnet_tf.models.localizer import build_localizer
 
-    cfg = DetectorConfig(model=ModelConfig(num_classes=num_classes, backbone=backbone, head=head)).validate()
+    cfg = named_config(config_name)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=num_classes)).validate()
     localizer, classifier = build_localizer(cfg.model), build_classifier(cfg.model)
     names = [f"class{i}" for i in range(num_classes)]
     aspects = list(np.geomspace(0.5, 2.0, 10))
     module = DetectorModule(localizer, classifier, names, aspects, cfg)
-    path = export_module(module, tmp, f"{backbone}_{head}")
+    path = export_module(module, tmp, config_name)
     fn = tf.saved_model.load(str(path)).signatures["serving_default"]
     jpeg = tf.constant([test_jpeg()])
     lat = timed(lambda: fn(images=jpeg), repeats)
@@ -98,7 +98,8 @@ def bench_backbone(backbone: str, head: str, num_classes: int, repeats: int, bat
         throughput[str(b)] = {"p50_s": float(np.median(t)), "images_per_s": b / float(np.median(t))}
     p50, net50 = float(np.median(lat)), float(np.median(net))
     return {
-        "backbone": backbone, "head": head, "num_classes": num_classes,
+        "config": config_name, "backbone": cfg.model.backbone, "head": cfg.model.head,
+        "width": cfg.model.width, "num_classes": num_classes,
         "p50_s": p50, "p95_s": float(np.percentile(lat, 95)),
         "network_p50_s": net50, "rest_p50_s": max(p50 - net50, 0.0),
         "rest_fraction": max(p50 - net50, 0.0) / p50,
@@ -114,25 +115,24 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--num_classes", type=int, default=20)
     p.add_argument("--batch_sizes", default="1,4,16")
-    p.add_argument("--backbones", default=",".join(b for b, _ in BACKBONES))
+    p.add_argument("--configs", default=",".join(CONFIGS))
     p.add_argument("--out", default=str(REPO / "bench" / "results" / "inference_latency.json"))
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    wanted = set(args.backbones.split(","))
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for backbone, head in BACKBONES:
-            if backbone in wanted:
-                rows.append(bench_backbone(backbone, head, args.num_classes, args.repeats, batch_sizes, tmp))
+        for name in args.configs.split(","):
+            rows.append(bench_config(name, args.num_classes, args.repeats, batch_sizes, tmp))
     result = {"machine": machine(), "image": "500x375 JPEG", "results": rows}
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    print(f"{'backbone':<22}{'p50 ms':>9}{'p95 ms':>9}{'net ms':>9}{'rest ms':>9}{'rest %':>8}{'evals':>7}"
+    print(f"{'config (backbone/head/width)':<40}{'p50 ms':>9}{'p95 ms':>9}{'net ms':>9}{'rest ms':>9}{'rest %':>8}{'evals':>7}"
           + "".join(f"{'img/s b=' + b:>12}" for b in map(str, batch_sizes)))
     for r in rows:
-        print(f"{r['backbone'] + '/' + r['head']:<22}{r['p50_s'] * 1e3:>9.0f}{r['p95_s'] * 1e3:>9.0f}"
+        label = f"{r['config']} ({r['backbone']}/{r['head']}/{r['width']})"
+        print(f"{label:<40}{r['p50_s'] * 1e3:>9.0f}{r['p95_s'] * 1e3:>9.0f}"
               f"{r['network_p50_s'] * 1e3:>9.0f}{r['rest_p50_s'] * 1e3:>9.0f}{r['rest_fraction'] * 100:>7.0f}%"
               f"{r['network_evaluations_per_image']:>7}"
               + "".join(f"{r['batch_throughput'][str(b)]['images_per_s']:>12.2f}" for b in batch_sizes))

@@ -146,9 +146,8 @@ def serve_and_query(base: pathlib.Path, run_dir: pathlib.Path, data: pathlib.Pat
                 png.write_bytes(draw_detections(p.read_bytes(), res))
                 print(f"{p.name}: {len(res.detections)} detections -> {png}")
                 for det in res.detections[:8]:
-                    d = det.to_dict()
-                    print("   ", json.dumps({k: d[k] for k in d if k in ("class_name", "score", "box_yxyx_pixels")
-                                             or k.startswith("box")}))
+                    box = ", ".join(f"{v:.0f}" for v in det.image_yxyx)
+                    print(f"    {det.class_name:<8} {det.score:.3f}  yxyx px [{box}]")
             (out_dir / "detections.json").write_text(to_json(results))
     finally:
         stage(7, 7, "stopping the server (SIGTERM)")

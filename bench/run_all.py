@@ -1,0 +1,81 @@
+"""Runs every benchmark and gathers their tables into BENCHMARKS.md (and their JSON in bench/results/).
+
+    python -m bench.run_all            # about 15-25 minutes on a 2-core CPU
+    python -m bench.run_all --quick    # fewer repeats, shorter load runs
+
+Each benchmark is its own script (``python -m bench.<name> --help``); this only runs them with the
+settings below, one after another (never in parallel: they would measure each other), and copies
+what each printed under a heading, with the machine and the time it ran. The numbers are medians
+on whatever machine runs this; BENCHMARKS.md says which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import pathlib
+import subprocess
+import sys
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.common import machine  # noqa: E402
+
+# (module, title, what it answers, arguments, quick arguments)
+BENCHMARKS = (
+    ("bench.inference_latency", "Inference latency and throughput per backbone",
+     "SavedModel p50/p95 on one 500x375 JPEG with a 20-class detector, network vs the rest, "
+     "network evaluations per image (the paper: ~120 per class, i.e. ~2,400 for 20 classes), "
+     "images/s at batch sizes 1/4/16.",
+     [], ["--repeats", "5", "--batch_sizes", "1,4"]),
+    ("bench.box_search", "Box search throughput",
+     "The exhaustive Eq. (3) search alone: 3 scales of 100x75 cells, 90 shapes, 1/5/20 classes.",
+     [], ["--repeats", "3", "--classes", "1", "20"]),
+    ("bench.data_pipeline", "Training-sample pipeline",
+     "Samples/s produced by the §6 tf.data pipeline (it must out-run the training step).", [],
+     ["--batches", "8"]),
+    ("bench.train_throughput", "Training throughput",
+     "Samples/s of the compiled train step per backbone and head.", [], ["--steps", "3"]),
+    ("bench.tflite_latency", "TFLite per-window latency",
+     "Per-window latency of each TFLite variant with the LiteRT interpreter.", [], ["--repeats", "5"]),
+    ("bench.serving_load", "Serving load",
+     "Requests/s, p50/p99 latency and errors of the local server, 8 concurrent gRPC clients, "
+     "with and without server-side batching (models/dnet when exported, else a stand-in model).",
+     [], ["--duration", "10"]),
+)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--only", default=None, help="comma-separated module names, e.g. bench.box_search")
+    p.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
+    args = p.parse_args(argv)
+    info = machine()
+    lines = ["# Benchmarks", "",
+             f"Produced by `python -m bench.run_all{' --quick' if args.quick else ''}` on "
+             f"{datetime.date.today().isoformat()}; JSON in `bench/results/`.", "",
+             f"Machine: {info.get('cpu_model')}, {info['cpus']} CPUs, {info['platform']}, "
+             f"TensorFlow {info.get('tensorflow')}; load average at start {info.get('load_average')}.",
+             "Timings are medians; no GPU.", ""]
+    only = set(args.only.split(",")) if args.only else None
+    for module, title, what, full_args, quick_args in BENCHMARKS:
+        if only and module not in only:
+            continue
+        cmd = [sys.executable, "-m", module] + (quick_args if args.quick else full_args)
+        print("running:", " ".join(cmd[1:]), flush=True)
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        out = "\n".join(line for line in proc.stdout.splitlines() if line.strip())
+        lines += [f"## {title}", "", what, "", f"`python -m {' '.join(cmd[2:])}`", "", "```", out.strip(), "```", ""]
+        if proc.returncode != 0:
+            lines += [f"(exit code {proc.returncode}; last error lines:)", "```",
+                      "\n".join(proc.stderr.strip().splitlines()[-5:]), "```", ""]
+        print(out)
+    pathlib.Path(args.out).write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
