@@ -70,12 +70,14 @@ def test_dense_head_output_layout():
 
 
 def test_conv_head_channel_layout_and_orientation():
-    # Features already d x d, so the resize is the identity. Context conv: 1 channel copying the
-    # input at the kernel centre (ReLU keeps the positive input). Logits: channel t * C + k gets
-    # weight w_tk and bias b_tk. Then out[i, j, t, k] = sigmoid(w_tk * f[i, j] + b_tk).
+    # Features already d x d, so the resize is the identity. Reduction and context convolutions:
+    # 1 channel passing the (positive) input through (weight 1, at the 3 x 3 kernel's centre).
+    # Logits: channel t * C + k gets weight w_tk and bias b_tk. Then
+    # out[i, j, t, k] = sigmoid(w_tk * f[i, j] + b_tk).
     d, c = 4, 2
     head = ConvMaskHead(d, c, hidden=1)
     head.build((None, d, d, 1))
+    head.reduce.set_weights([np.ones((1, 1, 1, 1), np.float32), np.zeros(1, np.float32)])
     ctx_kernel = np.zeros((3, 3, 1, 1), np.float32)
     ctx_kernel[1, 1, 0, 0] = 1.0
     head.context.set_weights([ctx_kernel, np.zeros(1, np.float32)])
@@ -90,6 +92,27 @@ def test_conv_head_channel_layout_and_orientation():
     assert out[0, 2, 3, FULL, 1] == pytest.approx(_sigmoid(1.1), abs=1e-6)  # (4 * 2 + 3) / 10
     np.testing.assert_allclose(out[0, :, :, LEFT, 0], _sigmoid(3.0), atol=1e-6)
     np.testing.assert_allclose(out[0, :, :, FULL, 0], 0.5, atol=1e-6)
+
+
+def test_conv_head_resizes_features_onto_the_mask_grid():
+    # A 2 x 2 feature map onto a 4 x 4 mask: with half-pixel centres, mask cell centres
+    # (i + 0.5) / 4 map to feature coordinates (i + 0.5) / 2 - 0.5 = -0.25, 0.25, 0.75, 1.25,
+    # clamped to [0, 1]: rows 0, 0.25, 0.75, 1. A feature map that is 0 in row 0 and 1 in row 1
+    # therefore gives mask rows 0, 0.25, 0.75, 1 (pre-sigmoid, the identity path above).
+    d, c = 4, 1
+    head = ConvMaskHead(d, c, hidden=1)
+    head.build((None, 2, 2, 1))
+    head.reduce.set_weights([np.ones((1, 1, 1, 1), np.float32), np.zeros(1, np.float32)])
+    ctx_kernel = np.zeros((3, 3, 1, 1), np.float32)
+    ctx_kernel[1, 1, 0, 0] = 1.0
+    head.context.set_weights([ctx_kernel, np.zeros(1, np.float32)])
+    w = np.zeros((1, 1, 1, NUM_MASK_TYPES * c), np.float32)
+    w[0, 0, 0, FULL] = 1.0
+    head.logits.set_weights([w, np.zeros(NUM_MASK_TYPES * c, np.float32)])
+    f = np.array([[0.0, 0.0], [1.0, 1.0]], np.float32).reshape(1, 2, 2, 1)
+    out = np.asarray(head(f))[0, :, :, FULL, 0]
+    expected_rows = _sigmoid(np.array([0.0, 0.25, 0.75, 1.0]))
+    np.testing.assert_allclose(out, np.repeat(expected_rows[:, None], 4, axis=1), atol=1e-6)
 
 
 @pytest.mark.parametrize("head_cls,kwargs,feature_shape", [

@@ -106,3 +106,25 @@ def test_bad_arguments_exit_with_a_named_error(tmp_path):
     out = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert "missing: no such folder" in out.stderr
+
+
+@pytest.mark.slow
+def test_killed_at_random_moments_still_finishes(tmp_path, tiny_voc):
+    """SIGKILL at random times (during start-up, training, checkpoint or model writes), then a
+    clean rerun: the run completes with the target steps and loads."""
+    run_dir = tmp_path / "run"
+    cmd = _command(run_dir, tiny_voc)
+    rng = np.random.default_rng(0)
+    for _ in range(4):
+        proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(timeout=float(rng.uniform(4.0, 14.0)))
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+    final = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stdout + final.stderr
+    summary = rd.read_summary(run_dir)
+    assert summary["steps"] == {"classifier": CLASSIFIER_STEPS, "localizer": LOCALIZER_STEPS}
+    rd.load_run(run_dir)

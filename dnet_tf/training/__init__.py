@@ -6,5 +6,6 @@
   metrics    full-mask IoU on held-out crops (mask_iou), classifier accuracy
   sources    DataSource: the data pipeline, or in-graph toy crops for tests and benchmarks
   distribute strategy selection (default / Mirrored / MultiWorkerMirrored from TF_CONFIG)
+  tb         TensorBoard scalars (event files) without the tensorboard package
   cli        python -m dnet_tf.training.cli
 """
