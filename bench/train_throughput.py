@@ -73,7 +73,8 @@ def bench_one(backbone: str, head: str, width: float, batch: int, steps: int, da
 
     classifier = build_classifier(cfg.model)
     row["classifier_params"] = int(classifier.count_params())
-    step = make_train_step(strategy, classifier, make_optimizer(cfg.train), classifier_example_loss, batch)
+    step = make_train_step(strategy, classifier, make_optimizer(cfg.train), classifier_example_loss,
+                           batch)
     fixed = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
     timing = time_call(lambda: float(step(fixed)[0]), repeats=steps)
     row["classifier_samples_per_s"], row["classifier_cpu_s_per_sample"] = _rates(timing, batch)

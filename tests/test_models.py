@@ -168,7 +168,8 @@ def test_classifier_probabilities_and_save_load(tmp_path):
     np.testing.assert_allclose(p.sum(axis=-1), 1.0, atol=1e-5)
     path = tmp_path / "classifier.keras"
     model.save(path)
-    np.testing.assert_allclose(np.asarray(keras.saving.load_model(path)(x, training=False)), p, atol=1e-6)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(np.asarray(loaded(x, training=False)), p, atol=1e-6)
 
 
 @pytest.mark.parametrize("head,copied", [("dense", ["trunk", "embedding"]), ("conv", ["trunk"])])
@@ -179,7 +180,8 @@ def test_localizer_initialised_from_classifier(head, copied):
     before = np.asarray(localizer.get_layer("trunk")(x))
     assert init_localizer_from_classifier(localizer, classifier) == copied
     for name in copied:
-        for a, b in zip(localizer.get_layer(name).get_weights(), classifier.get_layer(name).get_weights()):
+        pairs = zip(localizer.get_layer(name).get_weights(), classifier.get_layer(name).get_weights())
+        for a, b in pairs:
             np.testing.assert_array_equal(a, b)
     after = np.asarray(localizer.get_layer("trunk")(x))
     np.testing.assert_allclose(after, np.asarray(classifier.get_layer("trunk")(x)), atol=1e-6)

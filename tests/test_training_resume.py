@@ -65,7 +65,8 @@ def test_sigkill_then_rerun_reaches_the_same_final_step(tmp_path, tiny_voc):
             if n is not None and n >= CLASSIFIER_STEPS + EVERY:
                 break
             time.sleep(0.05)
-        assert proc.poll() is None, "training ended before it could be killed:\n" + proc.stdout.read().decode()
+        assert proc.poll() is None, ("training ended before it could be killed:\n"
+                                     + proc.stdout.read().decode())
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=30)

@@ -66,7 +66,8 @@ def init_localizer_from_classifier(localizer: keras.Model, classifier: keras.Mod
         try:
             source = classifier.get_layer(name)
         except ValueError as e:
-            raise ValueError(f"classifier has no sub-model {name!r} to initialise the localizer's") from e
+            raise ValueError(f"classifier has no sub-model {name!r} to initialise the "
+                             "localizer's") from e
         src_w, dst_w = source.get_weights(), target.get_weights()
         shapes_src = [w.shape for w in src_w]
         shapes_dst = [w.shape for w in dst_w]

@@ -154,8 +154,8 @@ class ToySource(DataSource):
 
     def dataset_stats(self, cfg):
         # Boxes have w, h independently uniform in [0.2, 0.8]: ratios spread around 1.
-        return {"aspect_ratios": [round(float(r), 4) for r in np.geomspace(0.4, 2.5, cfg.sampler.num_aspect_ratios)],
-                "source": "toy"}
+        ratios = np.geomspace(0.4, 2.5, cfg.sampler.num_aspect_ratios)
+        return {"aspect_ratios": [round(float(r), 4) for r in ratios], "source": "toy"}
 
     def describe(self):
         return f"toy crops ({len(self.class_names)} classes)"

@@ -98,13 +98,15 @@ def resolve_config(run_dir, cfg: Optional[DetectorConfig], num_classes: int) -> 
         diff = _config_diff(stored, cfg)
         if diff:
             raise ValueError(f"{path} was written by a run with a different config ("
-                             + "; ".join(diff) + "). Resume with the same settings or use a new run_dir.")
+                             + "; ".join(diff) + "). Resume with the same settings or use a new "
+                             "run_dir.")
     return cfg
 
 
 def train(run_dir, data, cfg: Optional[DetectorConfig] = None, *,
           strategy: Optional[tf.distribute.Strategy] = None, time_budget_s: Optional[float] = None,
-          progress: bool = True, eval_crops: int = 1024, log: Optional[Callable[[str], None]] = None) -> dict:
+          progress: bool = True, eval_crops: int = 1024,
+          log: Optional[Callable[[str], None]] = None) -> dict:
     """Trains (or resumes, or reports) a run.
 
     Args:
@@ -180,12 +182,16 @@ def train(run_dir, data, cfg: Optional[DetectorConfig] = None, *,
             distribute.synchronize_batch_norm(model)
     steps = {n: tf.Variable(0, dtype=tf.int64, trainable=False, name=f"{n}_step") for n in STAGES}
     done = {n: tf.Variable(False, trainable=False, name=f"{n}_done") for n in STAGES}
+    # Whether a stage ended at the time budget rather than its step target (kept across restarts).
+    budget_stopped = {n: tf.Variable(False, trainable=False, name=f"{n}_budget_stopped")
+                      for n in STAGES}
     elapsed = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="elapsed_s")
     ckpt = tf.train.Checkpoint(
         classifier=classifier, localizer=localizer, classifier_optimizer=optimizers["classifier"],
         localizer_optimizer=optimizers["localizer"], classifier_step=steps["classifier"],
         localizer_step=steps["localizer"], classifier_done=done["classifier"],
-        localizer_done=done["localizer"], elapsed_s=elapsed)
+        localizer_done=done["localizer"], classifier_budget_stopped=budget_stopped["classifier"],
+        localizer_budget_stopped=budget_stopped["localizer"], elapsed_s=elapsed)
     manager = tf.train.CheckpointManager(ckpt, str(distribute.checkpoint_dir(strategy, run_dir)),
                                          max_to_keep=2)
     if manager.latest_checkpoint:
@@ -208,13 +214,15 @@ def train(run_dir, data, cfg: Optional[DetectorConfig] = None, *,
 
     reports = {}
     for stage_idx, name in enumerate(STAGES):
-        if name == "localizer" and not bool(done["localizer"].numpy()) and int(steps["localizer"].numpy()) == 0:
+        fresh = not bool(done[name].numpy()) and int(steps[name].numpy()) == 0
+        if name == "localizer" and fresh:
             copied = init_localizer_from_classifier(localizer, classifier)
             log(f"localizer initialised from the classifier: {', '.join(copied)}")
         reports[name] = _run_stage(
             name=name, stage_idx=stage_idx, cfg=cfg, strategy=strategy, chief=chief,
             model=models[name], optimizer=optimizers[name], step_var=steps[name],
-            done_var=done[name], elapsed=elapsed, target=targets[name],
+            done_var=done[name], stopped_var=budget_stopped[name], elapsed=elapsed,
+            target=targets[name],
             deadline=None if deadlines is None else deadlines[name],
             dataset_fn=dataset_fns[name], example_loss=example_losses[name], save=save,
             log_dir=run_dir / rd.LOGS / name, progress=progress, log=log)
@@ -223,7 +231,7 @@ def train(run_dir, data, cfg: Optional[DetectorConfig] = None, *,
         "complete": True,
         "steps": {n: int(steps[n].numpy()) for n in STAGES},
         "target_steps": targets,
-        "stopped_by_time_budget": any(r.stopped_by_time_budget for r in reports.values()),
+        "stopped_by_time_budget": any(bool(v.numpy()) for v in budget_stopped.values()),
         "training_wall_s": round(float(elapsed.numpy()), 2),
         "samples_per_s": {n: reports[n].samples_per_s for n in STAGES},
         "batch_size": batch,
@@ -281,7 +289,7 @@ def evaluate_run(run_dir, data=None, crops: int = 1024) -> dict:
 
 
 def _run_stage(*, name, stage_idx, cfg, strategy, chief, model, optimizer, step_var, done_var,
-               elapsed, target, deadline, dataset_fn, example_loss, save, log_dir, progress,
+               stopped_var, elapsed, target, deadline, dataset_fn, example_loss, save, log_dir, progress,
                log) -> StageReport:
     start = int(step_var.numpy())
     report = StageReport(name=name, start_step=start, end_step=start, target_steps=target)
@@ -307,6 +315,7 @@ def _run_stage(*, name, stage_idx, cfg, strategy, chief, model, optimizer, step_
         while step < target:
             if deadline is not None and elapsed0 + time.perf_counter() - t0 >= deadline:
                 report.stopped_by_time_budget = True
+                stopped_var.assign(True)
                 log(f"{name}: time budget reached at step {step} of {target}")
                 break
             ts = time.perf_counter()
