@@ -258,7 +258,8 @@ class TFLiteNetwork:
 def keras_network(model) -> Callable[[np.ndarray], np.ndarray]:
     """A Keras model as a network function: float32 [N, S, S, 3] -> float32 NumPy output."""
 
-    @tf.function(reduce_retracing=True)
+    # One trace for every batch size: the windows, the candidates and the held-out crops differ.
+    @tf.function(input_signature=[tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32)])
     def call(x):
         return model(x, training=False)
 

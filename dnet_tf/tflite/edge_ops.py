@@ -73,8 +73,20 @@ def top_k(values: np.ndarray, k: int) -> np.ndarray:
     The order of ``tf.math.top_k`` (sorted=True). Args: values float [..., N], k <= N.
     Returns: int64 [..., k].
     """
-    order = np.argsort(-np.asarray(values, np.float64), axis=-1, kind="stable")
-    return order[..., :k]
+    values = np.asarray(values, np.float64)
+    n = values.shape[-1]
+    if k >= n or n < 4096:
+        return np.argsort(-values, axis=-1, kind="stable")[..., :k]
+    # Large rows (the search's positions): partition first, then order the few selected exactly.
+    flat = values.reshape(-1, n)
+    out = np.empty((len(flat), k), np.int64)
+    for r, row in enumerate(flat):
+        kth = -np.partition(-row, k - 1)[k - 1]  # the k-th largest value
+        above = np.flatnonzero(row > kth)
+        ties = np.flatnonzero(row == kth)[:k - len(above)]  # lowest indices first
+        chosen = np.concatenate([above, ties])
+        out[r] = chosen[np.lexsort((chosen, -row[chosen]))]
+    return out.reshape(values.shape[:-1] + (k,))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -165,15 +177,15 @@ def _tf_crop_and_resize(images: np.ndarray, boxes_norm: np.ndarray, box_indices:
 
     y0, y1, ty, in_y = axis(boxes[:, 0], boxes[:, 2], hi, crop_h)  # [N, crop_h]
     x0, x1, tx, in_x = axis(boxes[:, 1], boxes[:, 3], wi, crop_w)
-    b = np.asarray(box_indices, np.int64)[:, None, None]
-    tl = images[b, y0[:, :, None], x0[:, None, :]]  # [N, crop_h, crop_w, K]
-    tr = images[b, y0[:, :, None], x1[:, None, :]]
-    bl = images[b, y1[:, :, None], x0[:, None, :]]
-    br = images[b, y1[:, :, None], x1[:, None, :]]
-    txe = tx[:, None, :, None]
-    top = tl + (tr - tl) * txe
-    bottom = bl + (br - bl) * txe
-    out = top + (bottom - top) * ty[:, :, None, None]
+    out = np.empty((len(boxes), crop_h, crop_w, images.shape[3]), np.float32)
+    for n, b in enumerate(np.asarray(box_indices, np.int64)):  # one box at a time: plain takes
+        upper, lower = images[b].take(y0[n], axis=0), images[b].take(y1[n], axis=0)  # [crop_h, Wi, K]
+        txe = tx[n][None, :, None]
+        top_left, top_right = upper.take(x0[n], axis=1), upper.take(x1[n], axis=1)
+        bottom_left, bottom_right = lower.take(x0[n], axis=1), lower.take(x1[n], axis=1)
+        top = top_left + (top_right - top_left) * txe
+        bottom = bottom_left + (bottom_right - bottom_left) * txe
+        out[n] = top + (bottom - top) * ty[n][:, None, None]
     inside = (in_y[:, :, None] & in_x[:, None, :])[..., None]
     return np.where(inside, out, f32(extrapolation_value)).astype(np.float32)
 

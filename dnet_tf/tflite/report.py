@@ -83,7 +83,8 @@ def write_bundle(run, run_dir, out_dir, data: str, options: ReportOptions) -> di
       out_dir: the bundle directory (created).
       data: dataset source for the int8 calibration crops (VOC root or TFRecord glob).
     Returns:
-      {network: {variant: {"file": name, "bytes": size}}, "calibration": {...}, "seconds": {...}}.
+      {network: {variant: {"file": name, "bytes": size, "input"/"output": {dtype, scale,
+      zero_point} (scale 0 for float tensors)}}, "calibration": {...}, "seconds": {...}}.
     """
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -106,8 +107,15 @@ def write_bundle(run, run_dir, out_dir, data: str, options: ReportOptions) -> di
             tmp = out_dir / f".{name}.tmp"
             tmp.write_bytes(flatbuffer)
             os.replace(tmp, out_dir / name)
-            info[network][variant] = {"file": name, "bytes": len(flatbuffer)}
+            net = TFLiteNetwork(flatbuffer)
+            info[network][variant] = {"file": name, "bytes": len(flatbuffer),
+                                      "input": _quantization(net.input_quantization),
+                                      "output": _quantization(net.output_quantization)}
     return info
+
+
+def _quantization(q) -> dict:
+    return {"dtype": np.dtype(q.dtype).name, "scale": q.scale, "zero_point": q.zero_point}
 
 
 def load_bundle_pipeline(bundle_dir, variant: str, num_threads: int | None = None):
@@ -339,6 +347,12 @@ def format_report(report: dict) -> str:
         lines.append(f"| {v} | {lb / 2**20:.1f} | {le['max_abs_error']:.2e} | {le['mean_abs_error']:.2e} | "
                      f"{cb / 2**20:.1f} | {ce['max_abs_error']:.2e} | {ce['mean_abs_error']:.2e} | "
                      f"{ce['argmax_agreement']:.3f} |")
+    for network in NETWORKS:
+        q = report["files"][network].get("int8", {})
+        if "input" in q:
+            lines.append(f"\nint8 {network} interface: input {q['input']['dtype']} (scale {q['input']['scale']:.6g}, "
+                         f"zero point {q['input']['zero_point']}), output {q['output']['dtype']} "
+                         f"(scale {q['output']['scale']:.6g}, zero point {q['output']['zero_point']}).")
     m = report["map"]
     n_images = m[REFERENCE]["num_images"]
     lines += ["", f"## mAP of the edge pipeline ({m['split']} split, {n_images} images)", "",
