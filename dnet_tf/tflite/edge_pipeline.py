@@ -201,8 +201,7 @@ class EdgePipeline:
                                         int(canvas_hw[0]), int(canvas_hw[1]))
             start += n
             canvas = canvas.reshape(canvas_hw[0], canvas_hw[1], constants.NUM_MASK_TYPES, c)
-            found = edge_ops.search_boxes(canvas, shapes_hw, stride_cells, cfg.ring_margin,
-                                          cfg.coverage_threshold, cfg.max_candidates)
+            found = self._search_active(canvas, shapes_hw, stride_cells)
             scores = np.where(found.valid, found.scores, INVALID_SCORE)
             keep, num_valid = edge_ops.non_max_suppression(found.boxes_cell_yxyx, scores, cfg.top_k_per_scale,
                                                            cfg.nms_iou, score_threshold=INVALID_SCORE / 2)
@@ -214,6 +213,25 @@ class EdgePipeline:
             parts["valid"].append(slot_ok & np.take_along_axis(found.valid, keep, axis=1))
         merged = {key: np.concatenate(v, axis=1) for key, v in parts.items()}
         return FirstStage(merged["boxes"], merged["scores"], merged["coverage"], merged["valid"])
+
+    def _search_active(self, canvas: np.ndarray, shapes_hw: np.ndarray, stride_cells) -> edge_ops.SearchResult:
+        """The box search of the classes whose full mask can hold a candidate; [C, M] results.
+
+        A box's Eq. (2) coverage is a mean of the full mask, so it can only exceed the threshold
+        where the canvas's maximum does; other classes (most, with a trained localizer) come back
+        invalid without a search, as in the graph.
+        """
+        cfg = self.config.inference
+        c, m = canvas.shape[3], cfg.max_candidates
+        result = edge_ops.SearchResult(np.zeros((c, m, 4), np.float32), np.full((c, m), -np.inf),
+                                       np.zeros((c, m)), np.zeros((c, m), bool))
+        active = np.flatnonzero(canvas[:, :, constants.FULL, :].max(axis=(0, 1)) > cfg.coverage_threshold)
+        if active.size:
+            found = edge_ops.search_boxes(canvas[..., active], shapes_hw, stride_cells, cfg.ring_margin,
+                                          cfg.coverage_threshold, m)
+            for full, part in zip(result, found):
+                full[active] = part
+        return result
 
     def top_candidates(self, first: FirstStage) -> Candidates:
         """The best max_refine first-stage detections over all classes (ties: class, then slot)."""
