@@ -1,7 +1,7 @@
 """Training command: the paper's recipe over a resumable run directory.
 
-  python -m dnet_tf.training.cli --run_dir runs/x --data data/synthetic \
-      [--config paper|compact] [--classifier_steps N --localizer_steps N --batch_size B --seed S]
+  python -m dnet_tf.training.cli --run_dir runs/x --data data/synthetic
+      [--config paper|compact|paper_full] [--classifier_steps N --localizer_steps N --batch_size B --seed S]
       [--time_budget_s T] [--backbone NAME --head dense|conv --width W --input_size S --mask_size D]
 
 Started again with the same command after a crash or a kill, it resumes from the latest
@@ -18,42 +18,50 @@ import dataclasses
 import pathlib
 import sys
 
-from absl import app, flags
+from absl import flags
 
 from dnet_tf.config import NAMED_CONFIGS, DetectorConfig, named_config
 from dnet_tf.constants import VOC_CLASSES
 from dnet_tf.training import distribute
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("run_dir", None, "Run directory (created if needed; resumed if it exists).")
-flags.DEFINE_string("data", "data/synthetic", "VOC root folder or TFRecord glob.")
+# Own FlagValues, not absl's global one: other commands of the package define flags of the same
+# names (--run_dir, --data), and a process (a test run) may import several of them.
+FLAGS = flags.FlagValues()
+_F = {"flag_values": FLAGS}
+flags.DEFINE_string("run_dir", None, "Run directory (created if needed; resumed if it exists).", **_F)
+flags.DEFINE_string("data", "data/synthetic", "VOC root folder or TFRecord glob.", **_F)
 flags.DEFINE_enum("source", "pipeline", ["pipeline", "toy"],
                   "'pipeline': read --data with dnet_tf.data; 'toy': in-memory rectangles "
-                  "(no files; for smoke tests and throughput checks).")
+                  "(no files; for smoke tests and throughput checks).", **_F)
 flags.DEFINE_string("classes", None,
                     "Class list: comma-separated names, or 'voc' for the 20 Pascal VOC classes; "
-                    "default: the run directory's class_names.txt, else the sorted names in the data.")
+                    "default: the run directory's class_names.txt, else the sorted names in the "
+                    "data.", **_F)
 flags.DEFINE_enum("config", None, sorted(NAMED_CONFIGS),
-                  "Named config; default: the run directory's config.json, else 'paper'.")
-flags.DEFINE_integer("classifier_steps", None, "Classifier-stage steps (TrainConfig).", lower_bound=0)
-flags.DEFINE_integer("localizer_steps", None, "Localizer-stage steps (TrainConfig).", lower_bound=0)
-flags.DEFINE_integer("batch_size", None, "Global batch size (TrainConfig).", lower_bound=1)
-flags.DEFINE_integer("seed", None, "Random seed (TrainConfig).", lower_bound=0)
-flags.DEFINE_float("learning_rate", None, "Learning rate (TrainConfig).")
-flags.DEFINE_enum("optimizer", None, ["adagrad", "adam", "sgd"], "Optimizer (TrainConfig).")
+                  "Named config; default: the run directory's config.json, else 'paper'.", **_F)
+flags.DEFINE_integer("classifier_steps", None, "Classifier-stage steps (TrainConfig).",
+                     lower_bound=0, **_F)
+flags.DEFINE_integer("localizer_steps", None, "Localizer-stage steps (TrainConfig).",
+                     lower_bound=0, **_F)
+flags.DEFINE_integer("batch_size", None, "Global batch size (TrainConfig).", lower_bound=1, **_F)
+flags.DEFINE_integer("seed", None, "Random seed (TrainConfig).", lower_bound=0, **_F)
+flags.DEFINE_float("learning_rate", None, "Learning rate (TrainConfig).", **_F)
+flags.DEFINE_enum("optimizer", None, ["adagrad", "adam", "sgd"], "Optimizer (TrainConfig).", **_F)
 flags.DEFINE_integer("steps_per_checkpoint", None, "Steps between checkpoints (TrainConfig).",
-                     lower_bound=1)
-flags.DEFINE_string("backbone", None, "Backbone (ModelConfig): paper or mobilenet_v3_small.")
-flags.DEFINE_enum("head", None, ["dense", "conv"], "Mask head (ModelConfig).")
-flags.DEFINE_float("width", None, "Channel multiplier (ModelConfig).")
-flags.DEFINE_integer("input_size", None, "Network input side in px (ModelConfig).")
-flags.DEFINE_integer("mask_size", None, "Mask side d (ModelConfig).")
-flags.DEFINE_float("time_budget_s", None, "Cap on training wall time over all restarts, seconds.")
+                     lower_bound=1, **_F)
+flags.DEFINE_string("backbone", None, "Backbone (ModelConfig): paper or mobilenet_v3_small.", **_F)
+flags.DEFINE_enum("head", None, ["dense", "conv"], "Mask head (ModelConfig).", **_F)
+flags.DEFINE_float("width", None, "Channel multiplier (ModelConfig).", **_F)
+flags.DEFINE_integer("input_size", None, "Network input side in px (ModelConfig).", **_F)
+flags.DEFINE_integer("mask_size", None, "Mask side d (ModelConfig).", **_F)
+flags.DEFINE_float("time_budget_s", None, "Cap on training wall time over all restarts, seconds.",
+                   **_F)
 flags.DEFINE_enum("strategy", "auto", list(distribute.STRATEGIES),
-                  "tf.distribute strategy; 'auto' uses TF_CONFIG when it lists several workers.")
+                  "tf.distribute strategy; 'auto' uses TF_CONFIG when it lists several workers.",
+                  **_F)
 flags.DEFINE_integer("eval_crops", 1024, "Validation crops for the end-of-run summary; 0 skips.",
-                     lower_bound=0)
-flags.DEFINE_bool("progress", True, "Show a progress bar.")
+                     lower_bound=0, **_F)
+flags.DEFINE_bool("progress", True, "Show a progress bar.", **_F)
 
 _TRAIN_FLAGS = ("classifier_steps", "localizer_steps", "batch_size", "seed", "learning_rate",
                 "optimizer", "steps_per_checkpoint")
@@ -87,10 +95,13 @@ def class_names_from_flag(value: str | None):
 
 
 def main(argv) -> int:
+    """Runs the command on already-parsed FLAGS; returns the exit status."""
     if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+        print(f"error: unexpected arguments: {argv[1:]}", file=sys.stderr)
+        return 2
     if not FLAGS.run_dir:
-        raise app.UsageError("--run_dir is required")
+        print("error: --run_dir is required", file=sys.stderr)
+        return 2
     try:
         # The strategy first: MultiWorkerMirroredStrategy must exist before other TF ops run.
         strategy = distribute.make_strategy(FLAGS.strategy)
@@ -120,9 +131,19 @@ def main(argv) -> int:
     return 0
 
 
-def run() -> None:
-    """Console-script entry point (dnet-train)."""
-    app.run(main)
+def run(argv=None) -> None:
+    """Console-script entry point (dnet-train): parses the flags, runs, exits with the status."""
+    argv = list(sys.argv if argv is None else argv)
+    if any(a in ("-h", "--help", "-help") for a in argv[1:]):
+        print(__doc__)
+        print(FLAGS.get_help())
+        sys.exit(0)
+    try:
+        rest = FLAGS(argv)
+    except flags.Error as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(main(rest))
 
 
 if __name__ == "__main__":
