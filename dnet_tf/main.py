@@ -68,15 +68,13 @@ def train(run_dir: pathlib.Path, data: pathlib.Path, config_name: str, budget: f
     import dataclasses
 
     from dnet_tf.config import named_config
-    from dnet_tf.training.train import format_summary, train as train_run
+    from dnet_tf.training.train import train as train_run
 
     cfg = None
     if not (run_dir / "config.json").exists():
         cfg = named_config(config_name)
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
-    summary = train_run(run_dir, str(data), cfg, time_budget_s=budget)
-    print(format_summary(summary))
-    return summary
+    return train_run(run_dir, str(data), cfg, time_budget_s=budget)  # prints its own summary
 
 
 def evaluate(run_dir: pathlib.Path, data: pathlib.Path, max_images: int | None, baseline_images: int,
