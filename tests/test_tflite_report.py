@@ -112,7 +112,7 @@ def test_format_report_tables_carry_the_numbers():
     assert "| int8 | 2.0 | 1.23e-02 | 1.23e-03 | 1.0 | 1.23e-02 | 1.23e-03 | 0.980 |" in text
     assert "| int8 | 0.6000 | -0.0100 | 0.6300 | 0.5000 | 1.50 | 60.0 |" in text
     assert "| float32 | 2.50 | 1.25 |" in text
-    assert "| image_tensor | builtins+select | yes | 3.0 | no (needs Flex delegate) | Flex: FlexCropAndResize |" in text
+    assert "| image_tensor | builtins+select | yes | 3.0 | no: needs Flex | Flex: FlexCropAndResize |" in text
     assert "| serving_default | builtins+select | no | - | - | ExtractJpegShape, StatelessCase |" in text
 
 

@@ -385,9 +385,11 @@ def format_report(report: dict) -> str:
                   "|---|---|---|---|---|---|"]
         for a in report["whole_pipeline"]["attempts"]:
             size = f"{a['bytes'] / 2**20:.1f}" if a.get("converted") else "-"
-            runs = "-" if not a.get("converted") else ("yes" if a["runs_on_litert"]["ok"] else "no (needs Flex delegate)")
+            runs = "-" if not a.get("converted") else (
+                "yes" if a["runs_on_litert"]["ok"] else f"no: {a['runs_on_litert'].get('error', '')[:80]}")
             ops = ", ".join(a.get("unsupported_ops", [])) or (
-                "Flex: " + ", ".join(a.get("flex_ops", [])) if a.get("flex_ops") else "")
+                "Flex: " + ", ".join(a.get("flex_ops", [])) if a.get("flex_ops") else
+                "error: " + a.get("errors", [""])[-1][:100] if a.get("errors") else "")
             lines.append(f"| {a['signature']} | {a['ops_set']} | {'yes' if a['converted'] else 'no'} | {size} | "
                          f"{runs} | {ops} |")
         lines.append("")

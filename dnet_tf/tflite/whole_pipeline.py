@@ -5,17 +5,21 @@ tries each exported signature with TFLite builtin ops only and then with TF Sele
 delegate), records what converts and what does not (with the converter's own list of the ops it
 could not map), and whether a converted file runs on the LiteRT interpreter shipped here.
 
-What TF 2.21 does with the DetectorModule graph (measured; see the report for the numbers):
+What TF 2.21 does with the DetectorModule graph (measured on the default run; report.json has
+the converter's messages):
   * builtins only: fails for both signatures. ``tf.map_fn`` over the images becomes TensorList
-    ops, and ``tf.image.crop_and_resize`` (windows, crops, paste-back), searchsorted (UpperBound)
-    and scatter-max have no builtin kernel.
+    ops that cannot be lowered ("Lowering tensor list ops is failed"), and
+    ``tf.image.crop_and_resize`` (windows, crops, paste-back), searchsorted (UpperBound) and
+    scatter-max have no builtin kernel.
   * builtins + Select TF ops: ``image_tensor`` (uint8 pixels in) converts, with those ops as Flex
-    ops; ``serving_default`` (encoded bytes in) does not: its header parsing
-    (ExtractJpegShape) and the format switch (Case) are neither builtins nor Flex ops.
-  * The converted ``image_tensor`` file needs the Flex delegate at run time, which neither the
-    LiteRT wheel (ai-edge-litert) nor TensorFlow's own interpreter links here, so it cannot be
-    checked against the SavedModel on this machine; on Android it needs the
-    tensorflow-lite-select-tf-ops dependency (~ +6 MB per ABI).
+    ops (FlexCropAndResize, FlexTensorList*, FlexTensorScatterMax, FlexUpperBound);
+    ``serving_default`` (encoded bytes in) does not: its header parsing (ExtractJpegShape) and
+    the format switch (Case) are neither builtins nor Flex ops.
+  * The converted ``image_tensor`` file does not run on the LiteRT interpreter here: a tiny
+    model stops at its first Flex op (neither the ai-edge-litert wheel nor TensorFlow's own
+    tf.lite.Interpreter links the Flex delegate); the default run's fails earlier, allocating
+    the dynamically shaped tensors ("BytesRequired number of elements overflowed"). On Android
+    it would need at least the tensorflow-lite-select-tf-ops dependency (several MB per ABI).
 Hence the supported edge path: networks as .tflite, the rest in ``edge_pipeline``.
 """
 
