@@ -52,7 +52,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run_dir", default=None, help="trained run directory (default: named configs, random weights)")
     p.add_argument("--configs", type=lambda s: s.split(","), default=["paper", "compact"])
-    p.add_argument("--classes", type=int, default=6, help="classes of the random-weight networks (the embedded dataset has 6)")
+    p.add_argument("--classes", type=int, default=6,
+                   help="classes of the random-weight networks (the embedded dataset has 6)")
     p.add_argument("--variants", type=lambda s: s.split(","), default=["float32", "float16", "dynamic_int8", "int8"])
     p.add_argument("--threads", type=lambda s: [int(t) for t in s.split(",")], default=[1, 2])
     p.add_argument("--repeats", type=int, default=20)

@@ -22,7 +22,8 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 flags.DEFINE_string("run_dir", None, "Training run directory (config.json, class_names.txt, *.keras).")
 flags.DEFINE_string("out", None, "Output directory of the .tflite files and the report.")
-flags.DEFINE_string("data", "data/synthetic", "VOC dataset root: calibration (train), held-out crops (val), mAP (test).")
+flags.DEFINE_string("data", "data/synthetic",
+                    "VOC dataset root: calibration (train), held-out crops (val), mAP (test).")
 flags.DEFINE_list("variants", ["float32", "float16", "dynamic_int8", "int8"], "TFLite variants to build.")
 flags.DEFINE_integer("eval_images", None, "Evaluate mAP on the first N images of the split only.", lower_bound=1)
 flags.DEFINE_string("eval_split", "test", "Split for the mAP.")
