@@ -18,7 +18,6 @@ import numpy as np
 
 from dnet_tf.config import windows_per_axis
 from dnet_tf.constants import BOTTOM, FULL, LEFT, NUM_MASK_TYPES, RIGHT, TOP
-from dnet_tf.evaluation.voc_ap import iou_matrix  # noqa: F401  (the one NumPy IoU; re-exported)
 
 f32 = np.float32
 
@@ -53,6 +52,19 @@ def from_frame(boxes_yxyx: np.ndarray, frame_yxyx: np.ndarray, frame_height, fra
     scale = np.stack([sy, sx, sy, sx], axis=-1)
     origin = np.stack([fr[..., 0], fr[..., 1], fr[..., 0], fr[..., 1]], axis=-1)
     return b * scale + origin
+
+
+def iou_matrix(a_yxyx: np.ndarray, b_yxyx: np.ndarray) -> np.ndarray:
+    """Pairwise Jaccard [N, M] of boxes [N, 4] and [M, 4] (same frame); 0 where the union is empty."""
+    a = np.asarray(a_yxyx, np.float64)[:, None, :]
+    b = np.asarray(b_yxyx, np.float64)[None, :, :]
+    ih = np.maximum(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0.0)
+    iw = np.maximum(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0.0)
+    inter = ih * iw
+    area_a = np.maximum(a[..., 2] - a[..., 0], 0.0) * np.maximum(a[..., 3] - a[..., 1], 0.0)
+    area_b = np.maximum(b[..., 2] - b[..., 0], 0.0) * np.maximum(b[..., 3] - b[..., 1], 0.0)
+    union = area_a + area_b - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
 def top_k(values: np.ndarray, k: int) -> np.ndarray:
