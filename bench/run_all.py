@@ -29,6 +29,11 @@ BENCHMARKS = (
      "network evaluations per image (the paper: ~120 per class, i.e. ~2,400 for 20 classes), "
      "images/s at batch sizes 1/4/16.",
      [], ["--repeats", "5", "--batch_sizes", "1,4"]),
+    ("bench.detector_vs_baseline", "DetectorNet against the sliding-window baseline",
+     "Both through the same evaluation on the first 5 test images of the main job's run "
+     "(runs/default): mAP, seconds and network evaluations per image, counted; the baseline's count "
+     "at the paper's 5 px stride and the paper's ~120 evaluations per class for comparison.",
+     [], ["--images", "2"]),
     ("bench.box_search", "Box search throughput",
      "The exhaustive Eq. (3) search alone: 3 scales of 100x75 cells, 90 shapes, 1/5/20 classes.",
      [], ["--repeats", "3", "--classes", "1", "20"]),
