@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import pathlib
 import subprocess
 import sys
+import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -70,9 +72,13 @@ def main(argv=None) -> int:
             continue
         cmd = [sys.executable, "-m", module] + (quick_args if args.quick else full_args)
         print("running:", " ".join(cmd[1:]), flush=True)
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        took = time.perf_counter() - start
         out = "\n".join(line for line in proc.stdout.splitlines() if line.strip())
-        lines += [f"## {title}", "", what, "", f"`python -m {' '.join(cmd[2:])}`", "", "```", out.strip(), "```", ""]
+        lines += [f"## {title}", "", what, "", f"`python -m {' '.join(cmd[2:])}` (took {took:.0f} s; "
+                  f"1-minute load average {load:.1f} when it started)", "", "```", out.strip(), "```", ""]
         if proc.returncode != 0:
             lines += [f"(exit code {proc.returncode}; last error lines:)", "```",
                       "\n".join(proc.stderr.strip().splitlines()[-5:]), "```", ""]

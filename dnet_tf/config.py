@@ -127,6 +127,12 @@ class InferenceConfig:
     # "eq3" = the box's Eq. (3) score / 5 clipped to [0, 1] (5 = every mask agrees perfectly),
     # "product" = both multiplied
     score_mode: str = "product"
+    # the Eq. (3) score a refined detection is ranked by: "refined" = its best box's in the
+    # refinement crop (the paper), "mean" = the mean of that and the first-stage box's, "min" = the
+    # lower of the two. The crop sees only 1.2x the box, so a first-stage box on part of an object
+    # can look whole there; the first-stage score saw the mask go on past it. "mean" by validation
+    # AP (README, Results).
+    refine_agreement: str = "mean"
     mask_preview_size: int = 96  # cells per side of the merged-mask output of the masks signature; >= 1
     max_detections: int = 100  # padded length of the exported outputs; >= 1
     min_score: float = 0.0  # final detections below this confidence are dropped; [0, 1]
@@ -156,6 +162,8 @@ class InferenceConfig:
         _check(self.max_canvas_cells >= 8, "max_canvas_cells", "must be >= 8")
         _check(self.score_mode in ("classifier", "eq3", "product"), "score_mode",
                f"must be classifier, eq3 or product; got {self.score_mode!r}")
+        _check(self.refine_agreement in ("refined", "mean", "min"), "refine_agreement",
+               f"must be refined, mean or min; got {self.refine_agreement!r}")
         _check(self.mask_preview_size >= 1, "mask_preview_size", "must be >= 1")
         _check(self.max_detections >= 1, "max_detections", "must be >= 1")
         _check(0.0 <= self.min_score <= 1.0, "min_score", "must be in [0, 1]")

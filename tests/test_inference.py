@@ -142,3 +142,24 @@ def test_tiny_image_does_not_crash_and_boxes_stay_in_unit_square(detect_fn):
     boxes = out["detection_boxes"].numpy()
     assert np.isfinite(boxes).all() and (boxes >= 0).all() and (boxes <= 1).all()
     assert int(out["num_detections"][0]) <= out["detection_boxes"].shape[1]
+
+
+def test_refined_detection_ranked_by_the_chosen_eq3_combination():
+    # One object, one detection: P(class) is the same in every mode, so the refined score of
+    # "mean" must be the mean, and of "min" the minimum, of the first-stage score and the score
+    # the paper's "refined" gives (both agreements lie inside (0, 1], where no clip acts).
+    h, w = 300, 400
+    image = png(coloured_object_image(h, w, [[40, 70, 230, 300]]))
+    out = {}
+    for mode in ("refined", "mean", "min"):
+        m = make_module(max_refine=6, refine_agreement=mode)
+        out[mode] = m.detect(*decode_batch(tf.constant([image]), 10**7))
+        assert int(out[mode]["num_detections"][0]) == 1
+    first = float(out["refined"]["first_stage_scores"][0, 0])
+    refined = float(out["refined"]["detection_scores"][0, 0])
+    assert 0.0 < first < 1.0 and 0.0 < refined < 1.0
+    assert abs(first - refined) > 1e-3  # the two stages score the box differently
+    np.testing.assert_allclose(float(out["mean"]["detection_scores"][0, 0]), (first + refined) / 2, rtol=1e-5)
+    np.testing.assert_allclose(float(out["min"]["detection_scores"][0, 0]), min(first, refined), rtol=1e-5)
+    for mode in ("mean", "min"):  # the boxes are the refined ones in every mode
+        np.testing.assert_allclose(out[mode]["detection_boxes"].numpy(), out["refined"]["detection_boxes"].numpy())

@@ -116,7 +116,7 @@ class DetectorModule(tf.Module):
         refined_image_yxyx, refined_eq3 = self._refine(images, sizes_f, candidates)
 
         first_scores = self._confidence(class_prob, candidates.scores)
-        refined_scores = self._confidence(class_prob, refined_eq3)
+        refined_scores = self._confidence(class_prob, self._refined_agreement(candidates.scores, refined_eq3))
         outputs = self._final_outputs(refined_image_yxyx, refined_scores, candidates.classes, kept, sizes_f)
         first = self._final_outputs(candidates.boxes_image_yxyx, first_scores, candidates.classes, kept, sizes_f)
         for key, value in first.items():
@@ -326,6 +326,15 @@ class DetectorModule(tf.Module):
         eq3 = tf.reshape(tf.gather(eq3, best, batch_dims=1), [batch, r])
         refined = box_ops.from_frame(best_cell, crop_image_yxyx, rc, rc)
         return _clip_per_image(refined, sizes_f[:, None, :]), eq3
+
+    def _refined_agreement(self, first_eq3, refined_eq3):
+        """Eq. (3) score [B, R] a refined detection is ranked by (InferenceConfig.refine_agreement)."""
+        mode = self.config.inference.refine_agreement
+        if mode == "mean":
+            return 0.5 * (first_eq3 + refined_eq3)
+        if mode == "min":
+            return tf.minimum(first_eq3, refined_eq3)
+        return refined_eq3
 
     def _confidence(self, class_prob, eq3):
         """Detection confidence in [0, 1] from P(class | box) [B, R] and Eq. (3) scores [B, R]."""

@@ -149,7 +149,7 @@ class EdgePipeline:
 
         # 8. Outputs.
         first_scores = self._confidence(class_prob, cand.scores)
-        refined_scores = self._confidence(class_prob, refined_eq3)
+        refined_scores = self._confidence(class_prob, self._refined_agreement(cand.scores, refined_eq3))
         out = self._final_outputs(refined_image_yxyx, refined_scores, cand.classes, kept, size)
         first_out = self._final_outputs(cand.boxes_image_yxyx, first_scores, cand.classes, kept, size)
         for key, value in first_out.items():
@@ -297,6 +297,16 @@ class EdgePipeline:
             best_cell[i], best_eq3[i] = found.boxes_cell_yxyx[i, best], eq3[best]
         refined = edge_ops.from_frame(best_cell, crop_image_yxyx, rc, rc)
         return edge_ops.clip_boxes(refined, size[0], size[1]), best_eq3
+
+    def _refined_agreement(self, first_eq3, refined_eq3):
+        """Eq. (3) score [R] float32 a refined detection is ranked by (InferenceConfig.refine_agreement)."""
+        mode = self.config.inference.refine_agreement
+        first_eq3, refined_eq3 = np.float32(first_eq3), np.float32(refined_eq3)
+        if mode == "mean":
+            return np.float32(0.5) * (first_eq3 + refined_eq3)
+        if mode == "min":
+            return np.minimum(first_eq3, refined_eq3)
+        return refined_eq3
 
     def _confidence(self, class_prob, eq3):
         """Confidence in [0, 1] from P(class | box) [R] and Eq. (3) scores [R] (InferenceConfig.score_mode)."""
