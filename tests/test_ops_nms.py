@@ -117,3 +117,42 @@ def test_class_nms_same_box_different_classes_both_kept():
     assert int(num[0]) == 2
     np.testing.assert_allclose(out_scores.numpy()[0], [0.9, 0.7, 0, 0])
     np.testing.assert_array_equal(out_classes.numpy()[0], [0, 1, 0, 0])
+
+
+def test_demote_parts_hand_worked():
+    boxes = np.array([[[0, 0, 10, 10],    # A: the whole object, best
+                       [1, 1, 4, 4],      # B: inside A, same class -> part: 0.8 * 0.5
+                       [1, 1, 4, 4],      # C: the same box, another class -> untouched
+                       [8, 8, 12, 12],    # D: 4 of its 16 inside A (0.25 < 0.5) -> untouched
+                       [0, 0, 20, 20],    # F: contains A but ranks below it -> A untouched
+                       [0, 0, 0, 0]]],    # padding
+                     np.float32)
+    scores = np.array([[0.9, 0.8, 0.7, 0.6, 0.5, 0.0]], np.float32)
+    classes = np.array([[0, 0, 1, 0, 0, 0]], np.int32)
+    valid = np.array([[True] * 5 + [False]])
+    b, s, c, v = nms.demote_parts(boxes, scores, classes, valid, 0.5, 0.5)
+    np.testing.assert_allclose(s.numpy()[0], [0.9, 0.7, 0.6, 0.5, 0.4, 0.0])
+    np.testing.assert_array_equal(b.numpy()[0], boxes[0, [0, 2, 3, 4, 1, 5]])
+    assert c.numpy()[0].tolist() == [0, 1, 0, 0, 0, 0]
+    assert v.numpy()[0].tolist() == [True] * 5 + [False]
+
+
+def test_demote_parts_threshold_ties_and_equal_areas():
+    # i = [0, 0, 1, 10] (area 10) has exactly 5 of its area inside j = [0, 5, 2, 20]: demoted at
+    # containment 0.5 (>=), kept at 0.51. Equal areas are never parts; equal scores rank by index.
+    boxes = np.array([[[0, 5, 2, 20], [0, 0, 1, 10]]], np.float32)
+    classes = np.zeros((1, 2), np.int32)
+    valid = np.ones((1, 2), bool)
+    for containment, want in ((0.5, 0.25), (0.51, 0.5)):
+        s = nms.demote_parts(boxes, np.array([[0.9, 0.5]], np.float32), classes, valid, containment, 0.5)[1]
+        assert s.numpy()[0, 1] == pytest.approx(want)
+    same = np.array([[[0, 0, 4, 4], [1, 1, 5, 5]]], np.float32)  # equal areas, 9/16 overlap
+    s = nms.demote_parts(same, np.array([[0.9, 0.8]], np.float32), classes, valid, 0.5, 0.5)[1]
+    np.testing.assert_allclose(s.numpy()[0], [0.9, 0.8])
+    tie = np.array([[[0, 0, 10, 10], [2, 2, 4, 4]]], np.float32)
+    for order in ([0, 1], [1, 0]):  # the part keeps its tie with the whole only when it comes first
+        s = nms.demote_parts(tie[:, order], np.full((1, 2), 0.6, np.float32), classes, valid, 0.9, 0.5)[1]
+        np.testing.assert_allclose(sorted(s.numpy()[0]), [0.3, 0.6] if order == [0, 1] else [0.6, 0.6])
+    # factor 1: nothing changes, not even the order
+    s = nms.demote_parts(tie, np.array([[0.6, 0.7]], np.float32), classes, valid, 0.9, 1.0)[1]
+    np.testing.assert_allclose(s.numpy()[0], [0.7, 0.6])

@@ -155,3 +155,28 @@ def test_eq3_scores_equal_the_graph_with_fractional_and_outside_boxes():
 def test_top_k_orders_ties_by_index_like_tf():
     values = np.array([[1.0, 3.0, 3.0, 2.0, 3.0]])
     np.testing.assert_array_equal(edge_ops.top_k(values, 4), tf.math.top_k(values, 4).indices.numpy())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_demote_parts_equals_the_graph(seed):
+    rng = np.random.default_rng(seed)
+    k, num = 12, 9
+    # Nested boxes on purpose: half of them inside the first three.
+    boxes = random_boxes(rng, k, 0.0, 0.6, 0.05, 0.4)
+    inner = boxes[rng.integers(0, 3, k // 2)]
+    frac = rng.uniform(0.05, 0.6, (k // 2, 2)).astype(np.float32)
+    side = inner[:, 2:] - inner[:, :2]
+    boxes[k // 2:, :2] = inner[:, :2] + rng.uniform(0, 0.3, (k // 2, 2)).astype(np.float32) * side
+    boxes[k // 2:, 2:] = boxes[k // 2:, :2] + side * frac
+    scores = np.sort(rng.uniform(0, 1, k).astype(np.float32))[::-1].copy()
+    if seed == 1:
+        scores = np.round(scores, 1)  # exact ties
+    classes = rng.integers(0, 2, k)
+    scores[num:], boxes[num:], classes[num:] = 0.0, 0.0, 0
+    valid = np.arange(k) < num
+    want = nms.demote_parts(boxes[None], scores[None], classes[None].astype(np.int32), valid[None], 0.7, 0.5)
+    got = edge_ops.demote_parts(boxes, scores, classes, num, 0.7, 0.5)
+    np.testing.assert_array_equal(got[1], want[1][0].numpy())
+    np.testing.assert_array_equal(got[0], want[0][0].numpy())
+    assert got[2].tolist() == want[2][0].numpy().tolist()
+    assert (got[1][:num] < scores[:num]).any()  # the case is exercised: some parts were demoted

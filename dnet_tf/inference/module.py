@@ -348,7 +348,7 @@ class DetectorModule(tf.Module):
         return class_prob * agreement
 
     def _final_outputs(self, boxes_image_yxyx, scores, classes, kept, sizes_f):
-        """Per-class NMS and padding to max_detections; boxes normalized to the image."""
+        """Per-class NMS, parts demoted, padding to max_detections; boxes normalized to the image."""
         cfg = self.config.inference
         hw = sizes_f[:, None, :]
         norm = boxes_image_yxyx / tf.concat([hw, hw], axis=-1)
@@ -360,6 +360,9 @@ class DetectorModule(tf.Module):
             norm, scores, classes, cfg.max_detections, cfg.nms_iou, threshold)
         num = tf.cast(num, tf.int32)
         slot_ok = tf.range(cfg.max_detections)[None, :] < num[:, None]
+        if cfg.part_score_factor < 1.0:
+            out_boxes, out_scores, out_classes, slot_ok = nms.demote_parts(
+                out_boxes, out_scores, out_classes, slot_ok, cfg.part_containment, cfg.part_score_factor)
         names = tf.gather(tf.constant(self.class_names + [""]),
                           tf.where(slot_ok, tf.cast(out_classes, tf.int32), self.num_classes))
         return {

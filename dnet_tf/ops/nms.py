@@ -96,3 +96,49 @@ def class_nms(boxes_norm_yxyx, scores, classes, max_total: int, iou_threshold: f
     out_scores = tf.where(valid, tf.gather(scores, idx, batch_dims=1), 0.0)
     out_classes = tf.where(valid, tf.gather(classes, idx, batch_dims=1), 0)
     return out_boxes, out_scores, out_classes, num
+
+
+@_NOT_CONVERTED
+def demote_parts(boxes_yxyx, scores, classes, valid, containment: float, factor: float):
+    """Lowers the score of detections that are parts of a larger, better detection of their class.
+
+    Detection i is a part when some valid detection j of the same class ranks above it (higher
+    score, or an equal score at a lower index), is larger (area_j > area_i), and contains most of
+    it: area(i ∩ j) >= containment * area_i. A part's score is multiplied by ``factor``; the
+    detections are then sorted again. Ranks are taken from the scores before any change, so the
+    result does not depend on the order in which parts are found. Per-class NMS leaves such
+    pairs alone (a head inside a whole animal has a low IoU with it).
+
+    Args:
+      boxes_yxyx: float32 [B, K, 4], any frame with the same scale on both axes' ratios
+        (image pixels or normalized: containment is a ratio of areas).
+      scores: float32 [B, K].
+      classes: int32 [B, K].
+      valid: bool [B, K], the slots that hold detections.
+      containment: (0, 1].
+      factor: [0, 1]; 1 changes nothing.
+    Returns:
+      (boxes [B, K, 4], scores [B, K], classes [B, K], valid [B, K]) sorted by decreasing score,
+      valid slots first.
+    """
+    boxes = tf.convert_to_tensor(boxes_yxyx, tf.float32)
+    scores = tf.convert_to_tensor(scores, tf.float32)
+    classes = tf.convert_to_tensor(classes, tf.int32)
+    valid = tf.convert_to_tensor(valid, tf.bool)
+    y1, x1, y2, x2 = tf.unstack(boxes, axis=-1)  # each [B, K]
+    area = tf.maximum(y2 - y1, 0.0) * tf.maximum(x2 - x1, 0.0)
+    ih = tf.maximum(tf.minimum(y2[:, :, None], y2[:, None, :]) - tf.maximum(y1[:, :, None], y1[:, None, :]), 0.0)
+    iw = tf.maximum(tf.minimum(x2[:, :, None], x2[:, None, :]) - tf.maximum(x1[:, :, None], x1[:, None, :]), 0.0)
+    inter = ih * iw  # [B, K(i), K(j)]
+    k = tf.shape(scores)[1]
+    index = tf.range(k)
+    si, sj = scores[:, :, None], scores[:, None, :]
+    above = (sj > si) | ((sj == si) & (index[None, None, :] < index[None, :, None]))
+    part_of = (valid[:, None, :] & (classes[:, :, None] == classes[:, None, :]) & above
+               & (area[:, None, :] > area[:, :, None]) & (area[:, :, None] > 0.0)
+               & (inter >= containment * area[:, :, None]))
+    is_part = valid & tf.reduce_any(part_of, axis=2)
+    new_scores = tf.where(is_part, scores * factor, scores)
+    order = tf.argsort(tf.where(valid, new_scores, -np.inf), axis=1, direction="DESCENDING", stable=True)
+    take = lambda t: tf.gather(t, order, batch_dims=1)
+    return take(boxes), take(new_scores), take(classes), take(valid)

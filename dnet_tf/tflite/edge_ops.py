@@ -358,6 +358,33 @@ def class_nms(boxes_norm_yxyx: np.ndarray, scores: np.ndarray, classes: np.ndarr
     return out_boxes, out_scores, out_classes, n
 
 
+
+def demote_parts(boxes_yxyx: np.ndarray, scores: np.ndarray, classes: np.ndarray, num: int,
+                 containment: float, factor: float):
+    """One image's ``dnet_tf.ops.nms.demote_parts``: the first ``num`` slots hold detections.
+
+    Detection i is a part when a detection j of its class ranks above it (higher score, or equal
+    at a lower index), is larger, and covers at least ``containment`` of i's area; its score is
+    multiplied by ``factor`` (ranks from the scores before any change). Returns boxes [K, 4],
+    scores [K], classes [K] sorted again by decreasing score (stable), detections first.
+    """
+    boxes = np.asarray(boxes_yxyx, np.float32)
+    scores = np.asarray(scores, np.float32)
+    area = np.maximum(boxes[:, 2] - boxes[:, 0], f32(0)) * np.maximum(boxes[:, 3] - boxes[:, 1], f32(0))
+    new_scores = scores.copy()
+    for i in range(num):
+        for j in range(num):
+            above = scores[j] > scores[i] or (scores[j] == scores[i] and j < i)
+            if not above or classes[j] != classes[i] or not area[j] > area[i] or not area[i] > 0:
+                continue
+            ih = max(min(boxes[i, 2], boxes[j, 2]) - max(boxes[i, 0], boxes[j, 0]), f32(0))
+            iw = max(min(boxes[i, 3], boxes[j, 3]) - max(boxes[i, 1], boxes[j, 1]), f32(0))
+            if f32(ih * iw) >= f32(containment) * area[i]:
+                new_scores[i] = scores[i] * f32(factor)
+                break
+    order = np.concatenate([np.argsort(-new_scores[:num], kind="stable"), np.arange(num, len(scores))])
+    return boxes[order], new_scores[order], np.asarray(classes)[order]
+
 # ----------------------------------------------------------------------------------------------
 # Box search (dnet_tf.ops.box_search, dnet_tf.ops.integral).
 

@@ -321,7 +321,7 @@ class EdgePipeline:
         return class_prob * agreement
 
     def _final_outputs(self, boxes_image_yxyx, scores, classes, kept, size) -> dict:
-        """Per-class NMS and padding to max_detections; boxes normalized to the image."""
+        """Per-class NMS, parts demoted, padding to max_detections; boxes normalized to the image."""
         cfg = self.config.inference
         hw = np.concatenate([size, size])
         norm = np.clip(boxes_image_yxyx / hw, 0.0, 1.0).astype(np.float32)
@@ -331,6 +331,9 @@ class EdgePipeline:
             norm, scores, classes, cfg.max_detections, cfg.nms_iou, threshold)
         k = cfg.max_detections
         slot_ok = np.arange(k) < num
+        if cfg.part_score_factor < 1.0:
+            out_boxes, out_scores, out_classes = edge_ops.demote_parts(
+                out_boxes, out_scores, out_classes, num, cfg.part_containment, cfg.part_score_factor)
         names = [self.class_names[int(c)] if ok else "" for c, ok in zip(out_classes, slot_ok)]
         return {
             "num_detections": float(num),
