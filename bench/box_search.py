@@ -212,7 +212,7 @@ def main(argv=None) -> int:
                              1e3 * timing["cpu_median_s"], 1e3 * timing["wall_median_s"] / classes,
                              f"{result['boxes_per_s'] / 1e6:.1f}M"])
                 print(format_table(["mode", "C", "masks", "ms/img", "min", "cpu ms", "ms/class", "boxes/s"],
-                                   rows[-1:]).splitlines()[-1], flush=True)
+                                   rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)  # progress
     others = []
     for classes in args.classes:
         for name, timing in other_ops(classes, args.repeats):

@@ -66,7 +66,7 @@ def main(argv=None) -> int:
     class_names = summary["class_names"]
     records = read_voc_split(str(data), args.split, class_names, ignore_unknown_classes=True)[:args.images]
     paper_grid = [count_boxes(r.height, r.width, SlidingWindowConfig()) for r in records]
-    paper_grid_mean = sum(paper_grid) / len(paper_grid)
+    paper_grid_mean = round(sum(paper_grid) / len(paper_grid))
     paper_budget = PAPER_EVALUATIONS_PER_CLASS * len(class_names)
 
     methods = summary["methods"]

@@ -1,6 +1,6 @@
 """Runs every benchmark and gathers their tables into BENCHMARKS.md (and their JSON in bench/results/).
 
-    python -m bench.run_all            # about 15-25 minutes on a 2-core CPU
+    python -m bench.run_all            # about 20 minutes on an idle 2-core CPU
     python -m bench.run_all --quick    # fewer repeats, shorter load runs
 
 Each benchmark is its own script (``python -m bench.<name> --help``); this only runs them with the
@@ -29,7 +29,9 @@ BENCHMARKS = (
     ("bench.inference_latency", "Inference latency and throughput per backbone",
      "SavedModel p50/p95 on one 500x375 JPEG with a 20-class detector, network vs the rest, "
      "network evaluations per image (the paper: ~120 per class, i.e. ~2,400 for 20 classes), "
-     "images/s at batch sizes 1/4/16.",
+     "images/s at batch sizes 1/4/16. Random weights give masks near 0.5 everywhere, so every "
+     "(scale, class) canvas is searched: the worst case of the box search (a trained detector skips "
+     "the canvases no mask reaches). \"rest\" = everything but the two networks.",
      [], ["--repeats", "5", "--batch_sizes", "1,4"]),
     ("bench.detector_vs_baseline", "DetectorNet against the sliding-window baseline",
      "Both through the same evaluation on the first 5 test images of the main job's run "
@@ -64,7 +66,8 @@ def main(argv=None) -> int:
              f"Produced by `python -m bench.run_all{' --quick' if args.quick else ''}` on "
              f"{datetime.date.today().isoformat()}; JSON in `bench/results/`.", "",
              f"Machine: {info.get('cpu_model')}, {info['cpus']} CPUs, {info['platform']}, "
-             f"TensorFlow {info.get('tensorflow')}; load average at start {info.get('load_average')}.",
+             f"TensorFlow {info.get('tensorflow')}; load average (1, 5, 15 min) at start "
+             f"{', '.join(f'{x:.2f}' for x in info.get('load_average') or [])}.",
              "Timings are medians; no GPU.", ""]
     only = set(args.only.split(",")) if args.only else None
     for module, title, what, full_args, quick_args in BENCHMARKS:
@@ -76,7 +79,8 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
         took = time.perf_counter() - start
-        out = "\n".join(line for line in proc.stdout.splitlines() if line.strip())
+        # Paths relative to the repository: the report is read on other machines.
+        out = "\n".join(line for line in proc.stdout.replace(f"{REPO}/", "").splitlines() if line.strip())
         lines += [f"## {title}", "", what, "", f"`python -m {' '.join(cmd[2:])}` (took {took:.0f} s; "
                   f"1-minute load average {load:.1f} when it started)", "", "```", out.strip(), "```", ""]
         if proc.returncode != 0:

@@ -10,7 +10,7 @@ per request, back to back, for the duration. Reported per mode: requests/s, p50/
 error count, and the mean rows per batch the server formed (from its Prometheus metrics).
 A table goes to stdout and everything to JSON (default bench/results/serving_load.json).
 
-Model: --model_base_path, else the team's export at models/dnet when it holds a version, else the
+Model: --model_base_path, else the exported detector at models/dnet when it holds a version, else the
 tests' small contract-conforming model (dnet_tf.serving.toy_model) in a temporary directory —
 the JSON records which. Images: --images, else up to 16 JPEGs of data/synthetic, else generated.
 Timings depend on the machine; the JSON records CPU count and load average next to them.
@@ -59,9 +59,9 @@ def pick_model(arg: str | None, name: str, tmp: pathlib.Path) -> tuple[pathlib.P
         if not scan_versions(base):
             raise SystemExit(f"no <version>/saved_model.pb under {base}")
         return base, "given"
-    team = REPO / "models" / name
-    if scan_versions(team):
-        return team, "team export"
+    exported = REPO / "models" / name
+    if scan_versions(exported):
+        return exported, "the exported detector"
     from dnet_tf.serving.toy_model import export_toy_model
     return export_toy_model(tmp, name, 1).parent, "toy model (dnet_tf.serving.toy_model)"
 
