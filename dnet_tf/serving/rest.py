@@ -35,6 +35,8 @@ from dnet_tf.serving.servable import DEFAULT_SIGNATURE
 
 log = logging.getLogger(__name__)
 
+# An over-limit request body up to this size is read and dropped so the client gets the 413.
+_DRAIN_LIMIT = 64 * 1024 * 1024
 _PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)"
                    r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
                    r"(?:(?P<metadata>/metadata)|:(?P<method>[a-zA-Z]+))?/?$")
@@ -258,7 +260,7 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
             raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "POST body needs a Content-Length header")
         length = int(length)
         if length > self.server.max_request_bytes:
-            self.close_connection = True  # the body stays unread
+            self._discard_body(length)
             raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                f"Request body of {length} bytes exceeds the limit of "
                                f"{self.server.max_request_bytes} bytes", http_status=413)
@@ -279,6 +281,23 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
         arrays, fmt = parse_predict_body(body, dtypes)
         outputs = core.run(servable, signature_name, arrays)
         return encode_predict_outputs(outputs, fmt)
+
+    def _discard_body(self, length: int) -> None:
+        """Reads and drops an over-limit body (up to _DRAIN_LIMIT bytes), then closes.
+
+        Answering before the client has finished sending makes its next write fail (a broken
+        pipe, a reset) and it never reads the 413. Reading a modestly oversized body lets the
+        answer through; a body past _DRAIN_LIMIT is not worth reading, the connection just closes.
+        """
+        self.close_connection = True
+        if length > _DRAIN_LIMIT:
+            return
+        remaining = length
+        while remaining > 0:
+            chunk = self.rfile.read(min(remaining, 1 << 16))
+            if not chunk:
+                break
+            remaining -= len(chunk)
 
     def do_GET(self):  # noqa: N802
         self._route("GET")
