@@ -24,17 +24,17 @@ def area(boxes_yxyx: tf.Tensor) -> tf.Tensor:
 
 
 def intersection(a_yxyx: tf.Tensor, b_yxyx: tf.Tensor) -> tf.Tensor:
-    """Pairwise intersection areas.
+    """Pairwise intersection areas, batched over any leading dimensions.
 
     Args:
-      a_yxyx: float [N, 4]; b_yxyx: float [M, 4], same frame.
+      a_yxyx: float [..., N, 4]; b_yxyx: float [..., M, 4], same frame and leading dimensions.
     Returns:
-      float [N, M].
+      float [..., N, M].
     """
     a_yxyx = tf.convert_to_tensor(a_yxyx)
     b_yxyx = tf.convert_to_tensor(b_yxyx, dtype=a_yxyx.dtype)
-    a = a_yxyx[:, None, :]
-    b = b_yxyx[None, :, :]
+    a = a_yxyx[..., :, None, :]
+    b = b_yxyx[..., None, :, :]
     h = tf.maximum(tf.minimum(a[..., 2], b[..., 2]) - tf.maximum(a[..., 0], b[..., 0]), 0.0)
     w = tf.maximum(tf.minimum(a[..., 3], b[..., 3]) - tf.maximum(a[..., 1], b[..., 1]), 0.0)
     return h * w

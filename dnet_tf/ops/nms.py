@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from dnet_tf.ops import boxes as box_ops
+
 # Static Python only (no loops or branches over tensor values): autograph conversion would
 # only cost tracing time.
 _NOT_CONVERTED = tf.autograph.experimental.do_not_convert
@@ -125,11 +127,8 @@ def demote_parts(boxes_yxyx, scores, classes, valid, containment: float, factor:
     scores = tf.convert_to_tensor(scores, tf.float32)
     classes = tf.convert_to_tensor(classes, tf.int32)
     valid = tf.convert_to_tensor(valid, tf.bool)
-    y1, x1, y2, x2 = tf.unstack(boxes, axis=-1)  # each [B, K]
-    area = tf.maximum(y2 - y1, 0.0) * tf.maximum(x2 - x1, 0.0)
-    ih = tf.maximum(tf.minimum(y2[:, :, None], y2[:, None, :]) - tf.maximum(y1[:, :, None], y1[:, None, :]), 0.0)
-    iw = tf.maximum(tf.minimum(x2[:, :, None], x2[:, None, :]) - tf.maximum(x1[:, :, None], x1[:, None, :]), 0.0)
-    inter = ih * iw  # [B, K(i), K(j)]
+    area = box_ops.area(boxes)  # [B, K]
+    inter = box_ops.intersection(boxes, boxes)  # [B, K(i), K(j)]
     k = tf.shape(scores)[1]
     index = tf.range(k)
     si, sj = scores[:, :, None], scores[:, None, :]

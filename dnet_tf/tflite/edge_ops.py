@@ -358,7 +358,6 @@ def class_nms(boxes_norm_yxyx: np.ndarray, scores: np.ndarray, classes: np.ndarr
     return out_boxes, out_scores, out_classes, n
 
 
-
 def demote_parts(boxes_yxyx: np.ndarray, scores: np.ndarray, classes: np.ndarray, num: int,
                  containment: float, factor: float):
     """One image's ``dnet_tf.ops.nms.demote_parts``: the first ``num`` slots hold detections.
@@ -384,6 +383,7 @@ def demote_parts(boxes_yxyx: np.ndarray, scores: np.ndarray, classes: np.ndarray
                 break
     order = np.concatenate([np.argsort(-new_scores[:num], kind="stable"), np.arange(num, len(scores))])
     return boxes[order], new_scores[order], np.asarray(classes)[order]
+
 
 # ----------------------------------------------------------------------------------------------
 # Box search (dnet_tf.ops.box_search, dnet_tf.ops.integral).
