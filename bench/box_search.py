@@ -81,11 +81,21 @@ def _eq1(h, w, box):
     ym, xm = (y0 + y1) / 2, (x0 + x1) / 2
 
     def cover(b):
-        oy = np.clip(np.minimum(np.arange(1, h + 1), b[2]) - np.maximum(np.arange(h), b[0]), 0, None)
-        ox = np.clip(np.minimum(np.arange(1, w + 1), b[3]) - np.maximum(np.arange(w), b[1]), 0, None)
+        oy = np.clip(
+            np.minimum(np.arange(1, h + 1), b[2]) - np.maximum(np.arange(h), b[0]), 0, None
+        )
+        ox = np.clip(
+            np.minimum(np.arange(1, w + 1), b[3]) - np.maximum(np.arange(w), b[1]), 0, None
+        )
         return np.outer(oy, ox)
 
-    parts = [(y0, x0, y1, x1), (y0, x0, ym, x1), (ym, x0, y1, x1), (y0, x0, y1, xm), (y0, xm, y1, x1)]
+    parts = [
+        (y0, x0, y1, x1),
+        (y0, x0, ym, x1),
+        (ym, x0, y1, x1),
+        (y0, x0, y1, xm),
+        (y0, xm, y1, x1),
+    ]
     return np.stack([cover(p) for p in parts], axis=-1)
 
 
@@ -101,7 +111,9 @@ def build_search(mode: str, classes: int):
         return box_search.search_boxes(canvas, shapes, 1.0, RING_MARGIN, THRESHOLD, MAX_CANDIDATES)
 
     if mode == "batched":
-        fn = tf.function(search, input_signature=[tf.TensorSpec([SCALES, None, None, 5, classes], tf.float32)])
+        fn = tf.function(
+            search, input_signature=[tf.TensorSpec([SCALES, None, None, 5, classes], tf.float32)]
+        )
         return lambda masks: fn(masks)
     fn = tf.function(search, input_signature=[tf.TensorSpec([None, None, 5, classes], tf.float32)])
     return lambda masks: [fn(masks[s]) for s in range(SCALES)]
@@ -132,20 +144,31 @@ def other_ops(classes: int, repeats: int) -> list:
     def paste(m, c):
         out, start = [], 0
         for count in per_scale:
-            out.append(crops.paste_max(m[start:start + count], c[start:start + count], h, w))
+            out.append(crops.paste_max(m[start : start + count], c[start : start + count], h, w))
             start += count
         return out
 
-    cand = tf.constant(rng.uniform(0, 60, size=(SCALES * classes, MAX_CANDIDATES, 2)).astype(np.float32))
+    cand = tf.constant(
+        rng.uniform(0, 60, size=(SCALES * classes, MAX_CANDIDATES, 2)).astype(np.float32)
+    )
     cand_boxes = tf.concat([cand, cand + 15.0], axis=-1)
-    cand_scores = tf.constant(rng.uniform(-5, 5, size=(SCALES * classes, MAX_CANDIDATES)).astype(np.float32))
+    cand_scores = tf.constant(
+        rng.uniform(-5, 5, size=(SCALES * classes, MAX_CANDIDATES)).astype(np.float32)
+    )
     suppress = tf.function(lambda b, sc: nms.non_max_suppression(b, sc, 5, 0.5))
     return [
-        (f"crop_and_resize: {n} windows to {size}x{size}", time_call(lambda: crop(image, boxes_image), repeats)),
-        (f"paste_max: {n} windows of {d}x{d}x{5 * classes} onto {SCALES} canvases",
-         time_call(lambda: paste(masks, cells), repeats)),
-        (f"non_max_suppression: top 5 of {MAX_CANDIDATES}, {SCALES} scales x {classes} classes",
-         time_call(lambda: suppress(cand_boxes, cand_scores), repeats)),
+        (
+            f"crop_and_resize: {n} windows to {size}x{size}",
+            time_call(lambda: crop(image, boxes_image), repeats),
+        ),
+        (
+            f"paste_max: {n} windows of {d}x{d}x{5 * classes} onto {SCALES} canvases",
+            time_call(lambda: paste(masks, cells), repeats),
+        ),
+        (
+            f"non_max_suppression: top 5 of {MAX_CANDIDATES}, {SCALES} scales x {classes} classes",
+            time_call(lambda: suppress(cand_boxes, cand_scores), repeats),
+        ),
     ]
 
 
@@ -180,12 +203,20 @@ def profile_ops(call, repeats: int = 3) -> list:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--classes", type=int, nargs="+", default=[1, 5, 20])
-    parser.add_argument("--masks", nargs="+", default=["random", "sparse"], choices=["random", "sparse"])
-    parser.add_argument("--modes", nargs="+", default=["per-scale", "batched"], choices=["per-scale", "batched"])
+    parser.add_argument(
+        "--masks", nargs="+", default=["random", "sparse"], choices=["random", "sparse"]
+    )
+    parser.add_argument(
+        "--modes", nargs="+", default=["per-scale", "batched"], choices=["per-scale", "batched"]
+    )
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--profile", action="store_true", help="op-type breakdown of the largest configuration")
+    parser.add_argument(
+        "--profile", action="store_true", help="op-type breakdown of the largest configuration"
+    )
     parser.add_argument("--out", default=None, help="results directory (default bench/results)")
     args = parser.parse_args(argv)
 
@@ -205,14 +236,35 @@ def main(argv=None) -> int:
                 masks = tf.constant(make_masks(kind, classes, rng))
                 timing = time_call(lambda: call(masks), args.repeats)
                 scored = per_scale * classes * SCALES
-                result = {"mode": mode, "classes": classes, "masks": kind, **timing,
-                          "boxes_scored": scored, "boxes_per_s": scored / timing["wall_median_s"]}
+                result = {
+                    "mode": mode,
+                    "classes": classes,
+                    "masks": kind,
+                    **timing,
+                    "boxes_scored": scored,
+                    "boxes_per_s": scored / timing["wall_median_s"],
+                }
                 results.append(result)
-                rows.append([mode, classes, kind, 1e3 * timing["wall_median_s"], 1e3 * timing["wall_min_s"],
-                             1e3 * timing["cpu_median_s"], 1e3 * timing["wall_median_s"] / classes,
-                             f"{result['boxes_per_s'] / 1e6:.1f}M"])
-                print(format_table(["mode", "C", "masks", "ms/img", "min", "cpu ms", "ms/class", "boxes/s"],
-                                   rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)  # progress
+                rows.append(
+                    [
+                        mode,
+                        classes,
+                        kind,
+                        1e3 * timing["wall_median_s"],
+                        1e3 * timing["wall_min_s"],
+                        1e3 * timing["cpu_median_s"],
+                        1e3 * timing["wall_median_s"] / classes,
+                        f"{result['boxes_per_s'] / 1e6:.1f}M",
+                    ]
+                )
+                print(
+                    format_table(
+                        ["mode", "C", "masks", "ms/img", "min", "cpu ms", "ms/class", "boxes/s"],
+                        rows[-1:],
+                    ).splitlines()[-1],
+                    file=sys.stderr,
+                    flush=True,
+                )  # progress
     others = []
     for classes in args.classes:
         for name, timing in other_ops(classes, args.repeats):
@@ -222,30 +274,59 @@ def main(argv=None) -> int:
         classes = max(args.classes)
         call = build_search(args.modes[0], classes)
         masks = tf.constant(make_masks(args.masks[0], classes, rng))
-        profile = {"mode": args.modes[0], "classes": classes, "masks": args.masks[0],
-                   "ms_per_image_by_op": [(op, round(ms, 3)) for op, ms in profile_ops(lambda: call(masks))]}
+        profile = {
+            "mode": args.modes[0],
+            "classes": classes,
+            "masks": args.masks[0],
+            "ms_per_image_by_op": [
+                (op, round(ms, 3)) for op, ms in profile_ops(lambda: call(masks))
+            ],
+        }
 
     payload = {
-        "setting": {"image_hw": IMAGE_HW, "cell_px": CELL_PX, "canvas_hw": canvas_hw(), "scales": SCALES,
-                    "shapes": len(shapes), "fractions": FRACTIONS, "aspect_ratios": RATIOS, "stride_cells": 1,
-                    "ring_margin": RING_MARGIN, "coverage_threshold": THRESHOLD,
-                    "max_candidates": MAX_CANDIDATES, "positions_per_scale_per_class": per_scale},
+        "setting": {
+            "image_hw": IMAGE_HW,
+            "cell_px": CELL_PX,
+            "canvas_hw": canvas_hw(),
+            "scales": SCALES,
+            "shapes": len(shapes),
+            "fractions": FRACTIONS,
+            "aspect_ratios": RATIOS,
+            "stride_cells": 1,
+            "ring_margin": RING_MARGIN,
+            "coverage_threshold": THRESHOLD,
+            "max_candidates": MAX_CANDIDATES,
+            "positions_per_scale_per_class": per_scale,
+        },
         "results": results,
         "other_ops": others,
         "profile": profile,
     }
     path = write_json("box_search", payload, args.out)
     print()
-    print(f"box search, {IMAGE_HW[1]}x{IMAGE_HW[0]} image, {SCALES} scales of {w}x{h} cells, {len(shapes)} shapes, "
-          f"{per_scale} positions per scale and class; machine: {machine()['cpus']} CPUs, "
-          f"load {payload_load(payload)}")
-    print(format_table(["mode", "C", "masks", "ms/img", "min", "cpu ms", "ms/class", "boxes/s"], rows))
+    print(
+        f"box search, {IMAGE_HW[1]}x{IMAGE_HW[0]} image, {SCALES} scales of {w}x{h} cells, {len(shapes)} shapes, "
+        f"{per_scale} positions per scale and class; machine: {machine()['cpus']} CPUs, "
+        f"load {payload_load(payload)}"
+    )
+    print(
+        format_table(["mode", "C", "masks", "ms/img", "min", "cpu ms", "ms/class", "boxes/s"], rows)
+    )
     print("\nthe other non-network ops of the first stage, per image:")
-    print(format_table(["op", "C", "ms", "cpu ms"],
-                       [[o["op"], o["classes"], 1e3 * o["wall_median_s"], 1e3 * o["cpu_median_s"]] for o in others]))
+    print(
+        format_table(
+            ["op", "C", "ms", "cpu ms"],
+            [
+                [o["op"], o["classes"], 1e3 * o["wall_median_s"], 1e3 * o["cpu_median_s"]]
+                for o in others
+            ],
+        )
+    )
     if profile:
-        print(f"\nwhere the time goes ({profile['mode']}, C={profile['classes']}, {profile['masks']} masks), "
-              "ms per image by op type:")
+        print(
+            f"\nwhere the time goes ({profile['mode']}, C={profile['classes']}, {profile['masks']} masks), "
+            "ms per image by op type:"
+        )
         print(format_table(["op", "ms"], profile["ms_per_image_by_op"][:15]))
     print(f"\nwrote {path}")
     return 0

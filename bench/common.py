@@ -11,7 +11,7 @@ import pathlib
 import platform
 import statistics
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
 
@@ -34,8 +34,10 @@ def machine() -> dict:
         import tensorflow as tf  # noqa: PLC0415
 
         info["tensorflow"] = tf.__version__
-        info["tf_threads"] = {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-                              "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
+        info["tf_threads"] = {
+            "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+        }
     except ImportError:
         pass
     return info
@@ -79,14 +81,19 @@ def write_json(name: str, payload: dict, directory: pathlib.Path | None = None) 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A plain-text table, columns right-aligned; floats with 4 significant digits."""
+
     def cell(v):
         if isinstance(v, float):
             return f"{v:.4g}"
         return str(v)
 
     text = [[cell(v) for v in row] for row in rows]
-    widths = [max(len(h), *(len(r[i]) for r in text)) if text else len(h) for i, h in enumerate(headers)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(headers, widths)),
-             "  ".join("-" * w for w in widths)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in text)) if text else len(h) for i, h in enumerate(headers)
+    ]
+    lines = [
+        "  ".join(h.rjust(w) for h, w in zip(headers, widths)),
+        "  ".join("-" * w for w in widths),
+    ]
     lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)) for r in text]
     return "\n".join(lines)

@@ -72,7 +72,9 @@ def bench_config(config_name: str, num_classes: int, repeats: int, batch_sizes, 
     from dnet_tf.models.localizer import build_localizer
 
     cfg = named_config(config_name)
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=num_classes)).validate()
+    cfg = dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, num_classes=num_classes)
+    ).validate()
     localizer, classifier = build_localizer(cfg.model), build_classifier(cfg.model)
     names = [f"class{i}" for i in range(num_classes)]
     aspects = list(np.geomspace(0.5, 2.0, 10))
@@ -98,14 +100,21 @@ def bench_config(config_name: str, num_classes: int, repeats: int, batch_sizes, 
         throughput[str(b)] = {"p50_s": float(np.median(t)), "images_per_s": b / float(np.median(t))}
     p50, net50 = float(np.median(lat)), float(np.median(net))
     return {
-        "config": config_name, "backbone": cfg.model.backbone, "head": cfg.model.head,
-        "width": cfg.model.width, "num_classes": num_classes,
-        "p50_s": p50, "p95_s": float(np.percentile(lat, 95)),
-        "network_p50_s": net50, "rest_p50_s": max(p50 - net50, 0.0),
+        "config": config_name,
+        "backbone": cfg.model.backbone,
+        "head": cfg.model.head,
+        "width": cfg.model.width,
+        "num_classes": num_classes,
+        "p50_s": p50,
+        "p95_s": float(np.percentile(lat, 95)),
+        "network_p50_s": net50,
+        "rest_p50_s": max(p50 - net50, 0.0),
         "rest_fraction": max(p50 - net50, 0.0) / p50,
         "network_evaluations_per_image": module.network_evaluations,
-        "localizer_evaluations": n_loc, "classifier_evaluations": n_cls,
-        "windows": module.num_windows, "refinement_crops": cfg.inference.max_refine,
+        "localizer_evaluations": n_loc,
+        "classifier_evaluations": n_cls,
+        "windows": module.num_windows,
+        "refinement_crops": cfg.inference.max_refine,
         "batch_throughput": throughput,
     }
 
@@ -128,15 +137,23 @@ def main(argv=None) -> int:
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    print(f"{'config (backbone/head/width)':<40}{'p50 ms':>9}{'p95 ms':>9}{'net ms':>9}{'rest ms':>9}{'rest %':>8}{'evals':>7}"
-          + "".join(f"{'img/s b=' + b:>12}" for b in map(str, batch_sizes)))
+    print(
+        f"{'config (backbone/head/width)':<40}{'p50 ms':>9}{'p95 ms':>9}{'net ms':>9}{'rest ms':>9}{'rest %':>8}{'evals':>7}"
+        + "".join(f"{'img/s b=' + b:>12}" for b in map(str, batch_sizes))
+    )
     for r in rows:
         label = f"{r['config']} ({r['backbone']}/{r['head']}/{r['width']})"
-        print(f"{label:<40}{r['p50_s'] * 1e3:>9.0f}{r['p95_s'] * 1e3:>9.0f}"
-              f"{r['network_p50_s'] * 1e3:>9.0f}{r['rest_p50_s'] * 1e3:>9.0f}{r['rest_fraction'] * 100:>7.0f}%"
-              f"{r['network_evaluations_per_image']:>7}"
-              + "".join(f"{r['batch_throughput'][str(b)]['images_per_s']:>12.2f}" for b in batch_sizes))
-    print(f"machine: {result['machine']['cpus']} CPUs, {result['machine']['platform']}; wrote {out}")
+        print(
+            f"{label:<40}{r['p50_s'] * 1e3:>9.0f}{r['p95_s'] * 1e3:>9.0f}"
+            f"{r['network_p50_s'] * 1e3:>9.0f}{r['rest_p50_s'] * 1e3:>9.0f}{r['rest_fraction'] * 100:>7.0f}%"
+            f"{r['network_evaluations_per_image']:>7}"
+            + "".join(
+                f"{r['batch_throughput'][str(b)]['images_per_s']:>12.2f}" for b in batch_sizes
+            )
+        )
+    print(
+        f"machine: {result['machine']['cpus']} CPUs, {result['machine']['platform']}; wrote {out}"
+    )
     return 0
 
 

@@ -26,49 +26,86 @@ from bench.common import machine  # noqa: E402
 
 # (module, title, what it answers, arguments, quick arguments)
 BENCHMARKS = (
-    ("bench.inference_latency", "Inference latency and throughput per backbone",
-     "SavedModel p50/p95 on one 500x375 JPEG with a 20-class detector, network vs the rest, "
-     "network evaluations per image (the paper: ~120 per class, i.e. ~2,400 for 20 classes), "
-     "images/s at batch sizes 1/4/16. Random weights give masks near 0.5 everywhere, so every "
-     "(scale, class) canvas is searched: the worst case of the box search (a trained detector skips "
-     "the canvases no mask reaches). \"rest\" = everything but the two networks.",
-     [], ["--repeats", "5", "--batch_sizes", "1,4"]),
-    ("bench.detector_vs_baseline", "DetectorNet against the sliding-window baseline",
-     "Both through the same evaluation on the first 5 test images of the main job's run "
-     "(runs/default): mAP, seconds and network evaluations per image, counted; the baseline's count "
-     "at the paper's 5 px stride and the paper's ~120 evaluations per class for comparison.",
-     [], ["--images", "2"]),
-    ("bench.box_search", "Box search throughput",
-     "The exhaustive Eq. (3) search alone: 3 scales of 100x75 cells, 90 shapes, 1/5/20 classes.",
-     [], ["--repeats", "3", "--classes", "1", "20"]),
-    ("bench.data_pipeline", "Training-sample pipeline",
-     "Samples/s produced by the §6 tf.data pipeline (it must out-run the training step).", [],
-     ["--batches", "8"]),
-    ("bench.train_throughput", "Training throughput",
-     "Samples/s of the compiled train step per backbone and head.", [], ["--steps", "3"]),
-    ("bench.tflite_latency", "TFLite per-window latency",
-     "Per-window latency of each TFLite variant with the LiteRT interpreter.", [], ["--repeats", "5"]),
-    ("bench.serving_load", "Serving load",
-     "Requests/s, p50/p99 latency and errors of the local server, 8 concurrent gRPC clients, "
-     "with and without server-side batching (models/dnet when exported, else a stand-in model).",
-     [], ["--duration", "10"]),
+    (
+        "bench.inference_latency",
+        "Inference latency and throughput per backbone",
+        "SavedModel p50/p95 on one 500x375 JPEG with a 20-class detector, network vs the rest, "
+        "network evaluations per image (the paper: ~120 per class, i.e. ~2,400 for 20 classes), "
+        "images/s at batch sizes 1/4/16. Random weights give masks near 0.5 everywhere, so every "
+        "(scale, class) canvas is searched: the worst case of the box search (a trained detector skips "
+        'the canvases no mask reaches). "rest" = everything but the two networks.',
+        [],
+        ["--repeats", "5", "--batch_sizes", "1,4"],
+    ),
+    (
+        "bench.detector_vs_baseline",
+        "DetectorNet against the sliding-window baseline",
+        "Both through the same evaluation on the first 5 test images of the main job's run "
+        "(runs/default): mAP, seconds and network evaluations per image, counted; the baseline's count "
+        "at the paper's 5 px stride and the paper's ~120 evaluations per class for comparison.",
+        [],
+        ["--images", "2"],
+    ),
+    (
+        "bench.box_search",
+        "Box search throughput",
+        "The exhaustive Eq. (3) search alone: 3 scales of 100x75 cells, 90 shapes, 1/5/20 classes.",
+        [],
+        ["--repeats", "3", "--classes", "1", "20"],
+    ),
+    (
+        "bench.data_pipeline",
+        "Training-sample pipeline",
+        "Samples/s produced by the §6 tf.data pipeline (it must out-run the training step).",
+        [],
+        ["--batches", "8"],
+    ),
+    (
+        "bench.train_throughput",
+        "Training throughput",
+        "Samples/s of the compiled train step per backbone and head.",
+        [],
+        ["--steps", "3"],
+    ),
+    (
+        "bench.tflite_latency",
+        "TFLite per-window latency",
+        "Per-window latency of each TFLite variant with the LiteRT interpreter.",
+        [],
+        ["--repeats", "5"],
+    ),
+    (
+        "bench.serving_load",
+        "Serving load",
+        "Requests/s, p50/p99 latency and errors of the local server, 8 concurrent gRPC clients, "
+        "with and without server-side batching (models/dnet when exported, else a stand-in model).",
+        [],
+        ["--duration", "10"],
+    ),
 )
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--only", default=None, help="comma-separated module names, e.g. bench.box_search")
+    p.add_argument(
+        "--only", default=None, help="comma-separated module names, e.g. bench.box_search"
+    )
     p.add_argument("--out", default=str(REPO / "BENCHMARKS.md"))
     args = p.parse_args(argv)
     info = machine()
-    lines = ["# Benchmarks", "",
-             f"Produced by `python -m bench.run_all{' --quick' if args.quick else ''}` on "
-             f"{datetime.date.today().isoformat()}; JSON in `bench/results/`.", "",
-             f"Machine: {info.get('cpu_model')}, {info['cpus']} CPUs, {info['platform']}, "
-             f"TensorFlow {info.get('tensorflow')}; load average (1, 5, 15 min) at start "
-             f"{', '.join(f'{x:.2f}' for x in info.get('load_average') or [])}.",
-             "Timings are medians; no GPU.", ""]
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Produced by `python -m bench.run_all{' --quick' if args.quick else ''}` on "
+        f"{datetime.date.today().isoformat()}; JSON in `bench/results/`.",
+        "",
+        f"Machine: {info.get('cpu_model')}, {info['cpus']} CPUs, {info['platform']}, "
+        f"TensorFlow {info.get('tensorflow')}; load average (1, 5, 15 min) at start "
+        f"{', '.join(f'{x:.2f}' for x in info.get('load_average') or [])}.",
+        "Timings are medians; no GPU.",
+        "",
+    ]
     only = set(args.only.split(",")) if args.only else None
     for module, title, what, full_args, quick_args in BENCHMARKS:
         if only and module not in only:
@@ -80,12 +117,30 @@ def main(argv=None) -> int:
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
         took = time.perf_counter() - start
         # Paths relative to the repository: the report is read on other machines.
-        out = "\n".join(line for line in proc.stdout.replace(f"{REPO}/", "").splitlines() if line.strip())
-        lines += [f"## {title}", "", what, "", f"`python -m {' '.join(cmd[2:])}` (took {took:.0f} s; "
-                  f"1-minute load average {load:.1f} when it started)", "", "```", out.strip(), "```", ""]
+        out = "\n".join(
+            line for line in proc.stdout.replace(f"{REPO}/", "").splitlines() if line.strip()
+        )
+        lines += [
+            f"## {title}",
+            "",
+            what,
+            "",
+            f"`python -m {' '.join(cmd[2:])}` (took {took:.0f} s; "
+            f"1-minute load average {load:.1f} when it started)",
+            "",
+            "```",
+            out.strip(),
+            "```",
+            "",
+        ]
         if proc.returncode != 0:
-            lines += [f"(exit code {proc.returncode}; last error lines:)", "```",
-                      "\n".join(proc.stderr.strip().splitlines()[-5:]), "```", ""]
+            lines += [
+                f"(exit code {proc.returncode}; last error lines:)",
+                "```",
+                "\n".join(proc.stderr.strip().splitlines()[-5:]),
+                "```",
+                "",
+            ]
         print(out)
     pathlib.Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")

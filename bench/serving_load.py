@@ -63,6 +63,7 @@ def pick_model(arg: str | None, name: str, tmp: pathlib.Path) -> tuple[pathlib.P
     if scan_versions(exported):
         return exported, "the exported detector"
     from dnet_tf.serving.toy_model import export_toy_model
+
     return export_toy_model(tmp, name, 1).parent, "toy model (dnet_tf.serving.toy_model)"
 
 
@@ -73,11 +74,14 @@ def pick_images(paths, count: int = 16) -> list[bytes]:
     if synthetic:
         return [p.read_bytes() for p in synthetic]
     from PIL import Image
+
     rng = np.random.RandomState(0)
     out = []
     for _ in range(count):
         buf = io.BytesIO()
-        Image.fromarray(rng.randint(0, 256, (240, 320, 3), dtype=np.uint8)).save(buf, format="JPEG", quality=90)
+        Image.fromarray(rng.randint(0, 256, (240, 320, 3), dtype=np.uint8)).save(
+            buf, format="JPEG", quality=90
+        )
         out.append(buf.getvalue())
     return out
 
@@ -87,16 +91,33 @@ class ServerProcess:
 
     def __init__(self, base_path: pathlib.Path, name: str, batching_file: str | None):
         self.grpc_port, self.rest_port = _free_port(), _free_port()
-        cmd = [sys.executable, "-m", "dnet_tf.serving.server_cli", "--host", "127.0.0.1",
-               "--model_base_path", str(base_path), "--model_name", name,
-               "--port", str(self.grpc_port), "--rest_api_port", str(self.rest_port),
-               "--file_system_poll_wait_seconds", "0",
-               "--monitoring_config_file", str(REPO / "serving" / "monitoring.config"), "--log_level", "WARNING"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "dnet_tf.serving.server_cli",
+            "--host",
+            "127.0.0.1",
+            "--model_base_path",
+            str(base_path),
+            "--model_name",
+            name,
+            "--port",
+            str(self.grpc_port),
+            "--rest_api_port",
+            str(self.rest_port),
+            "--file_system_poll_wait_seconds",
+            "0",
+            "--monitoring_config_file",
+            str(REPO / "serving" / "monitoring.config"),
+            "--log_level",
+            "WARNING",
+        ]
         if batching_file:
             cmd += ["--enable_batching", "--batching_parameters_file", batching_file]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True)
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         self.log: list[str] = []
         self._ready = threading.Event()
         threading.Thread(target=self._pump, daemon=True).start()
@@ -112,11 +133,21 @@ class ServerProcess:
 
     def batch_stats(self) -> dict:
         import urllib.request
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.rest_port}/monitoring/prometheus/metrics",
-                                    timeout=10) as resp:
+
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.rest_port}/monitoring/prometheus/metrics", timeout=10
+        ) as resp:
             text = resp.read().decode()
-        total = sum(float(v) for v in re.findall(r"^:tensorflow:serving:batch_size_sum\{[^}]*\} (\S+)$", text, re.M))
-        count = sum(float(v) for v in re.findall(r"^:tensorflow:serving:batch_size_count\{[^}]*\} (\S+)$", text, re.M))
+        total = sum(
+            float(v)
+            for v in re.findall(r"^:tensorflow:serving:batch_size_sum\{[^}]*\} (\S+)$", text, re.M)
+        )
+        count = sum(
+            float(v)
+            for v in re.findall(
+                r"^:tensorflow:serving:batch_size_count\{[^}]*\} (\S+)$", text, re.M
+            )
+        )
         return {"batches": int(count), "mean_batch_rows": (total / count) if count else None}
 
     def stop(self) -> int:
@@ -161,25 +192,45 @@ def run_load(make_client, images: list[bytes], clients: int, duration: float) ->
     wall = time.monotonic() - t0
     lat = [x for per in latencies for x in per]
     errs = [x for per in errors for x in per]
-    return {"requests": len(lat), "errors": len(errs), "first_errors": errs[:3], "wall_s": wall,
-            "requests_per_s": len(lat) / wall if wall > 0 else float("nan"),
-            "p50_ms": 1000 * percentile(lat, 50), "p99_ms": 1000 * percentile(lat, 99),
-            "mean_ms": 1000 * float(np.mean(lat)) if lat else float("nan")}
+    return {
+        "requests": len(lat),
+        "errors": len(errs),
+        "first_errors": errs[:3],
+        "wall_s": wall,
+        "requests_per_s": len(lat) / wall if wall > 0 else float("nan"),
+        "p50_ms": 1000 * percentile(lat, 50),
+        "p99_ms": 1000 * percentile(lat, 99),
+        "mean_ms": 1000 * float(np.mean(lat)) if lat else float("nan"),
+    }
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model_base_path", help="model base path (default: models/dnet, else the toy model)")
+    p.add_argument(
+        "--model_base_path", help="model base path (default: models/dnet, else the toy model)"
+    )
     p.add_argument("--model_name", default="dnet")
     p.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
-    p.add_argument("--duration", type=float, default=30.0, help="seconds of load per mode (default 30)")
-    p.add_argument("--warmup_requests", type=int, default=4, help="requests before timing (default 4)")
+    p.add_argument(
+        "--duration", type=float, default=30.0, help="seconds of load per mode (default 30)"
+    )
+    p.add_argument(
+        "--warmup_requests", type=int, default=4, help="requests before timing (default 4)"
+    )
     p.add_argument("--transport", choices=("grpc", "rest"), default="grpc")
     p.add_argument("--modes", choices=("both", "unbatched", "batched"), default="both")
-    p.add_argument("--batching_parameters_file", default=str(REPO / "serving" / "batching_parameters.txt"))
-    p.add_argument("--images", nargs="*", help="image files to send (default: data/synthetic or generated)")
-    p.add_argument("--timeout", type=float, default=120.0, help="deadline per request, s (default 120)")
-    p.add_argument("--json", dest="json_path", default=str(REPO / "bench" / "results" / "serving_load.json"))
+    p.add_argument(
+        "--batching_parameters_file", default=str(REPO / "serving" / "batching_parameters.txt")
+    )
+    p.add_argument(
+        "--images", nargs="*", help="image files to send (default: data/synthetic or generated)"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=120.0, help="deadline per request, s (default 120)"
+    )
+    p.add_argument(
+        "--json", dest="json_path", default=str(REPO / "bench" / "results" / "serving_load.json")
+    )
     args = p.parse_args(argv)
     if args.clients < 1 or args.duration <= 0:
         p.error("--clients must be >= 1 and --duration > 0")
@@ -190,17 +241,30 @@ def main(argv=None) -> int:
         modes = ["unbatched", "batched"] if args.modes == "both" else [args.modes]
         rows = []
         for mode in modes:
-            server = ServerProcess(base, args.model_name, args.batching_parameters_file if mode == "batched" else None)
+            server = ServerProcess(
+                base, args.model_name, args.batching_parameters_file if mode == "batched" else None
+            )
             try:
                 retry = RetryPolicy(max_attempts=1)  # errors are measured, not hidden by retries
                 if args.transport == "grpc":
+
                     def make_client():
-                        return DetectorClient(f"127.0.0.1:{server.grpc_port}", args.model_name,
-                                              timeout_s=args.timeout, retry=retry)
+                        return DetectorClient(
+                            f"127.0.0.1:{server.grpc_port}",
+                            args.model_name,
+                            timeout_s=args.timeout,
+                            retry=retry,
+                        )
                 else:
+
                     def make_client():
-                        return RestDetectorClient(f"http://127.0.0.1:{server.rest_port}", args.model_name,
-                                                  timeout_s=args.timeout, retry=retry)
+                        return RestDetectorClient(
+                            f"http://127.0.0.1:{server.rest_port}",
+                            args.model_name,
+                            timeout_s=args.timeout,
+                            retry=retry,
+                        )
+
                 warm = make_client()
                 for i in range(args.warmup_requests):
                     warm.predict_encoded([images[i % len(images)]])
@@ -210,8 +274,9 @@ def main(argv=None) -> int:
                 if mode == "batched":
                     after = server.batch_stats()
                     n = after["batches"] - before["batches"]
-                    rows_total = (after["mean_batch_rows"] or 0) * after["batches"] - \
-                        (before["mean_batch_rows"] or 0) * before["batches"]
+                    rows_total = (after["mean_batch_rows"] or 0) * after["batches"] - (
+                        before["mean_batch_rows"] or 0
+                    ) * before["batches"]
                     result["batches"] = n
                     result["mean_batch_rows"] = rows_total / n if n else None
             finally:
@@ -220,20 +285,33 @@ def main(argv=None) -> int:
             rows.append(result)
 
     report = {
-        "benchmark": "serving_load", "transport": args.transport, "clients": args.clients,
-        "duration_s": args.duration, "model_base_path": str(base), "model_source": model_source,
-        "images": len(images), "batching_parameters_file": args.batching_parameters_file,
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "cpu_count": os.cpu_count(), "load_average": list(os.getloadavg())},
+        "benchmark": "serving_load",
+        "transport": args.transport,
+        "clients": args.clients,
+        "duration_s": args.duration,
+        "model_base_path": str(base),
+        "model_source": model_source,
+        "images": len(images),
+        "batching_parameters_file": args.batching_parameters_file,
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+            "load_average": list(os.getloadavg()),
+        },
         "results": rows,
     }
     header = f"{'mode':<10} {'req/s':>8} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7} {'requests':>9} {'rows/batch':>11}"
-    print(f"serving load: {args.clients} {args.transport} clients x {args.duration:g} s, model: {model_source} ({base})")
+    print(
+        f"serving load: {args.clients} {args.transport} clients x {args.duration:g} s, model: {model_source} ({base})"
+    )
     print(header)
     for r in rows:
         rb = r.get("mean_batch_rows")
-        print(f"{r['mode']:<10} {r['requests_per_s']:>8.2f} {r['p50_ms']:>9.1f} {r['p99_ms']:>9.1f} "
-              f"{r['errors']:>7d} {r['requests']:>9d} {('%.2f' % rb) if rb else '-':>11}")
+        print(
+            f"{r['mode']:<10} {r['requests_per_s']:>8.2f} {r['p50_ms']:>9.1f} {r['p99_ms']:>9.1f} "
+            f"{r['errors']:>7d} {r['requests']:>9d} {('%.2f' % rb) if rb else '-':>11}"
+        )
     out = pathlib.Path(args.json_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

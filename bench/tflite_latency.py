@@ -36,25 +36,54 @@ def _networks_of(args):
         from dnet_tf.training.run_dir import load_run
 
         run = load_run(args.run_dir)
-        return [(f"run:{args.run_dir}", run.config, {"localizer": run.localizer, "classifier": run.classifier})]
+        return [
+            (
+                f"run:{args.run_dir}",
+                run.config,
+                {"localizer": run.localizer, "classifier": run.classifier},
+            )
+        ]
     from dnet_tf.models.classifier import build_classifier
     from dnet_tf.models.localizer import build_localizer
 
     out = []
     for name in args.configs:
         cfg = named_config(name)
-        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=args.classes))
-        out.append((name, cfg, {"localizer": build_localizer(cfg.model), "classifier": build_classifier(cfg.model)}))
+        cfg = dataclasses.replace(
+            cfg, model=dataclasses.replace(cfg.model, num_classes=args.classes)
+        )
+        out.append(
+            (
+                name,
+                cfg,
+                {
+                    "localizer": build_localizer(cfg.model),
+                    "classifier": build_classifier(cfg.model),
+                },
+            )
+        )
     return out
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--run_dir", default=None, help="trained run directory (default: named configs, random weights)")
+    p.add_argument(
+        "--run_dir",
+        default=None,
+        help="trained run directory (default: named configs, random weights)",
+    )
     p.add_argument("--configs", type=lambda s: s.split(","), default=["paper", "compact"])
-    p.add_argument("--classes", type=int, default=6,
-                   help="classes of the random-weight networks (the embedded dataset has 6)")
-    p.add_argument("--variants", type=lambda s: s.split(","), default=["float32", "float16", "dynamic_int8", "int8"])
+    p.add_argument(
+        "--classes",
+        type=int,
+        default=6,
+        help="classes of the random-weight networks (the embedded dataset has 6)",
+    )
+    p.add_argument(
+        "--variants",
+        type=lambda s: s.split(","),
+        default=["float32", "float16", "dynamic_int8", "int8"],
+    )
     p.add_argument("--threads", type=lambda s: [int(t) for t in s.split(",")], default=[1, 2])
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--calibration", type=int, default=32, help="int8 calibration crops (noise)")
@@ -74,20 +103,56 @@ def main(argv=None) -> int:
             files[network] = convert_variants(model, args.variants, calibration)
             sizes[network] = {v: len(b) for v, b in files[network].items()}
         lat = network_latency(models, files, s, windows, args.repeats, args.threads)
-        results[label] = {"model": dataclasses.asdict(cfg.model), "windows_per_image": windows,
-                          "bytes": sizes, "latency_ms": lat}
+        results[label] = {
+            "model": dataclasses.asdict(cfg.model),
+            "windows_per_image": windows,
+            "bytes": sizes,
+            "latency_ms": lat,
+        }
         for network in models:
             ref = lat[network]["keras"]["tensorflow"]
-            rows.append([label, network, "keras (TF)", "-", "-", round(ref["batch_1"], 3),
-                         round(ref[f"batch_{windows}"], 3)])
+            rows.append(
+                [
+                    label,
+                    network,
+                    "keras (TF)",
+                    "-",
+                    "-",
+                    round(ref["batch_1"], 3),
+                    round(ref[f"batch_{windows}"], 3),
+                ]
+            )
             for v in args.variants:
                 for t in args.threads:
                     cell = lat[network][v][f"threads_{t}"]
-                    rows.append([label, network, v, t, round(sizes[network][v] / 2**20, 2),
-                                 round(cell["batch_1"], 3), round(cell[f"batch_{windows}"], 3)])
-    print(format_table(["config", "network", "variant", "threads", "MB", "ms/window, 1 per call",
-                        "ms/window, all in one call"], rows))
-    path = write_json("tflite_latency", {"repeats": args.repeats, "threads": args.threads, "results": results})
+                    rows.append(
+                        [
+                            label,
+                            network,
+                            v,
+                            t,
+                            round(sizes[network][v] / 2**20, 2),
+                            round(cell["batch_1"], 3),
+                            round(cell[f"batch_{windows}"], 3),
+                        ]
+                    )
+    print(
+        format_table(
+            [
+                "config",
+                "network",
+                "variant",
+                "threads",
+                "MB",
+                "ms/window, 1 per call",
+                "ms/window, all in one call",
+            ],
+            rows,
+        )
+    )
+    path = write_json(
+        "tflite_latency", {"repeats": args.repeats, "threads": args.threads, "results": results}
+    )
     print(f"wrote {path}")
     return 0
 

@@ -30,22 +30,43 @@ def _rates(timing: dict, batch: int) -> tuple:
     return (round(batch / timing["wall_median_s"], 2), round(timing["cpu_median_s"] / batch, 4))
 
 
-def bench_one(backbone: str, head: str, width: float, batch: int, steps: int, data: str | None,
-              input_size: int, mask_size: int) -> dict:
+def bench_one(
+    backbone: str,
+    head: str,
+    width: float,
+    batch: int,
+    steps: int,
+    data: str | None,
+    input_size: int,
+    mask_size: int,
+) -> dict:
     import tensorflow as tf
 
     from dnet_tf.config import DetectorConfig, ModelConfig
     from dnet_tf.models import build_classifier, build_localizer
-    from dnet_tf.training.recipe import (classifier_example_loss, localizer_example_loss,
-                                         make_optimizer, make_train_step)
+    from dnet_tf.training.recipe import (
+        classifier_example_loss,
+        localizer_example_loss,
+        make_optimizer,
+        make_train_step,
+    )
 
-    cfg = DetectorConfig(model=ModelConfig(backbone=backbone, head=head, width=width,
-                                           input_size=input_size, mask_size=mask_size))
+    cfg = DetectorConfig(
+        model=ModelConfig(
+            backbone=backbone, head=head, width=width, input_size=input_size, mask_size=mask_size
+        )
+    )
     s, d, c = cfg.model.input_size, cfg.model.mask_size, cfg.model.num_classes
     strategy = tf.distribute.get_strategy()
     tf.keras.utils.set_random_seed(0)
-    row = {"backbone": backbone, "head": head, "width": width, "batch_size": batch,
-           "input_size": s, "mask_size": d}
+    row = {
+        "backbone": backbone,
+        "head": head,
+        "width": width,
+        "batch_size": batch,
+        "input_size": s,
+        "mask_size": d,
+    }
 
     images = tf.random.uniform((batch, s, s, 3), 0.0, 255.0, seed=1)
     masks = tf.cast(tf.random.uniform((batch, d, d, 5, c), seed=2) > 0.8, tf.float32)
@@ -53,8 +74,9 @@ def bench_one(backbone: str, head: str, width: float, batch: int, steps: int, da
 
     localizer = build_localizer(cfg.model)
     row["localizer_params"] = int(localizer.count_params())
-    step = make_train_step(strategy, localizer, make_optimizer(cfg.train),
-                           localizer_example_loss(cfg.loss), batch)
+    step = make_train_step(
+        strategy, localizer, make_optimizer(cfg.train), localizer_example_loss(cfg.loss), batch
+    )
     fixed = iter(tf.data.Dataset.from_tensors((images, masks)).repeat())
     # float() waits for the step to finish.
     timing = time_call(lambda: float(step(fixed)[0]), repeats=steps)
@@ -74,31 +96,44 @@ def bench_one(backbone: str, head: str, width: float, batch: int, steps: int, da
 
     classifier = build_classifier(cfg.model)
     row["classifier_params"] = int(classifier.count_params())
-    step = make_train_step(strategy, classifier, make_optimizer(cfg.train), classifier_example_loss,
-                           batch)
+    step = make_train_step(
+        strategy, classifier, make_optimizer(cfg.train), classifier_example_loss, batch
+    )
     fixed = iter(tf.data.Dataset.from_tensors((images, labels)).repeat())
     timing = time_call(lambda: float(step(fixed)[0]), repeats=steps)
     row["classifier_samples_per_s"], row["classifier_cpu_s_per_sample"] = _rates(timing, batch)
     return row
 
 
-COLUMNS = ("backbone", "head", "width", "localizer_params", "localizer_samples_per_s",
-           "localizer_cpu_s_per_sample", "localizer_pipeline_samples_per_s",
-           "classifier_samples_per_s", "localizer_inference_ms_per_image")
+COLUMNS = (
+    "backbone",
+    "head",
+    "width",
+    "localizer_params",
+    "localizer_samples_per_s",
+    "localizer_cpu_s_per_sample",
+    "localizer_pipeline_samples_per_s",
+    "classifier_samples_per_s",
+    "localizer_inference_ms_per_image",
+)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--backbones", default="paper,mobilenet_v3_small")
     p.add_argument("--heads", default="conv,dense")
-    p.add_argument("--widths", default="0.25,1.0",
-                   help="ModelConfig.width per backbone, comma-separated in --backbones order")
+    p.add_argument(
+        "--widths",
+        default="0.25,1.0",
+        help="ModelConfig.width per backbone, comma-separated in --backbones order",
+    )
     p.add_argument("--input_size", type=int, default=225)
     p.add_argument("--mask_size", type=int, default=24)
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--steps", type=int, default=6, help="timed steps per measurement (median)")
-    p.add_argument("--data", default=None,
-                   help="VOC folder: also time the localizer fed by the real pipeline")
+    p.add_argument(
+        "--data", default=None, help="VOC folder: also time the localizer fed by the real pipeline"
+    )
     p.add_argument("--name", default="train_throughput", help="JSON name under bench/results/")
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -113,19 +148,35 @@ def main(argv=None) -> int:
     rows = []
     for backbone, width in zip(backbones, widths):
         for head in args.heads.split(","):
-            rows.append(bench_one(backbone, head, width, args.batch_size, args.steps, args.data,
-                                  args.input_size, args.mask_size))
-            print(f"  {backbone} {head} x{width}: localizer {rows[-1]['localizer_samples_per_s']} "
-                  f"samples/s", flush=True)
+            rows.append(
+                bench_one(
+                    backbone,
+                    head,
+                    width,
+                    args.batch_size,
+                    args.steps,
+                    args.data,
+                    args.input_size,
+                    args.mask_size,
+                )
+            )
+            print(
+                f"  {backbone} {head} x{width}: localizer {rows[-1]['localizer_samples_per_s']} "
+                f"samples/s",
+                flush=True,
+            )
     print(format_table(COLUMNS, [[row.get(col, "-") for col in COLUMNS] for row in rows]))
-    path = write_json(args.name, {
-        "benchmark": "train_throughput",
-        "note": "median of the timed steps; samples/s is wall time (includes waiting for a core "
-                "on a shared machine), cpu_s_per_sample is process CPU time (load-independent)",
-        "settings": {k: v for k, v in vars(args).items()},
-        "seconds": round(time.time() - started, 1),
-        "rows": rows,
-    })
+    path = write_json(
+        args.name,
+        {
+            "benchmark": "train_throughput",
+            "note": "median of the timed steps; samples/s is wall time (includes waiting for a core "
+            "on a shared machine), cpu_s_per_sample is process CPU time (load-independent)",
+            "settings": {k: v for k, v in vars(args).items()},
+            "seconds": round(time.time() - started, 1),
+            "rows": rows,
+        },
+    )
     print(f"wrote {path}")
     return 0
 

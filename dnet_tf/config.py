@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 def _check(cond: bool, name: str, msg: str) -> None:
@@ -35,13 +36,22 @@ class ModelConfig:
     # units); 0.25 by default so that training and inference fit a 2-core CPU; (0, 4]
     width: float = 0.25
 
-    def validate(self) -> "ModelConfig":
+    def validate(self) -> ModelConfig:
         _check(self.num_classes >= 1, "num_classes", f"must be >= 1, got {self.num_classes}")
-        _check(32 <= self.input_size <= 1024, "input_size", f"must be in [32, 1024], got {self.input_size}")
-        _check(1 <= self.mask_size <= self.input_size, "mask_size",
-               f"must be in [1, input_size], got {self.mask_size}")
+        _check(
+            32 <= self.input_size <= 1024,
+            "input_size",
+            f"must be in [32, 1024], got {self.input_size}",
+        )
+        _check(
+            1 <= self.mask_size <= self.input_size,
+            "mask_size",
+            f"must be in [1, input_size], got {self.mask_size}",
+        )
         _check(isinstance(self.backbone, str) and bool(self.backbone), "backbone", "must be a name")
-        _check(self.head in ("dense", "conv"), "head", f"must be 'dense' or 'conv', got {self.head!r}")
+        _check(
+            self.head in ("dense", "conv"), "head", f"must be 'dense' or 'conv', got {self.head!r}"
+        )
         _check(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
         _check(0.0 < self.width <= 4.0, "width", f"must be in (0, 4], got {self.width}")
         return self
@@ -55,7 +65,7 @@ class LossConfig:
     # than on target-1 cells (weight lambda vs 1 + lambda). Unitless, > 0. The paper gives no value.
     mask_lambda: float = 0.2
 
-    def validate(self) -> "LossConfig":
+    def validate(self) -> LossConfig:
         _check(self.mask_lambda > 0.0, "mask_lambda", f"must be > 0, got {self.mask_lambda}")
         return self
 
@@ -66,7 +76,9 @@ class SamplerConfig:
 
     min_crop_fraction: float = 0.1  # minimum crop width as a fraction of image width; (0, 1]
     localizer_positive_fraction: float = 0.4  # share of positive localizer crops; [0, 1]
-    positive_coverage: float = 0.8  # a positive crop covers >= this fraction of some box's area; (0, 1]
+    positive_coverage: float = (
+        0.8  # a positive crop covers >= this fraction of some box's area; (0, 1]
+    )
     classifier_positive_fraction: float = 0.4  # share of positive classifier crops; [0, 1]
     classifier_negative_iou: float = 0.2  # negative if Jaccard < this with every box; (0, 1)
     classifier_positive_iou: float = 0.6  # positive if Jaccard >= this with some box; (0, 1]
@@ -74,18 +86,30 @@ class SamplerConfig:
     hflip: bool = True  # random horizontal flip (swaps left/right masks)
     num_aspect_ratios: int = 10  # k-means clusters over training-box aspect ratios (w/h); >= 1
 
-    def validate(self) -> "SamplerConfig":
-        _check(0.0 < self.min_crop_fraction <= 1.0, "min_crop_fraction",
-               f"must be in (0, 1], got {self.min_crop_fraction}")
+    def validate(self) -> SamplerConfig:
+        _check(
+            0.0 < self.min_crop_fraction <= 1.0,
+            "min_crop_fraction",
+            f"must be in (0, 1], got {self.min_crop_fraction}",
+        )
         for name in ("localizer_positive_fraction", "classifier_positive_fraction"):
             v = getattr(self, name)
             _check(0.0 <= v <= 1.0, name, f"must be in [0, 1], got {v}")
-        _check(0.0 < self.positive_coverage <= 1.0, "positive_coverage",
-               f"must be in (0, 1], got {self.positive_coverage}")
-        _check(0.0 < self.classifier_negative_iou < 1.0, "classifier_negative_iou",
-               f"must be in (0, 1), got {self.classifier_negative_iou}")
-        _check(self.classifier_negative_iou <= self.classifier_positive_iou <= 1.0,
-               "classifier_positive_iou", "must be in [classifier_negative_iou, 1]")
+        _check(
+            0.0 < self.positive_coverage <= 1.0,
+            "positive_coverage",
+            f"must be in (0, 1], got {self.positive_coverage}",
+        )
+        _check(
+            0.0 < self.classifier_negative_iou < 1.0,
+            "classifier_negative_iou",
+            f"must be in (0, 1), got {self.classifier_negative_iou}",
+        )
+        _check(
+            self.classifier_negative_iou <= self.classifier_positive_iou <= 1.0,
+            "classifier_positive_iou",
+            "must be in [classifier_negative_iou, 1]",
+        )
         _check(self.max_attempts >= 1, "max_attempts", "must be >= 1")
         _check(self.num_aspect_ratios >= 1, "num_aspect_ratios", "must be >= 1")
         return self
@@ -96,7 +120,9 @@ class InferenceConfig:
     """Algorithm 1 (paper §5): windows, merge, box search, filtering, refinement."""
 
     num_scales: int = 3  # scales: full image, then windows half the previous size; 1..5
-    window_overlap: float = 0.2  # minimum overlap of neighbouring windows, fraction of side; [0, 0.9]
+    window_overlap: float = (
+        0.2  # minimum overlap of neighbouring windows, fraction of side; [0, 0.9]
+    )
     # mean box side (w + h) / 2 as a fraction of the mean image side (h + w) / 2; each in (0, 1]
     size_fractions: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
     stride_px: float = 5.0  # px in the original image between neighbouring candidate boxes; > 0
@@ -110,7 +136,9 @@ class InferenceConfig:
     nms_iou: float = 0.5  # Jaccard above which a lower-scored box is suppressed; (0, 1]
     # classifier pruning: keep a detection when P(class | crop) >= this; [0, 1]. 0 disables.
     classifier_threshold: float = 0.1
-    refine_enlarge: float = 1.2  # refinement crop = detection grown by this factor about its centre; >= 1
+    refine_enlarge: float = (
+        1.2  # refinement crop = detection grown by this factor about its centre; >= 1
+    )
     max_refine: int = 30  # detections per image refined (best first, all classes); >= 1
     refine_canvas: int = 48  # cells per side of the refinement crop's search canvas; >= mask_size/2
     refine_stride: float = 1.0  # canvas cells between candidate boxes inside a refinement crop; > 0
@@ -118,8 +146,36 @@ class InferenceConfig:
     # by refine_enlarge, so a right first-stage box fills 1 / 1.2 = 0.83 of it and looks square:
     # finer steps around there than the image-wide search needs. Mean side as a fraction of the
     # crop's, each in (0, 1]; aspect ratios w/h in the canvas, each > 0 (geometric 0.5 .. 2).
-    refine_size_fractions: Sequence[float] = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0)
-    refine_aspect_ratios: Sequence[float] = (0.5, 0.552, 0.61, 0.673, 0.743, 0.82, 0.906, 1.0, 1.104, 1.219, 1.346, 1.486, 1.641, 1.811, 2.0)
+    refine_size_fractions: Sequence[float] = (
+        0.5,
+        0.55,
+        0.6,
+        0.65,
+        0.7,
+        0.75,
+        0.8,
+        0.85,
+        0.9,
+        0.95,
+        1.0,
+    )
+    refine_aspect_ratios: Sequence[float] = (
+        0.5,
+        0.552,
+        0.61,
+        0.673,
+        0.743,
+        0.82,
+        0.906,
+        1.0,
+        1.104,
+        1.219,
+        1.346,
+        1.486,
+        1.641,
+        1.811,
+        2.0,
+    )
     # canvas resolution: one cell is max(stride_px, longest image side / max_canvas_cells) px, so
     # the 5 px stride is one cell and huge images do not blow up the search; >= 8
     max_canvas_cells: int = 128
@@ -139,41 +195,72 @@ class InferenceConfig:
     # Validation AP chose 0.7 / 0.5 (README, Results); factor 1 turns it off. (0, 1] and [0, 1].
     part_containment: float = 0.7
     part_score_factor: float = 0.5
-    mask_preview_size: int = 96  # cells per side of the merged-mask output of the masks signature; >= 1
+    mask_preview_size: int = (
+        96  # cells per side of the merged-mask output of the masks signature; >= 1
+    )
     max_detections: int = 100  # padded length of the exported outputs; >= 1
     min_score: float = 0.0  # final detections below this confidence are dropped; [0, 1]
     max_image_pixels: int = 40_000_000  # decoded images larger than this are rejected; >= 1
 
-    def validate(self) -> "InferenceConfig":
+    def validate(self) -> InferenceConfig:
         _check(1 <= self.num_scales <= 5, "num_scales", f"must be in [1, 5], got {self.num_scales}")
-        _check(0.0 <= self.window_overlap <= 0.9, "window_overlap",
-               f"must be in [0, 0.9], got {self.window_overlap}")
-        _check(len(self.size_fractions) >= 1 and all(0.0 < f <= 1.0 for f in self.size_fractions),
-               "size_fractions", "must be a non-empty list of values in (0, 1]")
+        _check(
+            0.0 <= self.window_overlap <= 0.9,
+            "window_overlap",
+            f"must be in [0, 0.9], got {self.window_overlap}",
+        )
+        _check(
+            len(self.size_fractions) >= 1 and all(0.0 < f <= 1.0 for f in self.size_fractions),
+            "size_fractions",
+            "must be a non-empty list of values in (0, 1]",
+        )
         _check(self.stride_px > 0, "stride_px", f"must be > 0, got {self.stride_px}")
         _check(0.0 <= self.coverage_threshold <= 1.0, "coverage_threshold", "must be in [0, 1]")
         _check(0.0 < self.ring_margin <= 1.0, "ring_margin", "must be in (0, 1]")
         _check(self.top_k_per_scale >= 1, "top_k_per_scale", "must be >= 1")
-        _check(self.max_candidates >= self.top_k_per_scale, "max_candidates", "must be >= top_k_per_scale")
+        _check(
+            self.max_candidates >= self.top_k_per_scale,
+            "max_candidates",
+            "must be >= top_k_per_scale",
+        )
         _check(0.0 < self.nms_iou <= 1.0, "nms_iou", "must be in (0, 1]")
         _check(0.0 <= self.classifier_threshold <= 1.0, "classifier_threshold", "must be in [0, 1]")
         _check(self.refine_enlarge >= 1.0, "refine_enlarge", "must be >= 1")
         _check(self.max_refine >= 1, "max_refine", "must be >= 1")
         _check(self.refine_canvas >= 2, "refine_canvas", "must be >= 2")
         _check(self.refine_stride > 0, "refine_stride", "must be > 0")
-        _check(len(self.refine_size_fractions) >= 1 and all(0.0 < f <= 1.0 for f in self.refine_size_fractions),
-               "refine_size_fractions", "must be a non-empty list of values in (0, 1]")
-        _check(len(self.refine_aspect_ratios) >= 1 and all(a > 0 for a in self.refine_aspect_ratios),
-               "refine_aspect_ratios", "must be a non-empty list of values > 0")
+        _check(
+            len(self.refine_size_fractions) >= 1
+            and all(0.0 < f <= 1.0 for f in self.refine_size_fractions),
+            "refine_size_fractions",
+            "must be a non-empty list of values in (0, 1]",
+        )
+        _check(
+            len(self.refine_aspect_ratios) >= 1 and all(a > 0 for a in self.refine_aspect_ratios),
+            "refine_aspect_ratios",
+            "must be a non-empty list of values > 0",
+        )
         _check(self.max_canvas_cells >= 8, "max_canvas_cells", "must be >= 8")
-        _check(self.score_mode in ("classifier", "eq3", "product"), "score_mode",
-               f"must be classifier, eq3 or product; got {self.score_mode!r}")
-        _check(self.refine_agreement in ("refined", "mean", "min"), "refine_agreement",
-               f"must be refined, mean or min; got {self.refine_agreement!r}")
-        _check(0.0 < self.part_containment <= 1.0, "part_containment",
-               f"must be in (0, 1], got {self.part_containment}")
-        _check(0.0 <= self.part_score_factor <= 1.0, "part_score_factor",
-               f"must be in [0, 1], got {self.part_score_factor}")
+        _check(
+            self.score_mode in ("classifier", "eq3", "product"),
+            "score_mode",
+            f"must be classifier, eq3 or product; got {self.score_mode!r}",
+        )
+        _check(
+            self.refine_agreement in ("refined", "mean", "min"),
+            "refine_agreement",
+            f"must be refined, mean or min; got {self.refine_agreement!r}",
+        )
+        _check(
+            0.0 < self.part_containment <= 1.0,
+            "part_containment",
+            f"must be in (0, 1], got {self.part_containment}",
+        )
+        _check(
+            0.0 <= self.part_score_factor <= 1.0,
+            "part_score_factor",
+            f"must be in [0, 1], got {self.part_score_factor}",
+        )
         _check(self.mask_preview_size >= 1, "mask_preview_size", "must be >= 1")
         _check(self.max_detections >= 1, "max_detections", "must be >= 1")
         _check(0.0 <= self.min_score <= 1.0, "min_score", "must be in [0, 1]")
@@ -210,17 +297,22 @@ class TrainConfig:
     classifier_steps: int = 600  # optimisation steps for the classifier stage; >= 0
     localizer_steps: int = 1500  # optimisation steps for the localizer stage; >= 0
     optimizer: str = "adagrad"  # "adagrad" (the paper's), "adam" or "sgd"
-    learning_rate: float = 0.01  # initial learning rate (AdaGrad's, measured on the synthetic set); > 0
+    learning_rate: float = (
+        0.01  # initial learning rate (AdaGrad's, measured on the synthetic set); > 0
+    )
     steps_per_checkpoint: int = 100  # steps between checkpoints; >= 1
     steps_per_log: int = 20  # steps between TensorBoard scalars; >= 1
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         _check(self.seed >= 0, "seed", "must be >= 0")
         _check(self.batch_size >= 1, "batch_size", "must be >= 1")
         _check(self.classifier_steps >= 0, "classifier_steps", "must be >= 0")
         _check(self.localizer_steps >= 0, "localizer_steps", "must be >= 0")
-        _check(self.optimizer in ("adagrad", "adam", "sgd"), "optimizer",
-               f"must be one of adagrad, adam, sgd; got {self.optimizer!r}")
+        _check(
+            self.optimizer in ("adagrad", "adam", "sgd"),
+            "optimizer",
+            f"must be one of adagrad, adam, sgd; got {self.optimizer!r}",
+        )
         _check(self.learning_rate > 0, "learning_rate", "must be > 0")
         _check(self.steps_per_checkpoint >= 1, "steps_per_checkpoint", "must be >= 1")
         _check(self.steps_per_log >= 1, "steps_per_log", "must be >= 1")
@@ -240,7 +332,7 @@ class DetectorConfig:
     inference: InferenceConfig = dataclasses.field(default_factory=InferenceConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
 
-    def validate(self) -> "DetectorConfig":
+    def validate(self) -> DetectorConfig:
         for f in dataclasses.fields(self):
             getattr(self, f.name).validate()
         return self
@@ -255,11 +347,16 @@ class DetectorConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "DetectorConfig":
+    def from_dict(cls, d: dict) -> DetectorConfig:
         parts: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
-            sub_cls = {"model": ModelConfig, "loss": LossConfig, "sampler": SamplerConfig,
-                       "inference": InferenceConfig, "train": TrainConfig}[f.name]
+            sub_cls = {
+                "model": ModelConfig,
+                "loss": LossConfig,
+                "sampler": SamplerConfig,
+                "inference": InferenceConfig,
+                "train": TrainConfig,
+            }[f.name]
             raw = dict(d.get(f.name, {}))
             known = {g.name for g in dataclasses.fields(sub_cls)}
             unknown = set(raw) - known
@@ -272,7 +369,7 @@ class DetectorConfig:
         return cls(**parts)
 
     @classmethod
-    def from_json(cls, text: str) -> "DetectorConfig":
+    def from_json(cls, text: str) -> DetectorConfig:
         return cls.from_dict(json.loads(text))
 
 
@@ -280,7 +377,9 @@ NAMED_CONFIGS = {
     # The paper's numbers; the default.
     "paper": lambda: DetectorConfig(),
     # The compact backbone for edge use, with the cheaper head.
-    "compact": lambda: DetectorConfig(model=ModelConfig(backbone="mobilenet_v3_small", head="conv", width=1.0)),
+    "compact": lambda: DetectorConfig(
+        model=ModelConfig(backbone="mobilenet_v3_small", head="conv", width=1.0)
+    ),
     # The paper's network at full width with its dense regression head (for accelerators).
     "paper_full": lambda: DetectorConfig(model=ModelConfig(width=1.0, head="dense")),
 }

@@ -15,7 +15,6 @@ evaluation of the same model, an export newer than the run), so a second run is 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pathlib
 import signal
@@ -39,17 +38,31 @@ def _free_port() -> int:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dnet-main", description=__doc__.split("\n\n")[0])
-    p.add_argument("--data", default="data/synthetic", help="VOC dataset directory (generated when absent)")
+    p.add_argument(
+        "--data", default="data/synthetic", help="VOC dataset directory (generated when absent)"
+    )
     p.add_argument("--run_dir", default="runs/default", help="training run directory")
     p.add_argument("--model_base_path", default="models/dnet", help="<base>/<version>/ SavedModels")
     p.add_argument("--config", default="paper", help="named config: paper or compact")
-    p.add_argument("--time_budget_s", type=float, default=600.0, help="training wall-time cap, seconds")
+    p.add_argument(
+        "--time_budget_s", type=float, default=600.0, help="training wall-time cap, seconds"
+    )
     p.add_argument("--queries", type=int, default=4, help="test images sent to the server")
-    p.add_argument("--eval_images", type=int, default=None, help="evaluate on the first N test images only")
-    p.add_argument("--baseline_images", type=int, default=5,
-                   help="test images for the sliding-window baseline comparison (0 skips it)")
-    p.add_argument("--baseline_stride_multiplier", type=float, default=16.0,
-                   help="baseline stride = 5 px x this (1 = the paper's full grid, ~165k windows per image)")
+    p.add_argument(
+        "--eval_images", type=int, default=None, help="evaluate on the first N test images only"
+    )
+    p.add_argument(
+        "--baseline_images",
+        type=int,
+        default=5,
+        help="test images for the sliding-window baseline comparison (0 skips it)",
+    )
+    p.add_argument(
+        "--baseline_stride_multiplier",
+        type=float,
+        default=16.0,
+        help="baseline stride = 5 px x this (1 = the paper's full grid, ~165k windows per image)",
+    )
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -64,7 +77,9 @@ def make_data(data: pathlib.Path, seed: int) -> None:
     print(f"wrote {summary['images']} images to {data}")
 
 
-def train(run_dir: pathlib.Path, data: pathlib.Path, config_name: str, budget: float, seed: int) -> dict:
+def train(
+    run_dir: pathlib.Path, data: pathlib.Path, config_name: str, budget: float, seed: int
+) -> dict:
     import dataclasses
 
     from dnet_tf.config import named_config
@@ -77,8 +92,13 @@ def train(run_dir: pathlib.Path, data: pathlib.Path, config_name: str, budget: f
     return train_run(run_dir, str(data), cfg, time_budget_s=budget)  # prints its own summary
 
 
-def evaluate(run_dir: pathlib.Path, data: pathlib.Path, max_images: int | None, baseline_images: int,
-             baseline_stride_multiplier: float) -> pathlib.Path:
+def evaluate(
+    run_dir: pathlib.Path,
+    data: pathlib.Path,
+    max_images: int | None,
+    baseline_images: int,
+    baseline_stride_multiplier: float,
+) -> pathlib.Path:
     """Table 1 rows 1 (DetectorNet, first stage and refined) on the test split, and rows 1-2
     (DetectorNet against sliding windows) on its first ``baseline_images`` images: the baseline
     evaluates thousands of windows per image, too slow for the whole split on a laptop CPU."""
@@ -88,14 +108,33 @@ def evaluate(run_dir: pathlib.Path, data: pathlib.Path, max_images: int | None, 
     model_file = run_dir / "localizer.keras"
     jobs = [(out, ["--pictures", "6"] + (["--max-images", str(max_images)] if max_images else []))]
     if baseline_images > 0:
-        jobs.append((out / "baseline", ["--baseline", "--max-images", str(baseline_images),
-                                        "--baseline-stride-multiplier", str(baseline_stride_multiplier)]))
+        jobs.append(
+            (
+                out / "baseline",
+                [
+                    "--baseline",
+                    "--max-images",
+                    str(baseline_images),
+                    "--baseline-stride-multiplier",
+                    str(baseline_stride_multiplier),
+                ],
+            )
+        )
     for target, extra in jobs:
         stamp = target / "table.md"
         if stamp.exists() and stamp.stat().st_mtime > model_file.stat().st_mtime:
             print(f"evaluation of this run present at {target}; reusing it")
             continue
-        argv = ["--model", str(run_dir), "--data", str(data), "--split", "test", "--out", str(target)] + extra
+        argv = [
+            "--model",
+            str(run_dir),
+            "--data",
+            str(data),
+            "--split",
+            "test",
+            "--out",
+            str(target),
+        ] + extra
         code = eval_cli.main(argv)
         if code != 0:
             raise SystemExit(f"evaluation failed with exit code {code}")
@@ -109,7 +148,10 @@ def export(run_dir: pathlib.Path, base: pathlib.Path) -> pathlib.Path:
 
     newest = resolve_saved_model_dir(base) if base.exists() else None
     model_file = run_dir / "localizer.keras"
-    if newest is not None and (newest / "saved_model.pb").stat().st_mtime > model_file.stat().st_mtime:
+    if (
+        newest is not None
+        and (newest / "saved_model.pb").stat().st_mtime > model_file.stat().st_mtime
+    ):
         print(f"export newer than the run present at {newest}; reusing it")
         return newest
     path = export_run(run_dir, base.parent, base.name)
@@ -122,8 +164,21 @@ def serve_and_query(base: pathlib.Path, run_dir: pathlib.Path, data: pathlib.Pat
     from dnet_tf.serving.detections import draw_detections, to_json
 
     port, rest = _free_port(), _free_port()
-    cmd = [sys.executable, "-m", "dnet_tf.serving.server_cli", "--model_base_path", str(base),
-           "--model_name", base.name, "--port", str(port), "--rest_api_port", str(rest), "--host", "127.0.0.1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dnet_tf.serving.server_cli",
+        "--model_base_path",
+        str(base),
+        "--model_name",
+        base.name,
+        "--port",
+        str(port),
+        "--rest_api_port",
+        str(rest),
+        "--host",
+        "127.0.0.1",
+    ]
     print("starting:", " ".join(cmd[1:]))
     server = subprocess.Popen(cmd, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     try:
@@ -176,20 +231,28 @@ def _wait_until_ready(client, server, timeout_s: float = 300.0) -> None:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    data, run_dir, base = pathlib.Path(args.data), pathlib.Path(args.run_dir), pathlib.Path(args.model_base_path)
+    data, run_dir, base = (
+        pathlib.Path(args.data),
+        pathlib.Path(args.run_dir),
+        pathlib.Path(args.model_base_path),
+    )
     t0 = time.perf_counter()
     stage(1, 7, f"dataset -> {data}")
     make_data(data, args.seed)
     stage(2, 7, f"training -> {run_dir} (budget {args.time_budget_s:.0f} s)")
     train(run_dir, data, args.config, args.time_budget_s, args.seed)
     stage(3, 7, f"evaluating on the test split -> {run_dir / 'eval'}")
-    out = evaluate(run_dir, data, args.eval_images, args.baseline_images, args.baseline_stride_multiplier)
+    out = evaluate(
+        run_dir, data, args.eval_images, args.baseline_images, args.baseline_stride_multiplier
+    )
     stage(4, 7, f"exporting -> {base}/<version>")
     export(run_dir, base)
     stage(5, 7, "starting the local TF Serving-API server")
     serve_and_query(base, run_dir, data, args.queries)
-    print(f"\ndone in {time.perf_counter() - t0:.0f} s. Pictures: {out}/ (Figures 3-4), "
-          f"{run_dir / 'queries'}/ (served detections)")
+    print(
+        f"\ndone in {time.perf_counter() - t0:.0f} s. Pictures: {out}/ (Figures 3-4), "
+        f"{run_dir / 'queries'}/ (served detections)"
+    )
     return 0
 
 

@@ -14,10 +14,21 @@ import sys
 from dnet_tf.serving.server_cli import run
 
 HERE = pathlib.Path(__file__).resolve().parent
-DEFAULTS = ["--model_name", "dnet", "--port", "8500", "--rest_api_port", "8501",
-            "--model_base_path", str(HERE.parent / "models" / "dnet"),
-            "--enable_batching", "--batching_parameters_file", str(HERE / "batching_parameters.txt"),
-            "--monitoring_config_file", str(HERE / "monitoring.config")]
+DEFAULTS = [
+    "--model_name",
+    "dnet",
+    "--port",
+    "8500",
+    "--rest_api_port",
+    "8501",
+    "--model_base_path",
+    str(HERE.parent / "models" / "dnet"),
+    "--enable_batching",
+    "--batching_parameters_file",
+    str(HERE / "batching_parameters.txt"),
+    "--monitoring_config_file",
+    str(HERE / "monitoring.config"),
+]
 
 if __name__ == "__main__":
     sys.exit(run(DEFAULTS + sys.argv[1:]))

@@ -29,7 +29,11 @@ class CoverageMasks(keras.layers.Layer):
         return tf.concat([masks[..., None]] + [others] * (self.num_classes - 1), axis=-1)
 
     def get_config(self):
-        return {**super().get_config(), "mask_size": self.mask_size, "num_classes": self.num_classes}
+        return {
+            **super().get_config(),
+            "mask_size": self.mask_size,
+            "num_classes": self.num_classes,
+        }
 
 
 @keras.saving.register_keras_serializable(package="dnet_tf_tests")
@@ -64,6 +68,6 @@ def coloured_object_image(height, width, boxes_image_yxyx):
     img = np.zeros((height, width, 3), np.uint8)
     for y0, x0, y1, x1 in np.asarray(boxes_image_yxyx, int):
         img[y0:y1, x0:x1, 0] = 255
-        img[y0:(y0 + y1) // 2, x0:x1, 1] = 255
-        img[y0:y1, x0:(x0 + x1) // 2, 2] = 255
+        img[y0 : (y0 + y1) // 2, x0:x1, 1] = 255
+        img[y0:y1, x0 : (x0 + x1) // 2, 2] = 255
     return img

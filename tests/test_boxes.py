@@ -14,14 +14,20 @@ def np_iou(a, b):
             ih = max(0.0, min(p[2], q[2]) - max(p[0], q[0]))
             iw = max(0.0, min(p[3], q[3]) - max(p[1], q[1]))
             inter = ih * iw
-            ua = max(0.0, p[2] - p[0]) * max(0.0, p[3] - p[1]) + max(0.0, q[2] - q[0]) * max(0.0, q[3] - q[1]) - inter
+            ua = (
+                max(0.0, p[2] - p[0]) * max(0.0, p[3] - p[1])
+                + max(0.0, q[2] - q[0]) * max(0.0, q[3] - q[1])
+                - inter
+            )
             out[i, j] = inter / ua if ua > 0 else 0.0
     return out
 
 
 def test_area_hand_worked_and_inverted_is_zero():
     # 2 x 3 box -> 6; inverted (ymax < ymin) -> 0; zero width -> 0.
-    got = boxes.area(tf.constant([[1.0, 1.0, 3.0, 4.0], [3.0, 0.0, 1.0, 2.0], [0.0, 5.0, 4.0, 5.0]]))
+    got = boxes.area(
+        tf.constant([[1.0, 1.0, 3.0, 4.0], [3.0, 0.0, 1.0, 2.0], [0.0, 5.0, 4.0, 5.0]])
+    )
     np.testing.assert_allclose(got.numpy(), [6.0, 0.0, 0.0])
 
 
@@ -79,13 +85,22 @@ def test_frames_round_trip_and_hand_worked():
     cell = boxes.to_frame(b, window, 24, 24)
     np.testing.assert_allclose(cell.numpy(), [[12.0, 12.0, 24.0, 24.0]], rtol=1e-6)
     np.testing.assert_allclose(boxes.from_frame(cell, window, 24, 24).numpy(), b.numpy(), rtol=1e-6)
-    np.testing.assert_allclose(boxes.normalize(b, 300, 500).numpy(), [[0.5, 0.6, 2 / 3, 0.8]], rtol=1e-6)
-    np.testing.assert_allclose(boxes.denormalize(boxes.normalize(b, 300, 500), 300, 500).numpy(), b.numpy())
+    np.testing.assert_allclose(
+        boxes.normalize(b, 300, 500).numpy(), [[0.5, 0.6, 2 / 3, 0.8]], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        boxes.denormalize(boxes.normalize(b, 300, 500), 300, 500).numpy(), b.numpy()
+    )
 
 
 def test_traced_with_unknown_sizes():
-    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32), tf.TensorSpec([], tf.int32),
-                                  tf.TensorSpec([], tf.int32)])
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, 4], tf.float32),
+            tf.TensorSpec([], tf.int32),
+            tf.TensorSpec([], tf.int32),
+        ]
+    )
     def f(b, h, w):
         return boxes.iou(boxes.clip(b, h, w), b)
 

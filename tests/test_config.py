@@ -4,8 +4,14 @@ import dataclasses
 
 import pytest
 
-from dnet_tf.config import (NAMED_CONFIGS, DetectorConfig, InferenceConfig, ModelConfig, named_config,
-                            windows_per_axis)
+from dnet_tf.config import (
+    NAMED_CONFIGS,
+    DetectorConfig,
+    InferenceConfig,
+    ModelConfig,
+    named_config,
+    windows_per_axis,
+)
 
 
 @pytest.mark.parametrize("name", sorted(NAMED_CONFIGS))
@@ -32,14 +38,24 @@ def test_window_counts_worked_by_hand():
     assert [windows_per_axis(s, 0.0) for s in range(3)] == [1, 2, 4]
 
 
-@pytest.mark.parametrize("section,field,value", [
-    ("model", "mask_size", 0), ("model", "head", "lstm"), ("inference", "stride_px", 0.0),
-    ("inference", "coverage_threshold", 1.5), ("inference", "size_fractions", (0.0, 0.5)),
-    ("loss", "mask_lambda", 0.0), ("train", "optimizer", "lbfgs"), ("sampler", "positive_coverage", 0.0),
-])
+@pytest.mark.parametrize(
+    "section,field,value",
+    [
+        ("model", "mask_size", 0),
+        ("model", "head", "lstm"),
+        ("inference", "stride_px", 0.0),
+        ("inference", "coverage_threshold", 1.5),
+        ("inference", "size_fractions", (0.0, 0.5)),
+        ("loss", "mask_lambda", 0.0),
+        ("train", "optimizer", "lbfgs"),
+        ("sampler", "positive_coverage", 0.0),
+    ],
+)
 def test_bad_field_is_named(section, field, value):
     cfg = DetectorConfig()
-    bad = dataclasses.replace(cfg, **{section: dataclasses.replace(getattr(cfg, section), **{field: value})})
+    bad = dataclasses.replace(
+        cfg, **{section: dataclasses.replace(getattr(cfg, section), **{field: value})}
+    )
     with pytest.raises(ValueError, match=f"'{field}'"):
         bad.validate()
 

@@ -31,9 +31,15 @@ def _take(ds, n):
 
 def test_same_seed_same_batches_other_seed_other_batches(small_voc):
     src = str(small_voc)
-    a = _take(pipeline.localizer_dataset(src, "train", CLASSES, _cfg(), 4, seed=3, pipeline_cfg=FAST), 3)
-    b = _take(pipeline.localizer_dataset(src, "train", CLASSES, _cfg(), 4, seed=3, pipeline_cfg=FAST), 3)
-    c = _take(pipeline.localizer_dataset(src, "train", CLASSES, _cfg(), 4, seed=4, pipeline_cfg=FAST), 3)
+    a = _take(
+        pipeline.localizer_dataset(src, "train", CLASSES, _cfg(), 4, seed=3, pipeline_cfg=FAST), 3
+    )
+    b = _take(
+        pipeline.localizer_dataset(src, "train", CLASSES, _cfg(), 4, seed=3, pipeline_cfg=FAST), 3
+    )
+    c = _take(
+        pipeline.localizer_dataset(src, "train", CLASSES, _cfg(), 4, seed=4, pipeline_cfg=FAST), 3
+    )
     for (xa, ma), (xb, mb) in zip(a, b):
         np.testing.assert_array_equal(xa, xb)
         np.testing.assert_array_equal(ma, mb)
@@ -46,7 +52,9 @@ def test_same_seed_same_batches_other_seed_other_batches(small_voc):
 
 
 def test_classifier_labels_cover_background_and_classes(small_voc):
-    ds = pipeline.classifier_dataset(str(small_voc), "train", CLASSES, _cfg(), 32, seed=0, pipeline_cfg=FAST)
+    ds = pipeline.classifier_dataset(
+        str(small_voc), "train", CLASSES, _cfg(), 32, seed=0, pipeline_cfg=FAST
+    )
     labels = np.concatenate([lab for _, lab in _take(ds, 8)])
     assert labels.dtype == np.int32
     assert labels.min() >= 0 and labels.max() <= len(CLASSES)
@@ -58,15 +66,27 @@ def test_classifier_labels_cover_background_and_classes(small_voc):
 def _signature(example):
     img = example["image"].numpy()
     boxes = np.round(example["boxes_image_yxyx"].numpy(), 3)
-    return (img.shape, tuple(map(tuple, boxes)), tuple(example["class_ids"].numpy()), int(img.sum()))
+    return (
+        img.shape,
+        tuple(map(tuple, boxes)),
+        tuple(example["class_ids"].numpy()),
+        int(img.sum()),
+    )
 
 
 def test_voc_and_tfrecord_sources_give_the_same_images_and_boxes(small_voc, tmp_path):
     records = voc.read_voc_split(small_voc, "train", CLASSES)
     tfrecord.write_tfrecords(records, CLASSES, str(tmp_path / "t-*.tfrecord"), 2, progress=False)
-    from_voc = [_signature(e) for _, e in pipeline.decoded_images(str(small_voc), "train", CLASSES, 0).take(6)]
-    from_tfr = [_signature(e) for _, e in
-                pipeline.decoded_images(str(tmp_path / "t-*.tfrecord"), "train", CLASSES, 0).take(6)]
+    from_voc = [
+        _signature(e)
+        for _, e in pipeline.decoded_images(str(small_voc), "train", CLASSES, 0).take(6)
+    ]
+    from_tfr = [
+        _signature(e)
+        for _, e in pipeline.decoded_images(
+            str(tmp_path / "t-*.tfrecord"), "train", CLASSES, 0
+        ).take(6)
+    ]
     assert sorted(from_voc) == sorted(from_tfr)
     # Every image of the split appears once per epoch.
     assert len({s[3] for s in from_voc}) == 6

@@ -11,10 +11,15 @@ from dnet_tf.ops.mask_targets import mask_targets
 
 # A 300 x 400 (H x W) image with four objects of three classes, two of them touching.
 IMAGE_HW = (300, 400)
-BOXES = np.array([[20.0, 30.0, 120.0, 110.0],
-                  [20.0, 110.0, 100.0, 180.0],
-                  [200.0, 250.0, 230.0, 290.0],
-                  [150.0, 60.0, 290.0, 150.0]], np.float32)
+BOXES = np.array(
+    [
+        [20.0, 30.0, 120.0, 110.0],
+        [20.0, 110.0, 100.0, 180.0],
+        [200.0, 250.0, 230.0, 290.0],
+        [150.0, 60.0, 290.0, 150.0],
+    ],
+    np.float32,
+)
 CLASS_IDS = np.array([0, 0, 2, 1], np.int32)
 
 
@@ -30,7 +35,9 @@ def np_area(b):
 
 def test_localizer_share_and_definitions_over_10k_samples():
     cfg = SamplerConfig()
-    out = sampler.sample_localizer_crops(IMAGE_HW, BOXES, 10_000, cfg, tf.constant([1, 2], tf.int64))
+    out = sampler.sample_localizer_crops(
+        IMAGE_HW, BOXES, 10_000, cfg, tf.constant([1, 2], tf.int64)
+    )
     crops = out["crops_image_yxyx"].numpy().astype(np.float64)
     pos, valid = out["is_positive"].numpy(), out["valid"].numpy()
     assert valid.mean() > 0.99
@@ -39,7 +46,12 @@ def test_localizer_share_and_definitions_over_10k_samples():
     boxes = BOXES.astype(np.float64)
     for crop, p, v in zip(crops, pos, valid):
         # Every crop lies in the image, width in [0.1 W, W].
-        assert crop[0] >= -1e-4 and crop[1] >= -1e-4 and crop[2] <= 300 + 1e-3 and crop[3] <= 400 + 1e-3
+        assert (
+            crop[0] >= -1e-4
+            and crop[1] >= -1e-4
+            and crop[2] <= 300 + 1e-3
+            and crop[3] <= 400 + 1e-3
+        )
         assert 0.1 * 400 - 1e-3 <= crop[3] - crop[1] <= 400 + 1e-3
         if not v:
             continue
@@ -55,16 +67,22 @@ def test_localizer_share_and_definitions_over_10k_samples():
 
 
 def test_localizer_image_without_objects_gives_valid_negatives():
-    out = sampler.sample_localizer_crops((100, 80), np.zeros((0, 4), np.float32), 500, SamplerConfig(),
-                                         tf.constant([3, 4], tf.int64))
+    out = sampler.sample_localizer_crops(
+        (100, 80), np.zeros((0, 4), np.float32), 500, SamplerConfig(), tf.constant([3, 4], tf.int64)
+    )
     assert out["valid"].numpy().all()
     assert not out["is_positive"].numpy().any()
 
 
 def test_localizer_impossible_negative_is_marked_invalid():
     # One box covering the whole image: no crop can avoid it.
-    out = sampler.sample_localizer_crops((50, 50), np.array([[0.0, 0.0, 50.0, 50.0]], np.float32), 400,
-                                         SamplerConfig(), tf.constant([5, 6], tf.int64))
+    out = sampler.sample_localizer_crops(
+        (50, 50),
+        np.array([[0.0, 0.0, 50.0, 50.0]], np.float32),
+        400,
+        SamplerConfig(),
+        tf.constant([5, 6], tf.int64),
+    )
     pos, valid = out["is_positive"].numpy(), out["valid"].numpy()
     np.testing.assert_array_equal(valid, pos)
     assert 0.3 < pos.mean() < 0.5
@@ -77,7 +95,9 @@ def np_iou(crop, boxes):
 
 def test_classifier_share_labels_and_definitions_over_10k_samples():
     cfg = SamplerConfig()
-    out = sampler.sample_classifier_crops(IMAGE_HW, BOXES, CLASS_IDS, 10_000, cfg, tf.constant([7, 8], tf.int64))
+    out = sampler.sample_classifier_crops(
+        IMAGE_HW, BOXES, CLASS_IDS, 10_000, cfg, tf.constant([7, 8], tf.int64)
+    )
     crops = out["crops_image_yxyx"].numpy().astype(np.float64)
     labels, valid = out["labels"].numpy(), out["valid"].numpy()
     assert valid.mean() > 0.99
@@ -104,10 +124,14 @@ def test_flip_swaps_left_and_right_masks_hand_worked():
     f = sampler.hflip_masks(m).numpy()[..., 0]
     # Mirrored, the box is [0, 0.5, 0.5, 1]: full = cols 2-3; its left half x in [0.5, 0.75) is
     # col 2 (it was the right half, col 1); its right half is col 3 (was the left half, col 0).
-    expected_full = np.zeros((4, 4)); expected_full[0:2, 2:4] = 1
-    expected_left = np.zeros((4, 4)); expected_left[0:2, 2] = 1
-    expected_right = np.zeros((4, 4)); expected_right[0:2, 3] = 1
-    expected_top = np.zeros((4, 4)); expected_top[0, 2:4] = 1
+    expected_full = np.zeros((4, 4))
+    expected_full[0:2, 2:4] = 1
+    expected_left = np.zeros((4, 4))
+    expected_left[0:2, 2] = 1
+    expected_right = np.zeros((4, 4))
+    expected_right[0:2, 3] = 1
+    expected_top = np.zeros((4, 4))
+    expected_top[0, 2:4] = 1
     np.testing.assert_allclose(f[:, :, FULL], expected_full)
     np.testing.assert_allclose(f[:, :, LEFT], expected_left)
     np.testing.assert_allclose(f[:, :, RIGHT], expected_right)
@@ -126,10 +150,15 @@ def test_flipping_masks_equals_targets_of_mirrored_boxes(seed):
 
 
 def _ramp_image(h, w):
-    return (np.arange(h)[:, None, None] * 7 + np.arange(w)[None, :, None] * 3 + np.arange(3) * 50) % 256
+    return (
+        np.arange(h)[:, None, None] * 7 + np.arange(w)[None, :, None] * 3 + np.arange(3) * 50
+    ) % 256
 
 
-CROP_FNS = [sampler.crop_and_resize, sampler.crop_and_resize_local]  # the team op (when present) and ours
+CROP_FNS = [
+    sampler.crop_and_resize,
+    sampler.crop_and_resize_local,
+]  # the team op (when present) and ours
 
 
 @pytest.mark.parametrize("crop_fn", CROP_FNS)
@@ -172,8 +201,11 @@ def test_localizer_samples_wiring_against_numpy():
     """Crops, flips and targets of the per-image map agree with independent computations."""
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (300, 400, 3)).astype(np.uint8)
-    example = {"image": tf.constant(image), "boxes_image_yxyx": tf.constant(BOXES),
-               "class_ids": tf.constant(CLASS_IDS)}
+    example = {
+        "image": tf.constant(image),
+        "boxes_image_yxyx": tf.constant(BOXES),
+        "class_ids": tf.constant(CLASS_IDS),
+    }
     cfg = _tiny_cfg()
     out = pipeline.localizer_samples(example, cfg, 16, tf.constant([11, 12], tf.int64), hflip=True)
     crops = out["crops_image_yxyx"].numpy()
@@ -183,7 +215,12 @@ def test_localizer_samples_wiring_against_numpy():
     for k in range(16):
         c = crops[k].astype(np.float64)
         # Boxes in the crop's normalized frame, mirrored when the crop was flipped.
-        norm = (BOXES - [c[0], c[1], c[0], c[1]]) / [c[2] - c[0], c[3] - c[1], c[2] - c[0], c[3] - c[1]]
+        norm = (BOXES - [c[0], c[1], c[0], c[1]]) / [
+            c[2] - c[0],
+            c[3] - c[1],
+            c[2] - c[0],
+            c[3] - c[1],
+        ]
         if flipped[k]:
             norm = np.stack([norm[:, 0], 1 - norm[:, 3], norm[:, 2], 1 - norm[:, 1]], 1)
             expected_pixels = unflipped_pixels[k][:, ::-1]
@@ -196,10 +233,15 @@ def test_localizer_samples_wiring_against_numpy():
 
 def test_classifier_samples_labels_match_numpy_iou():
     image = np.zeros((300, 400, 3), np.uint8)
-    example = {"image": tf.constant(image), "boxes_image_yxyx": tf.constant(BOXES),
-               "class_ids": tf.constant(CLASS_IDS)}
+    example = {
+        "image": tf.constant(image),
+        "boxes_image_yxyx": tf.constant(BOXES),
+        "class_ids": tf.constant(CLASS_IDS),
+    }
     out = pipeline.classifier_samples(example, _tiny_cfg(), 64, tf.constant([1, 1], tf.int64))
-    for crop, label, v in zip(out["crops_image_yxyx"].numpy(), out["labels"].numpy(), out["valid"].numpy()):
+    for crop, label, v in zip(
+        out["crops_image_yxyx"].numpy(), out["labels"].numpy(), out["valid"].numpy()
+    ):
         if v:
             iou = np_iou(crop.astype(np.float64), BOXES.astype(np.float64))
             assert label == (CLASS_IDS[iou.argmax()] + 1 if iou.max() >= 0.6 else 0)

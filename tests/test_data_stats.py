@@ -26,12 +26,25 @@ def test_kmeans_hand_worked():
 def test_stats_hand_worked_annotations():
     annotations = [
         # 100 x 100 image: a 10 x 20 box (w/h 2, mean side 15 / 100 = 0.15) and a 40 x 40 box (0.4).
-        {"height": 100, "width": 100, "boxes_image_yxyx": np.array([[0, 0, 10, 20], [0, 0, 40, 40]], np.float32),
-         "class_ids": np.array([0, 1])},
+        {
+            "height": 100,
+            "width": 100,
+            "boxes_image_yxyx": np.array([[0, 0, 10, 20], [0, 0, 40, 40]], np.float32),
+            "class_ids": np.array([0, 1]),
+        },
         # 200 x 100 image (mean side 150): a 30 x 15 box (w/h 0.5, mean side 22.5 / 150 = 0.15).
-        {"height": 200, "width": 100, "boxes_image_yxyx": np.array([[0, 0, 30, 15]], np.float32),
-         "class_ids": np.array([1])},
-        {"height": 50, "width": 60, "boxes_image_yxyx": np.zeros((0, 4), np.float32), "class_ids": np.zeros(0)},
+        {
+            "height": 200,
+            "width": 100,
+            "boxes_image_yxyx": np.array([[0, 0, 30, 15]], np.float32),
+            "class_ids": np.array([1]),
+        },
+        {
+            "height": 50,
+            "width": 60,
+            "boxes_image_yxyx": np.zeros((0, 4), np.float32),
+            "class_ids": np.zeros(0),
+        },
     ]
     s = stats.stats_from_annotations(annotations, ["a", "b"], num_aspect_ratios=3)
     np.testing.assert_allclose(s["aspect_ratios"], [0.5, 1.0, 2.0])
@@ -45,15 +58,21 @@ def test_stats_hand_worked_annotations():
 
 def test_voc_and_tfrecord_sources_agree_and_file_round_trip(tmp_path):
     root = tmp_path / "voc"
-    synthetic.write_synthetic_voc(root, synthetic.SyntheticConfig(seed=1, num_train=12, num_val=0, num_test=0),
-                                  workers=1, progress=False)
+    synthetic.write_synthetic_voc(
+        root,
+        synthetic.SyntheticConfig(seed=1, num_train=12, num_val=0, num_test=0),
+        workers=1,
+        progress=False,
+    )
     records = voc.read_voc_split(root, "train", CLASSES)
     from_voc = stats.compute_dataset_stats(str(root), "train")
     assert from_voc["class_names"] == CLASSES
     assert from_voc["num_boxes"] == sum(r.num_objects for r in records)
     for i, name in enumerate(CLASSES):
         assert from_voc["class_counts"][name] == sum(int((r.class_ids == i).sum()) for r in records)
-    assert len(from_voc["aspect_ratios"]) == 10 and from_voc["aspect_ratios"] == sorted(from_voc["aspect_ratios"])
+    assert len(from_voc["aspect_ratios"]) == 10 and from_voc["aspect_ratios"] == sorted(
+        from_voc["aspect_ratios"]
+    )
     lo, hi = from_voc["aspect_ratio_range"]
     assert lo <= from_voc["aspect_ratios"][0] and from_voc["aspect_ratios"][-1] <= hi
 

@@ -31,8 +31,12 @@ def test_same_seed_same_bytes_any_worker_count(tmp_path):
 
 
 def test_different_seed_different_images(tmp_path):
-    synthetic.write_synthetic_voc(tmp_path / "a", _small_cfg(seed=0, n_train=2, n_val=0, n_test=0), 1, False)
-    synthetic.write_synthetic_voc(tmp_path / "b", _small_cfg(seed=1, n_train=2, n_val=0, n_test=0), 1, False)
+    synthetic.write_synthetic_voc(
+        tmp_path / "a", _small_cfg(seed=0, n_train=2, n_val=0, n_test=0), 1, False
+    )
+    synthetic.write_synthetic_voc(
+        tmp_path / "b", _small_cfg(seed=1, n_train=2, n_val=0, n_test=0), 1, False
+    )
     one = (tmp_path / "a" / "JPEGImages" / "train_00000.jpg").read_bytes()
     two = (tmp_path / "b" / "JPEGImages" / "train_00000.jpg").read_bytes()
     assert one != two
@@ -40,8 +44,24 @@ def test_different_seed_different_images(tmp_path):
 
 def test_cli_writes_splits(tmp_path):
     out = tmp_path / "syn"
-    rc = cli_run(["make-synthetic", "--out", str(out), "--seed", "3", "--num-train", "3", "--num-val", "1",
-                  "--num-test", "2", "--workers", "1", "--quiet"])
+    rc = cli_run(
+        [
+            "make-synthetic",
+            "--out",
+            str(out),
+            "--seed",
+            "3",
+            "--num-train",
+            "3",
+            "--num-val",
+            "1",
+            "--num-test",
+            "2",
+            "--workers",
+            "1",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     assert voc.read_split_ids(out, "train") == ["train_00000", "train_00001", "train_00002"]
     assert voc.read_split_ids(out, "val") == ["val_00000"]
@@ -74,8 +94,11 @@ def test_stated_properties(generated):
 
     grouped = 0
     for _, objs in generated:
-        if any(a.class_name == b.class_name and _touch_or_overlap(a.box_image_yxyx, b.box_image_yxyx)
-               for i, a in enumerate(objs) for b in objs[i + 1:]):
+        if any(
+            a.class_name == b.class_name and _touch_or_overlap(a.box_image_yxyx, b.box_image_yxyx)
+            for i, a in enumerate(objs)
+            for b in objs[i + 1 :]
+        ):
             grouped += 1
     assert grouped / len(generated) >= 0.20, grouped
 
@@ -93,8 +116,15 @@ def test_stated_properties(generated):
 
     heights = np.array([rgb.shape[0] for rgb, _ in generated])
     widths = np.array([rgb.shape[1] for rgb, _ in generated])
-    assert heights.min() >= 200 and widths.min() >= 200 and heights.max() <= 500 and widths.max() <= 500
-    assert np.any(heights > widths * 1.2) and np.any(widths > heights * 1.2)  # portrait and landscape
+    assert (
+        heights.min() >= 200
+        and widths.min() >= 200
+        and heights.max() <= 500
+        and widths.max() <= 500
+    )
+    assert np.any(heights > widths * 1.2) and np.any(
+        widths > heights * 1.2
+    )  # portrait and landscape
 
     truncated = [o.truncated for _, objs in generated for o in objs]
     assert 0.05 <= np.mean(truncated) <= 0.6
@@ -113,7 +143,9 @@ def test_classes_have_distinct_colours(generated):
                 continue
             y0, x0, y1, x1 = o.box_image_yxyx
             # The median over the central third is robust to grid lines, spots and bands.
-            patch = rgb[y0 + (y1 - y0) // 3: y1 - (y1 - y0) // 3, x0 + (x1 - x0) // 3: x1 - (x1 - x0) // 3]
+            patch = rgb[
+                y0 + (y1 - y0) // 3 : y1 - (y1 - y0) // 3, x0 + (x1 - x0) // 3 : x1 - (x1 - x0) // 3
+            ]
             hsv = np.asarray(Image.fromarray(patch).convert("HSV"), np.float64).reshape(-1, 3)
             hsv = hsv[hsv[:, 1] > 0.3 * 255]  # coloured pixels only
             if len(hsv) >= 5:
@@ -132,8 +164,10 @@ def test_written_annotations_read_back_exactly(tmp_path):
     assert len(records) == 4
     for i, rec in enumerate(records):
         _, objs = synthetic.generate_image(synthetic.image_rng(5, "train", i), cfg)
-        np.testing.assert_array_equal(rec.boxes_image_yxyx, np.array([o.box_image_yxyx for o in objs],
-                                                                     np.float32).reshape(-1, 4))
+        np.testing.assert_array_equal(
+            rec.boxes_image_yxyx,
+            np.array([o.box_image_yxyx for o in objs], np.float32).reshape(-1, 4),
+        )
         assert rec.class_names == [o.class_name for o in objs]
         assert list(rec.truncated) == [o.truncated for o in objs]
         with Image.open(rec.image_path) as im:

@@ -31,7 +31,9 @@ def _check_round_trip(records, parsed, class_names):
     for r in records:
         p = by_id[r.image_id]
         scale = np.array([r.height, r.width, r.height, r.width], np.float64)
-        np.testing.assert_allclose(p["boxes_norm_yxyx"] * scale, r.boxes_image_yxyx, atol=1e-6 * max(scale))
+        np.testing.assert_allclose(
+            p["boxes_norm_yxyx"] * scale, r.boxes_image_yxyx, atol=1e-6 * max(scale)
+        )
         np.testing.assert_allclose(p["boxes_norm_yxyx"], r.boxes_image_yxyx / scale, atol=1e-6)
         np.testing.assert_array_equal(p["class_ids"], [class_names.index(n) for n in r.class_names])
         assert [t.decode() for t in p["class_text"]] == r.class_names
@@ -44,9 +46,12 @@ def _check_round_trip(records, parsed, class_names):
 
 def test_round_trip_sharded_preserves_every_box(small_voc, tmp_path):
     records = voc.read_voc_split(small_voc, "train", CLASSES)
-    paths = tfrecord.write_tfrecords(records, CLASSES, str(tmp_path / "train-*.tfrecord"), num_shards=3,
-                                     progress=False)
-    assert [pathlib.Path(p).name for p in paths] == [f"train-{i:05d}-of-00003.tfrecord" for i in range(3)]
+    paths = tfrecord.write_tfrecords(
+        records, CLASSES, str(tmp_path / "train-*.tfrecord"), num_shards=3, progress=False
+    )
+    assert [pathlib.Path(p).name for p in paths] == [
+        f"train-{i:05d}-of-00003.tfrecord" for i in range(3)
+    ]
     # Record i goes to shard i mod 3: 7 records -> 3, 2, 2.
     sizes = [sum(1 for _ in tf.data.TFRecordDataset(p)) for p in paths]
     assert sizes == [3, 2, 2]
@@ -55,7 +60,9 @@ def test_round_trip_sharded_preserves_every_box(small_voc, tmp_path):
 
 def test_round_trip_raccoon(raccoon_dir, tmp_path):
     records = voc.read_voc_split(raccoon_dir, "test", ["raccoon"])
-    tfrecord.write_tfrecords(records, ["raccoon"], str(tmp_path / "r-*.tfrecord"), 2, progress=False)
+    tfrecord.write_tfrecords(
+        records, ["raccoon"], str(tmp_path / "r-*.tfrecord"), 2, progress=False
+    )
     _check_round_trip(records, _read_all(str(tmp_path / "r-*"), ["raccoon"]), ["raccoon"])
 
 
@@ -109,7 +116,10 @@ def test_unknown_class_text_fails_the_read(tmp_path):
 
 
 def test_shard_paths_and_missing_files():
-    assert tfrecord.shard_paths("a/x-*.rec", 2) == ["a/x-00000-of-00002.rec", "a/x-00001-of-00002.rec"]
+    assert tfrecord.shard_paths("a/x-*.rec", 2) == [
+        "a/x-00000-of-00002.rec",
+        "a/x-00001-of-00002.rec",
+    ]
     assert tfrecord.shard_paths("x.rec", 1) == ["x.rec"]
     assert tfrecord.shard_paths("x.rec", 2) == ["x.rec-00000-of-00002", "x.rec-00001-of-00002"]
     with pytest.raises(FileNotFoundError, match="no TFRecord files match"):
@@ -121,8 +131,20 @@ def test_cli_to_tfrecord_and_greyscale_png(tmp_path, small_voc):
     from dnet_tf.data.pipeline import _decode
 
     out = tmp_path / "cli-*.tfrecord"
-    rc = cli_run(["to-tfrecord", "--voc", str(small_voc), "--split", "train", "--out", str(out),
-                  "--shards", "2", "--quiet"])
+    rc = cli_run(
+        [
+            "to-tfrecord",
+            "--voc",
+            str(small_voc),
+            "--split",
+            "train",
+            "--out",
+            str(out),
+            "--shards",
+            "2",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     parsed = _read_all(str(out), CLASSES)
     assert len(parsed) == 7
@@ -136,7 +158,21 @@ def test_cli_to_tfrecord_and_greyscale_png(tmp_path, small_voc):
 def test_cli_class_list_defaults(tmp_path, small_voc):
     # Synthetic names are not VOC's: 'auto' takes the data's sorted names (labels 1..6).
     out = tmp_path / "auto.tfrecord"
-    assert cli_run(["to-tfrecord", "--voc", str(small_voc), "--split", "train", "--out", str(out), "--quiet"]) == 0
+    assert (
+        cli_run(
+            [
+                "to-tfrecord",
+                "--voc",
+                str(small_voc),
+                "--split",
+                "train",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     labels = {int(v) for ex in _read_all(str(out), CLASSES) for v in ex["class_ids"]}
     assert labels <= set(range(len(CLASSES)))
     # A VOC-named subset keeps VOC's 20-class numbering: 'dog' is label 12 of VOC_CLASSES.
@@ -149,11 +185,18 @@ def test_cli_class_list_defaults(tmp_path, small_voc):
     (root / "Annotations" / "a.xml").write_text(
         "<annotation><filename>a.jpg</filename><size><width>20</width><height>10</height></size>"
         "<object><name>dog</name><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox>"
-        "</object></annotation>")
+        "</object></annotation>"
+    )
     (root / "ImageSets" / "Main" / "train.txt").write_text("a\n")
     out = tmp_path / "voc.tfrecord"
-    assert cli_run(["to-tfrecord", "--voc", str(root), "--split", "train", "--out", str(out), "--quiet"]) == 0
+    assert (
+        cli_run(
+            ["to-tfrecord", "--voc", str(root), "--split", "train", "--out", str(out), "--quiet"]
+        )
+        == 0
+    )
     ex = next(iter(tf.data.TFRecordDataset(str(out))))
     parsed = tf.train.Example.FromString(ex.numpy())
     assert list(parsed.features.feature["image/object/class/label"].int64_list.value) == [
-        VOC_CLASSES.index("dog") + 1]
+        VOC_CLASSES.index("dog") + 1
+    ]

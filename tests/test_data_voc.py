@@ -1,6 +1,5 @@
 """Pascal VOC reader: hand-written files (good and bad, fail and skip modes) and the real raccoon set."""
 
-
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -16,10 +15,16 @@ CLASSES = ["cat", "dog"]
 def xml_text(objects, width=40, height=30, filename="img.jpg", size=True):
     objs = ""
     for name, (x0, y0, x1, y1), difficult, truncated in objects:
-        objs += (f"<object><name>{name}</name><pose>Left</pose><truncated>{truncated}</truncated>"
-                 f"<difficult>{difficult}</difficult><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin>"
-                 f"<xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>")
-    size_xml = f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size>" if size else ""
+        objs += (
+            f"<object><name>{name}</name><pose>Left</pose><truncated>{truncated}</truncated>"
+            f"<difficult>{difficult}</difficult><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin>"
+            f"<xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>"
+        )
+    size_xml = (
+        f"<size><width>{width}</width><height>{height}</height><depth>3</depth></size>"
+        if size
+        else ""
+    )
     return f"<annotation><folder>VOC</folder><filename>{filename}</filename>{size_xml}{objs}</annotation>"
 
 
@@ -30,7 +35,9 @@ def make_voc(root, files: dict, images: dict, split="train"):
     for image_id, text in files.items():
         (root / "Annotations" / f"{image_id}.xml").write_text(text)
         if images.get(image_id) is not None:
-            Image.new("RGB", images[image_id], (10, 20, 30)).save(root / "JPEGImages" / f"{image_id}.jpg")
+            Image.new("RGB", images[image_id], (10, 20, 30)).save(
+                root / "JPEGImages" / f"{image_id}.jpg"
+            )
     (root / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in files))
     return root
 
@@ -38,17 +45,23 @@ def make_voc(root, files: dict, images: dict, split="train"):
 def test_numpy_twin_agrees_with_tf_conversion():
     rng = np.random.default_rng(0)
     v = rng.uniform(1, 500, (50, 4)).astype(np.float32)
-    np.testing.assert_allclose(voc.voc_box_to_yxyx(v), voc_to_yxyx(tf.constant(v)).numpy(), atol=1e-4)
+    np.testing.assert_allclose(
+        voc.voc_box_to_yxyx(v), voc_to_yxyx(tf.constant(v)).numpy(), atol=1e-4
+    )
     # Hand-worked: VOC (1, 1, W, H) is the whole W x H image.
     np.testing.assert_array_equal(voc.voc_box_to_yxyx([1, 1, 40, 30]), [0, 0, 30, 40])
 
 
 def test_good_file_float_coords_difficult_truncated(tmp_path):
-    text = xml_text([("dog", (1.5, 2, 10, 8.5), 1, 0), ("cat", (1, 1, 40, 30), 0, 1)], filename="a.jpg")
+    text = xml_text(
+        [("dog", (1.5, 2, 10, 8.5), 1, 0), ("cat", (1, 1, 40, 30), 0, 1)], filename="a.jpg"
+    )
     make_voc(tmp_path, {"a": text}, {"a": (40, 30)})
     (rec,) = voc.read_voc_split(tmp_path, "train", CLASSES)
     # VOC (xmin 1.5, ymin 2, xmax 10, ymax 8.5) -> continuous [ymin - 1, xmin - 1, ymax, xmax].
-    np.testing.assert_allclose(rec.boxes_image_yxyx, [[1.0, 0.5, 8.5, 10.0], [0.0, 0.0, 30.0, 40.0]])
+    np.testing.assert_allclose(
+        rec.boxes_image_yxyx, [[1.0, 0.5, 8.5, 10.0], [0.0, 0.0, 30.0, 40.0]]
+    )
     assert rec.class_names == ["dog", "cat"]
     np.testing.assert_array_equal(rec.class_ids, [1, 0])
     np.testing.assert_array_equal(rec.difficult, [True, False])
@@ -83,13 +96,27 @@ BAD_CASES = {
     "outside": (xml_text([("cat", (1, 1, 41, 30), 0, 0)]), (40, 30), "outside the 40x30 image"),
     "zero_coordinate": (xml_text([("cat", (0, 1, 10, 10), 0, 0)]), (40, 30), "outside"),
     "inverted": (xml_text([("dog", (20, 5, 10, 15), 0, 0)]), (40, 30), "inverted or empty box"),
-    "size_mismatch": (xml_text([("cat", (1, 1, 5, 5), 0, 0)], width=40, height=30), (41, 30),
-                      "<size> says 40x30"),
-    "missing_image": (xml_text([("cat", (1, 1, 5, 5), 0, 0)], filename="nowhere.jpg"), None, "image not found"),
+    "size_mismatch": (
+        xml_text([("cat", (1, 1, 5, 5), 0, 0)], width=40, height=30),
+        (41, 30),
+        "<size> says 40x30",
+    ),
+    "missing_image": (
+        xml_text([("cat", (1, 1, 5, 5), 0, 0)], filename="nowhere.jpg"),
+        None,
+        "image not found",
+    ),
     "not_a_number": (xml_text([("cat", (1, "one", 5, 5), 0, 0)]), (40, 30), "is not a number"),
-    "unknown_class": (xml_text([("horse", (1, 1, 5, 5), 0, 0)]), (40, 30), "'horse' is not in the class list"),
-    "no_bndbox": ("<annotation><filename>x.jpg</filename><object><name>cat</name></object></annotation>",
-                  (40, 30), "missing <bndbox>"),
+    "unknown_class": (
+        xml_text([("horse", (1, 1, 5, 5), 0, 0)]),
+        (40, 30),
+        "'horse' is not in the class list",
+    ),
+    "no_bndbox": (
+        "<annotation><filename>x.jpg</filename><object><name>cat</name></object></annotation>",
+        (40, 30),
+        "missing <bndbox>",
+    ),
 }
 
 
@@ -116,8 +143,11 @@ def test_bad_file_skip_mode_warns_and_keeps_the_rest(tmp_path, case):
 
 
 def test_unknown_classes_can_be_ignored_explicitly(tmp_path):
-    make_voc(tmp_path, {"a": xml_text([("horse", (1, 1, 5, 5), 0, 0), ("dog", (1, 1, 9, 9), 0, 0)])},
-             {"a": (40, 30)})
+    make_voc(
+        tmp_path,
+        {"a": xml_text([("horse", (1, 1, 5, 5), 0, 0), ("dog", (1, 1, 9, 9), 0, 0)])},
+        {"a": (40, 30)},
+    )
     (rec,) = voc.read_voc_split(tmp_path, "train", CLASSES, ignore_unknown_classes=True)
     assert rec.class_names == ["dog"]
 
@@ -155,7 +185,10 @@ def test_raccoon_every_file(raccoon_dir):
 
 
 def test_class_names_from_the_data_need_no_size_or_image(tmp_path):
-    files = {"a": xml_text([("dog", (1, 1, 5, 5), 0, 0)], size=False), "b": xml_text([("cat", (1, 1, 5, 5), 0, 0)])}
+    files = {
+        "a": xml_text([("dog", (1, 1, 5, 5), 0, 0)], size=False),
+        "b": xml_text([("cat", (1, 1, 5, 5), 0, 0)]),
+    }
     make_voc(tmp_path, files, {"a": None, "b": None})
     assert voc.read_class_names(tmp_path, "train") == ["cat", "dog"]
     (tmp_path / "Annotations" / "b.xml").write_text(BILLION_LAUGHS)

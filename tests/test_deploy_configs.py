@@ -19,9 +19,15 @@ DOCKER = REPO / "docker"
 GRPC_PORT, REST_PORT = 8500, 8501
 
 # BatchingParameters fields as documented in TF Serving's session_bundle_config.proto.
-DOCUMENTED_BATCHING_FIELDS = {"max_batch_size", "batch_timeout_micros", "max_enqueued_batches",
-                              "num_batch_threads", "thread_pool_name", "allowed_batch_sizes",
-                              "pad_variable_length_inputs"}
+DOCUMENTED_BATCHING_FIELDS = {
+    "max_batch_size",
+    "batch_timeout_micros",
+    "max_enqueued_batches",
+    "num_batch_threads",
+    "thread_pool_name",
+    "allowed_batch_sizes",
+    "pad_variable_length_inputs",
+}
 
 
 def _model_config():
@@ -39,19 +45,28 @@ def _monitoring():
 
 def test_models_config_parses_as_model_server_config():
     mc = _the_model()
-    assert mc.name == "dnet" and mc.base_path == "/models/dnet" and mc.model_platform == "tensorflow"
+    assert (
+        mc.name == "dnet" and mc.base_path == "/models/dnet" and mc.model_platform == "tensorflow"
+    )
     assert mc.model_version_policy.WhichOneof("policy_choice") == "latest"
     assert mc.model_version_policy.latest.num_versions == 2
     assert dict(mc.version_labels) == {"stable": 1}
     (source,) = config_files.model_sources_from_config(_model_config())
-    assert source.policy == VersionPolicy("latest", num_versions=2) and source.label_map == {"stable": 1}
+    assert source.policy == VersionPolicy("latest", num_versions=2) and source.label_map == {
+        "stable": 1
+    }
 
 
 def test_batching_parameters_use_documented_fields():
     params = config_files.read_batching_parameters(SERVING / "batching_parameters.txt")
     assert {f.name for f in params.DESCRIPTOR.fields} >= DOCUMENTED_BATCHING_FIELDS
     set_fields = {f.name for f, _ in params.ListFields()}
-    assert {"max_batch_size", "batch_timeout_micros", "max_enqueued_batches", "num_batch_threads"} <= set_fields
+    assert {
+        "max_batch_size",
+        "batch_timeout_micros",
+        "max_enqueued_batches",
+        "num_batch_threads",
+    } <= set_fields
     assert params.max_batch_size.value >= 1 and params.num_batch_threads.value >= 1
     assert 0 < params.batch_timeout_micros.value <= 100_000  # at most 0.1 s of added latency
     assert params.pad_variable_length_inputs is False
@@ -87,8 +102,13 @@ def _dockerfile(path):
     return out
 
 
-@pytest.mark.parametrize("name,base_image", [("Dockerfile.cpu", "tensorflow/serving:${TF_SERVING_VERSION}"),
-                                             ("Dockerfile.gpu", "tensorflow/serving:${TF_SERVING_VERSION}-gpu")])
+@pytest.mark.parametrize(
+    "name,base_image",
+    [
+        ("Dockerfile.cpu", "tensorflow/serving:${TF_SERVING_VERSION}"),
+        ("Dockerfile.gpu", "tensorflow/serving:${TF_SERVING_VERSION}-gpu"),
+    ],
+)
 def test_dockerfile_layout_matches_configs(name, base_image):
     steps = _dockerfile(DOCKER / name)
     by = {}
@@ -109,12 +129,17 @@ def test_dockerfile_layout_matches_configs(name, base_image):
     assert entry[0] == "tensorflow_model_server"
     flags = dict(f[2:].split("=", 1) for f in entry[1:])
     assert flags["port"] == str(GRPC_PORT) and flags["rest_api_port"] == str(REST_PORT)
-    for flag, file in (("model_config_file", "models.config"), ("batching_parameters_file", "batching_parameters.txt"),
-                       ("monitoring_config_file", "monitoring.config")):
+    for flag, file in (
+        ("model_config_file", "models.config"),
+        ("batching_parameters_file", "batching_parameters.txt"),
+        ("monitoring_config_file", "monitoring.config"),
+    ):
         assert flags[flag] == dest.rstrip("/") + "/" + file
         assert file in [pathlib.Path(s).name for s in config_copy[:-1]]
     assert flags["enable_batching"] == "true"
-    assert flags["allow_version_labels_for_unavailable_models"] == "true"  # models.config has labels
+    assert (
+        flags["allow_version_labels_for_unavailable_models"] == "true"
+    )  # models.config has labels
 
 
 def _yaml_docs(path):
@@ -124,14 +149,20 @@ def _yaml_docs(path):
 def test_compose_file_builds_the_images_with_the_right_ports():
     compose = yaml.safe_load((DOCKER / "docker-compose.yml").read_text())
     services = compose["services"]
-    for name, dockerfile in (("dnet", "docker/Dockerfile.cpu"), ("dnet-gpu", "docker/Dockerfile.gpu")):
+    for name, dockerfile in (
+        ("dnet", "docker/Dockerfile.cpu"),
+        ("dnet-gpu", "docker/Dockerfile.gpu"),
+    ):
         build = services[name]["build"]
         context = (DOCKER / build["context"]).resolve()
         assert context == REPO and (context / build["dockerfile"]).is_file()
         assert build["dockerfile"] == dockerfile and build["args"]["MODEL_DIR"] == "models/dnet"
         container_ports = sorted(int(p.split(":")[-1]) for p in services[name]["ports"])
         assert container_ports == [GRPC_PORT, REST_PORT]
-    assert sorted(services["dnet"]["ports"]) == [f"{GRPC_PORT}:{GRPC_PORT}", f"{REST_PORT}:{REST_PORT}"]
+    assert sorted(services["dnet"]["ports"]) == [
+        f"{GRPC_PORT}:{GRPC_PORT}",
+        f"{REST_PORT}:{REST_PORT}",
+    ]
     volume = services["prometheus"]["volumes"][0].split(":")
     assert (DOCKER / volume[0]).is_file()
     prom = yaml.safe_load((DOCKER / volume[0]).read_text())

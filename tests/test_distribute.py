@@ -40,24 +40,47 @@ def _checkpoint_values(directory):
     assert path is not None, f"no checkpoint in {directory}"
     reader = tf.train.load_checkpoint(path)
     # Everything but each worker's own wall clock: weights, BN statistics, optimizer slots, steps.
-    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()
-            if not k.startswith(("elapsed_s/", "_CHECKPOINTABLE_OBJECT_GRAPH"))}
+    return {
+        k: reader.get_tensor(k)
+        for k in reader.get_variable_to_shape_map()
+        if not k.startswith(("elapsed_s/", "_CHECKPOINTABLE_OBJECT_GRAPH"))
+    }
 
 
 def test_two_workers_train_in_lock_step(tmp_path):
     run_dir = tmp_path / "run"
     workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
-    cmd = [sys.executable, "-m", "dnet_tf.training.cli", f"--run_dir={run_dir}", "--source=toy",
-           "--input_size=64", "--mask_size=8", "--width=0.25", "--classifier_steps=6",
-           "--localizer_steps=6", "--batch_size=8", "--steps_per_checkpoint=4", "--eval_crops=0",
-           "--progress=false", "--strategy=multi_worker"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dnet_tf.training.cli",
+        f"--run_dir={run_dir}",
+        "--source=toy",
+        "--input_size=64",
+        "--mask_size=8",
+        "--width=0.25",
+        "--classifier_steps=6",
+        "--localizer_steps=6",
+        "--batch_size=8",
+        "--steps_per_checkpoint=4",
+        "--eval_crops=0",
+        "--progress=false",
+        "--strategy=multi_worker",
+    ]
     procs = []
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        env = dict(os.environ, TF_CONFIG=json.dumps(tf_config), TF_CPP_MIN_LOG_LEVEL="2",
-                   CUDA_VISIBLE_DEVICES="-1")
-        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True))
+        env = dict(
+            os.environ,
+            TF_CONFIG=json.dumps(tf_config),
+            TF_CPP_MIN_LOG_LEVEL="2",
+            CUDA_VISIBLE_DEVICES="-1",
+        )
+        procs.append(
+            subprocess.Popen(
+                cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            )
+        )
     outputs = []
     try:
         for p in procs:

@@ -27,14 +27,18 @@ def _write_voc(root):
         (root / d).mkdir(parents=True)
     for image_id, objects in IMAGES.items():
         pixels = np.full((H, W, 3), 128, np.uint8)
-        xml = [f"<annotation><filename>{image_id}.png</filename>"
-               f"<size><width>{W}</width><height>{H}</height><depth>3</depth></size>"]
+        xml = [
+            f"<annotation><filename>{image_id}.png</filename>"
+            f"<size><width>{W}</width><height>{H}</height><depth>3</depth></size>"
+        ]
         for name, (y0, x0, y1, x1), colour, difficult in objects:
             pixels[y0:y1, x0:x1] = colour
             # VOC is 1-based inclusive: continuous [x0, x1) -> xmin = x0 + 1, xmax = x1.
-            xml.append(f"<object><name>{name}</name><difficult>{difficult}</difficult><bndbox>"
-                       f"<xmin>{x0 + 1}</xmin><ymin>{y0 + 1}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax>"
-                       f"</bndbox></object>")
+            xml.append(
+                f"<object><name>{name}</name><difficult>{difficult}</difficult><bndbox>"
+                f"<xmin>{x0 + 1}</xmin><ymin>{y0 + 1}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax>"
+                f"</bndbox></object>"
+            )
         xml.append("</annotation>")
         Image.fromarray(pixels).save(root / "JPEGImages" / f"{image_id}.png")
         (root / "Annotations" / f"{image_id}.xml").write_text("".join(xml))
@@ -74,13 +78,23 @@ class FakeDetector:
                 masks[y0:y1, x0:x1, 0, cls] = 1.0
             boxes = np.array(boxes, np.float32).reshape(-1, 4)
             first = boxes.copy()
-            if self.calls == 3 and len(classes) and classes[0] == 0:  # img1 after the warm-up on img0
+            if (
+                self.calls == 3 and len(classes) and classes[0] == 0
+            ):  # img1 after the warm-up on img0
                 first[0, [1, 3]] += first[0, 3] - first[0, 1]
             scores = (1.0 - (boxes[:, 0] + boxes[:, 1]) / 200.0).astype(np.float32)
-            out.append({"boxes_yxyx": boxes, "scores": scores, "classes": np.array(classes, np.int32),
-                        "first_stage_boxes_yxyx": first, "first_stage_scores": scores,
-                        "first_stage_classes": np.array(classes, np.int32), "full_masks": masks,
-                        "network_evaluations": 36})
+            out.append(
+                {
+                    "boxes_yxyx": boxes,
+                    "scores": scores,
+                    "classes": np.array(classes, np.int32),
+                    "first_stage_boxes_yxyx": first,
+                    "first_stage_scores": scores,
+                    "first_stage_classes": np.array(classes, np.int32),
+                    "full_masks": masks,
+                    "network_evaluations": 36,
+                }
+            )
         return out
 
 
@@ -90,8 +104,12 @@ def _colour_classifier(size=16):
 
     class Head(keras.layers.Layer):
         def call(self, x):
-            red = keras.ops.mean(keras.ops.cast((x[..., 0] > 200) & (x[..., 2] < 50), "float32"), axis=(1, 2))
-            blue = keras.ops.mean(keras.ops.cast((x[..., 2] > 200) & (x[..., 0] < 50), "float32"), axis=(1, 2))
+            red = keras.ops.mean(
+                keras.ops.cast((x[..., 0] > 200) & (x[..., 2] < 50), "float32"), axis=(1, 2)
+            )
+            blue = keras.ops.mean(
+                keras.ops.cast((x[..., 2] > 200) & (x[..., 0] < 50), "float32"), axis=(1, 2)
+            )
             return keras.ops.stack([1.0 - 0.5 * (red + blue), 0.5 * red, 0.5 * blue], axis=-1)
 
     return keras.Model(inp, Head()(inp))
@@ -102,10 +120,26 @@ def test_cli_end_to_end_with_stand_ins(tmp_path, capsys):
     _write_voc(voc)
     out = tmp_path / "eval"
     detector = FakeDetector()
-    code = cli.main(["--model", str(tmp_path / "model"), "--data", str(voc), "--out", str(out),
-                     "--pictures", "2", "--baseline", "--run-dir", str(tmp_path / "run"),
-                     "--baseline-stride-multiplier", "4", "--quiet"],
-                    detector_loader=lambda path: detector, classifier_loader=lambda run_dir: _colour_classifier())
+    code = cli.main(
+        [
+            "--model",
+            str(tmp_path / "model"),
+            "--data",
+            str(voc),
+            "--out",
+            str(out),
+            "--pictures",
+            "2",
+            "--baseline",
+            "--run-dir",
+            str(tmp_path / "run"),
+            "--baseline-stride-multiplier",
+            "4",
+            "--quiet",
+        ],
+        detector_loader=lambda path: detector,
+        classifier_loader=lambda run_dir: _colour_classifier(),
+    )
     assert code == 0
     assert detector.calls == 4  # one untimed warm-up + three images
 
@@ -130,8 +164,12 @@ def test_cli_end_to_end_with_stand_ins(tmp_path, capsys):
     assert rows["Sliding windows"]["mAP"] > 0
 
     summary = json.loads((out / "evaluation.json").read_text())
-    assert summary["methods"]["DetectorNet (first stage)"]["voc10"]["per_class"]["cat"]["ap"] == pytest.approx(0.5)
-    assert summary["methods"]["DetectorNet"]["voc07"]["per_class"]["dog"]["num_positives"] == 2  # difficult excluded
+    assert summary["methods"]["DetectorNet (first stage)"]["voc10"]["per_class"]["cat"][
+        "ap"
+    ] == pytest.approx(0.5)
+    assert (
+        summary["methods"]["DetectorNet"]["voc07"]["per_class"]["dog"]["num_positives"] == 2
+    )  # difficult excluded
     assert summary["sliding_window_config"]["stride_multiplier"] == 4
 
     md = (out / "table.md").read_text()
@@ -152,7 +190,15 @@ def test_cli_end_to_end_with_stand_ins(tmp_path, capsys):
 def test_cli_errors_are_clear(tmp_path, capsys):
     voc = tmp_path / "voc"
     _write_voc(voc)
-    args = ["--model", str(tmp_path / "model"), "--data", str(voc), "--out", str(tmp_path / "o"), "--quiet"]
+    args = [
+        "--model",
+        str(tmp_path / "model"),
+        "--data",
+        str(voc),
+        "--out",
+        str(tmp_path / "o"),
+        "--quiet",
+    ]
     assert cli.main(args + ["--baseline"], detector_loader=lambda p: FakeDetector()) == 2
     assert "--baseline needs the classifier of a run directory" in capsys.readouterr().err
     assert cli.main(args + ["--split", "val"], detector_loader=lambda p: FakeDetector()) == 2
@@ -169,15 +215,34 @@ def test_cli_subset_chosen_pictures_and_all_point_metric(tmp_path):
     voc = tmp_path / "voc"
     _write_voc(voc)
     out = tmp_path / "eval"
-    code = cli.main(["--model", "m", "--data", str(voc), "--out", str(out), "--quiet", "--max-images", "2",
-                     "--picture-ids", "img1", "--metric", "voc10"], detector_loader=lambda p: FakeDetector())
+    code = cli.main(
+        [
+            "--model",
+            "m",
+            "--data",
+            str(voc),
+            "--out",
+            str(out),
+            "--quiet",
+            "--max-images",
+            "2",
+            "--picture-ids",
+            "img1",
+            "--metric",
+            "voc10",
+        ],
+        detector_loader=lambda p: FakeDetector(),
+    )
     assert code == 0
     table = json.loads((out / "table.json").read_text())
     assert table["metric"] == "VOC2010 all-point"
     first = {r["method"]: r for r in table["rows"]}["DetectorNet (first stage)"]
     # img0 and img1 only: cat TP then FP over 2 positives -> all-point AP 1/2; dog (img0) found -> 1.
     assert first["num_images"] == 2 and first["ap"] == {"cat": 0.5, "dog": 1.0}
-    assert sorted(p.name for p in (out / "pictures").iterdir()) == ["figure3_img1.png", "figure4_pr.png"]
+    assert sorted(p.name for p in (out / "pictures").iterdir()) == [
+        "figure3_img1.png",
+        "figure4_pr.png",
+    ]
 
 
 @pytest.mark.slow
@@ -191,21 +256,69 @@ def test_cli_on_a_freshly_trained_run(tmp_path):
     from dnet_tf.data.voc import read_voc_split
 
     data, run, out = tmp_path / "data", tmp_path / "run", tmp_path / "eval"
-    write_synthetic_voc(data, SyntheticConfig(num_train=16, num_val=2, num_test=3, max_side=260), workers=1,
-                        progress=False)
-    subprocess.run([sys.executable, "-m", "dnet_tf.training.cli", "--run_dir", str(run), "--data", str(data),
-                    "--classifier_steps", "4", "--localizer_steps", "4", "--batch_size", "4", "--input_size", "64",
-                    "--mask_size", "8", "--width", "0.25", "--eval_crops", "0", "--noprogress"], check=True)
-    code = cli.main(["--model", str(run), "--data", str(data), "--out", str(out), "--baseline",
-                     "--baseline-stride-multiplier", "16", "--pictures", "1", "--quiet"])
+    write_synthetic_voc(
+        data,
+        SyntheticConfig(num_train=16, num_val=2, num_test=3, max_side=260),
+        workers=1,
+        progress=False,
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dnet_tf.training.cli",
+            "--run_dir",
+            str(run),
+            "--data",
+            str(data),
+            "--classifier_steps",
+            "4",
+            "--localizer_steps",
+            "4",
+            "--batch_size",
+            "4",
+            "--input_size",
+            "64",
+            "--mask_size",
+            "8",
+            "--width",
+            "0.25",
+            "--eval_crops",
+            "0",
+            "--noprogress",
+        ],
+        check=True,
+    )
+    code = cli.main(
+        [
+            "--model",
+            str(run),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--baseline",
+            "--baseline-stride-multiplier",
+            "16",
+            "--pictures",
+            "1",
+            "--quiet",
+        ]
+    )
     assert code == 0
     rows = {r["method"]: r for r in json.loads((out / "table.json").read_text())["rows"]}
     assert set(rows) == {"DetectorNet", "DetectorNet (first stage)", "Sliding windows"}
-    assert rows["DetectorNet"]["num_images"] == 3 and rows["DetectorNet"]["network_evaluations_per_image"] >= 1
+    assert (
+        rows["DetectorNet"]["num_images"] == 3
+        and rows["DetectorNet"]["network_evaluations_per_image"] >= 1
+    )
     # The baseline's reported cost is exactly the grid size of each test image, averaged.
     records = read_voc_split(data, "test")
     cfg = SlidingWindowConfig(stride_multiplier=16)
     expected = np.mean([count_boxes(r.height, r.width, cfg) for r in records])
     assert rows["Sliding windows"]["network_evaluations_per_image"] == pytest.approx(expected)
     pictured = records[0].image_id
-    assert Image.open(out / "pictures" / f"figure3_{pictured}.png").size == (3 * records[0].width, records[0].height)
+    assert Image.open(out / "pictures" / f"figure3_{pictured}.png").size == (
+        3 * records[0].width,
+        records[0].height,
+    )

@@ -6,8 +6,12 @@ import pytest
 from PIL import Image
 
 from dnet_tf.constants import BOTTOM, FULL, LEFT, RIGHT, TOP
-from dnet_tf.evaluation.pictures import (draw_detections, half_mask_colours, plot_precision_recall,
-                                         resize_masks)
+from dnet_tf.evaluation.pictures import (
+    draw_detections,
+    half_mask_colours,
+    plot_precision_recall,
+    resize_masks,
+)
 from dnet_tf.evaluation.voc_ap import evaluate_detections
 
 H, W = 60, 80  # image; masks are 12 x 16 cells, so one cell = 5 x 5 pixels
@@ -32,8 +36,14 @@ def _rgb(png, r, c):
 def test_figure3_png_size_and_mask_colours_read_back(tmp_path):
     image = np.full((H, W, 3), 90, np.uint8)
     # One box far from the sampled pixel centres: rows 25..33, cols 20..60.
-    path = draw_detections(image, _planted_masks(), np.array([[25.0, 20.0, 33.0, 60.0]]), ["cat"], [0.87],
-                           str(tmp_path / "sub" / "fig3.png"))
+    path = draw_detections(
+        image,
+        _planted_masks(),
+        np.array([[25.0, 20.0, 33.0, 60.0]]),
+        ["cat"],
+        [0.87],
+        str(tmp_path / "sub" / "fig3.png"),
+    )
     png = np.asarray(Image.open(path))
     assert png.shape[:2] == (H, 3 * W)  # three panels of W x H, pixel for pixel
 
@@ -82,11 +92,24 @@ def test_figure4_png_size_and_both_curves_drawn(tmp_path):
     # cat: boxes A, B; dog: box D. First stage: A (TP), a miss (FP), D (TP); refined: A, B, D.
     a, b, d, miss = [0, 0, 10, 10], [40, 40, 50, 50], [20, 20, 30, 30], [60, 60, 70, 70]
     gt = [{"boxes_yxyx": np.array([a, b, d]), "classes": np.array([0, 0, 1])}]
-    first = [{"boxes_yxyx": np.array([a, miss, d]), "scores": np.array([0.9, 0.8, 0.7]),
-              "classes": np.array([0, 0, 1])}]
-    refined = [{"boxes_yxyx": np.array([a, b, d]), "scores": np.array([0.9, 0.8, 0.7]),
-                "classes": np.array([0, 0, 1])}]
-    curves = {"first stage": evaluate_detections(gt, first, 2), "refined": evaluate_detections(gt, refined, 2)}
+    first = [
+        {
+            "boxes_yxyx": np.array([a, miss, d]),
+            "scores": np.array([0.9, 0.8, 0.7]),
+            "classes": np.array([0, 0, 1]),
+        }
+    ]
+    refined = [
+        {
+            "boxes_yxyx": np.array([a, b, d]),
+            "scores": np.array([0.9, 0.8, 0.7]),
+            "classes": np.array([0, 0, 1]),
+        }
+    ]
+    curves = {
+        "first stage": evaluate_detections(gt, first, 2),
+        "refined": evaluate_detections(gt, refined, 2),
+    }
     path = plot_precision_recall(curves, ["cat", "dog"], str(tmp_path / "fig4.png"), columns=2)
     png = np.asarray(Image.open(path))
     # 3 panels (all classes, cat, dog) in 2 columns -> 2 rows of 300 x 250 px.
@@ -100,8 +123,20 @@ def test_figure4_png_size_and_both_curves_drawn(tmp_path):
 
 def test_bad_inputs_are_refused(tmp_path):
     with pytest.raises(ValueError, match="image must be uint8"):
-        draw_detections(np.zeros((4, 4, 3), np.float32), np.zeros((2, 2, 5)), np.zeros((0, 4)), [], [],
-                        str(tmp_path / "x.png"))
+        draw_detections(
+            np.zeros((4, 4, 3), np.float32),
+            np.zeros((2, 2, 5)),
+            np.zeros((0, 4)),
+            [],
+            [],
+            str(tmp_path / "x.png"),
+        )
     with pytest.raises(ValueError, match="different lengths"):
-        draw_detections(np.zeros((4, 4, 3), np.uint8), np.zeros((2, 2, 5)), np.zeros((1, 4)), [], [],
-                        str(tmp_path / "x.png"))
+        draw_detections(
+            np.zeros((4, 4, 3), np.uint8),
+            np.zeros((2, 2, 5)),
+            np.zeros((1, 4)),
+            [],
+            [],
+            str(tmp_path / "x.png"),
+        )

@@ -3,7 +3,6 @@
 import dataclasses
 import io
 import os
-import pathlib
 import subprocess
 import sys
 import textwrap
@@ -11,12 +10,12 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow as tf
+from fakes import coloured_object_image, fake_classifier, fake_localizer
 from PIL import Image
 
 from dnet_tf.config import DetectorConfig, InferenceConfig, ModelConfig
 from dnet_tf.export.saved_model import SERVING_OUTPUTS, build_signatures, export_module
 from dnet_tf.inference.module import DetectorModule
-from fakes import coloured_object_image, fake_classifier, fake_localizer
 
 
 def encode(image, fmt="JPEG"):
@@ -27,10 +26,17 @@ def encode(image, fmt="JPEG"):
 
 @pytest.fixture(scope="module")
 def module():
-    cfg = DetectorConfig(model=ModelConfig(num_classes=2),
-                         inference=dataclasses.replace(InferenceConfig(), max_refine=4, max_detections=10))
-    return DetectorModule(fake_localizer(num_classes=2), fake_classifier(num_classes=2), ["cat", "dog"],
-                          [0.5, 1.0, 2.0], cfg)
+    cfg = DetectorConfig(
+        model=ModelConfig(num_classes=2),
+        inference=dataclasses.replace(InferenceConfig(), max_refine=4, max_detections=10),
+    )
+    return DetectorModule(
+        fake_localizer(num_classes=2),
+        fake_classifier(num_classes=2),
+        ["cat", "dog"],
+        [0.5, 1.0, 2.0],
+        cfg,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +65,9 @@ def test_warmup_requests_are_prediction_logs(exported):
     from tensorflow_serving.apis import prediction_log_pb2
 
     _, path = exported
-    records = list(tf.data.TFRecordDataset(str(path / "assets.extra" / "tf_serving_warmup_requests")))
+    records = list(
+        tf.data.TFRecordDataset(str(path / "assets.extra" / "tf_serving_warmup_requests"))
+    )
     assert len(records) >= 1
     log = prediction_log_pb2.PredictionLog.FromString(records[0].numpy())
     req = log.predict_log.request
@@ -88,7 +96,9 @@ def test_graph_has_no_python_ops(exported):
     assert "StatefulPartitionedCall" in ops  # the signatures are real graph functions
 
 
-def test_tf1_session_loader_in_fresh_process_matches_in_memory(module, exported, sample_jpeg, tmp_path):
+def test_tf1_session_loader_in_fresh_process_matches_in_memory(
+    module, exported, sample_jpeg, tmp_path
+):
     _, path = exported
     (tmp_path / "img.jpg").write_bytes(sample_jpeg)
     script = textwrap.dedent(f"""
@@ -96,16 +106,18 @@ def test_tf1_session_loader_in_fresh_process_matches_in_memory(module, exported,
         sys.modules["dnet_tf"] = None  # the model must not need this package
         import numpy as np, tensorflow as tf
         tf.compat.v1.disable_eager_execution()
-        data = open({str(tmp_path / 'img.jpg')!r}, "rb").read()
+        data = open({str(tmp_path / "img.jpg")!r}, "rb").read()
         with tf.compat.v1.Session(graph=tf.Graph()) as sess:
             mg = tf.compat.v1.saved_model.loader.load(sess, ["serve"], {str(path)!r})
             sig = mg.signature_def["serving_default"]
             names = sorted(sig.outputs)
             vals = sess.run([sig.outputs[k].name for k in names], {{sig.inputs["images"].name: [data]}})
-            np.savez({str(tmp_path / 'out.npz')!r}, **dict(zip(names, vals)))
+            np.savez({str(tmp_path / "out.npz")!r}, **dict(zip(names, vals)))
     """)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = np.load(tmp_path / "out.npz", allow_pickle=True)  # class names are an object array
     assert sorted(got.files) == sorted(SERVING_OUTPUTS)
@@ -147,9 +159,11 @@ def test_bad_inputs_raise_invalid_argument(loaded, sample_jpeg, case):
 
 def test_outputs_bounded_for_tiny_and_odd_images(loaded):
     fn = loaded.signatures["serving_default"]
-    imgs = [encode(np.full((1, 1, 3), 255, np.uint8), "PNG"),
-            encode(coloured_object_image(40, 900, [[5, 100, 35, 400]]), "PNG"),
-            encode(np.full((30, 30), 128, np.uint8), "BMP")]
+    imgs = [
+        encode(np.full((1, 1, 3), 255, np.uint8), "PNG"),
+        encode(coloured_object_image(40, 900, [[5, 100, 35, 400]]), "PNG"),
+        encode(np.full((30, 30), 128, np.uint8), "BMP"),
+    ]
     for data in imgs:
         out = fn(images=tf.constant([data]))
         boxes = out["detection_boxes"].numpy()

@@ -6,23 +6,30 @@ import io
 import numpy as np
 import pytest
 import tensorflow as tf
+from fakes import coloured_object_image, fake_classifier, fake_localizer
 from PIL import Image
 
 from dnet_tf.config import DetectorConfig, InferenceConfig, ModelConfig
 from dnet_tf.inference.decode import decode_batch
 from dnet_tf.inference.module import DetectorModule
-from fakes import coloured_object_image, fake_classifier, fake_localizer
 
 # Ten aspect ratios, as k-means of training boxes gives (geometric 0.5 .. 2).
 ASPECTS = list(np.geomspace(0.5, 2.0, 10))
 
 
 def make_module(num_classes=1, **inference):
-    cfg = DetectorConfig(model=ModelConfig(num_classes=num_classes),
-                         inference=dataclasses.replace(InferenceConfig(), **inference))
+    cfg = DetectorConfig(
+        model=ModelConfig(num_classes=num_classes),
+        inference=dataclasses.replace(InferenceConfig(), **inference),
+    )
     names = [f"c{i}" for i in range(num_classes)]
-    return DetectorModule(fake_localizer(num_classes=num_classes), fake_classifier(num_classes=num_classes),
-                          names, ASPECTS, cfg)
+    return DetectorModule(
+        fake_localizer(num_classes=num_classes),
+        fake_classifier(num_classes=num_classes),
+        names,
+        ASPECTS,
+        cfg,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +46,10 @@ def png(image):
 @pytest.fixture(scope="module")
 def run_encoded(module):
     """One traced graph for the whole module (tracing the search costs seconds)."""
-    return tf.function(lambda s: module.detect(*decode_batch(s, 10**7)),
-                       input_signature=[tf.TensorSpec([None], tf.string)])
+    return tf.function(
+        lambda s: module.detect(*decode_batch(s, 10**7)),
+        input_signature=[tf.TensorSpec([None], tf.string)],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +82,13 @@ def test_refinement_is_no_worse_than_first_stage(detect_fn):
     h, w = 320, 480
     box = [37, 53, 121, 170]  # off the 5 px grid on purpose
     out = detect_fn(coloured_object_image(h, w, [box])[None])
-    iou = lambda a: float(tf.squeeze(__import__("dnet_tf.ops.boxes", fromlist=["iou"]).iou(
-        tf.constant([a], tf.float32), tf.constant([box], tf.float32))))
+    iou = lambda a: float(
+        tf.squeeze(
+            __import__("dnet_tf.ops.boxes", fromlist=["iou"]).iou(
+                tf.constant([a], tf.float32), tf.constant([box], tf.float32)
+            )
+        )
+    )
     refined = iou(top_box_pixels(out, 0, h, w))
     first = iou(out["first_stage_boxes"][0, 0].numpy() * np.array([h, w, h, w]))
     # The first stage only has the 90 shapes (steps of 0.1 x the mean image side = 40 px here);
@@ -111,19 +125,25 @@ def test_empty_image_gives_no_detections_and_padded_outputs(module, detect_fn):
 
 
 def test_batch_of_different_sizes_equals_one_by_one(run_encoded):
-    imgs = [coloured_object_image(240, 320, [[40, 50, 150, 200]]),
-            coloured_object_image(300, 200, [[100, 20, 260, 180]])]
+    imgs = [
+        coloured_object_image(240, 320, [[40, 50, 150, 200]]),
+        coloured_object_image(300, 200, [[100, 20, 260, 180]]),
+    ]
     encoded = [png(im) for im in imgs]
     run = run_encoded
     both = run(tf.constant(encoded))
     from dnet_tf.ops.boxes import iou
 
     for b in range(2):
-        alone = run(tf.constant(encoded[b:b + 1]))
+        alone = run(tf.constant(encoded[b : b + 1]))
         n = int(alone["num_detections"][0])
         assert n >= 1 and int(both["num_detections"][b]) == n
-        np.testing.assert_allclose(both["detection_scores"][b, :n], alone["detection_scores"][0, :n], atol=1e-4)
-        np.testing.assert_array_equal(both["detection_classes"][b, :n], alone["detection_classes"][0, :n])
+        np.testing.assert_allclose(
+            both["detection_scores"][b, :n], alone["detection_scores"][0, :n], atol=1e-4
+        )
+        np.testing.assert_array_equal(
+            both["detection_classes"][b, :n], alone["detection_classes"][0, :n]
+        )
         # Batched crops differ from single ones by float rounding only (the padded batch changes
         # the normalisation), which may swap two refinement boxes of equal Eq. (3) score, one
         # canvas cell apart: same boxes up to such a swap.
@@ -159,7 +179,13 @@ def test_refined_detection_ranked_by_the_chosen_eq3_combination():
     refined = float(out["refined"]["detection_scores"][0, 0])
     assert 0.0 < first < 1.0 and 0.0 < refined < 1.0
     assert abs(first - refined) > 1e-3  # the two stages score the box differently
-    np.testing.assert_allclose(float(out["mean"]["detection_scores"][0, 0]), (first + refined) / 2, rtol=1e-5)
-    np.testing.assert_allclose(float(out["min"]["detection_scores"][0, 0]), min(first, refined), rtol=1e-5)
+    np.testing.assert_allclose(
+        float(out["mean"]["detection_scores"][0, 0]), (first + refined) / 2, rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        float(out["min"]["detection_scores"][0, 0]), min(first, refined), rtol=1e-5
+    )
     for mode in ("mean", "min"):  # the boxes are the refined ones in every mode
-        np.testing.assert_allclose(out[mode]["detection_boxes"].numpy(), out["refined"]["detection_boxes"].numpy())
+        np.testing.assert_allclose(
+            out[mode]["detection_boxes"].numpy(), out["refined"]["detection_boxes"].numpy()
+        )

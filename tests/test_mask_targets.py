@@ -14,12 +14,20 @@ def brute_force(boxes, class_ids, num_classes, d, supersample=None):
     for box, c in zip(boxes, class_ids):
         y0, x0, y1, x1 = np.clip(np.asarray(box, np.float64), 0.0, 1.0)
         ym, xm = (y0 + y1) / 2, (x0 + x1) / 2
-        parts = [(y0, x0, y1, x1), (y0, x0, ym, x1), (ym, x0, y1, x1), (y0, x0, y1, xm), (y0, xm, y1, x1)]
+        parts = [
+            (y0, x0, y1, x1),
+            (y0, x0, ym, x1),
+            (ym, x0, y1, x1),
+            (y0, x0, y1, xm),
+            (y0, xm, y1, x1),
+        ]
         for t, (a0, b0, a1, b1) in enumerate(parts):
             for i in range(d):
                 for j in range(d):
                     ty0, ty1, tx0, tx1 = i / d, (i + 1) / d, j / d, (j + 1) / d
-                    inter = max(0.0, min(a1, ty1) - max(a0, ty0)) * max(0.0, min(b1, tx1) - max(b0, tx0))
+                    inter = max(0.0, min(a1, ty1) - max(a0, ty0)) * max(
+                        0.0, min(b1, tx1) - max(b0, tx0)
+                    )
                     out[i, j, t, c] = max(out[i, j, t, c], inter / (1.0 / d) ** 2)
     return out
 
@@ -50,7 +58,12 @@ def test_hand_worked_fractional_box():
     np.testing.assert_allclose(m[:, :, TOP, 0], top, atol=1e-6)
     # Bottom half: y in [0.35, 0.6): row 1 [0.35, 0.5) -> 0.6, row 2 -> 0.4.
     bottom = np.zeros((4, 4))
-    bottom[1, 1], bottom[1, 2], bottom[2, 1], bottom[2, 2] = 0.6 * 0.8, 0.6 * 0.2, 0.4 * 0.8, 0.4 * 0.2
+    bottom[1, 1], bottom[1, 2], bottom[2, 1], bottom[2, 2] = (
+        0.6 * 0.8,
+        0.6 * 0.2,
+        0.4 * 0.8,
+        0.4 * 0.2,
+    )
     np.testing.assert_allclose(m[:, :, BOTTOM, 0], bottom, atol=1e-6)
     # Left half: x in [0.3, 0.425): col 1 -> 0.125 / 0.25 = 0.5; right half x in [0.425, 0.55):
     # col 1 [0.425, 0.5) -> 0.3, col 2 -> 0.2.
@@ -81,13 +94,16 @@ def test_no_objects_gives_zeros():
 
 
 def test_box_outside_crop_gives_zeros_and_whole_crop_gives_ones():
-    m = mask_targets(tf.constant([[1.2, 0.0, 1.5, 1.0], [0.0, 0.0, 1.0, 1.0]]), tf.constant([0, 1]), 2, 6)
+    m = mask_targets(
+        tf.constant([[1.2, 0.0, 1.5, 1.0], [0.0, 0.0, 1.0, 1.0]]), tf.constant([0, 1]), 2, 6
+    )
     m = m.numpy()
     assert np.all(m[..., 0] == 0.0)
     np.testing.assert_allclose(m[:, :, FULL, 1], np.ones((6, 6)), atol=1e-6)
     # Top half of the whole crop: rows 0..2 of 6 are full, rows 3..5 empty.
-    np.testing.assert_allclose(m[:, :, TOP, 1], np.repeat([[1.0], [1.0], [1.0], [0.0], [0.0], [0.0]], 6, 1),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        m[:, :, TOP, 1], np.repeat([[1.0], [1.0], [1.0], [0.0], [0.0], [0.0]], 6, 1), atol=1e-6
+    )
     assert m.max() <= 1.0
 
 
@@ -106,7 +122,9 @@ def test_matches_brute_force(seed):
 def test_batch_matches_single_crops():
     rng = np.random.default_rng(7)
     boxes = rng.uniform(0, 1, (3, 4, 4)).astype(np.float32)
-    boxes = np.concatenate([np.minimum(boxes[..., :2], boxes[..., 2:]), np.maximum(boxes[..., :2], boxes[..., 2:])], -1)
+    boxes = np.concatenate(
+        [np.minimum(boxes[..., :2], boxes[..., 2:]), np.maximum(boxes[..., :2], boxes[..., 2:])], -1
+    )
     ids = np.array([0, 1, 1, 0], np.int32)
     got = mask_targets_batch(tf.constant(boxes), tf.constant(ids), 2, 5).numpy()
     for k in range(3):

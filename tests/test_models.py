@@ -8,8 +8,14 @@ import pytest
 
 from dnet_tf.config import ModelConfig
 from dnet_tf.constants import FULL, LEFT, NUM_MASK_TYPES
-from dnet_tf.models import (ConvMaskHead, DenseMaskHead, build_classifier, build_embedding,
-                            build_localizer, build_trunk)
+from dnet_tf.models import (
+    ConvMaskHead,
+    DenseMaskHead,
+    build_classifier,
+    build_embedding,
+    build_localizer,
+    build_trunk,
+)
 from dnet_tf.models.backbones import PaperWidths
 from dnet_tf.training.recipe import init_localizer_from_classifier
 
@@ -58,8 +64,9 @@ def test_dense_head_output_layout():
     head = DenseMaskHead(d, c)
     head.build((None, 4))
     n_out = d * d * NUM_MASK_TYPES * c
-    head.regression.set_weights([np.zeros((4, n_out), np.float32),
-                                 (np.arange(n_out) / 100.0).astype(np.float32)])
+    head.regression.set_weights(
+        [np.zeros((4, n_out), np.float32), (np.arange(n_out) / 100.0).astype(np.float32)]
+    )
     out = np.asarray(head(np.ones((1, 4), np.float32)))
     assert out.shape == (1, d, d, NUM_MASK_TYPES, c)
     i, j, t, k = 2, 1, LEFT, 1
@@ -115,10 +122,13 @@ def test_conv_head_resizes_features_onto_the_mask_grid():
     np.testing.assert_allclose(out, np.repeat(expected_rows[:, None], 4, axis=1), atol=1e-6)
 
 
-@pytest.mark.parametrize("head_cls,kwargs,feature_shape", [
-    (DenseMaskHead, dict(mask_size=5, num_classes=3, bias_init=-1.5), (2, 7)),
-    (ConvMaskHead, dict(mask_size=6, num_classes=2, hidden=16, bias_init=-2.0), (2, 3, 3, 8)),
-])
+@pytest.mark.parametrize(
+    "head_cls,kwargs,feature_shape",
+    [
+        (DenseMaskHead, dict(mask_size=5, num_classes=3, bias_init=-1.5), (2, 7)),
+        (ConvMaskHead, dict(mask_size=6, num_classes=2, hidden=16, bias_init=-2.0), (2, 3, 3, 8)),
+    ],
+)
 def test_head_config_round_trip(head_cls, kwargs, feature_shape):
     head = head_cls(name="masks", **kwargs)
     x = np.random.default_rng(1).normal(size=feature_shape).astype(np.float32)
@@ -180,7 +190,9 @@ def test_localizer_initialised_from_classifier(head, copied):
     before = np.asarray(localizer.get_layer("trunk")(x))
     assert init_localizer_from_classifier(localizer, classifier) == copied
     for name in copied:
-        pairs = zip(localizer.get_layer(name).get_weights(), classifier.get_layer(name).get_weights())
+        pairs = zip(
+            localizer.get_layer(name).get_weights(), classifier.get_layer(name).get_weights()
+        )
         for a, b in pairs:
             np.testing.assert_array_equal(a, b)
     after = np.asarray(localizer.get_layer("trunk")(x))

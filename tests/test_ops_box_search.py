@@ -45,11 +45,18 @@ def np_eq3(masks, box, margin=MARGIN):
     w_outer, w_box = overlap_weights(outer, h, w), overlap_weights((y0, x0, y1, x1), h, w)
     ring_area = w_outer.sum() - w_box.sum()
     ring = float(((w_outer - w_box) * full).sum() / ring_area) if ring_area > 0 else 0.0
-    score = (coverage - ring
-             + mean_over(masks[..., 1], top) - mean_over(masks[..., 1], bottom)
-             + mean_over(masks[..., 2], bottom) - mean_over(masks[..., 2], top)
-             + mean_over(masks[..., 3], left) - mean_over(masks[..., 3], right)
-             + mean_over(masks[..., 4], right) - mean_over(masks[..., 4], left))
+    score = (
+        coverage
+        - ring
+        + mean_over(masks[..., 1], top)
+        - mean_over(masks[..., 1], bottom)
+        + mean_over(masks[..., 2], bottom)
+        - mean_over(masks[..., 2], top)
+        + mean_over(masks[..., 3], left)
+        - mean_over(masks[..., 3], right)
+        + mean_over(masks[..., 4], right)
+        - mean_over(masks[..., 4], left)
+    )
     return score, coverage
 
 
@@ -77,7 +84,13 @@ def eq1_masks(h, w, box):
     """Eq. (1) masks [h, w, 5] of one box in cell coordinates: cell fraction covered by each half."""
     y0, x0, y1, x1 = box
     ym, xm = (y0 + y1) / 2, (x0 + x1) / 2
-    parts = [(y0, x0, y1, x1), (y0, x0, ym, x1), (ym, x0, y1, x1), (y0, x0, y1, xm), (y0, xm, y1, x1)]
+    parts = [
+        (y0, x0, y1, x1),
+        (y0, x0, ym, x1),
+        (ym, x0, y1, x1),
+        (y0, x0, y1, xm),
+        (y0, xm, y1, x1),
+    ]
     return np.stack([overlap_weights(p, h, w) for p in parts], axis=-1).astype(np.float32)
 
 
@@ -93,19 +106,29 @@ def assert_valid_top(result, masks, shapes, stride, threshold, m):
     assert len(set(boxes)) == n_valid
     for box, score, cov in zip(boxes, result["scores"], result["coverage"]):
         s, c = np_eq3(masks, box)
-        assert s == pytest.approx(score, abs=1e-5) and c == pytest.approx(cov, abs=1e-6) and c > threshold
+        assert (
+            s == pytest.approx(score, abs=1e-5)
+            and c == pytest.approx(cov, abs=1e-6)
+            and c > threshold
+        )
     assert np.all(np.isneginf(result["scores"][n_valid:])) and not result["valid"][n_valid:].any()
 
 
 def per_class(res, c):
-    return {"scores": res.scores.numpy()[c], "boxes": res.boxes_cell_yxyx.numpy()[c],
-            "coverage": res.coverage.numpy()[c], "valid": res.valid.numpy()[c]}
+    return {
+        "scores": res.scores.numpy()[c],
+        "boxes": res.boxes_cell_yxyx.numpy()[c],
+        "coverage": res.coverage.numpy()[c],
+        "valid": res.valid.numpy()[c],
+    }
 
 
 def test_box_shapes_hand_worked_fraction_major():
     # mean side 100: f = 0.5, a = 2 -> h = 2 * 0.5 * 100 / 3 = 33.33, w = 66.67; a = 1 -> 50 x 50.
     got = box_search.box_shapes(100.0, [0.5, 0.2], [1.0, 2.0]).numpy()
-    np.testing.assert_allclose(got, [[50, 50], [100 / 3, 200 / 3], [20, 20], [40 / 3, 80 / 3]], rtol=1e-6)
+    np.testing.assert_allclose(
+        got, [[50, 50], [100 / 3, 200 / 3], [20, 20], [40 / 3, 80 / 3]], rtol=1e-6
+    )
     # Each shape's mean side is f * 100.
     np.testing.assert_allclose(got.mean(axis=1), [50, 50, 20, 20], rtol=1e-6)
 
@@ -141,11 +164,15 @@ def test_eq3_scores_match_oracle_with_fractional_and_outside_boxes(seed):
     boxes = np.concatenate([corners.min(1), corners.max(1)], axis=-1).astype(np.float32)
     boxes[0] = [0, 0, h, w]  # the whole grid: the ring has no area
     boxes[1] = [2, 3, 2, 6]  # zero height
-    eq3, cov = box_search.eq3_scores(integral.integral_image(masks.reshape(h, w, 5 * c)), boxes, MARGIN)
+    eq3, cov = box_search.eq3_scores(
+        integral.integral_image(masks.reshape(h, w, 5 * c)), boxes, MARGIN
+    )
     for i, box in enumerate(boxes):
         for k in range(c):
             s, v = np_eq3(masks[..., k], box)
-            assert eq3.numpy()[i, k] == pytest.approx(s, abs=1e-4)  # float32 integrals of uniform values
+            assert eq3.numpy()[i, k] == pytest.approx(
+                s, abs=1e-4
+            )  # float32 integrals of uniform values
             assert cov.numpy()[i, k] == pytest.approx(v, abs=3e-5)
 
 
@@ -218,8 +245,12 @@ def test_search_many_classes_single_phase_layout():
     res = box_search.search_boxes(masks, shapes, 1.0, MARGIN, 0.5, 4)
     for b in range(2):
         for c in range(7):
-            got = {"scores": res.scores.numpy()[b, c], "boxes": res.boxes_cell_yxyx.numpy()[b, c],
-                   "coverage": res.coverage.numpy()[b, c], "valid": res.valid.numpy()[b, c]}
+            got = {
+                "scores": res.scores.numpy()[b, c],
+                "boxes": res.boxes_cell_yxyx.numpy()[b, c],
+                "coverage": res.coverage.numpy()[b, c],
+                "valid": res.valid.numpy()[b, c],
+            }
             assert_valid_top(got, masks[b, ..., c], shapes, 1, 0.5, 4)
 
 
@@ -235,8 +266,13 @@ def test_search_shapes_larger_than_the_grid_are_clipped():
 def test_search_traced_with_unknown_canvas_and_dynamic_shapes():
     fn = tf.function(
         lambda m, mean_side: box_search.search_boxes(
-            m, box_search.box_shapes(mean_side, [0.3, 0.5], [0.5, 1.0]), 1.0, MARGIN, 0.5, 8),
-        input_signature=[tf.TensorSpec([None, None, 5, None], tf.float32), tf.TensorSpec([], tf.float32)])
+            m, box_search.box_shapes(mean_side, [0.3, 0.5], [0.5, 1.0]), 1.0, MARGIN, 0.5, 8
+        ),
+        input_signature=[
+            tf.TensorSpec([None, None, 5, None], tf.float32),
+            tf.TensorSpec([], tf.float32),
+        ],
+    )
     rng = np.random.default_rng(11)
     for h, w in [(14, 11), (9, 17)]:
         masks = quarter_masks(rng, h, w, 2)

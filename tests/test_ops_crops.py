@@ -60,28 +60,38 @@ def test_crops_match_numpy_oracle_including_outside_parts(seed):
     indices = np.array([0, 1, 0, 1, 1, 0], np.int32)
     got = crops.crop_and_resize(images, boxes, indices, 7, extrapolation_value=-3.0).numpy()
     for n in range(6):
-        np.testing.assert_allclose(got[n], np_crop(images[indices[n]], boxes[n], 7, -3.0), atol=2e-3)
+        np.testing.assert_allclose(
+            got[n], np_crop(images[indices[n]], boxes[n], 7, -3.0), atol=2e-3
+        )
 
 
 def test_samples_outside_the_image_get_the_extrapolation_value():
     # Box [-2, -2, 2, 2] on a 4 x 4 image of ones, 4 samples per axis at -1.5, -0.5, 0.5, 1.5:
     # rows/columns 0 and 1 are outside (value 9), the inner 2 x 2 reads the image (1).
     img = np.ones((1, 4, 4, 1), np.float32)
-    got = crops.crop_and_resize(img, [[-2, -2, 2, 2]], [0], 4, extrapolation_value=9.0).numpy()[0, ..., 0]
+    got = crops.crop_and_resize(img, [[-2, -2, 2, 2]], [0], 4, extrapolation_value=9.0).numpy()[
+        0, ..., 0
+    ]
     expected = np.full((4, 4), 9.0)
     expected[2:, 2:] = 1.0
     np.testing.assert_allclose(got, expected)
 
 
 def test_crop_traced_with_unknown_image_size():
-    fn = tf.function(lambda im, b: crops.crop_and_resize(im, b, tf.zeros([tf.shape(b)[0]], tf.int32), 5),
-                     input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32),
-                                      tf.TensorSpec([None, 4], tf.float32)])
+    fn = tf.function(
+        lambda im, b: crops.crop_and_resize(im, b, tf.zeros([tf.shape(b)[0]], tf.int32), 5),
+        input_signature=[
+            tf.TensorSpec([None, None, None, 3], tf.float32),
+            tf.TensorSpec([None, 4], tf.float32),
+        ],
+    )
     rng = np.random.default_rng(4)
     for h, w in [(6, 8), (10, 3)]:
         img = rng.uniform(0, 1, size=(1, h, w, 3)).astype(np.float32)
         box = np.array([[0.5, -1.0, h - 1.0, w + 0.5]], np.float32)
-        np.testing.assert_allclose(fn(img, box).numpy()[0], np_crop(img[0], box[0], 5, 0.0), atol=1e-5)
+        np.testing.assert_allclose(
+            fn(img, box).numpy()[0], np_crop(img[0], box[0], 5, 0.0), atol=1e-5
+        )
 
 
 def np_paste_max(masks, windows, hc, wc):
@@ -107,7 +117,9 @@ def test_paste_single_window_over_the_canvas_is_a_bilinear_resize():
     got = crops.paste_max(masks, [[0, 0, 12, 8]], 12, 8).numpy()
     expected = tf.image.resize(masks, [12, 8], method="bilinear", antialias=False).numpy()[0]
     np.testing.assert_allclose(got, expected, atol=1e-5)
-    np.testing.assert_allclose(crops.paste_max(masks, [[0, 0, 4, 4]], 4, 4).numpy(), masks[0], atol=1e-5)
+    np.testing.assert_allclose(
+        crops.paste_max(masks, [[0, 0, 4, 4]], 4, 4).numpy(), masks[0], atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -115,17 +127,30 @@ def test_paste_max_matches_numpy_oracle(seed):
     rng = np.random.default_rng(seed)
     masks = rng.uniform(0, 1, size=(5, 4, 4, 2)).astype(np.float32)
     # Overlapping windows with fractional extents, one touching the far corner, one poking out.
-    windows = np.array([[0, 0, 10, 14], [0, 0, 5, 7], [2.5, 3.5, 7.5, 10.5], [5, 7, 10, 14],
-                        [-1.5, 9.0, 4.0, 16.0]], np.float32)
+    windows = np.array(
+        [
+            [0, 0, 10, 14],
+            [0, 0, 5, 7],
+            [2.5, 3.5, 7.5, 10.5],
+            [5, 7, 10, 14],
+            [-1.5, 9.0, 4.0, 16.0],
+        ],
+        np.float32,
+    )
     got = crops.paste_max(masks, windows, 10, 14).numpy()
     np.testing.assert_allclose(got, np_paste_max(masks, windows, 10, 14), atol=1e-5)
 
 
 def test_paste_uncovered_cells_are_zero_and_canvas_size_is_dynamic():
-    fn = tf.function(lambda m, w, h, wd: crops.paste_max(m, w, h, wd),
-                     input_signature=[tf.TensorSpec([None, 3, 3, None], tf.float32),
-                                      tf.TensorSpec([None, 4], tf.float32),
-                                      tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)])
+    fn = tf.function(
+        lambda m, w, h, wd: crops.paste_max(m, w, h, wd),
+        input_signature=[
+            tf.TensorSpec([None, 3, 3, None], tf.float32),
+            tf.TensorSpec([None, 4], tf.float32),
+            tf.TensorSpec([], tf.int32),
+            tf.TensorSpec([], tf.int32),
+        ],
+    )
     masks = np.full((1, 3, 3, 1), 0.7, np.float32)
     got = fn(masks, np.array([[1, 2, 4, 5]], np.float32), 6, 7).numpy()[..., 0]
     expected = np.zeros((6, 7))

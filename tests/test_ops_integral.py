@@ -30,7 +30,9 @@ def test_integral_image_hand_worked():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_integral_image_matches_cumsum_with_batch_dims(seed):
     rng = np.random.default_rng(seed)
-    masks = rng.uniform(0, 1, size=(2, 3, 5, 4, 3)).astype(np.float32)  # [2, 3 batch, H=5, W=4, K=3]
+    masks = rng.uniform(0, 1, size=(2, 3, 5, 4, 3)).astype(
+        np.float32
+    )  # [2, 3 batch, H=5, W=4, K=3]
     got = integral.integral_image(masks).numpy()
     expected = np.zeros((2, 3, 6, 5, 3))
     expected[..., 1:, 1:, :] = masks.astype(np.float64).cumsum(-3).cumsum(-2)
@@ -49,11 +51,11 @@ def test_box_sums_clip_to_grid_and_degenerate_boxes_are_zero():
     masks = np.ones((3, 4, 1), np.float32)
     boxes = [
         [-1.0, -2.0, 1.5, 1.0],  # clipped to [0, 0, 1.5, 1]: 1.5
-        [2.0, 3.0, 9.0, 9.0],    # clipped to [2, 3, 3, 4]: 1 (touches the far corner)
-        [1.0, 1.0, 1.0, 3.0],    # zero height: 0
-        [2.0, 3.0, 1.0, 1.0],    # inverted: 0
-        [5.0, 5.0, 7.0, 7.0],    # wholly outside: 0
-        [0.0, 0.0, 3.0, 4.0],    # the whole grid: 12
+        [2.0, 3.0, 9.0, 9.0],  # clipped to [2, 3, 3, 4]: 1 (touches the far corner)
+        [1.0, 1.0, 1.0, 3.0],  # zero height: 0
+        [2.0, 3.0, 1.0, 1.0],  # inverted: 0
+        [5.0, 5.0, 7.0, 7.0],  # wholly outside: 0
+        [0.0, 0.0, 3.0, 4.0],  # the whole grid: 12
     ]
     got = integral.box_sums(integral.integral_image(masks), boxes).numpy()[:, 0]
     np.testing.assert_allclose(got, [1.5, 1.0, 0.0, 0.0, 0.0, 12.0], atol=1e-6)
@@ -75,25 +77,35 @@ def test_box_sums_match_area_overlap_oracle(seed):
 def test_box_sums_batched_rows_use_their_own_integral():
     rng = np.random.default_rng(5)
     masks = rng.uniform(0, 1, size=(3, 4, 5, 2)).astype(np.float32)  # 3 canvases
-    boxes = np.array([[[0.5, 1.0, 3.0, 4.5]], [[1.0, 0.0, 2.0, 5.0]], [[0.0, 0.0, 4.0, 5.0]]], np.float32)
+    boxes = np.array(
+        [[[0.5, 1.0, 3.0, 4.5]], [[1.0, 0.0, 2.0, 5.0]], [[0.0, 0.0, 4.0, 5.0]]], np.float32
+    )
     got = integral.box_sums(integral.integral_image(masks), boxes).numpy()
     for b in range(3):
         for c in range(2):
-            assert got[b, 0, c] == pytest.approx(np_box_sum(masks[b, ..., c], boxes[b, 0]), rel=1e-5)
+            assert got[b, 0, c] == pytest.approx(
+                np_box_sum(masks[b, ..., c], boxes[b, 0]), rel=1e-5
+            )
 
 
 def test_box_coverage_divides_by_the_box_own_area():
     # A 2 x 2 box half outside the grid over ones: sum 2 (the inside half) / area 4 = 0.5.
     # An empty box has coverage 0, not NaN.
     masks = np.ones((4, 4, 1), np.float32)
-    got = integral.box_coverage(integral.integral_image(masks), [[-1.0, 0.0, 1.0, 2.0], [1.0, 1.0, 1.0, 1.0]])
+    got = integral.box_coverage(
+        integral.integral_image(masks), [[-1.0, 0.0, 1.0, 2.0], [1.0, 1.0, 1.0, 1.0]]
+    )
     np.testing.assert_allclose(got.numpy()[:, 0], [0.5, 0.0])
 
 
 def test_traced_with_unknown_sizes():
     fn = tf.function(
         lambda m, b: integral.box_coverage(integral.integral_image(m), b),
-        input_signature=[tf.TensorSpec([None, None, None], tf.float32), tf.TensorSpec([None, 4], tf.float32)])
+        input_signature=[
+            tf.TensorSpec([None, None, None], tf.float32),
+            tf.TensorSpec([None, 4], tf.float32),
+        ],
+    )
     rng = np.random.default_rng(3)
     for h, w in [(3, 5), (6, 2)]:
         masks = rng.uniform(0, 1, size=(h, w, 2)).astype(np.float32)

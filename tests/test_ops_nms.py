@@ -64,8 +64,8 @@ def test_matches_greedy_oracle_batched(seed):
         for b in range(3):
             expected = np_nms(boxes[a, b], scores[a, b], 10, 0.3, 0.1)
             assert int(num[a, b]) == len(expected)
-            assert idx.numpy()[a, b, :len(expected)].tolist() == expected
-            assert not idx.numpy()[a, b, len(expected):].any()
+            assert idx.numpy()[a, b, : len(expected)].tolist() == expected
+            assert not idx.numpy()[a, b, len(expected) :].any()
 
 
 def test_fewer_boxes_than_max_output_and_minus_inf_scores():
@@ -76,16 +76,20 @@ def test_fewer_boxes_than_max_output_and_minus_inf_scores():
 
 
 def test_traced_with_unknown_sizes():
-    fn = tf.function(lambda b, s: nms.non_max_suppression(b, s, 4, 0.5),
-                     input_signature=[tf.TensorSpec([None, None, 4], tf.float32),
-                                      tf.TensorSpec([None, None], tf.float32)])
+    fn = tf.function(
+        lambda b, s: nms.non_max_suppression(b, s, 4, 0.5),
+        input_signature=[
+            tf.TensorSpec([None, None, 4], tf.float32),
+            tf.TensorSpec([None, None], tf.float32),
+        ],
+    )
     rng = np.random.default_rng(9)
     boxes = random_boxes(rng, (3, 12))
     scores = rng.permutation(36).reshape(3, 12).astype(np.float32)
     idx, num = fn(boxes, scores)
     for b in range(3):
         expected = np_nms(boxes[b], scores[b], 4, 0.5)
-        assert idx.numpy()[b, :len(expected)].tolist() == expected
+        assert idx.numpy()[b, : len(expected)].tolist() == expected
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -99,7 +103,9 @@ def test_class_nms_matches_per_class_oracle(seed):
         kept = []
         for c in range(3):
             members = np.flatnonzero(classes[b] == c)
-            kept += [members[i] for i in np_nms(boxes[b, members], scores[b, members], 12, 0.4, 0.05)]
+            kept += [
+                members[i] for i in np_nms(boxes[b, members], scores[b, members], 12, 0.4, 0.05)
+            ]
         kept = sorted(kept, key=lambda i: -scores[b, i])[:12]
         n = int(num[b])
         assert n == len(kept)
@@ -113,20 +119,27 @@ def test_class_nms_same_box_different_classes_both_kept():
     # Identical boxes: class 0 twice (the lower one suppressed), class 1 once (kept).
     boxes = np.array([[[0.1, 0.1, 0.5, 0.5]] * 3], np.float32)
     out_boxes, out_scores, out_classes, num = nms.class_nms(
-        boxes, np.array([[0.9, 0.8, 0.7]], np.float32), np.array([[0, 0, 1]], np.int32), 4, 0.5, 0.0)
+        boxes, np.array([[0.9, 0.8, 0.7]], np.float32), np.array([[0, 0, 1]], np.int32), 4, 0.5, 0.0
+    )
     assert int(num[0]) == 2
     np.testing.assert_allclose(out_scores.numpy()[0], [0.9, 0.7, 0, 0])
     np.testing.assert_array_equal(out_classes.numpy()[0], [0, 1, 0, 0])
 
 
 def test_demote_parts_hand_worked():
-    boxes = np.array([[[0, 0, 10, 10],    # A: the whole object, best
-                       [1, 1, 4, 4],      # B: inside A, same class -> part: 0.8 * 0.5
-                       [1, 1, 4, 4],      # C: the same box, another class -> untouched
-                       [8, 8, 12, 12],    # D: 4 of its 16 inside A (0.25 < 0.5) -> untouched
-                       [0, 0, 20, 20],    # F: contains A but ranks below it -> A untouched
-                       [0, 0, 0, 0]]],    # padding
-                     np.float32)
+    boxes = np.array(
+        [
+            [
+                [0, 0, 10, 10],  # A: the whole object, best
+                [1, 1, 4, 4],  # B: inside A, same class -> part: 0.8 * 0.5
+                [1, 1, 4, 4],  # C: the same box, another class -> untouched
+                [8, 8, 12, 12],  # D: 4 of its 16 inside A (0.25 < 0.5) -> untouched
+                [0, 0, 20, 20],  # F: contains A but ranks below it -> A untouched
+                [0, 0, 0, 0],
+            ]
+        ],  # padding
+        np.float32,
+    )
     scores = np.array([[0.9, 0.8, 0.7, 0.6, 0.5, 0.0]], np.float32)
     classes = np.array([[0, 0, 1, 0, 0, 0]], np.int32)
     valid = np.array([[True] * 5 + [False]])
@@ -144,15 +157,21 @@ def test_demote_parts_threshold_ties_and_equal_areas():
     classes = np.zeros((1, 2), np.int32)
     valid = np.ones((1, 2), bool)
     for containment, want in ((0.5, 0.25), (0.51, 0.5)):
-        s = nms.demote_parts(boxes, np.array([[0.9, 0.5]], np.float32), classes, valid, containment, 0.5)[1]
+        s = nms.demote_parts(
+            boxes, np.array([[0.9, 0.5]], np.float32), classes, valid, containment, 0.5
+        )[1]
         assert s.numpy()[0, 1] == pytest.approx(want)
     same = np.array([[[0, 0, 4, 4], [1, 1, 5, 5]]], np.float32)  # equal areas, 9/16 overlap
     s = nms.demote_parts(same, np.array([[0.9, 0.8]], np.float32), classes, valid, 0.5, 0.5)[1]
     np.testing.assert_allclose(s.numpy()[0], [0.9, 0.8])
     tie = np.array([[[0, 0, 10, 10], [2, 2, 4, 4]]], np.float32)
     for order in ([0, 1], [1, 0]):  # the part keeps its tie with the whole only when it comes first
-        s = nms.demote_parts(tie[:, order], np.full((1, 2), 0.6, np.float32), classes, valid, 0.9, 0.5)[1]
-        np.testing.assert_allclose(sorted(s.numpy()[0]), [0.3, 0.6] if order == [0, 1] else [0.6, 0.6])
+        s = nms.demote_parts(
+            tie[:, order], np.full((1, 2), 0.6, np.float32), classes, valid, 0.9, 0.5
+        )[1]
+        np.testing.assert_allclose(
+            sorted(s.numpy()[0]), [0.3, 0.6] if order == [0, 1] else [0.6, 0.6]
+        )
     # factor 1: nothing changes, not even the order
     s = nms.demote_parts(tie, np.array([[0.6, 0.7]], np.float32), classes, valid, 0.9, 1.0)[1]
     np.testing.assert_allclose(s.numpy()[0], [0.7, 0.6])

@@ -19,7 +19,9 @@ def test_two_scales_hand_worked():
     # 100 x 200 image: scale 0 is the image; scale 1 windows are 50 x 100 at y in linspace(0, 50, 3)
     # = {0, 25, 50} and x in linspace(0, 100, 3) = {0, 50, 100}, row-major.
     boxes, ids = windows.scale_windows(100.0, 200.0, 2, 0.2)
-    expected = [[0, 0, 100, 200]] + [[y, x, y + 50, x + 100] for y in (0, 25, 50) for x in (0, 50, 100)]
+    expected = [[0, 0, 100, 200]] + [
+        [y, x, y + 50, x + 100] for y in (0, 25, 50) for x in (0, 50, 100)
+    ]
     np.testing.assert_allclose(boxes.numpy(), expected)
     np.testing.assert_array_equal(ids.numpy(), [0] + [1] * 9)
 
@@ -50,8 +52,10 @@ def test_neighbours_overlap_enough_and_windows_tile_the_image(overlap):
 
 
 def test_traced_with_tensor_size():
-    fn = tf.function(lambda hw: windows.scale_windows(hw[0], hw[1], 3, 0.2)[0],
-                     input_signature=[tf.TensorSpec([2], tf.float32)])
+    fn = tf.function(
+        lambda hw: windows.scale_windows(hw[0], hw[1], 3, 0.2)[0],
+        input_signature=[tf.TensorSpec([2], tf.float32)],
+    )
     got = fn(tf.constant([40.0, 80.0])).numpy()
     expected = windows.scale_windows(40.0, 80.0, 3, 0.2)[0].numpy()
     np.testing.assert_allclose(got, expected)

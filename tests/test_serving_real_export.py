@@ -20,19 +20,36 @@ def test_real_export_served_equals_saved_model(tmp_path):
     from dnet_tf.serving.client import DetectorClient, RestDetectorClient
     from dnet_tf.serving.server import LocalModelServer, ServerOptions
 
-    cfg = DetectorConfig(model=ModelConfig(num_classes=2),
-                         inference=dataclasses.replace(InferenceConfig(), max_refine=4, max_detections=10))
-    module = module_lib.DetectorModule(fakes.fake_localizer(num_classes=2), fakes.fake_classifier(num_classes=2),
-                                       ["cat", "dog"], [0.5, 1.0, 2.0], cfg)
+    cfg = DetectorConfig(
+        model=ModelConfig(num_classes=2),
+        inference=dataclasses.replace(InferenceConfig(), max_refine=4, max_detections=10),
+    )
+    module = module_lib.DetectorModule(
+        fakes.fake_localizer(num_classes=2),
+        fakes.fake_classifier(num_classes=2),
+        ["cat", "dog"],
+        [0.5, 1.0, 2.0],
+        cfg,
+    )
     version_dir = saved_model.export_module(module, tmp_path, "dnet")
     buf = io.BytesIO()
-    Image.fromarray(fakes.coloured_object_image(240, 320, [[50, 60, 170, 220]])).save(buf, format="PNG")
+    Image.fromarray(fakes.coloured_object_image(240, 320, [[50, 60, 170, 220]])).save(
+        buf, format="PNG"
+    )
     png = buf.getvalue()
-    direct = tf.saved_model.load(str(version_dir)).signatures["serving_default"](images=tf.constant([png]))
+    direct = tf.saved_model.load(str(version_dir)).signatures["serving_default"](
+        images=tf.constant([png])
+    )
     direct = {k: v.numpy() for k, v in direct.items()}
 
-    opts = ServerOptions(host="127.0.0.1", port=0, rest_api_port=0, model_name="dnet",
-                         model_base_path=str(tmp_path / "dnet"), file_system_poll_wait_seconds=0)
+    opts = ServerOptions(
+        host="127.0.0.1",
+        port=0,
+        rest_api_port=0,
+        model_name="dnet",
+        model_base_path=str(tmp_path / "dnet"),
+        file_system_poll_wait_seconds=0,
+    )
     with LocalModelServer(opts) as server:  # also replays the export's warmup requests
         with DetectorClient(f"127.0.0.1:{server.grpc_port}", "dnet", timeout_s=300) as client:
             client.check_signature()

@@ -26,6 +26,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # ----------------------------------------------------------------------------- versions
 
+
 def _make_version(base: pathlib.Path, name: str, with_model: bool = True) -> None:
     d = base / name
     d.mkdir(parents=True)
@@ -61,6 +62,7 @@ def test_version_policy_from_model_config():
                 version_labels { key: "stable" value: 2 } }
               config { name: "b" base_path: "rel/b" } }"""
     from google.protobuf import text_format
+
     cfg = text_format.Parse(text, config_files.ModelServerConfig())
     a, b = config_files.model_sources_from_config(cfg, config_dir="/etc/cfg")
     assert a.policy == VersionPolicy("specific", versions=(2, 5)) and a.label_map == {"stable": 2}
@@ -69,19 +71,32 @@ def test_version_policy_from_model_config():
 
 # ----------------------------------------------------------------------------- errors
 
+
 def test_status_code_tables():
-    assert grpc_code_from_value(tf.errors.InvalidArgumentError(None, None, "x").error_code) == \
-        grpc.StatusCode.INVALID_ARGUMENT
+    assert (
+        grpc_code_from_value(tf.errors.InvalidArgumentError(None, None, "x").error_code)
+        == grpc.StatusCode.INVALID_ARGUMENT
+    )
     assert grpc_code_from_value(5) == grpc.StatusCode.NOT_FOUND
     assert grpc_code_from_value(999) == grpc.StatusCode.UNKNOWN
-    assert [http_status(c) for c in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
-                                     grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.OK)] == [400, 404, 503, 200]
+    assert [
+        http_status(c)
+        for c in (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            grpc.StatusCode.NOT_FOUND,
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.OK,
+        )
+    ] == [400, 404, 503, 200]
 
 
 # ----------------------------------------------------------------------------- retry
 
+
 def test_backoff_is_exponential_and_capped():
-    policy = RetryPolicy(max_attempts=6, initial_backoff_s=0.1, max_backoff_s=0.5, multiplier=2.0, jitter=0.0)
+    policy = RetryPolicy(
+        max_attempts=6, initial_backoff_s=0.1, max_backoff_s=0.5, multiplier=2.0, jitter=0.0
+    )
     # 0.1 * 2^(k-1) capped at 0.5: 0.1, 0.2, 0.4, 0.5, 0.5
     assert [round(policy.backoff(k), 9) for k in range(1, 6)] == [0.1, 0.2, 0.4, 0.5, 0.5]
     jittered = RetryPolicy(initial_backoff_s=1.0, max_backoff_s=1.0, jitter=0.2)
@@ -97,6 +112,7 @@ def _failing(codes):
         if code is None:
             return "ok"
         raise ServingCallError(code, "boom")
+
     return fn, calls
 
 
@@ -125,12 +141,21 @@ def test_retry_only_unavailable_and_bounded():
 
 # ----------------------------------------------------------------------------- batching
 
+
 def test_batching_options_from_the_repository_file():
     params = config_files.read_batching_parameters(REPO / "serving" / "batching_parameters.txt")
     opts = BatchingOptions.from_proto(params)
-    assert (opts.max_batch_size, opts.batch_timeout_micros, opts.max_enqueued_batches, opts.num_batch_threads) == \
-        (params.max_batch_size.value, params.batch_timeout_micros.value, params.max_enqueued_batches.value,
-         params.num_batch_threads.value)
+    assert (
+        opts.max_batch_size,
+        opts.batch_timeout_micros,
+        opts.max_enqueued_batches,
+        opts.num_batch_threads,
+    ) == (
+        params.max_batch_size.value,
+        params.batch_timeout_micros.value,
+        params.max_enqueued_batches.value,
+        params.num_batch_threads.value,
+    )
     assert opts.pad_variable_length_inputs is False
     empty = BatchingOptions.from_proto(config_files.BatchingParameters())
     assert empty == BatchingOptions()  # unset wrapper fields fall back to TF Serving's defaults
@@ -164,6 +189,7 @@ def _submit_all(scheduler, requests):
             results[i] = scheduler.submit("servable", "sig", {"x": requests[i]})
         except ServingError as e:
             results[i] = e
+
     threads = [threading.Thread(target=go, args=(i,)) for i in range(len(requests))]
     for t in threads:
         t.start()
@@ -174,10 +200,14 @@ def _submit_all(scheduler, requests):
 
 def test_batch_scheduler_concatenates_and_splits():
     model = _FakeModel()
-    scheduler = BatchScheduler(BatchingOptions(max_batch_size=8, batch_timeout_micros=10_000_000,
-                                               num_batch_threads=1), model)
+    scheduler = BatchScheduler(
+        BatchingOptions(max_batch_size=8, batch_timeout_micros=10_000_000, num_batch_threads=1),
+        model,
+    )
     try:
-        requests = [np.array([i, i + 100]) for i in range(4)]  # 4 requests x 2 rows = one batch of 8
+        requests = [
+            np.array([i, i + 100]) for i in range(4)
+        ]  # 4 requests x 2 rows = one batch of 8
         results = _submit_all(scheduler, requests)
     finally:
         scheduler.close()
@@ -190,8 +220,15 @@ def test_batch_scheduler_concatenates_and_splits():
 
 def test_batch_scheduler_pads_to_allowed_size_and_rejects_oversize():
     model = _FakeModel()
-    scheduler = BatchScheduler(BatchingOptions(max_batch_size=4, batch_timeout_micros=0, num_batch_threads=1,
-                                               allowed_batch_sizes=(2, 4)), model)
+    scheduler = BatchScheduler(
+        BatchingOptions(
+            max_batch_size=4,
+            batch_timeout_micros=0,
+            num_batch_threads=1,
+            allowed_batch_sizes=(2, 4),
+        ),
+        model,
+    )
     try:
         out = scheduler.submit("s", "sig", {"x": np.array([5, 6, 7])})
         with pytest.raises(ServingError) as e:
@@ -201,18 +238,25 @@ def test_batch_scheduler_pads_to_allowed_size_and_rejects_oversize():
     # 3 rows padded to 4 with a copy of the first row; the padding's output is dropped
     np.testing.assert_array_equal(model.batches[0], [5, 6, 7, 5])
     np.testing.assert_array_equal(out["y"], [50, 60, 70])
-    assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT and "larger than maximum input batch size 4" in e.value.message
+    assert (
+        e.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        and "larger than maximum input batch size 4" in e.value.message
+    )
 
 
 def test_batch_scheduler_isolates_a_bad_request():
     model = _FakeModel()
-    scheduler = BatchScheduler(BatchingOptions(max_batch_size=6, batch_timeout_micros=10_000_000,
-                                               num_batch_threads=1), model)
+    scheduler = BatchScheduler(
+        BatchingOptions(max_batch_size=6, batch_timeout_micros=10_000_000, num_batch_threads=1),
+        model,
+    )
     try:
         results = _submit_all(scheduler, [np.array([1, 2]), np.array([-1, 3]), np.array([4, 5])])
     finally:
         scheduler.close()
-    assert isinstance(results[1], ServingError) and results[1].code == grpc.StatusCode.INVALID_ARGUMENT
+    assert (
+        isinstance(results[1], ServingError) and results[1].code == grpc.StatusCode.INVALID_ARGUMENT
+    )
     np.testing.assert_array_equal(results[0]["y"], [10, 20])
     np.testing.assert_array_equal(results[2]["y"], [40, 50])
 
@@ -224,12 +268,18 @@ def test_batch_scheduler_refuses_when_queue_full():
         running.set()
         release.wait(10)
         return {"y": 10 * arrays["x"]}
-    scheduler = BatchScheduler(BatchingOptions(max_batch_size=1, batch_timeout_micros=0, num_batch_threads=1,
-                                               max_enqueued_batches=1), blocking_model)
+
+    scheduler = BatchScheduler(
+        BatchingOptions(
+            max_batch_size=1, batch_timeout_micros=0, num_batch_threads=1, max_enqueued_batches=1
+        ),
+        blocking_model,
+    )
     results = {}
 
     def submit(key, value):
         results[key] = scheduler.submit("s", "sig", {"x": np.array([value])})
+
     try:
         a = threading.Thread(target=submit, args=("a", 1))
         a.start()
@@ -254,6 +304,7 @@ def test_batch_scheduler_refuses_when_queue_full():
 
 # ----------------------------------------------------------------------------- REST JSON
 
+
 def test_rest_json_codec_row_and_columnar():
     dtypes = {"images": tf.string}
     arrays, fmt = parse_predict_body({"instances": [{"b64": "aGk="}, {"b64": "eW8="}]}, dtypes)
@@ -262,24 +313,33 @@ def test_rest_json_codec_row_and_columnar():
     assert fmt == "columnar" and arrays["images"].tolist() == [b"hi"]
     pix, _ = parse_predict_body({"instances": [[[[1, 2, 3]]]]}, {"images": tf.uint8})
     assert pix["images"].dtype == np.uint8 and pix["images"].shape == (1, 1, 1, 3)
-    for bad, match in (({"instances": [{"image": {"b64": "aGk="}}]}, "alias not found"),
-                       ({}, "Missing 'inputs' or 'instances'"),
-                       ({"instances": [{"b64": "***"}]}, "base64"),
-                       ({"instances": [[[[300, 0, 0]]]]}, "uint8")):
+    for bad, match in (
+        ({"instances": [{"image": {"b64": "aGk="}}]}, "alias not found"),
+        ({}, "Missing 'inputs' or 'instances'"),
+        ({"instances": [{"b64": "***"}]}, "base64"),
+        ({"instances": [[[[300, 0, 0]]]]}, "uint8"),
+    ):
         with pytest.raises(ServingError, match=match) as e:
             parse_predict_body(bad, dtypes if "300" not in str(bad) else {"images": tf.uint8})
         assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT
 
-    outputs = {"scores": np.array([[0.5, 0.25], [1.0, 0.0]], np.float32),
-               "names": np.array([[b"a", b""], [b"b", b""]], dtype=object),
-               "raw_bytes": np.array([b"\x00\xff", b"x"], dtype=object)}
+    outputs = {
+        "scores": np.array([[0.5, 0.25], [1.0, 0.0]], np.float32),
+        "names": np.array([[b"a", b""], [b"b", b""]], dtype=object),
+        "raw_bytes": np.array([b"\x00\xff", b"x"], dtype=object),
+    }
     row = encode_predict_outputs(outputs, "row")
-    assert row["predictions"][0] == {"scores": [0.5, 0.25], "names": ["a", ""], "raw_bytes": {"b64": "AP8="}}
+    assert row["predictions"][0] == {
+        "scores": [0.5, 0.25],
+        "names": ["a", ""],
+        "raw_bytes": {"b64": "AP8="},
+    }
     col = encode_predict_outputs({"scores": outputs["scores"]}, "columnar")
     assert col == {"outputs": [[0.5, 0.25], [1.0, 0.0]]}
 
 
 # ----------------------------------------------------------------------------- detections
+
 
 def _png(h, w, value=0):
     buf = io.BytesIO()
@@ -290,13 +350,22 @@ def _png(h, w, value=0):
 def test_detections_become_pixel_boxes():
     outputs = {
         "num_detections": np.array([2.0, 1.0], np.float32),
-        "detection_boxes": np.array([[[0.25, 0.5, 0.75, 1.0], [0.0, 0.0, 0.1, 0.1], [0, 0, 0, 0]],
-                                     [[0.5, 0.5, 1.0, 1.0], [0.2, 0.2, 0.3, 0.3], [0, 0, 0, 0]]], np.float32),
+        "detection_boxes": np.array(
+            [
+                [[0.25, 0.5, 0.75, 1.0], [0.0, 0.0, 0.1, 0.1], [0, 0, 0, 0]],
+                [[0.5, 0.5, 1.0, 1.0], [0.2, 0.2, 0.3, 0.3], [0, 0, 0, 0]],
+            ],
+            np.float32,
+        ),
         "detection_scores": np.array([[0.9, 0.2, 0.0], [0.6, 0.7, 0.0]], np.float32),
         "detection_classes": np.array([[2.0, 1.0, 0.0], [1.0, 1.0, 0.0]], np.float32),
-        "detection_class_names": np.array([[b"dog", b"raccoon", b""], [b"raccoon", b"raccoon", b""]], dtype=object),
+        "detection_class_names": np.array(
+            [[b"dog", b"raccoon", b""], [b"raccoon", b"raccoon", b""]], dtype=object
+        ),
     }
-    a, b = detections_from_outputs(outputs, [(40, 100), (10, 20)], ["a.png", "b.png"], "dnet", 3, min_score=0.5)
+    a, b = detections_from_outputs(
+        outputs, [(40, 100), (10, 20)], ["a.png", "b.png"], "dnet", 3, min_score=0.5
+    )
     # image a is H=40, W=100: [0.25, 0.5, 0.75, 1.0] * [40, 100, 40, 100] = [10, 50, 30, 100]
     assert [d.image_yxyx for d in a.detections] == [(10.0, 50.0, 30.0, 100.0)]  # 0.2 < min_score
     assert a.detections[0].class_id == 1 and a.detections[0].class_name == "dog"
@@ -304,7 +373,9 @@ def test_detections_become_pixel_boxes():
     assert [d.image_yxyx for d in b.detections] == [(5.0, 10.0, 10.0, 20.0)]
     assert '"model_version": 3' in to_json([a, b])
     with pytest.raises(ValueError, match="lack"):
-        detections_from_outputs({"num_detections": outputs["num_detections"]}, [(1, 1)], ["x"], "m", 1)
+        detections_from_outputs(
+            {"num_detections": outputs["num_detections"]}, [(1, 1)], ["x"], "m", 1
+        )
 
 
 def test_image_size_and_drawing():
@@ -312,9 +383,13 @@ def test_image_size_and_drawing():
     assert image_size(data) == (30, 50)
     with pytest.raises(ValueError, match="not a readable image"):
         image_size(b"not an image")
-    outputs = {"num_detections": np.array([1.0]), "detection_boxes": np.array([[[0.2, 0.2, 0.8, 0.6]]]),
-               "detection_scores": np.array([[0.9]]), "detection_classes": np.array([[1.0]]),
-               "detection_class_names": np.array([[b"raccoon"]], dtype=object)}
+    outputs = {
+        "num_detections": np.array([1.0]),
+        "detection_boxes": np.array([[[0.2, 0.2, 0.8, 0.6]]]),
+        "detection_scores": np.array([[0.9]]),
+        "detection_classes": np.array([[1.0]]),
+        "detection_class_names": np.array([[b"raccoon"]], dtype=object),
+    }
     (result,) = detections_from_outputs(outputs, [(30, 50)], ["x"], "dnet", 1)
     assert result.detections[0].image_yxyx == pytest.approx((6.0, 10.0, 24.0, 30.0))
     drawn = np.asarray(Image.open(io.BytesIO(draw_detections(data, result))))

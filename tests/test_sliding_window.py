@@ -4,13 +4,21 @@ import keras
 import numpy as np
 import pytest
 
-from dnet_tf.evaluation.sliding_window import (SlidingWindowConfig, SlidingWindowDetector, count_boxes,
-                                               default_aspect_ratios, nms_numpy, sliding_window_boxes,
-                                               sliding_window_detect)
+from dnet_tf.evaluation.sliding_window import (
+    SlidingWindowConfig,
+    SlidingWindowDetector,
+    count_boxes,
+    default_aspect_ratios,
+    nms_numpy,
+    sliding_window_boxes,
+    sliding_window_detect,
+)
 
 
 def _small_cfg(**kw):
-    return SlidingWindowConfig(aspect_ratios=(1.0, 2.0), scales=(0.4, 1.0), stride_px=5.0, stride_multiplier=2, **kw)
+    return SlidingWindowConfig(
+        aspect_ratios=(1.0, 2.0), scales=(0.4, 1.0), stride_px=5.0, stride_multiplier=2, **kw
+    )
 
 
 def test_grid_count_worked_by_hand():
@@ -24,7 +32,9 @@ def test_grid_count_worked_by_hand():
     assert len(boxes) == 15 + 20 + 2 + 2 == count_boxes(40, 60, cfg)
     # The first shape's 15 boxes: rows 0, 10, 20 x cols 0, 10, 20, 30, 40, 20 px square.
     ys, xs = np.meshgrid([0, 10, 20], [0, 10, 20, 30, 40], indexing="ij")
-    np.testing.assert_allclose(boxes[:15], np.stack([ys.ravel(), xs.ravel(), ys.ravel() + 20, xs.ravel() + 20], 1))
+    np.testing.assert_allclose(
+        boxes[:15], np.stack([ys.ravel(), xs.ravel(), ys.ravel() + 20, xs.ravel() + 20], 1)
+    )
     # Second shape: 4 rows evenly from 0 to 40 - 13.33 = 26.67 (step 8.89 <= 10), last flush with the edge.
     np.testing.assert_allclose(np.unique(boxes[15:35, 0]), np.linspace(0, 80 / 3, 4), rtol=1e-6)
     np.testing.assert_allclose(boxes[15:35, 2].max(), 40.0, rtol=1e-6)
@@ -35,13 +45,17 @@ def test_grid_count_worked_by_hand():
 
 def test_default_grid_is_eight_ratios_by_ten_scales_and_the_papers_count():
     ratios = default_aspect_ratios()
-    assert len(ratios) == 8 and ratios[0] == pytest.approx(1 / 3) and ratios[-1] == pytest.approx(3.0)
+    assert (
+        len(ratios) == 8 and ratios[0] == pytest.approx(1 / 3) and ratios[-1] == pytest.approx(3.0)
+    )
     np.testing.assert_allclose(np.array(ratios) * np.array(ratios[::-1]), 1.0)  # w <-> h symmetric
     # A 375 x 500 VOC image at the paper's 5 px stride: ~150,000 boxes, as the paper says.
     n = count_boxes(375, 500, SlidingWindowConfig())
     assert 140_000 < n < 180_000
     # Doubling the stride divides the count by about four.
-    assert count_boxes(375, 500, SlidingWindowConfig(stride_multiplier=2)) == pytest.approx(n / 4, rel=0.1)
+    assert count_boxes(375, 500, SlidingWindowConfig(stride_multiplier=2)) == pytest.approx(
+        n / 4, rel=0.1
+    )
 
 
 def test_nms_suppresses_at_least_threshold():
@@ -57,8 +71,14 @@ def _object_pattern(side):
     """The planted object: red rising left to right, green rising top to bottom, no blue; the
     ramps let a crop tell which part of the object it holds."""
     ramp = (np.arange(side) + 0.5) / side * 255.0
-    return np.stack([np.broadcast_to(ramp[None, :], (side, side)),
-                     np.broadcast_to(ramp[:, None], (side, side)), np.zeros((side, side))], -1)
+    return np.stack(
+        [
+            np.broadcast_to(ramp[None, :], (side, side)),
+            np.broadcast_to(ramp[:, None], (side, side)),
+            np.zeros((side, side)),
+        ],
+        -1,
+    )
 
 
 class _JaccardFromRamps(keras.layers.Layer):
@@ -68,7 +88,9 @@ class _JaccardFromRamps(keras.layers.Layer):
     object inside the crop; Jaccard = 1 / (1/f + 1/g - 1). Counts the crops it is given."""
 
     def build(self, input_shape):
-        self.seen = self.add_weight(shape=(), initializer="zeros", trainable=False, dtype="float32", name="seen")
+        self.seen = self.add_weight(
+            shape=(), initializer="zeros", trainable=False, dtype="float32", name="seen"
+        )
 
     def call(self, x):
         self.seen.assign_add(keras.ops.cast(keras.ops.shape(x)[0], "float32"))
@@ -132,7 +154,9 @@ def test_planted_object_on_the_grid_is_found_exactly():
     image = np.full((80, 120, 3), 128, np.uint8)
     image[20:60, 40:80] = np.round(_object_pattern(40)).astype(np.uint8)
     model, _ = _stub_classifier()
-    result = sliding_window_detect(model, [image], SlidingWindowConfig(aspect_ratios=(1.0,), scales=(0.3, 0.4, 0.5)))
+    result = sliding_window_detect(
+        model, [image], SlidingWindowConfig(aspect_ratios=(1.0,), scales=(0.3, 0.4, 0.5))
+    )
     np.testing.assert_allclose(result[0]["boxes_yxyx"][0], [20, 40, 60, 80], atol=1e-4)
     # The ramps run from 0.5/40 to 39.5/40 of 255: g = (39/40)^2, f = 1 -> Jaccard estimate 0.95.
     assert result[0]["scores"][0] == pytest.approx((39 / 40) ** 2, abs=0.01)
@@ -154,4 +178,3 @@ def test_bad_config_and_classifier_are_refused():
     inp = keras.Input((8, 16, 3))
     with pytest.raises(ValueError, match="classifier input must be"):
         SlidingWindowDetector(keras.Model(inp, keras.layers.GlobalAveragePooling2D()(inp)))
-

@@ -9,13 +9,20 @@ below are tested where they matter.
 
 import numpy as np
 import pytest
+from fakes import coloured_object_image
 
 from dnet_tf.config import ModelConfig
 from dnet_tf.models.classifier import build_classifier
 from dnet_tf.models.localizer import build_localizer
-from dnet_tf.tflite.convert import (VARIANTS, TensorQuantization, TFLiteNetwork, convert_model, convert_variants,
-                                    keras_network, tflite_filename)
-from fakes import coloured_object_image
+from dnet_tf.tflite.convert import (
+    VARIANTS,
+    TensorQuantization,
+    TFLiteNetwork,
+    convert_model,
+    convert_variants,
+    keras_network,
+    tflite_filename,
+)
 
 CFG = ModelConfig(input_size=64, mask_size=8, width=0.25, num_classes=2)
 
@@ -74,8 +81,10 @@ def converted():
     """{network: (keras model, {variant: bytes})}, int8 calibrated on 16 crops."""
     calibration = crops(1, 16)
     out = {}
-    for name, build, last in (("localizer", build_localizer, "masks"),
-                              ("classifier", build_classifier, "class_probs")):
+    for name, build, last in (
+        ("localizer", build_localizer, "masks"),
+        ("classifier", build_classifier, "class_probs"),
+    ):
         model = spread_model(build, last, seed=1)
         out[name] = (model, convert_variants(model, CONVERTED[name], calibration))
     return out
@@ -117,7 +126,11 @@ def test_file_sizes_follow_the_weight_precision(converted):
     assert 0.45 <= len(files["float16"]) / f32 <= 0.55
     assert 0.22 <= len(files["dynamic_int8"]) / f32 <= 0.30
     assert 0.22 <= len(files["int8"]) / f32 <= 0.30
-    assert 0.22 <= len(converted["classifier"][1]["int8"]) / len(converted["classifier"][1]["float32"]) <= 0.30
+    assert (
+        0.22
+        <= len(converted["classifier"][1]["int8"]) / len(converted["classifier"][1]["float32"])
+        <= 0.30
+    )
 
 
 def test_full_integer_interface_uint8_pixels_in_int8_out(converted):
@@ -137,7 +150,7 @@ def test_batches_of_any_size_and_chunks_give_the_same_outputs(converted, held_ou
     files = converted["localizer"][1]
     net = TFLiteNetwork(files["float32"])
     whole = net(held_out)
-    one_by_one = np.concatenate([net(held_out[i:i + 1]) for i in range(len(held_out))])
+    one_by_one = np.concatenate([net(held_out[i : i + 1]) for i in range(len(held_out))])
     np.testing.assert_allclose(whole, one_by_one, atol=1e-6)
     chunked = TFLiteNetwork(files["float32"], max_batch=5)(held_out)  # 5 + 5 + 2
     np.testing.assert_allclose(chunked, whole, atol=1e-6)
@@ -182,21 +195,35 @@ def test_float32_tflite_networks_give_the_keras_detections_through_the_edge_pipe
 
     # The spread random networks give masks with structure (random blobs of coverage > 0.5)
     # that the search turns into detections; the classifier threshold is off so that they stay.
-    cfg = DetectorConfig(model=CFG, inference=dataclasses.replace(InferenceConfig(), max_refine=8,
-                                                                  classifier_threshold=0.0))
+    cfg = DetectorConfig(
+        model=CFG,
+        inference=dataclasses.replace(InferenceConfig(), max_refine=8, classifier_threshold=0.0),
+    )
     names, aspects = ["cat", "dog"], [0.5, 1.0, 2.0]
     (loc, loc_files), (cls, cls_files) = converted["localizer"], converted["classifier"]
     reference = EdgePipeline(keras_network(loc), keras_network(cls), names, aspects, cfg)
-    lite = EdgePipeline(TFLiteNetwork(loc_files["float32"]), TFLiteNetwork(cls_files["float32"]), names, aspects, cfg)
+    lite = EdgePipeline(
+        TFLiteNetwork(loc_files["float32"]),
+        TFLiteNetwork(cls_files["float32"]),
+        names,
+        aspects,
+        cfg,
+    )
     rng = np.random.default_rng(0)
-    image = np.clip(coloured_object_image(240, 320, [[40, 60, 180, 220]]) * 0.8
-                    + rng.uniform(0, 50, (240, 320, 3)), 0, 255).astype(np.uint8)
+    image = np.clip(
+        coloured_object_image(240, 320, [[40, 60, 180, 220]]) * 0.8
+        + rng.uniform(0, 50, (240, 320, 3)),
+        0,
+        255,
+    ).astype(np.uint8)
     want, got = reference.detect(image), lite.detect(image)
     n = int(want["num_detections"])
     assert n >= 2  # not vacuous
     # float32 TFLite differs from Keras by ~1e-6 per output: the same boxes, scores to 1e-4.
     assert got["num_detections"] == n
     scale = np.array([240, 320, 240, 320])
-    np.testing.assert_allclose(got["detection_boxes"][:n] * scale, want["detection_boxes"][:n] * scale, atol=0.01)
+    np.testing.assert_allclose(
+        got["detection_boxes"][:n] * scale, want["detection_boxes"][:n] * scale, atol=0.01
+    )
     np.testing.assert_allclose(got["detection_scores"], want["detection_scores"], atol=1e-4)
     np.testing.assert_array_equal(got["detection_classes"], want["detection_classes"])

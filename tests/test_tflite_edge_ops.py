@@ -16,7 +16,9 @@ from dnet_tf.tflite import edge_ops
 
 def random_boxes(rng, n, low, high, min_side=0.5, max_side=15.0):
     corner = rng.uniform(low, high, (n, 2))
-    return np.concatenate([corner, corner + rng.uniform(min_side, max_side, (n, 2))], 1).astype(np.float32)
+    return np.concatenate([corner, corner + rng.uniform(min_side, max_side, (n, 2))], 1).astype(
+        np.float32
+    )
 
 
 def test_windows_equal_the_graph_and_the_paper_count():
@@ -59,21 +61,30 @@ def test_paste_max_bit_equal_to_the_graph(canvas_hw):
 
 def test_resize_bilinear_equals_tf_image_resize():
     own = np.random.default_rng(0).uniform(0, 1, (4, 8, 8, 5)).astype(np.float32)
-    np.testing.assert_allclose(edge_ops.resize_bilinear(own, 20, 20), tf.image.resize(own, [20, 20]).numpy(),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        edge_ops.resize_bilinear(own, 20, 20), tf.image.resize(own, [20, 20]).numpy(), atol=1e-6
+    )
 
 
 def test_nms_hand_worked_threshold_and_ties():
     boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 5], [0, 5, 10, 10], [20, 20, 30, 30]], np.float32)
     # IoU(0, 1) = 50 / 100 = 0.5 exactly: kept at threshold 0.5 (suppression needs IoU > 0.5).
-    idx, num = edge_ops.non_max_suppression(boxes[None], np.array([[4, 3, 2, 1]], np.float32), 4, 0.5)
+    idx, num = edge_ops.non_max_suppression(
+        boxes[None], np.array([[4, 3, 2, 1]], np.float32), 4, 0.5
+    )
     assert num.tolist() == [4] and idx[0].tolist() == [0, 1, 2, 3]
-    idx, num = edge_ops.non_max_suppression(boxes[None], np.array([[4, 3, 2, 1]], np.float32), 4, 0.49)
+    idx, num = edge_ops.non_max_suppression(
+        boxes[None], np.array([[4, 3, 2, 1]], np.float32), 4, 0.49
+    )
     assert num.tolist() == [2] and idx[0, :2].tolist() == [0, 3]
     # Equal scores: lower index first; score threshold strict.
-    idx, num = edge_ops.non_max_suppression(boxes[None, [3, 1]], np.array([[2, 2]], np.float32), 2, 0.5, 2.0)
+    idx, num = edge_ops.non_max_suppression(
+        boxes[None, [3, 1]], np.array([[2, 2]], np.float32), 2, 0.5, 2.0
+    )
     assert num.tolist() == [0]
-    idx, num = edge_ops.non_max_suppression(boxes[None, [3, 1]], np.array([[2, 2]], np.float32), 2, 0.5)
+    idx, num = edge_ops.non_max_suppression(
+        boxes[None, [3, 1]], np.array([[2, 2]], np.float32), 2, 0.5
+    )
     assert idx[0].tolist() == [0, 1]
 
 
@@ -89,7 +100,7 @@ def test_nms_and_class_nms_equal_the_graph(seed):
     idx, num = edge_ops.non_max_suppression(boxes, scores, 5, 0.5, score_threshold=-5e8)
     assert num.tolist() == want_num.numpy().tolist()
     for b in range(3):
-        assert idx[b, :num[b]].tolist() == want_idx.numpy()[b, :num[b]].tolist()
+        assert idx[b, : num[b]].tolist() == want_idx.numpy()[b, : num[b]].tolist()
     norm = random_boxes(rng, 60, 0.0, 0.7, 0.05, 0.3)
     classes = rng.integers(0, 3, 60)
     s = rng.uniform(-1, 1, 60).astype(np.float32)
@@ -129,8 +140,9 @@ def test_search_equals_the_graph_on_random_masks(seed, stride):
     h, w, k = 14 + seed * 5, 21 - seed * 3, 3
     masks = rng.uniform(0, 1, (h, w, 5, k)).astype(np.float32)  # continuous: no exact ties
     shapes = edge_ops.box_shapes((h + w) / 2, [0.2, 0.35, 0.5, 0.7], [0.5, 1.0, 1.7])
-    np.testing.assert_array_equal(shapes, box_search.box_shapes((h + w) / 2, [0.2, 0.35, 0.5, 0.7],
-                                                                [0.5, 1.0, 1.7]).numpy())
+    np.testing.assert_array_equal(
+        shapes, box_search.box_shapes((h + w) / 2, [0.2, 0.35, 0.5, 0.7], [0.5, 1.0, 1.7]).numpy()
+    )
     want = box_search.search_boxes(tf.constant(masks), tf.constant(shapes), stride, 0.2, 0.3, 20)
     got = edge_ops.search_boxes(masks, shapes, stride, 0.2, 0.3, 20)
     np.testing.assert_array_equal(got.valid, want.valid.numpy())
@@ -145,8 +157,9 @@ def test_eq3_scores_equal_the_graph_with_fractional_and_outside_boxes():
     masks = rng.uniform(0, 1, (14, 17, 5, 3)).astype(np.float32)
     boxes = random_boxes(rng, 40, -3.0, 15.0, 0.5, 9.0)
     boxes[:10] = np.round(boxes[:10] * 2) / 2
-    want_eq3, want_cov = box_search.eq3_scores(integral.integral_image(tf.constant(masks.reshape(14, 17, 15))),
-                                               tf.constant(boxes), 0.2)
+    want_eq3, want_cov = box_search.eq3_scores(
+        integral.integral_image(tf.constant(masks.reshape(14, 17, 15))), tf.constant(boxes), 0.2
+    )
     got_eq3, got_cov = edge_ops.eq3_scores(masks, boxes, 0.2)
     np.testing.assert_allclose(got_eq3, want_eq3.numpy(), atol=1e-4)
     np.testing.assert_allclose(got_cov, want_cov.numpy(), atol=1e-5)
@@ -154,7 +167,9 @@ def test_eq3_scores_equal_the_graph_with_fractional_and_outside_boxes():
 
 def test_top_k_orders_ties_by_index_like_tf():
     values = np.array([[1.0, 3.0, 3.0, 2.0, 3.0]])
-    np.testing.assert_array_equal(edge_ops.top_k(values, 4), tf.math.top_k(values, 4).indices.numpy())
+    np.testing.assert_array_equal(
+        edge_ops.top_k(values, 4), tf.math.top_k(values, 4).indices.numpy()
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -166,15 +181,17 @@ def test_demote_parts_equals_the_graph(seed):
     inner = boxes[rng.integers(0, 3, k // 2)]
     frac = rng.uniform(0.05, 0.6, (k // 2, 2)).astype(np.float32)
     side = inner[:, 2:] - inner[:, :2]
-    boxes[k // 2:, :2] = inner[:, :2] + rng.uniform(0, 0.3, (k // 2, 2)).astype(np.float32) * side
-    boxes[k // 2:, 2:] = boxes[k // 2:, :2] + side * frac
+    boxes[k // 2 :, :2] = inner[:, :2] + rng.uniform(0, 0.3, (k // 2, 2)).astype(np.float32) * side
+    boxes[k // 2 :, 2:] = boxes[k // 2 :, :2] + side * frac
     scores = np.sort(rng.uniform(0, 1, k).astype(np.float32))[::-1].copy()
     if seed == 1:
         scores = np.round(scores, 1)  # exact ties
     classes = rng.integers(0, 2, k)
     scores[num:], boxes[num:], classes[num:] = 0.0, 0.0, 0
     valid = np.arange(k) < num
-    want = nms.demote_parts(boxes[None], scores[None], classes[None].astype(np.int32), valid[None], 0.7, 0.5)
+    want = nms.demote_parts(
+        boxes[None], scores[None], classes[None].astype(np.int32), valid[None], 0.7, 0.5
+    )
     got = edge_ops.demote_parts(boxes, scores, classes, num, 0.7, 0.5)
     np.testing.assert_array_equal(got[1], want[1][0].numpy())
     np.testing.assert_array_equal(got[0], want[0][0].numpy())

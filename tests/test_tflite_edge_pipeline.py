@@ -14,13 +14,13 @@ import dataclasses
 import numpy as np
 import pytest
 import tensorflow as tf
+from fakes import coloured_object_image, fake_classifier, fake_localizer
 
 from dnet_tf.config import DetectorConfig, InferenceConfig, ModelConfig
 from dnet_tf.inference.module import DetectorModule, uint8_batch
 from dnet_tf.tflite import edge_ops
 from dnet_tf.tflite.convert import keras_network
 from dnet_tf.tflite.edge_pipeline import EdgePipeline, detections_in_pixels
-from fakes import coloured_object_image, fake_classifier, fake_localizer
 
 ASPECTS = [0.5, 0.75, 1.0, 1.33, 2.0]
 NAMES = ["cat", "dog"]
@@ -43,14 +43,21 @@ EMPTY = textured(200, 300, [], 2)  # nothing to find
 
 @pytest.fixture(scope="module")
 def fakes():
-    cfg = DetectorConfig(model=ModelConfig(num_classes=2),
-                         inference=dataclasses.replace(InferenceConfig(), max_refine=6))
+    cfg = DetectorConfig(
+        model=ModelConfig(num_classes=2),
+        inference=dataclasses.replace(InferenceConfig(), max_refine=6),
+    )
     loc, cls = fake_localizer(num_classes=2), fake_classifier(num_classes=2)
     module = DetectorModule(loc, cls, NAMES, ASPECTS, cfg)
-    graph = tf.function(lambda images: module.detect(*uint8_batch(images)),
-                        input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8)])  # one trace
+    graph = tf.function(
+        lambda images: module.detect(*uint8_batch(images)),
+        input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8)],
+    )  # one trace
     edge = EdgePipeline(keras_network(loc), keras_network(cls), NAMES, ASPECTS, cfg)
-    outputs = [({k: v.numpy()[0] for k, v in graph(image[None]).items()}, edge.detect(image)) for image in IMAGES]
+    outputs = [
+        ({k: v.numpy()[0] for k, v in graph(image[None]).items()}, edge.detect(image))
+        for image in IMAGES
+    ]
     return cfg, outputs, edge
 
 
@@ -64,8 +71,9 @@ def test_refined_detections_equal_the_graph(fakes):
         scale = np.array([h, w, h, w])
         # Boxes come from whole canvas cells mapped through the same float32 frames: equal to
         # well under a pixel; confidences are float32 products of the same terms.
-        np.testing.assert_allclose(edge["detection_boxes"][:n] * scale, graph["detection_boxes"][:n] * scale,
-                                   atol=0.01)
+        np.testing.assert_allclose(
+            edge["detection_boxes"][:n] * scale, graph["detection_boxes"][:n] * scale, atol=0.01
+        )
         np.testing.assert_allclose(edge["detection_scores"], graph["detection_scores"], atol=1e-5)
         np.testing.assert_array_equal(edge["detection_classes"], graph["detection_classes"])
         assert edge["detection_class_names"] == [s.decode() for s in graph["detection_class_names"]]
@@ -85,7 +93,10 @@ def test_first_stage_equal_up_to_nms_ties_at_the_threshold(fakes):
         assert len(g["boxes_yxyx"]) >= 1 or not len(e["boxes_yxyx"])
         for this, other in ((g, e), (e, g)):
             for box, cls, score in zip(this["boxes_yxyx"], this["classes"], this["scores"]):
-                same = np.abs(np.reshape(other["boxes_yxyx"], (-1, 4)) - box).max(axis=1, initial=0.0) < 0.01
+                same = (
+                    np.abs(np.reshape(other["boxes_yxyx"], (-1, 4)) - box).max(axis=1, initial=0.0)
+                    < 0.01
+                )
                 if same.any():
                     assert abs(other["scores"][np.argmax(same)] - score) < 1e-5
                     continue
@@ -113,8 +124,13 @@ def test_bad_inputs_and_networks_fail_clearly():
     edge = EdgePipeline(keras_network(loc), keras_network(cls), NAMES, ASPECTS, cfg)
     with pytest.raises(ValueError, match=r"image must be \[H, W, 3\]"):
         edge.detect(np.zeros((20, 30), np.uint8))
-    wrong = EdgePipeline(lambda x: np.zeros((len(x), 24, 24, 5, 3), np.float32), keras_network(cls), NAMES,
-                         ASPECTS, cfg)
+    wrong = EdgePipeline(
+        lambda x: np.zeros((len(x), 24, 24, 5, 3), np.float32),
+        keras_network(cls),
+        NAMES,
+        ASPECTS,
+        cfg,
+    )
     with pytest.raises(ValueError, match="localizer returned shape"):
         wrong.detect(np.zeros((40, 50, 3), np.uint8))
     with pytest.raises(ValueError, match="3 class names given"):

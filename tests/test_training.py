@@ -13,8 +13,12 @@ from dnet_tf.constants import FULL, TOP
 from dnet_tf.models import build_classifier, build_localizer
 from dnet_tf.training import run_dir as rd
 from dnet_tf.training.metrics import mask_iou
-from dnet_tf.training.recipe import (classifier_example_loss, localizer_example_loss,
-                                     make_optimizer, make_train_step)
+from dnet_tf.training.recipe import (
+    classifier_example_loss,
+    localizer_example_loss,
+    make_optimizer,
+    make_train_step,
+)
 from dnet_tf.training.sources import ToySource
 from dnet_tf.training.train import train
 
@@ -25,8 +29,14 @@ TINY_MODEL = ModelConfig(num_classes=2, input_size=64, mask_size=8, width=0.25, 
 
 
 def _tiny_cfg(**train_kwargs):
-    train_cfg = dict(batch_size=8, classifier_steps=4, localizer_steps=6, steps_per_checkpoint=5,
-                     steps_per_log=2, learning_rate=RECOMMENDED_LEARNING_RATE)
+    train_cfg = dict(
+        batch_size=8,
+        classifier_steps=4,
+        localizer_steps=6,
+        steps_per_checkpoint=5,
+        steps_per_log=2,
+        learning_rate=RECOMMENDED_LEARNING_RATE,
+    )
     train_cfg.update(train_kwargs)
     return DetectorConfig(model=TINY_MODEL, train=TrainConfig(**train_cfg))
 
@@ -54,7 +64,9 @@ def test_one_step_lowers_the_loss_on_a_fixed_batch(kind):
 
     before = loss_now()
     step_loss, _ = step(iterator)
-    assert float(step_loss) == pytest.approx(before, rel=1e-4)  # the step reports the pre-update loss
+    assert float(step_loss) == pytest.approx(
+        before, rel=1e-4
+    )  # the step reports the pre-update loss
     after = loss_now()
     assert after < before
 
@@ -118,7 +130,9 @@ def test_same_seed_same_weights_and_a_complete_run_directory(tmp_path):
     assert len(arts.aspect_ratios) == 10 and list(arts.aspect_ratios) == sorted(arts.aspect_ratios)
     summary = json.loads((tmp_path / "a" / rd.SUMMARY).read_text())
     assert summary["complete"] and summary["steps"] == {"classifier": 4, "localizer": 6}
-    assert summary["val_mask_iou"]["num_positive"] + summary["val_mask_iou"]["num_negative"] <= 32 * 2
+    assert (
+        summary["val_mask_iou"]["num_positive"] + summary["val_mask_iou"]["num_negative"] <= 32 * 2
+    )
     assert list((tmp_path / "a" / rd.LOGS / "localizer").glob("events.out.tfevents.*"))
     # A finished run is reported, not trained again: files untouched.
     mtime = (tmp_path / "a" / rd.LOCALIZER).stat().st_mtime_ns
@@ -134,7 +148,9 @@ def test_time_budget_ends_both_stages_early(tmp_path):
     cfg = _tiny_cfg(classifier_steps=10_000, localizer_steps=10_000)
     summary = train(tmp_path, ToySource(), cfg, progress=False, eval_crops=0, time_budget_s=5.0)
     assert summary["complete"] and summary["stopped_by_time_budget"]
-    assert 0 < summary["steps"]["classifier"] < 10_000 and 0 < summary["steps"]["localizer"] < 10_000
+    assert (
+        0 < summary["steps"]["classifier"] < 10_000 and 0 < summary["steps"]["localizer"] < 10_000
+    )
     assert rd.is_complete(tmp_path)
 
 

@@ -27,17 +27,34 @@ def tiny_voc(tmp_path_factory):
     from dnet_tf.data.synthetic import SyntheticConfig, write_synthetic_voc
 
     out = tmp_path_factory.mktemp("voc")
-    write_synthetic_voc(out, SyntheticConfig(num_train=10, num_val=4, num_test=0, min_side=96,
-                                             max_side=160), workers=1, progress=False)
+    write_synthetic_voc(
+        out,
+        SyntheticConfig(num_train=10, num_val=4, num_test=0, min_side=96, max_side=160),
+        workers=1,
+        progress=False,
+    )
     return out
 
 
 def _command(run_dir, data):
-    return [sys.executable, "-m", "dnet_tf.training.cli", f"--run_dir={run_dir}", f"--data={data}",
-            f"--classes={CLASSES}", "--input_size=64", "--mask_size=8", "--width=0.25",
-            f"--classifier_steps={CLASSIFIER_STEPS}", f"--localizer_steps={LOCALIZER_STEPS}",
-            "--batch_size=8", f"--steps_per_checkpoint={EVERY}", "--eval_crops=16",
-            "--progress=false", "--seed=3"]
+    return [
+        sys.executable,
+        "-m",
+        "dnet_tf.training.cli",
+        f"--run_dir={run_dir}",
+        f"--data={data}",
+        f"--classes={CLASSES}",
+        "--input_size=64",
+        "--mask_size=8",
+        "--width=0.25",
+        f"--classifier_steps={CLASSIFIER_STEPS}",
+        f"--localizer_steps={LOCALIZER_STEPS}",
+        "--batch_size=8",
+        f"--steps_per_checkpoint={EVERY}",
+        "--eval_crops=16",
+        "--progress=false",
+        "--seed=3",
+    ]
 
 
 def _env():
@@ -55,7 +72,9 @@ def _latest_checkpoint_number(run_dir):
 def test_sigkill_then_rerun_reaches_the_same_final_step(tmp_path, tiny_voc):
     run_dir = tmp_path / "run"
     cmd = _command(run_dir, tiny_voc)
-    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         # Kill once a checkpoint inside the localizer stage exists: the process is then training
         # (or writing the next checkpoint), past the classifier -> localizer hand-over.
@@ -65,8 +84,9 @@ def test_sigkill_then_rerun_reaches_the_same_final_step(tmp_path, tiny_voc):
             if n is not None and n >= CLASSIFIER_STEPS + EVERY:
                 break
             time.sleep(0.05)
-        assert proc.poll() is None, ("training ended before it could be killed:\n"
-                                     + proc.stdout.read().decode())
+        assert proc.poll() is None, (
+            "training ended before it could be killed:\n" + proc.stdout.read().decode()
+        )
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
@@ -116,8 +136,9 @@ def test_killed_at_random_moments_still_finishes(tmp_path, tiny_voc):
     cmd = _command(run_dir, tiny_voc)
     rng = np.random.default_rng(0)
     for _ in range(4):
-        proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         try:
             proc.wait(timeout=float(rng.uniform(4.0, 14.0)))
         except subprocess.TimeoutExpired:

@@ -35,12 +35,23 @@ def test_ten_minute_run_reaches_half_iou_on_validation_crops(tmp_path, synthetic
     # head, AdaGrad at 0.01, batches of 16, 200 + 1800 steps (the 600 s budget ends both stages
     # early on a loaded machine). No-ops once dnet_tf/config.py carries these defaults.
     cfg = dataclasses.replace(
-        cfg, model=dataclasses.replace(cfg.model, width=0.25, head="conv"),
-        train=dataclasses.replace(cfg.train, learning_rate=0.01, batch_size=16,
-                                  classifier_steps=200, localizer_steps=1800))
-    summary = train(tmp_path / "run", str(synthetic_dir), cfg, time_budget_s=600.0,
-                    progress=False, eval_crops=512)
-    assert summary["training_wall_s"] <= 600.0 + 60.0  # a stage stops at its first step past the budget
+        cfg,
+        model=dataclasses.replace(cfg.model, width=0.25, head="conv"),
+        train=dataclasses.replace(
+            cfg.train, learning_rate=0.01, batch_size=16, classifier_steps=200, localizer_steps=1800
+        ),
+    )
+    summary = train(
+        tmp_path / "run",
+        str(synthetic_dir),
+        cfg,
+        time_budget_s=600.0,
+        progress=False,
+        eval_crops=512,
+    )
+    assert (
+        summary["training_wall_s"] <= 600.0 + 60.0
+    )  # a stage stops at its first step past the budget
     iou = summary["val_mask_iou"]
     assert iou["num_positive"] >= 100
     assert iou["mean_iou"] >= 0.5, summary

@@ -9,15 +9,21 @@ from dnet_tf.evaluation.voc_ap import average_precision, evaluate_detections, io
 
 
 def _gt(boxes, classes, difficult=None):
-    d = {"boxes_yxyx": np.array(boxes, np.float32).reshape(-1, 4), "classes": np.array(classes, np.int32)}
+    d = {
+        "boxes_yxyx": np.array(boxes, np.float32).reshape(-1, 4),
+        "classes": np.array(classes, np.int32),
+    }
     if difficult is not None:
         d["difficult"] = np.array(difficult, bool)
     return d
 
 
 def _det(boxes, scores, classes):
-    return {"boxes_yxyx": np.array(boxes, np.float32).reshape(-1, 4),
-            "scores": np.array(scores, np.float32), "classes": np.array(classes, np.int32)}
+    return {
+        "boxes_yxyx": np.array(boxes, np.float32).reshape(-1, 4),
+        "scores": np.array(scores, np.float32),
+        "classes": np.array(classes, np.int32),
+    }
 
 
 A = [0, 0, 10, 10]
@@ -58,15 +64,23 @@ def test_false_positive_between_true_positives_11_point_vs_all_point():
     #   AP = (6 * 1 + 5 * 2/3) / 11 = 28/33.
     gt = [_gt([A, B], [0, 0])]
     det = [_det([A, [60, 60, 70, 70], B], [0.9, 0.8, 0.7], [0, 0, 0])]
-    assert evaluate_detections(gt, det, 1, use_07_metric=False).per_class[0].ap == pytest.approx(5 / 6, abs=1e-12)
-    assert evaluate_detections(gt, det, 1, use_07_metric=True).per_class[0].ap == pytest.approx(28 / 33, abs=1e-12)
+    assert evaluate_detections(gt, det, 1, use_07_metric=False).per_class[0].ap == pytest.approx(
+        5 / 6, abs=1e-12
+    )
+    assert evaluate_detections(gt, det, 1, use_07_metric=True).per_class[0].ap == pytest.approx(
+        28 / 33, abs=1e-12
+    )
 
 
 def test_recall_exactly_on_eleven_point_thresholds():
     # 4 positives, two TPs: recall 1/4, 1/2 at precision 1. All-point AP = 1/2.
     # 11-point: t = 0, .1, .2, .3, .4, .5 reached (recall 0.5 >= 0.5 counts) -> 6/11.
-    assert average_precision(np.array([0.25, 0.5]), np.array([1.0, 1.0]), use_07_metric=False) == 0.5
-    assert average_precision(np.array([0.25, 0.5]), np.array([1.0, 1.0]), use_07_metric=True) == pytest.approx(6 / 11)
+    assert (
+        average_precision(np.array([0.25, 0.5]), np.array([1.0, 1.0]), use_07_metric=False) == 0.5
+    )
+    assert average_precision(
+        np.array([0.25, 0.5]), np.array([1.0, 1.0]), use_07_metric=True
+    ) == pytest.approx(6 / 11)
     # 10 positives, three TPs: recall 3/10 must reach t = 0.3 -> 4 of 11 points (0, .1, .2, .3) at precision 1.
     rec = np.array([1, 2, 3]) / 10
     assert average_precision(rec, np.ones(3), use_07_metric=True) == pytest.approx(4 / 11)
@@ -153,12 +167,14 @@ def test_bad_input_names_the_field():
     with pytest.raises(ValueError, match=r"ground_truth\[0\]: missing field 'classes'"):
         evaluate_detections([{"boxes_yxyx": np.zeros((1, 4))}], [_det([], [], [])], 1)
     with pytest.raises(ValueError, match=r"detections\[0\]: field 'boxes_yxyx' has shape"):
-        evaluate_detections([_gt([A], [0])], [{"boxes_yxyx": np.zeros((1, 3)), "scores": [1.0],
-                                                 "classes": [0]}], 1)
+        evaluate_detections(
+            [_gt([A], [0])], [{"boxes_yxyx": np.zeros((1, 3)), "scores": [1.0], "classes": [0]}], 1
+        )
 
 
 # ----------------------------------------------------------------------------------------------
 # Exact oracle: everything in fractions, loops written out, a different AP formula.
+
 
 def _frac_iou(a, b):
     a = [Fraction(int(v)) for v in a]
@@ -236,14 +252,29 @@ def _random_case(rng, num_images, num_classes):
         # duplicates, hits on difficult boxes), the rest random; scores coarse so that ties occur.
         k_near = int(rng.integers(0, 2 * n + 1))
         src = rng.integers(0, max(n, 1), k_near)
-        near = g_boxes[src] + rng.integers(-1, 2, size=(k_near, 4)) if n else np.zeros((0, 4), np.float32)
-        near = np.concatenate([np.minimum(near[:, :2], near[:, 2:] - 1), near[:, 2:]], 1) if n else near
+        near = (
+            g_boxes[src] + rng.integers(-1, 2, size=(k_near, 4))
+            if n
+            else np.zeros((0, 4), np.float32)
+        )
+        near = (
+            np.concatenate([np.minimum(near[:, :2], near[:, 2:] - 1), near[:, 2:]], 1)
+            if n
+            else near
+        )
         near_classes = g_classes[src] if n else np.zeros(0, np.int32)
         k_far = int(rng.integers(0, 4))
         boxes = np.concatenate([near, _random_boxes(rng, k_far)]).astype(np.float32)
-        classes = np.concatenate([near_classes, rng.integers(0, num_classes, k_far)]).astype(np.int32)
-        det.append({"boxes_yxyx": boxes, "scores": (rng.integers(0, 10, len(boxes)) / 10).astype(np.float32),
-                    "classes": classes})
+        classes = np.concatenate([near_classes, rng.integers(0, num_classes, k_far)]).astype(
+            np.int32
+        )
+        det.append(
+            {
+                "boxes_yxyx": boxes,
+                "scores": (rng.integers(0, 10, len(boxes)) / 10).astype(np.float32),
+                "classes": classes,
+            }
+        )
     return gt, det
 
 
@@ -259,7 +290,11 @@ def test_matches_exact_oracle_on_random_cases(seed):
             if exp is None:
                 assert np.isnan(res.per_class[c].ap)
             else:
-                assert res.per_class[c].ap == pytest.approx(float(exp[slot]), abs=1e-12), (seed, c, use_07)
+                assert res.per_class[c].ap == pytest.approx(float(exp[slot]), abs=1e-12), (
+                    seed,
+                    c,
+                    use_07,
+                )
                 defined.append(float(exp[slot]))
         if defined:
             assert res.mean_ap == pytest.approx(np.mean(defined), abs=1e-12)

@@ -15,32 +15,60 @@ from __future__ import annotations
 import argparse
 import pathlib
 import sys
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 DEFAULT_BASELINE_STRIDE_MULTIPLIER = 8.0
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dnet-eval", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="SavedModel (version or model dir) or run directory")
-    p.add_argument("--data", required=True, help="VOC root: Annotations/, JPEGImages/, ImageSets/Main/")
+    p.add_argument(
+        "--model", required=True, help="SavedModel (version or model dir) or run directory"
+    )
+    p.add_argument(
+        "--data", required=True, help="VOC root: Annotations/, JPEGImages/, ImageSets/Main/"
+    )
     p.add_argument("--split", default="test", help="ImageSets/Main/<split>.txt (default: test)")
-    p.add_argument("--out", required=True, help="output directory for table.md/json, evaluation.json, pictures/")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output directory for table.md/json, evaluation.json, pictures/",
+    )
     p.add_argument("--baseline", action="store_true", help="also run the sliding-window baseline")
-    p.add_argument("--run-dir", default=None, help="run directory whose classifier the baseline uses "
-                                                   "(default: --model when it is a run directory)")
-    p.add_argument("--baseline-stride-multiplier", type=float, default=DEFAULT_BASELINE_STRIDE_MULTIPLIER,
-                   help="baseline stride = 5 px x this (>= 1; 1 is the paper's full grid)")
+    p.add_argument(
+        "--run-dir",
+        default=None,
+        help="run directory whose classifier the baseline uses "
+        "(default: --model when it is a run directory)",
+    )
+    p.add_argument(
+        "--baseline-stride-multiplier",
+        type=float,
+        default=DEFAULT_BASELINE_STRIDE_MULTIPLIER,
+        help="baseline stride = 5 px x this (>= 1; 1 is the paper's full grid)",
+    )
     p.add_argument("--baseline-batch-size", type=int, default=64, help="crops per classifier call")
-    p.add_argument("--pictures", type=int, default=0, help="Figure 3 pictures for the first N images")
-    p.add_argument("--picture-ids", default=None, help="comma-separated image ids to picture instead")
+    p.add_argument(
+        "--pictures", type=int, default=0, help="Figure 3 pictures for the first N images"
+    )
+    p.add_argument(
+        "--picture-ids", default=None, help="comma-separated image ids to picture instead"
+    )
     p.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images")
-    p.add_argument("--metric", choices=("voc07", "voc10"), default="voc07",
-                   help="table metric: VOC2007 11-point (the paper's) or VOC2010+ all-point; "
-                        "evaluation.json has both")
+    p.add_argument(
+        "--metric",
+        choices=("voc07", "voc10"),
+        default="voc07",
+        help="table metric: VOC2007 11-point (the paper's) or VOC2010+ all-point; "
+        "evaluation.json has both",
+    )
     p.add_argument("--iou", type=float, default=0.5, help="matching Jaccard threshold")
-    p.add_argument("--on-error", choices=("fail", "skip"), default="fail",
-                   help="a bad annotation: stop (fail) or drop that image with a warning (skip)")
+    p.add_argument(
+        "--on-error",
+        choices=("fail", "skip"),
+        default="fail",
+        help="a bad annotation: stop (fail) or drop that image with a warning (skip)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -57,8 +85,12 @@ def _default_classifier_loader(run_dir: str):
     return load_run(run_dir).classifier
 
 
-def main(argv: Optional[Sequence[str]] = None, *, detector_loader: Optional[Callable] = None,
-         classifier_loader: Optional[Callable] = None) -> int:
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    detector_loader: Callable | None = None,
+    classifier_loader: Callable | None = None,
+) -> int:
     """Parses ``argv`` and runs the evaluation; returns the exit code.
 
     ``detector_loader(path) -> detector`` and ``classifier_loader(run_dir) -> keras.Model`` default
@@ -79,8 +111,9 @@ def main(argv: Optional[Sequence[str]] = None, *, detector_loader: Optional[Call
     if args.pictures < 0 or (args.max_images is not None and args.max_images < 1):
         return fail("--pictures must be >= 0 and --max-images >= 1")
     try:
-        sw_cfg = SlidingWindowConfig(stride_multiplier=args.baseline_stride_multiplier,
-                                     batch_size=args.baseline_batch_size).validate()
+        sw_cfg = SlidingWindowConfig(
+            stride_multiplier=args.baseline_stride_multiplier, batch_size=args.baseline_batch_size
+        ).validate()
     except ValueError as e:
         return fail(str(e))
     run_dir = args.run_dir
@@ -88,19 +121,26 @@ def main(argv: Optional[Sequence[str]] = None, *, detector_loader: Optional[Call
         if (pathlib.Path(args.model) / "config.json").is_file():
             run_dir = args.model
         else:
-            return fail("--baseline needs the classifier of a run directory: pass --run-dir "
-                        f"({args.model} is not a run directory)")
+            return fail(
+                "--baseline needs the classifier of a run directory: pass --run-dir "
+                f"({args.model} is not a run directory)"
+            )
     try:
         detector = detector_loader(args.model)
     except (FileNotFoundError, ValueError) as e:
         return fail(f"cannot load model {args.model}: {e}")
     try:
-        records = read_voc_split(args.data, args.split, detector.class_names, on_error=args.on_error,
-                                 ignore_unknown_classes=True)
+        records = read_voc_split(
+            args.data,
+            args.split,
+            detector.class_names,
+            on_error=args.on_error,
+            ignore_unknown_classes=True,
+        )
     except VocError as e:
         return fail(str(e))
     if args.max_images is not None:
-        records = records[:args.max_images]
+        records = records[: args.max_images]
     if not records:
         return fail(f"{args.data}: split {args.split!r} has no images")
     baseline = None
@@ -109,9 +149,13 @@ def main(argv: Optional[Sequence[str]] = None, *, detector_loader: Optional[Call
             baseline = SlidingWindowDetector(classifier_loader(run_dir), sw_cfg)
         except (FileNotFoundError, ValueError) as e:
             return fail(f"cannot load the baseline classifier from {run_dir}: {e}")
-    options = EvalOptions(use_07_metric=args.metric == "voc07", iou_threshold=args.iou, pictures=args.pictures,
-                          picture_ids=[s for s in args.picture_ids.split(",") if s] if args.picture_ids else None,
-                          progress=not args.quiet)
+    options = EvalOptions(
+        use_07_metric=args.metric == "voc07",
+        iou_threshold=args.iou,
+        pictures=args.pictures,
+        picture_ids=[s for s in args.picture_ids.split(",") if s] if args.picture_ids else None,
+        progress=not args.quiet,
+    )
     try:
         summary = evaluate_split(detector, records, args.out, baseline, options)
     except ValueError as e:
@@ -119,7 +163,9 @@ def main(argv: Optional[Sequence[str]] = None, *, detector_loader: Optional[Call
     for name, m in summary["methods"].items():
         key = "voc07" if options.use_07_metric else "voc10"
         mean_ap = m[key]["mAP"]
-        print(f"{name}: mAP {'n/a' if mean_ap is None else f'{mean_ap:.3f}'} ({summary['table_metric']})")
+        print(
+            f"{name}: mAP {'n/a' if mean_ap is None else f'{mean_ap:.3f}'} ({summary['table_metric']})"
+        )
     print(f"wrote {len(summary['files'])} files to {args.out}", file=sys.stderr)
     return 0
 

@@ -13,10 +13,11 @@ occupies columns [k W, (k + 1) W) of a (3 W) x H picture.
 from __future__ import annotations
 
 import os
-from typing import Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 import numpy as np
+
 # The Agg canvas is attached to each Figure explicitly; pyplot (and its global backend choice) is
 # never used, so importing this module changes nothing for callers that use pyplot themselves.
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -55,8 +56,10 @@ def resize_masks(masks: np.ndarray, height: int, width: int) -> np.ndarray:
         raise ValueError(f"masks must be [h, w, M], got shape {masks.shape}")
     if masks.shape[:2] == (height, width):
         return np.clip(masks, 0.0, 1.0)
-    channels = [np.asarray(Image.fromarray(masks[..., m], mode="F").resize((width, height), Image.BILINEAR))
-                for m in range(masks.shape[-1])]
+    channels = [
+        np.asarray(Image.fromarray(masks[..., m], mode="F").resize((width, height), Image.BILINEAR))
+        for m in range(masks.shape[-1])
+    ]
     return np.clip(np.stack(channels, axis=-1), 0.0, 1.0)
 
 
@@ -103,9 +106,16 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def draw_detections(image: np.ndarray, masks: np.ndarray, boxes_image_yxyx: np.ndarray,
-                    labels: Sequence[str], scores: Sequence[float], path: str,
-                    cmap: str = DEFAULT_HEATMAP, box_colour: str = "#00ff00") -> str:
+def draw_detections(
+    image: np.ndarray,
+    masks: np.ndarray,
+    boxes_image_yxyx: np.ndarray,
+    labels: Sequence[str],
+    scores: Sequence[float],
+    path: str,
+    cmap: str = DEFAULT_HEATMAP,
+    box_colour: str = "#00ff00",
+) -> str:
     """Figure 3: detections over the image, then the full-mask heat map, then the half masks.
 
     The PNG is (3 W) x H pixels: panel 0 the image, panel 1 ``full_mask_heatmap``, panel 2
@@ -125,8 +135,10 @@ def draw_detections(image: np.ndarray, masks: np.ndarray, boxes_image_yxyx: np.n
     height, width = image.shape[:2]
     boxes = np.asarray(boxes_image_yxyx, np.float64).reshape(-1, 4)
     if not len(boxes) == len(labels) == len(scores):
-        raise ValueError(f"boxes_image_yxyx, labels and scores have different lengths "
-                         f"({len(boxes)}, {len(labels)}, {len(scores)})")
+        raise ValueError(
+            f"boxes_image_yxyx, labels and scores have different lengths "
+            f"({len(boxes)}, {len(labels)}, {len(scores)})"
+        )
     full = resize_masks(masks, height, width)
     panels = [image, full_mask_heatmap(full[..., FULL], cmap), half_mask_colours(full)]
 
@@ -143,13 +155,29 @@ def draw_detections(image: np.ndarray, masks: np.ndarray, boxes_image_yxyx: np.n
         ax.axis("off")
         ax.patch.set_alpha(0.0)
         for i, (ymin, xmin, ymax, xmax) in enumerate(boxes):
-            ax.add_patch(Rectangle((xmin, ymin), xmax - xmin, ymax - ymin, fill=False,
-                                   edgecolor=box_colour if k == 0 else "white", linewidth=1.0))
+            ax.add_patch(
+                Rectangle(
+                    (xmin, ymin),
+                    xmax - xmin,
+                    ymax - ymin,
+                    fill=False,
+                    edgecolor=box_colour if k == 0 else "white",
+                    linewidth=1.0,
+                )
+            )
             if k == 0:
                 # Above the box, or just inside it when the box touches the top edge.
-                ax.text(xmin, ymin, f"{labels[i]} {float(scores[i]):.2f}", fontsize=7, color="black",
-                        va="bottom" if ymin >= 12 else "top", ha="left", clip_on=True,
-                        bbox=dict(facecolor=box_colour, edgecolor="none", pad=1.0))
+                ax.text(
+                    xmin,
+                    ymin,
+                    f"{labels[i]} {float(scores[i]):.2f}",
+                    fontsize=7,
+                    color="black",
+                    va="bottom" if ymin >= 12 else "top",
+                    ha="left",
+                    clip_on=True,
+                    bbox=dict(facecolor=box_colour, edgecolor="none", pad=1.0),
+                )
     _save(fig, path)
     return path
 
@@ -160,8 +188,13 @@ def _save(fig: Figure, path: str) -> None:
     fig.savefig(path, dpi=_DPI, format="png")
 
 
-def plot_precision_recall(curves: Mapping[str, object], class_names: Sequence[str], path: str,
-                          columns: int = 4, title: Optional[str] = None) -> str:
+def plot_precision_recall(
+    curves: Mapping[str, object],
+    class_names: Sequence[str],
+    path: str,
+    columns: int = 4,
+    title: str | None = None,
+) -> str:
     """Figure 4: precision-recall curves of several methods, pooled and per class.
 
     Panel 0 shows all classes pooled (``VocResult.pooled_curve``), panel c + 1 class c. Each method
@@ -180,8 +213,10 @@ def plot_precision_recall(curves: Mapping[str, object], class_names: Sequence[st
         raise ValueError(f"columns must be >= 1, got {columns}")
     for name, result in curves.items():
         if len(result.per_class) != len(class_names):
-            raise ValueError(f"curves['{name}'] has {len(result.per_class)} classes, "
-                             f"class_names has {len(class_names)}")
+            raise ValueError(
+                f"curves['{name}'] has {len(result.per_class)} classes, "
+                f"class_names has {len(class_names)}"
+            )
     panels = len(class_names) + 1
     columns = min(columns, panels)
     rows = -(-panels // columns)

@@ -19,7 +19,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
@@ -41,7 +41,7 @@ class EvalOptions:
     use_07_metric: bool = True  # the table's metric: VOC2007 11-point (True) or all-point (False)
     iou_threshold: float = 0.5  # matching Jaccard threshold; (0, 1]
     pictures: int = 0  # Figure 3 pictures for the first N images (or picture_ids); >= 0
-    picture_ids: Optional[Sequence[str]] = None  # image ids to picture instead of the first N
+    picture_ids: Sequence[str] | None = None  # image ids to picture instead of the first N
     progress: bool = True  # a tqdm bar on stderr
 
 
@@ -56,8 +56,11 @@ def load_image(path) -> np.ndarray:
 
 def ground_truth_of(record) -> dict:
     """A VocRecord as evaluate_detections' ground-truth mapping (image_yxyx, 0-based ids)."""
-    return {"boxes_yxyx": np.asarray(record.boxes_image_yxyx, np.float32).reshape(-1, 4),
-            "classes": np.asarray(record.class_ids, np.int32), "difficult": np.asarray(record.difficult, bool)}
+    return {
+        "boxes_yxyx": np.asarray(record.boxes_image_yxyx, np.float32).reshape(-1, 4),
+        "classes": np.asarray(record.class_ids, np.int32),
+        "difficult": np.asarray(record.difficult, bool),
+    }
 
 
 def _progress(items, enabled: bool, desc: str):
@@ -80,15 +83,24 @@ def _figure3(path: str, image: np.ndarray, res: dict, class_names: Sequence[str]
     cls = res["_pictured_class"]
     masks = np.asarray(res["full_masks"], np.float32)
     if masks.ndim != 4 or masks.shape[2] != 5:
-        raise ValueError(f"detector output 'full_masks' must be [h, w, 5, C], got shape {masks.shape}")
+        raise ValueError(
+            f"detector output 'full_masks' must be [h, w, 5, C], got shape {masks.shape}"
+        )
     pick = np.flatnonzero(np.asarray(res["classes"]) == cls)
     pick = pick[np.argsort(-np.asarray(res["scores"])[pick], kind="stable")][:FIGURE3_MAX_BOXES]
-    return draw_detections(image, masks[..., cls], np.asarray(res["boxes_yxyx"])[pick],
-                           [class_names[cls]] * len(pick), np.asarray(res["scores"])[pick], path)
+    return draw_detections(
+        image,
+        masks[..., cls],
+        np.asarray(res["boxes_yxyx"])[pick],
+        [class_names[cls]] * len(pick),
+        np.asarray(res["scores"])[pick],
+        path,
+    )
 
 
-def evaluate_split(detector, records: Sequence, out_dir: str, baseline=None,
-                   options: Optional[EvalOptions] = None) -> dict:
+def evaluate_split(
+    detector, records: Sequence, out_dir: str, baseline=None, options: EvalOptions | None = None
+) -> dict:
     """Runs the detector (and the baseline) on every record and writes the table and pictures.
 
     Args:
@@ -108,10 +120,12 @@ def evaluate_split(detector, records: Sequence, out_dir: str, baseline=None,
         raise ValueError("no images to evaluate (empty split)")
     class_names = list(detector.class_names)
     if baseline is not None and baseline.num_classes != len(class_names):
-        raise ValueError(f"baseline classifier has {baseline.num_classes} classes, detector {len(class_names)}")
+        raise ValueError(
+            f"baseline classifier has {baseline.num_classes} classes, detector {len(class_names)}"
+        )
     os.makedirs(out_dir, exist_ok=True)
     picture_dir = os.path.join(out_dir, "pictures")
-    wanted = set(options.picture_ids or [r.image_id for r in records[:options.pictures]])
+    wanted = set(options.picture_ids or [r.image_id for r in records[: options.pictures]])
 
     gts = [ground_truth_of(r) for r in records]
     refined, first, evals, seconds = [], [], [], []
@@ -123,16 +137,23 @@ def evaluate_split(detector, records: Sequence, out_dir: str, baseline=None,
         res = detector.detect([image])[0]
         seconds.append(time.perf_counter() - t0)
         refined.append({k: res[k] for k in ("boxes_yxyx", "scores", "classes")})
-        first.append({"boxes_yxyx": res["first_stage_boxes_yxyx"], "scores": res["first_stage_scores"],
-                      "classes": res["first_stage_classes"]})
+        first.append(
+            {
+                "boxes_yxyx": res["first_stage_boxes_yxyx"],
+                "scores": res["first_stage_scores"],
+                "classes": res["first_stage_classes"],
+            }
+        )
         evals.append(int(res["network_evaluations"]))
         if record.image_id in wanted:
             res["_pictured_class"] = _pick_pictured_class(res, gt)
             path = os.path.join(picture_dir, f"figure3_{record.image_id}.png")
             files.append(_figure3(path, image, res, class_names))
 
-    methods = {REFINED: (refined, float(np.mean(seconds)), float(np.mean(evals))),
-               FIRST_STAGE: (first, None, None)}
+    methods = {
+        REFINED: (refined, float(np.mean(seconds)), float(np.mean(evals))),
+        FIRST_STAGE: (first, None, None),
+    }
     if baseline is not None:
         baseline.warm_up()
         sw, sw_seconds, sw_evals = [], [], []
@@ -143,31 +164,52 @@ def evaluate_split(detector, records: Sequence, out_dir: str, baseline=None,
             sw_evals.append(res["network_evaluations"])
         methods[SLIDING] = (sw, float(np.mean(sw_seconds)), float(np.mean(sw_evals)))
 
-    summary = {"num_images": len(records), "class_names": class_names, "iou_threshold": options.iou_threshold,
-               "table_metric": "VOC2007 11-point" if options.use_07_metric else "VOC2010 all-point",
-               "methods": {}}
+    summary = {
+        "num_images": len(records),
+        "class_names": class_names,
+        "iou_threshold": options.iou_threshold,
+        "table_metric": "VOC2007 11-point" if options.use_07_metric else "VOC2010 all-point",
+        "methods": {},
+    }
     if baseline is not None:
-        summary["sliding_window_config"] = {k: (list(v) if isinstance(v, tuple) else v)
-                                            for k, v in dataclasses.asdict(baseline.cfg).items()}
+        summary["sliding_window_config"] = {
+            k: (list(v) if isinstance(v, tuple) else v)
+            for k, v in dataclasses.asdict(baseline.cfg).items()
+        }
     rows, curves = [], {}
     for name, (dets, sec, ev) in methods.items():
-        by_metric = {m: evaluate_detections(gts, dets, len(class_names), options.iou_threshold, use_07_metric=m)
-                     for m in (True, False)}
+        by_metric = {
+            m: evaluate_detections(
+                gts, dets, len(class_names), options.iou_threshold, use_07_metric=m
+            )
+            for m in (True, False)
+        }
         chosen = by_metric[options.use_07_metric]
         curves[name] = chosen
         rows.append(TableRow.from_result(name, chosen, sec, ev))
-        summary["methods"][name] = {"voc07": by_metric[True].to_dict(class_names),
-                                    "voc10": by_metric[False].to_dict(class_names),
-                                    "seconds_per_image": sec, "network_evaluations_per_image": ev}
+        summary["methods"][name] = {
+            "voc07": by_metric[True].to_dict(class_names),
+            "voc10": by_metric[False].to_dict(class_names),
+            "seconds_per_image": sec,
+            "network_evaluations_per_image": ev,
+        }
     if is_voc_class_list(class_names) and options.use_07_metric:
         rows += [TableRow.from_paper(name) for name in PAPER_TABLE1]
-    table = Table(class_names, rows, metric=summary["table_metric"], iou_threshold=options.iou_threshold)
+    table = Table(
+        class_names, rows, metric=summary["table_metric"], iou_threshold=options.iou_threshold
+    )
     files += list(table.write(out_dir))
-    files.append(plot_precision_recall(
-        {("refined" if n == REFINED else "first stage" if n == FIRST_STAGE else n.lower()): r
-         for n, r in curves.items()},
-        class_names, os.path.join(picture_dir, "figure4_pr.png"),
-        title=f"Precision-recall, {summary['table_metric']} ({len(records)} images)"))
+    files.append(
+        plot_precision_recall(
+            {
+                ("refined" if n == REFINED else "first stage" if n == FIRST_STAGE else n.lower()): r
+                for n, r in curves.items()
+            },
+            class_names,
+            os.path.join(picture_dir, "figure4_pr.png"),
+            title=f"Precision-recall, {summary['table_metric']} ({len(records)} images)",
+        )
+    )
     eval_path = os.path.join(out_dir, "evaluation.json")
     with open(eval_path, "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -54,10 +54,14 @@ def default_aspect_ratios(count: int = 8, max_ratio: float = 3.0) -> tuple:
 class SlidingWindowConfig:
     """Knobs of the sliding-window baseline."""
 
-    aspect_ratios: Sequence[float] = dataclasses.field(default_factory=default_aspect_ratios)  # w / h; > 0
+    aspect_ratios: Sequence[float] = dataclasses.field(
+        default_factory=default_aspect_ratios
+    )  # w / h; > 0
     # mean box side (h + w) / 2 as a fraction of the image's (H + W) / 2; each in (0, 1]
     scales: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-    stride_px: float = 5.0  # px between neighbouring boxes before the multiplier (the paper's 5); > 0
+    stride_px: float = (
+        5.0  # px between neighbouring boxes before the multiplier (the paper's 5); > 0
+    )
     stride_multiplier: float = 1.0  # the stride actually used is stride_px x this; >= 1
     nms_iou: float = 0.5  # a box is suppressed when its Jaccard with a kept box is >= this; (0, 1]
     min_score: float = 0.0  # boxes with class probability below this are dropped before NMS; [0, 1]
@@ -65,17 +69,27 @@ class SlidingWindowConfig:
     max_detections_per_class: int = 100  # boxes kept per class after NMS; >= 1
     batch_size: int = 64  # crops per classifier call; >= 1
 
-    def validate(self) -> "SlidingWindowConfig":
+    def validate(self) -> SlidingWindowConfig:
         def check(cond, name, msg):
             if not cond:
                 raise ValueError(f"sliding-window config field '{name}': {msg}")
 
-        check(len(self.aspect_ratios) >= 1 and all(r > 0 for r in self.aspect_ratios), "aspect_ratios",
-              "must be a non-empty list of positive w / h values")
-        check(len(self.scales) >= 1 and all(0 < s <= 1 for s in self.scales), "scales",
-              "must be a non-empty list of values in (0, 1]")
+        check(
+            len(self.aspect_ratios) >= 1 and all(r > 0 for r in self.aspect_ratios),
+            "aspect_ratios",
+            "must be a non-empty list of positive w / h values",
+        )
+        check(
+            len(self.scales) >= 1 and all(0 < s <= 1 for s in self.scales),
+            "scales",
+            "must be a non-empty list of values in (0, 1]",
+        )
         check(self.stride_px > 0, "stride_px", f"must be > 0, got {self.stride_px}")
-        check(self.stride_multiplier >= 1, "stride_multiplier", f"must be >= 1, got {self.stride_multiplier}")
+        check(
+            self.stride_multiplier >= 1,
+            "stride_multiplier",
+            f"must be >= 1, got {self.stride_multiplier}",
+        )
         check(0 < self.nms_iou <= 1, "nms_iou", f"must be in (0, 1], got {self.nms_iou}")
         check(0 <= self.min_score <= 1, "min_score", f"must be in [0, 1], got {self.min_score}")
         check(self.pre_nms_top_k >= 1, "pre_nms_top_k", "must be >= 1")
@@ -146,11 +160,17 @@ def sliding_window_boxes(height: int, width: int, cfg: SlidingWindowConfig) -> n
 def count_boxes(height: int, width: int, cfg: SlidingWindowConfig) -> int:
     """Number of boxes (= classifier evaluations) for an H x W image, without building them."""
     cfg.validate()
-    return int(sum(len(_positions(height, h, cfg.stride)) * len(_positions(width, w, cfg.stride))
-                   for h, w in box_shapes(height, width, cfg)))
+    return int(
+        sum(
+            len(_positions(height, h, cfg.stride)) * len(_positions(width, w, cfg.stride))
+            for h, w in box_shapes(height, width, cfg)
+        )
+    )
 
 
-def nms_numpy(boxes_yxyx: np.ndarray, scores: np.ndarray, iou_threshold: float, max_output: int) -> np.ndarray:
+def nms_numpy(
+    boxes_yxyx: np.ndarray, scores: np.ndarray, iou_threshold: float, max_output: int
+) -> np.ndarray:
     """Greedy non-maximum suppression: best first, drop boxes with Jaccard >= iou_threshold with a
     kept box. (``tf.image.non_max_suppression`` drops only above the threshold; the paper says
     "Jaccard similarity of at least 0.5 to discard".)
@@ -169,8 +189,12 @@ def nms_numpy(boxes_yxyx: np.ndarray, scores: np.ndarray, iou_threshold: float, 
         i = order[0]
         keep.append(i)
         rest = order[1:]
-        ih = np.maximum(np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0]), 0)
-        iw = np.maximum(np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1]), 0)
+        ih = np.maximum(
+            np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0]), 0
+        )
+        iw = np.maximum(
+            np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1]), 0
+        )
         inter = ih * iw
         union = areas[i] + areas[rest] - inter
         iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
@@ -186,7 +210,7 @@ class SlidingWindowDetector:
       cfg: SlidingWindowConfig.
     """
 
-    def __init__(self, classifier, cfg: Optional[SlidingWindowConfig] = None):
+    def __init__(self, classifier, cfg: SlidingWindowConfig | None = None):
         self.cfg = (cfg or SlidingWindowConfig()).validate()
         shape = classifier.input_shape
         if len(shape) != 4 or shape[1] is None or shape[1] != shape[2] or shape[3] != 3:
@@ -194,14 +218,18 @@ class SlidingWindowDetector:
         self.input_size = int(shape[1])
         self.num_classes = int(classifier.output_shape[-1]) - 1
         if self.num_classes < 1:
-            raise ValueError(f"classifier output must be [B, C + 1] with C >= 1, got {classifier.output_shape}")
+            raise ValueError(
+                f"classifier output must be [B, C + 1] with C >= 1, got {classifier.output_shape}"
+            )
         size = self.input_size
 
         # reduce_retracing: image sizes and last-batch sizes vary; one generic trace serves them.
         @tf.function(reduce_retracing=True)
         def score(image, boxes):
             # Affine crops with half-pixel-centre sampling (dnet_tf.ops.crops); grid boxes lie inside.
-            crops = crop_and_resize(image[None], boxes, tf.zeros(tf.shape(boxes)[:1], tf.int32), size)
+            crops = crop_and_resize(
+                image[None], boxes, tf.zeros(tf.shape(boxes)[:1], tf.int32), size
+            )
             return classifier(crops, training=False)
 
         self._score = score
@@ -210,7 +238,9 @@ class SlidingWindowDetector:
         """Traces the scoring graph outside any timing: two calls of different shapes leave the
         shape-generic trace that every later image uses (``reduce_retracing``)."""
         for side, n in ((self.input_size, 1), (self.input_size + 3, 2)):
-            self._score(tf.zeros([side, side + 1, 3], tf.float32), tf.constant([[0.0, 0.0, 1.0, 1.0]] * n))
+            self._score(
+                tf.zeros([side, side + 1, 3], tf.float32), tf.constant([[0.0, 0.0, 1.0, 1.0]] * n)
+            )
 
     def class_probabilities(self, image: np.ndarray) -> tuple:
         """Classifier probabilities for every grid box of one image.
@@ -225,8 +255,10 @@ class SlidingWindowDetector:
             raise ValueError(f"image must be [H, W, 3], got shape {image.shape}")
         boxes = sliding_window_boxes(image.shape[0], image.shape[1], self.cfg)
         pixels = tf.constant(image, tf.float32)
-        probs = [self._score(pixels, tf.constant(boxes[i:i + self.cfg.batch_size])).numpy()
-                 for i in range(0, len(boxes), self.cfg.batch_size)]
+        probs = [
+            self._score(pixels, tf.constant(boxes[i : i + self.cfg.batch_size])).numpy()
+            for i in range(0, len(boxes), self.cfg.batch_size)
+        ]
         return boxes, np.concatenate(probs).astype(np.float32)
 
     def detect(self, image: np.ndarray) -> dict:
@@ -247,22 +279,27 @@ class SlidingWindowDetector:
             scores = probs[:, k + 1]
             idx = np.flatnonzero(scores >= cfg.min_score)
             if idx.size > cfg.pre_nms_top_k:
-                idx = idx[np.argsort(-scores[idx], kind="stable")[:cfg.pre_nms_top_k]]
-            keep = idx[nms_numpy(boxes[idx], scores[idx], cfg.nms_iou, cfg.max_detections_per_class)]
+                idx = idx[np.argsort(-scores[idx], kind="stable")[: cfg.pre_nms_top_k]]
+            keep = idx[
+                nms_numpy(boxes[idx], scores[idx], cfg.nms_iou, cfg.max_detections_per_class)
+            ]
             out_boxes.append(boxes[keep])
             out_scores.append(scores[keep])
             out_classes.append(np.full(len(keep), k, np.int32))
         all_scores = np.concatenate(out_scores)
         order = np.argsort(-all_scores, kind="stable")
-        return {"boxes_yxyx": np.concatenate(out_boxes).reshape(-1, 4)[order].astype(np.float32),
-                "scores": all_scores[order].astype(np.float32),
-                "classes": np.concatenate(out_classes)[order].astype(np.int32),
-                "network_evaluations": int(len(boxes)),
-                "seconds": time.perf_counter() - start}
+        return {
+            "boxes_yxyx": np.concatenate(out_boxes).reshape(-1, 4)[order].astype(np.float32),
+            "scores": all_scores[order].astype(np.float32),
+            "classes": np.concatenate(out_classes)[order].astype(np.int32),
+            "network_evaluations": int(len(boxes)),
+            "seconds": time.perf_counter() - start,
+        }
 
 
-def sliding_window_detect(classifier, images: Sequence[np.ndarray],
-                          cfg: Optional[SlidingWindowConfig] = None) -> list:
+def sliding_window_detect(
+    classifier, images: Sequence[np.ndarray], cfg: SlidingWindowConfig | None = None
+) -> list:
     """The baseline on a list of images; see ``SlidingWindowDetector.detect`` for each dict."""
     detector = SlidingWindowDetector(classifier, cfg)
     return [detector.detect(im) for im in images]

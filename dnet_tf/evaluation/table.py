@@ -11,7 +11,7 @@ import dataclasses
 import json
 import math
 import os
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -19,15 +19,60 @@ from dnet_tf.constants import VOC_CLASSES
 from dnet_tf.evaluation.voc_ap import VocResult
 
 # Column titles the paper uses for the VOC class names that it abbreviates.
-PAPER_ABBREVIATIONS = {"aeroplane": "aero", "diningtable": "table", "motorbike": "m-bike",
-                       "pottedplant": "plant", "tvmonitor": "tv"}
+PAPER_ABBREVIATIONS = {
+    "aeroplane": "aero",
+    "diningtable": "table",
+    "motorbike": "m-bike",
+    "pottedplant": "plant",
+    "tvmonitor": "tv",
+}
 
 # Table 1 of the paper (VOC2007 test, 11-point AP, trained on VOC2012 trainval), in VOC_CLASSES order.
 PAPER_TABLE1 = {
-    "DetectorNet (paper)": (.292, .352, .194, .167, .037, .532, .502, .272, .102, .348,
-                            .302, .282, .466, .417, .262, .103, .328, .268, .398, .470),
-    "Sliding windows (paper)": (.213, .190, .068, .120, .058, .294, .237, .101, .059, .131,
-                                .110, .134, .220, .243, .173, .070, .118, .166, .240, .119),
+    "DetectorNet (paper)": (
+        0.292,
+        0.352,
+        0.194,
+        0.167,
+        0.037,
+        0.532,
+        0.502,
+        0.272,
+        0.102,
+        0.348,
+        0.302,
+        0.282,
+        0.466,
+        0.417,
+        0.262,
+        0.103,
+        0.328,
+        0.268,
+        0.398,
+        0.470,
+    ),
+    "Sliding windows (paper)": (
+        0.213,
+        0.190,
+        0.068,
+        0.120,
+        0.058,
+        0.294,
+        0.237,
+        0.101,
+        0.059,
+        0.131,
+        0.110,
+        0.134,
+        0.220,
+        0.243,
+        0.173,
+        0.070,
+        0.118,
+        0.166,
+        0.240,
+        0.119,
+    ),
 }
 
 
@@ -47,19 +92,29 @@ class TableRow:
     method: str
     aps: Sequence[float]
     mean_ap: float
-    num_images: Optional[int] = None
-    seconds_per_image: Optional[float] = None
-    network_evaluations_per_image: Optional[float] = None
+    num_images: int | None = None
+    seconds_per_image: float | None = None
+    network_evaluations_per_image: float | None = None
 
     @classmethod
-    def from_result(cls, method: str, result: VocResult, seconds_per_image: Optional[float] = None,
-                    network_evaluations_per_image: Optional[float] = None) -> "TableRow":
-        return cls(method=method, aps=[float(a) for a in result.aps], mean_ap=float(result.mean_ap),
-                   num_images=result.num_images, seconds_per_image=seconds_per_image,
-                   network_evaluations_per_image=network_evaluations_per_image)
+    def from_result(
+        cls,
+        method: str,
+        result: VocResult,
+        seconds_per_image: float | None = None,
+        network_evaluations_per_image: float | None = None,
+    ) -> TableRow:
+        return cls(
+            method=method,
+            aps=[float(a) for a in result.aps],
+            mean_ap=float(result.mean_ap),
+            num_images=result.num_images,
+            seconds_per_image=seconds_per_image,
+            network_evaluations_per_image=network_evaluations_per_image,
+        )
 
     @classmethod
-    def from_paper(cls, method: str) -> "TableRow":
+    def from_paper(cls, method: str) -> TableRow:
         """A reference row of the paper's Table 1 (VOC_CLASSES order)."""
         aps = [float(a) for a in PAPER_TABLE1[method]]
         return cls(method=method, aps=aps, mean_ap=float(np.mean(aps)))
@@ -97,15 +152,19 @@ class Table:
     def __post_init__(self):
         for row in self.rows:
             if len(row.aps) != len(self.class_names):
-                raise ValueError(f"table row '{row.method}' has {len(row.aps)} APs for "
-                                 f"{len(self.class_names)} classes")
+                raise ValueError(
+                    f"table row '{row.method}' has {len(row.aps)} APs for "
+                    f"{len(self.class_names)} classes"
+                )
 
     def to_markdown(self, max_class_columns: int = 10) -> str:
         """Markdown text. More than ``max_class_columns`` classes are split into blocks as in the
         paper (which prints 10 classes per block); mAP and the cost columns end the last block."""
         names = [PAPER_ABBREVIATIONS.get(n, n) for n in self.class_names]
-        blocks = [list(range(i, min(i + max_class_columns, len(names))))
-                  for i in range(0, max(len(names), 1), max_class_columns)] or [[]]
+        blocks = [
+            list(range(i, min(i + max_class_columns, len(names))))
+            for i in range(0, max(len(names), 1), max_class_columns)
+        ] or [[]]
         lines = [f"Average precision ({self.metric}, IoU >= {self.iou_threshold:g}).", ""]
         for b, cols in enumerate(blocks):
             last = b == len(blocks) - 1
@@ -117,10 +176,12 @@ class Table:
             for row in self.rows:
                 cells = [row.method] + [_fmt(row.aps[c]) for c in cols]
                 if last:
-                    cells += [_fmt(row.mean_ap),
-                              "—" if row.num_images is None else str(row.num_images),
-                              _fmt(row.seconds_per_image, 3, "g"),  # 3 significant digits: 1.23, 0.0456
-                              _fmt(row.network_evaluations_per_image, 1)]
+                    cells += [
+                        _fmt(row.mean_ap),
+                        "—" if row.num_images is None else str(row.num_images),
+                        _fmt(row.seconds_per_image, 3, "g"),  # 3 significant digits: 1.23, 0.0456
+                        _fmt(row.network_evaluations_per_image, 1),
+                    ]
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
         return "\n".join(lines)
@@ -130,29 +191,40 @@ class Table:
             "metric": self.metric,
             "iou_threshold": self.iou_threshold,
             "classes": list(self.class_names),
-            "rows": [{"method": r.method,
-                      "ap": {n: _json_num(a) for n, a in zip(self.class_names, r.aps)},
-                      "mAP": _json_num(r.mean_ap),
-                      "num_images": r.num_images,
-                      "seconds_per_image": _json_num(r.seconds_per_image),
-                      "network_evaluations_per_image": _json_num(r.network_evaluations_per_image)}
-                     for r in self.rows],
+            "rows": [
+                {
+                    "method": r.method,
+                    "ap": {n: _json_num(a) for n, a in zip(self.class_names, r.aps)},
+                    "mAP": _json_num(r.mean_ap),
+                    "num_images": r.num_images,
+                    "seconds_per_image": _json_num(r.seconds_per_image),
+                    "network_evaluations_per_image": _json_num(r.network_evaluations_per_image),
+                }
+                for r in self.rows
+            ],
         }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Table":
+    def from_dict(cls, d: dict) -> Table:
         names = list(d["classes"])
         nan = float("nan")
-        rows = [TableRow(method=r["method"],
-                         aps=[nan if r["ap"][n] is None else r["ap"][n] for n in names],
-                         mean_ap=nan if r["mAP"] is None else r["mAP"], num_images=r["num_images"],
-                         seconds_per_image=r["seconds_per_image"],
-                         network_evaluations_per_image=r["network_evaluations_per_image"])
-                for r in d["rows"]]
-        return cls(class_names=names, rows=rows, metric=d["metric"], iou_threshold=d["iou_threshold"])
+        rows = [
+            TableRow(
+                method=r["method"],
+                aps=[nan if r["ap"][n] is None else r["ap"][n] for n in names],
+                mean_ap=nan if r["mAP"] is None else r["mAP"],
+                num_images=r["num_images"],
+                seconds_per_image=r["seconds_per_image"],
+                network_evaluations_per_image=r["network_evaluations_per_image"],
+            )
+            for r in d["rows"]
+        ]
+        return cls(
+            class_names=names, rows=rows, metric=d["metric"], iou_threshold=d["iou_threshold"]
+        )
 
     def write(self, out_dir: str, stem: str = "table") -> tuple:
         """Writes ``<out_dir>/<stem>.md`` and ``<out_dir>/<stem>.json``; returns both paths."""

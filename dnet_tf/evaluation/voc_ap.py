@@ -33,7 +33,7 @@ Follows the official devkit (``VOCevaldet.m`` of VOCdevkit 2007-2012, and the Py
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -64,9 +64,13 @@ class ClassResult:
     precision: np.ndarray
 
     def to_dict(self) -> dict:
-        return {"ap": _json_float(self.ap), "num_positives": self.num_positives,
-                "num_detections": self.num_detections,
-                "num_true_positives": int(self.tp.sum()), "num_false_positives": int(self.fp.sum())}
+        return {
+            "ap": _json_float(self.ap),
+            "num_positives": self.num_positives,
+            "num_detections": self.num_detections,
+            "num_true_positives": int(self.tp.sum()),
+            "num_false_positives": int(self.fp.sum()),
+        }
 
 
 @dataclasses.dataclass
@@ -100,20 +104,31 @@ class VocResult:
         Returns:
           (recall, precision), float64 [R_total] each; recall is over all classes' positives.
         """
-        scores = np.concatenate([c.scores for c in self.per_class]) if self.per_class else np.zeros(0)
+        scores = (
+            np.concatenate([c.scores for c in self.per_class]) if self.per_class else np.zeros(0)
+        )
         tp = np.concatenate([c.tp for c in self.per_class]) if self.per_class else np.zeros(0, bool)
         order = np.argsort(-scores, kind="stable")
         npos = sum(c.num_positives for c in self.per_class)
         return _curve(tp[order], ~tp[order], npos)
 
     def to_dict(self, class_names: Sequence[str] | None = None) -> dict:
-        names = list(class_names) if class_names is not None else [str(i) for i in range(len(self.per_class))]
+        names = (
+            list(class_names)
+            if class_names is not None
+            else [str(i) for i in range(len(self.per_class))]
+        )
         if len(names) != len(self.per_class):
-            raise ValueError(f"class_names has {len(names)} names for {len(self.per_class)} classes")
-        return {"metric": "VOC2007 11-point" if self.use_07_metric else "VOC2010 all-point",
-                "iou_threshold": self.iou_threshold, "num_images": self.num_images,
-                "mAP": _json_float(self.mean_ap),
-                "per_class": {n: c.to_dict() for n, c in zip(names, self.per_class)}}
+            raise ValueError(
+                f"class_names has {len(names)} names for {len(self.per_class)} classes"
+            )
+        return {
+            "metric": "VOC2007 11-point" if self.use_07_metric else "VOC2010 all-point",
+            "iou_threshold": self.iou_threshold,
+            "num_images": self.num_images,
+            "mAP": _json_float(self.mean_ap),
+            "per_class": {n: c.to_dict() for n, c in zip(names, self.per_class)},
+        }
 
 
 def _json_float(x: float):
@@ -152,10 +167,15 @@ def average_precision(recall: np.ndarray, precision: np.ndarray, use_07_metric: 
     recall = np.asarray(recall, dtype=np.float64)
     precision = np.asarray(precision, dtype=np.float64)
     if recall.shape != precision.shape or recall.ndim != 1:
-        raise ValueError(f"recall {recall.shape} and precision {precision.shape} must be equal 1-D shapes")
+        raise ValueError(
+            f"recall {recall.shape} and precision {precision.shape} must be equal 1-D shapes"
+        )
     if use_07_metric:
         # Sum first, divide once: eleven additions of p / 11 would give 1.0000000000000002 for p = 1.
-        best = [precision[recall >= t].max() if np.any(recall >= t) else 0.0 for t in ELEVEN_POINT_THRESHOLDS]
+        best = [
+            precision[recall >= t].max() if np.any(recall >= t) else 0.0
+            for t in ELEVEN_POINT_THRESHOLDS
+        ]
         return float(np.sum(best) / len(ELEVEN_POINT_THRESHOLDS))
     # All-point: pad with sentinels, make precision monotonically non-increasing from the right,
     # then sum rectangle areas where recall steps.
@@ -174,7 +194,9 @@ def _curve(tp: np.ndarray, fp: np.ndarray, num_positives: int) -> tuple:
     return recall, precision
 
 
-def _as_array(record: Mapping, key: str, where: str, dtype, shape_tail: tuple, default=None) -> np.ndarray:
+def _as_array(
+    record: Mapping, key: str, where: str, dtype, shape_tail: tuple, default=None
+) -> np.ndarray:
     if key not in record:
         if default is not None:
             return default
@@ -190,12 +212,19 @@ def _as_array(record: Mapping, key: str, where: str, dtype, shape_tail: tuple, d
 
 def _check_classes(classes: np.ndarray, num_classes: int, where: str) -> None:
     if classes.size and (classes.min() < 0 or classes.max() >= num_classes):
-        raise ValueError(f"{where}: field 'classes' has ids outside [0, {num_classes - 1}]: "
-                         f"min {classes.min()}, max {classes.max()}")
+        raise ValueError(
+            f"{where}: field 'classes' has ids outside [0, {num_classes - 1}]: "
+            f"min {classes.min()}, max {classes.max()}"
+        )
 
 
-def evaluate_detections(ground_truth: Sequence[Mapping], detections: Sequence[Mapping], num_classes: int,
-                        iou_threshold: float = 0.5, use_07_metric: bool = True) -> VocResult:
+def evaluate_detections(
+    ground_truth: Sequence[Mapping],
+    detections: Sequence[Mapping],
+    num_classes: int,
+    iou_threshold: float = 0.5,
+    use_07_metric: bool = True,
+) -> VocResult:
     """Pascal VOC per-class AP and mAP.
 
     Args:
@@ -214,7 +243,9 @@ def evaluate_detections(ground_truth: Sequence[Mapping], detections: Sequence[Ma
       ValueError: naming the image index and field on malformed input.
     """
     if len(ground_truth) != len(detections):
-        raise ValueError(f"ground_truth has {len(ground_truth)} images but detections has {len(detections)}")
+        raise ValueError(
+            f"ground_truth has {len(ground_truth)} images but detections has {len(detections)}"
+        )
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     if not 0.0 < iou_threshold <= 1.0:
@@ -227,26 +258,37 @@ def evaluate_detections(ground_truth: Sequence[Mapping], detections: Sequence[Ma
         g_classes = _as_array(g, "classes", gw, np.int64, ())
         g_difficult = _as_array(g, "difficult", gw, bool, (), default=np.zeros(len(g_boxes), bool))
         if not len(g_boxes) == len(g_classes) == len(g_difficult):
-            raise ValueError(f"{gw}: boxes_yxyx, classes and difficult have different lengths "
-                             f"({len(g_boxes)}, {len(g_classes)}, {len(g_difficult)})")
+            raise ValueError(
+                f"{gw}: boxes_yxyx, classes and difficult have different lengths "
+                f"({len(g_boxes)}, {len(g_classes)}, {len(g_difficult)})"
+            )
         _check_classes(g_classes, num_classes, gw)
         d_boxes = _as_array(d, "boxes_yxyx", dw, np.float64, (4,))
         d_scores = _as_array(d, "scores", dw, np.float64, ())
         d_classes = _as_array(d, "classes", dw, np.int64, ())
         if not len(d_boxes) == len(d_scores) == len(d_classes):
-            raise ValueError(f"{dw}: boxes_yxyx, scores and classes have different lengths "
-                             f"({len(d_boxes)}, {len(d_scores)}, {len(d_classes)})")
+            raise ValueError(
+                f"{dw}: boxes_yxyx, scores and classes have different lengths "
+                f"({len(d_boxes)}, {len(d_scores)}, {len(d_classes)})"
+            )
         if not np.all(np.isfinite(d_scores)):
             raise ValueError(f"{dw}: field 'scores' has non-finite values")
         _check_classes(d_classes, num_classes, dw)
         gts.append((g_boxes, g_classes, g_difficult))
         dets.append((d_boxes, d_scores, d_classes))
 
-    per_class = [_evaluate_class(c, gts, dets, iou_threshold, use_07_metric) for c in range(num_classes)]
+    per_class = [
+        _evaluate_class(c, gts, dets, iou_threshold, use_07_metric) for c in range(num_classes)
+    ]
     defined = [r.ap for r in per_class if r.num_positives > 0]
     mean_ap = float(np.mean(defined)) if defined else float("nan")
-    return VocResult(per_class=per_class, mean_ap=mean_ap, use_07_metric=use_07_metric,
-                     iou_threshold=float(iou_threshold), num_images=len(gts))
+    return VocResult(
+        per_class=per_class,
+        mean_ap=mean_ap,
+        use_07_metric=use_07_metric,
+        iou_threshold=float(iou_threshold),
+        num_images=len(gts),
+    )
 
 
 def _evaluate_class(cls: int, gts, dets, iou_threshold: float, use_07_metric: bool) -> ClassResult:
@@ -278,7 +320,7 @@ def _evaluate_class(cls: int, gts, dets, iou_threshold: float, use_07_metric: bo
         if len(gt_boxes[img]) == 0:
             fp[rank] = True
             continue
-        overlaps = iou_matrix(det_boxes[k:k + 1], gt_boxes[img])[0]
+        overlaps = iou_matrix(det_boxes[k : k + 1], gt_boxes[img])[0]
         j = int(np.argmax(overlaps))
         if overlaps[j] >= iou_threshold:
             if gt_difficult[img][j]:
@@ -295,5 +337,13 @@ def _evaluate_class(cls: int, gts, dets, iou_threshold: float, use_07_metric: bo
     tp, fp = tp[kept], fp[kept]
     recall, precision = _curve(tp, fp, num_positives)
     ap = average_precision(recall, precision, use_07_metric) if num_positives > 0 else float("nan")
-    return ClassResult(ap=ap, num_positives=num_positives, num_detections=len(order),
-                       scores=det_scores[order][kept], tp=tp, fp=fp, recall=recall, precision=precision)
+    return ClassResult(
+        ap=ap,
+        num_positives=num_positives,
+        num_detections=len(order),
+        scores=det_scores[order][kept],
+        tp=tp,
+        fp=fp,
+        recall=recall,
+        precision=precision,
+    )

@@ -30,12 +30,17 @@ import tensorflow as tf
 from dnet_tf.inference.decode import decode_batch
 from dnet_tf.inference.module import DetectorModule, uint8_batch
 
-SERVING_OUTPUTS = ("num_detections", "detection_boxes", "detection_scores", "detection_classes",
-                   "detection_class_names")
+SERVING_OUTPUTS = (
+    "num_detections",
+    "detection_boxes",
+    "detection_scores",
+    "detection_classes",
+    "detection_class_names",
+)
 INPUT_NAME = "images"
 
 
-_SIGNATURES: "weakref.WeakKeyDictionary[DetectorModule, dict]" = weakref.WeakKeyDictionary()
+_SIGNATURES: weakref.WeakKeyDictionary[DetectorModule, dict] = weakref.WeakKeyDictionary()
 
 
 def build_signatures(module: DetectorModule) -> dict:
@@ -52,10 +57,17 @@ def build_signatures(module: DetectorModule) -> dict:
         return {k: outputs[k] for k in SERVING_OUTPUTS}
 
     # The graph proper, traced once for both serving signatures (and once more with the masks).
-    decoded_spec = [tf.TensorSpec([None, None, None, 3], tf.float32), tf.TensorSpec([None, 2], tf.int32)]
-    detect = tf.function(lambda images, sizes: module.detect(images, sizes), input_signature=decoded_spec)
-    detect_masks = tf.function(lambda images, sizes: module.detect(images, sizes, with_masks=True),
-                               input_signature=decoded_spec)
+    decoded_spec = [
+        tf.TensorSpec([None, None, None, 3], tf.float32),
+        tf.TensorSpec([None, 2], tf.int32),
+    ]
+    detect = tf.function(
+        lambda images, sizes: module.detect(images, sizes), input_signature=decoded_spec
+    )
+    detect_masks = tf.function(
+        lambda images, sizes: module.detect(images, sizes, with_masks=True),
+        input_signature=decoded_spec,
+    )
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)])
     def serving_default(images):
@@ -69,8 +81,11 @@ def build_signatures(module: DetectorModule) -> dict:
     def detect_with_masks(images):
         return detect_masks(*decode_batch(images, max_pixels))
 
-    _SIGNATURES[module] = {"serving_default": serving_default, "image_tensor": image_tensor,
-                           "detect_with_masks": detect_with_masks}
+    _SIGNATURES[module] = {
+        "serving_default": serving_default,
+        "image_tensor": image_tensor,
+        "detect_with_masks": detect_with_masks,
+    }
     return _SIGNATURES[module]
 
 
@@ -94,10 +109,12 @@ def write_warmup_requests(path: str | os.PathLike, model_name: str, num_requests
     with tf.io.TFRecordWriter(str(path)) as writer:
         for _ in range(num_requests):
             request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(name=model_name, signature_name="serving_default"))
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name="serving_default")
+            )
             request.inputs[INPUT_NAME].CopyFrom(tf.make_tensor_proto([image], dtype=tf.string))
             log = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=request))
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
             writer.write(log.SerializeToString())
 
 
@@ -107,9 +124,14 @@ def next_version(model_dir: pathlib.Path) -> int:
     return max(versions, default=0) + 1
 
 
-def export_module(module: DetectorModule, base_path: str | os.PathLike, name: str = "dnet",
-                  version: int | None = None, dataset_stats: dict | None = None,
-                  overwrite: bool = False) -> pathlib.Path:
+def export_module(
+    module: DetectorModule,
+    base_path: str | os.PathLike,
+    name: str = "dnet",
+    version: int | None = None,
+    dataset_stats: dict | None = None,
+    overwrite: bool = False,
+) -> pathlib.Path:
     """Writes the module as ``<base_path>/<name>/<version>/`` atomically.
 
     Args:
@@ -132,7 +154,9 @@ def export_module(module: DetectorModule, base_path: str | os.PathLike, name: st
         raise ValueError(f"version must be a non-negative integer, got {version}")
     final = model_dir / str(int(version))
     if final.exists() and not overwrite:
-        raise FileExistsError(f"model version already exists: {final} (pass overwrite=True to replace it)")
+        raise FileExistsError(
+            f"model version already exists: {final} (pass overwrite=True to replace it)"
+        )
 
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir))
     try:
@@ -166,8 +190,14 @@ def export_module(module: DetectorModule, base_path: str | os.PathLike, name: st
     return final
 
 
-def export_run(run_dir: str | os.PathLike, base_path: str | os.PathLike, name: str = "dnet",
-               version: int | None = None, overwrite: bool = False, inference_overrides: dict | None = None):
+def export_run(
+    run_dir: str | os.PathLike,
+    base_path: str | os.PathLike,
+    name: str = "dnet",
+    version: int | None = None,
+    overwrite: bool = False,
+    inference_overrides: dict | None = None,
+):
     """Exports a training run directory (see dnet_tf.training.run_dir) as a SavedModel version."""
     module, stats = module_from_run(run_dir, inference_overrides)
     return export_module(module, base_path, name, version, dataset_stats=stats, overwrite=overwrite)
@@ -183,8 +213,11 @@ def module_from_run(run_dir, inference_overrides: dict | None = None):
     config = run.config
     if inference_overrides:
         config = dataclasses.replace(
-            config, inference=dataclasses.replace(config.inference, **inference_overrides))
+            config, inference=dataclasses.replace(config.inference, **inference_overrides)
+        )
     stats_path = pathlib.Path(run_dir) / "dataset_stats.json"
     stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
-    module = DetectorModule(run.localizer, run.classifier, run.class_names, run.aspect_ratios, config)
+    module = DetectorModule(
+        run.localizer, run.classifier, run.class_names, run.aspect_ratios, config
+    )
     return module, stats

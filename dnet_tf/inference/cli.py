@@ -1,6 +1,6 @@
 """Detect on image files with an exported model or a run directory; writes JSON and PNGs.
 
-    python -m dnet_tf.inference.cli --model models/dnet --out detections/ img1.jpg img2.png
+python -m dnet_tf.inference.cli --model models/dnet --out detections/ img1.jpg img2.png
 """
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import sys
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, "SavedModel version dir, model dir (newest version) or run directory.")
+flags.DEFINE_string(
+    "model", None, "SavedModel version dir, model dir (newest version) or run directory."
+)
 flags.DEFINE_string("out", "detections", "Directory for <image>.json and <image>.png.")
 flags.DEFINE_bool("draw", True, "Write a PNG with the boxes drawn next to each JSON.")
 flags.mark_flag_as_required("model")

@@ -18,7 +18,9 @@ _MIN_HEADER_BYTES = 26  # the BMP header's height ends at byte 26, the largest o
 def _le_uint(raw_u8: tf.Tensor) -> tf.Tensor:
     """Little-endian unsigned integer from uint8 [n] -> int64 scalar."""
     raw = tf.cast(raw_u8, tf.int64)
-    weights = tf.bitwise.left_shift(tf.constant(1, tf.int64), tf.range(tf.size(raw_u8), dtype=tf.int64) * 8)
+    weights = tf.bitwise.left_shift(
+        tf.constant(1, tf.int64), tf.range(tf.size(raw_u8), dtype=tf.int64) * 8
+    )
     return tf.reduce_sum(raw * weights)
 
 
@@ -40,8 +42,10 @@ def image_format(encoded: tf.Tensor) -> tf.Tensor:
     """
     length = tf.strings.length(encoded)
     long_enough = tf.debugging.assert_greater_equal(
-        length, _MIN_HEADER_BYTES,
-        message="image bytes too short to be a JPEG, PNG, GIF or BMP (empty or truncated input)")
+        length,
+        _MIN_HEADER_BYTES,
+        message="image bytes too short to be a JPEG, PNG, GIF or BMP (empty or truncated input)",
+    )
     with tf.control_dependencies([long_enough]):
         magic = tf.strings.substr(encoded, 0, 4)
     is_jpeg = tf.strings.substr(magic, 0, 2) == b"\xff\xd8"
@@ -50,7 +54,10 @@ def image_format(encoded: tf.Tensor) -> tf.Tensor:
     is_bmp = tf.strings.substr(magic, 0, 2) == b"BM"
     known = tf.stack([is_jpeg, is_png, is_gif, is_bmp])
     is_known = tf.debugging.assert_equal(
-        tf.reduce_any(known), True, message="unknown image format: expected JPEG, PNG, GIF or BMP bytes")
+        tf.reduce_any(known),
+        True,
+        message="unknown image format: expected JPEG, PNG, GIF or BMP bytes",
+    )
     with tf.control_dependencies([is_known]):
         return tf.cast(tf.argmax(tf.cast(known, tf.int32)), tf.int32)
 
@@ -68,10 +75,14 @@ def declared_size(encoded: tf.Tensor, fmt: tf.Tensor) -> tf.Tensor:
         return tf.cast(tf.io.extract_jpeg_shape(encoded)[:2], tf.int64)
 
     def png():  # IHDR: width then height, big-endian uint32 at bytes 16..24
-        return tf.stack([_be_uint(_header_bytes(encoded, 20, 4)), _be_uint(_header_bytes(encoded, 16, 4))])
+        return tf.stack(
+            [_be_uint(_header_bytes(encoded, 20, 4)), _be_uint(_header_bytes(encoded, 16, 4))]
+        )
 
     def gif():  # logical screen: width then height, little-endian uint16 at bytes 6..10
-        return tf.stack([_le_uint(_header_bytes(encoded, 8, 2)), _le_uint(_header_bytes(encoded, 6, 2))])
+        return tf.stack(
+            [_le_uint(_header_bytes(encoded, 8, 2)), _le_uint(_header_bytes(encoded, 6, 2))]
+        )
 
     def bmp():  # BITMAPINFOHEADER: width then height, little-endian int32 at 18..26; height < 0 = top-down
         h = _le_uint(_header_bytes(encoded, 22, 4))
@@ -93,8 +104,10 @@ def decode_rgb(encoded: tf.Tensor, max_pixels: int) -> tf.Tensor:
     checks = [
         tf.debugging.assert_positive(pixels, message="image declares a zero height or width"),
         tf.debugging.assert_less_equal(
-            pixels, tf.constant(max_pixels, tf.int64),
-            message=f"image declares more than {max_pixels} pixels (raise InferenceConfig.max_image_pixels)"),
+            pixels,
+            tf.constant(max_pixels, tf.int64),
+            message=f"image declares more than {max_pixels} pixels (raise InferenceConfig.max_image_pixels)",
+        ),
     ]
     with tf.control_dependencies(checks):
         image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
@@ -113,6 +126,7 @@ def decode_batch(encoded: tf.Tensor, max_pixels: int):
         zero-padded to the largest height and width in the batch.
       sizes: int32 [B, 2] = (height, width) of each image.
     """
+
     def one(s):
         image = decode_rgb(s, max_pixels)
         return tf.RaggedTensor.from_tensor(image), tf.shape(image)[:2]

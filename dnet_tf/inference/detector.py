@@ -14,7 +14,7 @@ import io
 import json
 import os
 import pathlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -27,8 +27,11 @@ def resolve_saved_model_dir(path: str | os.PathLike) -> pathlib.Path | None:
     path = pathlib.Path(path)
     if (path / "saved_model.pb").exists():
         return path
-    versions = sorted((int(p.name), p) for p in path.glob("*") if p.name.isdigit()
-                      and (p / "saved_model.pb").exists())
+    versions = sorted(
+        (int(p.name), p)
+        for p in path.glob("*")
+        if p.name.isdigit() and (p / "saved_model.pb").exists()
+    )
     return versions[-1][1] if versions else None
 
 
@@ -62,10 +65,16 @@ class Detector:
             out = {k: v.numpy() for k, v in self._run_encoded(tf.constant([data])).items()}
             h, w = _image_size(data)
             scale = np.array([h, w, h, w], np.float32)
-            res = {"height": h, "width": w, "network_evaluations": int(out["network_evaluations"][0]),
-                   "full_masks": out["merged_masks"][0]}
-            for prefix, key, num in (("", "detection_", "num_detections"),
-                                     ("first_stage_", "first_stage_", "first_stage_num_detections")):
+            res = {
+                "height": h,
+                "width": w,
+                "network_evaluations": int(out["network_evaluations"][0]),
+                "full_masks": out["merged_masks"][0],
+            }
+            for prefix, key, num in (
+                ("", "detection_", "num_detections"),
+                ("first_stage_", "first_stage_", "first_stage_num_detections"),
+            ):
                 n = int(out[num][0])
                 res[prefix + "boxes_yxyx"] = out[key + "boxes"][0, :n] * scale
                 res[prefix + "scores"] = out[key + "scores"][0, :n]
@@ -78,8 +87,12 @@ class Detector:
         """Detections for RGB uint8 [H, W, 3] arrays (encoded losslessly as PNG for the graph)."""
         return self.detect_encoded([_encode_png(im) for im in images_uint8])
 
-    def detect_files(self, paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike | None = None,
-                     draw: bool = True) -> list[dict]:
+    def detect_files(
+        self,
+        paths: Sequence[str | os.PathLike],
+        out_dir: str | os.PathLike | None = None,
+        draw: bool = True,
+    ) -> list[dict]:
         """Detects on image files; with ``out_dir`` writes <stem>.json and <stem>.png per image."""
         results = []
         for p in paths:
@@ -107,15 +120,28 @@ def to_json(res: dict) -> dict:
     """JSON-ready detections of one image: pixel and normalized boxes, names, 1-based ids, scores."""
     h, w = res["height"], res["width"]
     dets = []
-    for box, score, cls, name in zip(res["boxes_yxyx"], res["scores"], res["classes"], res["class_names"]):
+    for box, score, cls, name in zip(
+        res["boxes_yxyx"], res["scores"], res["classes"], res["class_names"]
+    ):
         ymin, xmin, ymax, xmax = (float(v) for v in box)
-        dets.append({
-            "class_name": name, "class_id": int(cls) + 1, "score": round(float(score), 5),
-            "box_yxyx_pixels": [round(v, 2) for v in (ymin, xmin, ymax, xmax)],
-            "box_yxyx_normalized": [round(v, 5) for v in (ymin / h, xmin / w, ymax / h, xmax / w)],
-        })
-    return {"image": res.get("image"), "height": h, "width": w,
-            "network_evaluations": res["network_evaluations"], "detections": dets}
+        dets.append(
+            {
+                "class_name": name,
+                "class_id": int(cls) + 1,
+                "score": round(float(score), 5),
+                "box_yxyx_pixels": [round(v, 2) for v in (ymin, xmin, ymax, xmax)],
+                "box_yxyx_normalized": [
+                    round(v, 5) for v in (ymin / h, xmin / w, ymax / h, xmax / w)
+                ],
+            }
+        )
+    return {
+        "image": res.get("image"),
+        "height": h,
+        "width": w,
+        "network_evaluations": res["network_evaluations"],
+        "detections": dets,
+    }
 
 
 def draw_detections(encoded: bytes, res: dict):
@@ -124,9 +150,19 @@ def draw_detections(encoded: bytes, res: dict):
 
     image = Image.open(io.BytesIO(encoded)).convert("RGB")
     draw = ImageDraw.Draw(image)
-    palette = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-               (70, 240, 240), (240, 50, 230)]
-    for box, score, cls, name in zip(res["boxes_yxyx"], res["scores"], res["classes"], res["class_names"]):
+    palette = [
+        (230, 25, 75),
+        (60, 180, 75),
+        (255, 225, 25),
+        (0, 130, 200),
+        (245, 130, 48),
+        (145, 30, 180),
+        (70, 240, 240),
+        (240, 50, 230),
+    ]
+    for box, score, cls, name in zip(
+        res["boxes_yxyx"], res["scores"], res["classes"], res["class_names"]
+    ):
         ymin, xmin, ymax, xmax = (float(v) for v in box)
         colour = palette[int(cls) % len(palette)]
         draw.rectangle([xmin, ymin, xmax - 1, ymax - 1], outline=colour, width=2)
@@ -147,7 +183,9 @@ def load_detector(path: str | os.PathLike, inference_overrides: dict | None = No
     saved = resolve_saved_model_dir(path)
     if saved is not None:
         if inference_overrides:
-            raise ValueError("inference_overrides apply to run directories; an export fixes its knobs")
+            raise ValueError(
+                "inference_overrides apply to run directories; an export fixes its knobs"
+            )
         loaded = tf.saved_model.load(str(saved))
         names = (saved / "assets" / "class_names.txt").read_text().split("\n")
         fn = loaded.signatures["detect_with_masks"]
@@ -157,8 +195,12 @@ def load_detector(path: str | os.PathLike, inference_overrides: dict | None = No
 
         module, _ = module_from_run(path, inference_overrides)
         max_pixels = module.config.inference.max_image_pixels
-        run = tf.function(lambda s: module.detect(*decode_batch(s, max_pixels), with_masks=True),
-                          input_signature=[tf.TensorSpec([None], tf.string)])
+        run = tf.function(
+            lambda s: module.detect(*decode_batch(s, max_pixels), with_masks=True),
+            input_signature=[tf.TensorSpec([None], tf.string)],
+        )
         return Detector(run, module.class_names, str(path))
-    raise FileNotFoundError(f"{path}: neither a SavedModel (saved_model.pb, or integer version dirs) "
-                            f"nor a run directory (config.json)")
+    raise FileNotFoundError(
+        f"{path}: neither a SavedModel (saved_model.pb, or integer version dirs) "
+        f"nor a run directory (config.json)"
+    )

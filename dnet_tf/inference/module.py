@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 
 from dnet_tf import constants
 from dnet_tf.config import DetectorConfig
-from dnet_tf.ops import boxes as box_ops
 from dnet_tf.ops import box_search, crops, integral, nms, windows
+from dnet_tf.ops import boxes as box_ops
 
 # Score given to empty/pruned slots: far below any Eq. (3) score (which lies in [-10, 10]).
 _INVALID_SCORE = -1e9
@@ -48,8 +48,15 @@ class DetectorModule(tf.Module):
       config: the run's DetectorConfig; its ``inference`` part fixes every knob of the graph.
     """
 
-    def __init__(self, localizer, classifier, class_names: Sequence[str], aspect_ratios: Sequence[float],
-                 config: DetectorConfig, name: str | None = None):
+    def __init__(
+        self,
+        localizer,
+        classifier,
+        class_names: Sequence[str],
+        aspect_ratios: Sequence[float],
+        config: DetectorConfig,
+        name: str | None = None,
+    ):
         super().__init__(name=name)
         config.validate()
         self.localizer = localizer
@@ -58,10 +65,14 @@ class DetectorModule(tf.Module):
         self.class_names = [str(c) for c in class_names]
         self.num_classes = len(self.class_names)
         if self.num_classes != config.model.num_classes:
-            raise ValueError(f"{self.num_classes} class names given but model.num_classes is "
-                             f"{config.model.num_classes}")
+            raise ValueError(
+                f"{self.num_classes} class names given but model.num_classes is "
+                f"{config.model.num_classes}"
+            )
         if len(aspect_ratios) < 1 or min(aspect_ratios) <= 0:
-            raise ValueError(f"aspect_ratios must be a non-empty list of positive w/h values, got {aspect_ratios}")
+            raise ValueError(
+                f"aspect_ratios must be a non-empty list of positive w/h values, got {aspect_ratios}"
+            )
         self.aspect_ratios = [float(a) for a in aspect_ratios]
         cfg = config.inference
         self.windows_per_scale = cfg.windows_per_scale
@@ -105,8 +116,9 @@ class DetectorModule(tf.Module):
             (window_masks, sizes_f),
             fn_output_signature=self._first_stage_signature(with_masks),
         )
-        candidates = self._top_candidates(per_image["boxes"], per_image["scores"],
-                                          per_image["coverage"], per_image["valid"])
+        candidates = self._top_candidates(
+            per_image["boxes"], per_image["scores"], per_image["coverage"], per_image["valid"]
+        )
 
         # Classifier pruning, on the first-stage boxes.
         class_prob = self._classify(images, candidates)  # [B, R]
@@ -116,12 +128,20 @@ class DetectorModule(tf.Module):
         refined_image_yxyx, refined_eq3 = self._refine(images, sizes_f, candidates)
 
         first_scores = self._confidence(class_prob, candidates.scores)
-        refined_scores = self._confidence(class_prob, self._refined_agreement(candidates.scores, refined_eq3))
-        outputs = self._final_outputs(refined_image_yxyx, refined_scores, candidates.classes, kept, sizes_f)
-        first = self._final_outputs(candidates.boxes_image_yxyx, first_scores, candidates.classes, kept, sizes_f)
+        refined_scores = self._confidence(
+            class_prob, self._refined_agreement(candidates.scores, refined_eq3)
+        )
+        outputs = self._final_outputs(
+            refined_image_yxyx, refined_scores, candidates.classes, kept, sizes_f
+        )
+        first = self._final_outputs(
+            candidates.boxes_image_yxyx, first_scores, candidates.classes, kept, sizes_f
+        )
         for key, value in first.items():
             outputs["first_stage_" + key.replace("detection_", "")] = value
-        outputs["network_evaluations"] = tf.fill([batch], tf.constant(self.network_evaluations, tf.int32))
+        outputs["network_evaluations"] = tf.fill(
+            [batch], tf.constant(self.network_evaluations, tf.int32)
+        )
         if with_masks:
             outputs["merged_masks"] = per_image["preview"]
         return outputs
@@ -138,12 +158,16 @@ class DetectorModule(tf.Module):
         patches = crops.crop_and_resize(images, flat, box_indices, s)
         masks = self.localizer(patches, training=False)
         d = self.config.model.mask_size
-        return tf.reshape(masks, [batch, per_image, d, d, constants.NUM_MASK_TYPES, self.num_classes])
+        return tf.reshape(
+            masks, [batch, per_image, d, d, constants.NUM_MASK_TYPES, self.num_classes]
+        )
 
     def _canvas_cell_px(self, size_f):
         """Image pixels per canvas cell for an image of size (h, w)."""
         cfg = self.config.inference
-        return tf.maximum(tf.constant(cfg.stride_px, tf.float32), tf.reduce_max(size_f) / cfg.max_canvas_cells)
+        return tf.maximum(
+            tf.constant(cfg.stride_px, tf.float32), tf.reduce_max(size_f) / cfg.max_canvas_cells
+        )
 
     def _first_stage_signature(self, with_masks):
         cfg = self.config.inference
@@ -186,15 +210,28 @@ class DetectorModule(tf.Module):
         # One canvas per scale, merged by max over the scale's windows: [scales, Hc, Wc, 5, C].
         canvases, start = [], 0
         for n in self.windows_per_scale:  # static: the scales
-            canvases.append(crops.paste_max(flat_masks[start:start + n], windows_cell_yxyx[start:start + n],
-                                            canvas_hw[0], canvas_hw[1]))
+            canvases.append(
+                crops.paste_max(
+                    flat_masks[start : start + n],
+                    windows_cell_yxyx[start : start + n],
+                    canvas_hw[0],
+                    canvas_hw[1],
+                )
+            )
             start += n
-        canvas = tf.reshape(tf.stack(canvases), [len(canvases), canvas_hw[0], canvas_hw[1],
-                                                 constants.NUM_MASK_TYPES, c])
+        canvas = tf.reshape(
+            tf.stack(canvases),
+            [len(canvases), canvas_hw[0], canvas_hw[1], constants.NUM_MASK_TYPES, c],
+        )
         found = self._search_active(canvas, shapes_hw, stride_cells)  # [scales, C, M]
         scores = tf.where(found.valid, found.scores, _INVALID_SCORE)
-        keep, num_valid = nms.non_max_suppression(found.boxes_cell_yxyx, scores, cfg.top_k_per_scale,
-                                                  cfg.nms_iou, score_threshold=_INVALID_SCORE / 2)
+        keep, num_valid = nms.non_max_suppression(
+            found.boxes_cell_yxyx,
+            scores,
+            cfg.top_k_per_scale,
+            cfg.nms_iou,
+            score_threshold=_INVALID_SCORE / 2,
+        )
         slot_ok = tf.range(cfg.top_k_per_scale) < num_valid[..., None]  # [scales, C, k]
         boxes_cell = tf.gather(found.boxes_cell_yxyx, keep, batch_dims=2)
         scale_major = {
@@ -207,13 +244,19 @@ class DetectorModule(tf.Module):
         result = {}
         for key, t in scale_major.items():
             perm = [1, 0, 2] + list(range(3, t.shape.rank))
-            result[key] = tf.reshape(tf.transpose(t, perm), [c, cfg.num_scales * cfg.top_k_per_scale]
-                                     + t.shape[3:].as_list())
+            result[key] = tf.reshape(
+                tf.transpose(t, perm),
+                [c, cfg.num_scales * cfg.top_k_per_scale] + t.shape[3:].as_list(),
+            )
         if with_masks:
             # The finest scale's canvas over the image's extent, resampled to a fixed P x P.
             p = cfg.mask_preview_size
-            flat = tf.reshape(canvas[-1], [canvas_hw[0], canvas_hw[1], constants.NUM_MASK_TYPES * c])
-            extent_norm = tf.concat([[0.0, 0.0], extent_cells / tf.cast(canvas_hw, tf.float32)], axis=0)
+            flat = tf.reshape(
+                canvas[-1], [canvas_hw[0], canvas_hw[1], constants.NUM_MASK_TYPES * c]
+            )
+            extent_norm = tf.concat(
+                [[0.0, 0.0], extent_cells / tf.cast(canvas_hw, tf.float32)], axis=0
+            )
             preview = tf.image.crop_and_resize(flat[None], extent_norm[None], [0], [p, p])[0]
             result["preview"] = tf.reshape(preview, [p, p, constants.NUM_MASK_TYPES, c])
         return result
@@ -233,10 +276,18 @@ class DetectorModule(tf.Module):
         peak = tf.reshape(tf.reduce_max(canvas[:, :, :, constants.FULL, :], axis=[1, 2]), [s * c])
         active = tf.cast(tf.where(peak > cfg.coverage_threshold)[:, 0], tf.int32)  # [A] of S*C
         # [S, Hc, Wc, 5, C] -> [Hc, Wc, 5, S*C] -> the active pairs [Hc, Wc, 5, A]
-        pairs = tf.reshape(tf.transpose(canvas, [1, 2, 3, 0, 4]),
-                           tf.concat([tf.shape(canvas)[1:4], [s * c]], axis=0))
-        found = box_search.search_boxes(tf.gather(pairs, active, axis=3), shapes_hw, stride_cells,
-                                        cfg.ring_margin, cfg.coverage_threshold, m)  # [A, M]
+        pairs = tf.reshape(
+            tf.transpose(canvas, [1, 2, 3, 0, 4]),
+            tf.concat([tf.shape(canvas)[1:4], [s * c]], axis=0),
+        )
+        found = box_search.search_boxes(
+            tf.gather(pairs, active, axis=3),
+            shapes_hw,
+            stride_cells,
+            cfg.ring_margin,
+            cfg.coverage_threshold,
+            m,
+        )  # [A, M]
         index = active[:, None]
 
         def scatter(values, fill, tail=()):
@@ -263,7 +314,9 @@ class DetectorModule(tf.Module):
         flat_scores = tf.reshape(tf.where(valid, scores, _INVALID_SCORE), [batch, c * n])
         k = min(r, c * n)
         top_scores, idx = tf.math.top_k(flat_scores, k=k)
-        pick = lambda t: tf.gather(tf.reshape(t, [batch, c * n] + t.shape[3:].as_list()), idx, batch_dims=1)
+        pick = lambda t: tf.gather(
+            tf.reshape(t, [batch, c * n] + t.shape[3:].as_list()), idx, batch_dims=1
+        )
         classes = tf.cast(idx // n, tf.int32)
         cand = _Candidates(
             boxes_image_yxyx=pick(boxes),
@@ -280,8 +333,9 @@ class DetectorModule(tf.Module):
         """P(class of the detection | crop of the first-stage box): float32 [B, R]."""
         s = self.config.model.input_size
         batch, r = tf.shape(cand.boxes_image_yxyx)[0], tf.shape(cand.boxes_image_yxyx)[1]
-        patches = crops.crop_and_resize(images, tf.reshape(cand.boxes_image_yxyx, [-1, 4]),
-                                        tf.repeat(tf.range(batch), r), s)
+        patches = crops.crop_and_resize(
+            images, tf.reshape(cand.boxes_image_yxyx, [-1, 4]), tf.repeat(tf.range(batch), r), s
+        )
         probs = self.classifier(patches, training=False)  # [B * R, C + 1]
         probs = tf.reshape(probs, [batch, r, self.num_classes + 1])
         # Class k (0-based) sits at index k + 1: index 0 is background.
@@ -301,16 +355,30 @@ class DetectorModule(tf.Module):
         # Only the detection's own class matters: [B, R, d, d, 5].
         own = tf.gather(tf.transpose(masks, [0, 1, 5, 2, 3, 4]), cand.classes, batch_dims=2)
         rc = cfg.refine_canvas
-        own = tf.reshape(own, [-1, self.config.model.mask_size, self.config.model.mask_size,
-                               constants.NUM_MASK_TYPES])
+        own = tf.reshape(
+            own,
+            [
+                -1,
+                self.config.model.mask_size,
+                self.config.model.mask_size,
+                constants.NUM_MASK_TYPES,
+            ],
+        )
         # Bilinear with half-pixel centres: cell-centre aligned, as the paste-back of stage 1.
         own = tf.image.resize(own, [rc, rc], method="bilinear")  # [B*R, rc, rc, 5]
-        shapes_hw = box_search.box_shapes(tf.constant(float(rc)), list(cfg.refine_size_fractions),
-                                          list(cfg.refine_aspect_ratios))
+        shapes_hw = box_search.box_shapes(
+            tf.constant(float(rc)), list(cfg.refine_size_fractions), list(cfg.refine_aspect_ratios)
+        )
         # Each crop becomes a "class" of one search call over [rc, rc, 5, B*R]. No coverage
         # threshold: the paper takes the highest-scoring box of the crop.
-        found = box_search.search_boxes(tf.transpose(own, [1, 2, 3, 0]), shapes_hw, cfg.refine_stride,
-                                        cfg.ring_margin, -1.0, _REFINE_CANDIDATES)
+        found = box_search.search_boxes(
+            tf.transpose(own, [1, 2, 3, 0]),
+            shapes_hw,
+            cfg.refine_stride,
+            cfg.ring_margin,
+            -1.0,
+            _REFINE_CANDIDATES,
+        )
         # Rescore the best candidates with the ring read past the crop's edge on edge-replicated
         # masks. The search clips the ring to the canvas, which suits image borders (nothing lies
         # beyond) but not a crop's: there the image goes on, and a crop cut from inside an object
@@ -318,8 +386,9 @@ class DetectorModule(tf.Module):
         pad = int(math.ceil(cfg.ring_margin * rc)) + 1
         rows = tf.clip_by_value(tf.range(-pad, rc + pad), 0, rc - 1)
         padded = tf.gather(tf.gather(own, rows, axis=1), rows, axis=2)  # [B*R, rc+2p, rc+2p, 5]
-        eq3, _ = box_search.eq3_scores(integral.integral_image(padded), found.boxes_cell_yxyx + float(pad),
-                                       cfg.ring_margin)
+        eq3, _ = box_search.eq3_scores(
+            integral.integral_image(padded), found.boxes_cell_yxyx + float(pad), cfg.ring_margin
+        )
         eq3 = tf.where(found.valid, eq3[..., 0], _INVALID_SCORE)  # [B*R, M]
         best = tf.argmax(eq3, axis=1, output_type=tf.int32)
         best_cell = tf.reshape(tf.gather(found.boxes_cell_yxyx, best, batch_dims=1), [batch, r, 4])
@@ -357,14 +426,23 @@ class DetectorModule(tf.Module):
         scores = tf.where(kept, scores, -1.0)
         threshold = max(cfg.min_score, 0.0)
         out_boxes, out_scores, out_classes, num = nms.class_nms(
-            norm, scores, classes, cfg.max_detections, cfg.nms_iou, threshold)
+            norm, scores, classes, cfg.max_detections, cfg.nms_iou, threshold
+        )
         num = tf.cast(num, tf.int32)
         slot_ok = tf.range(cfg.max_detections)[None, :] < num[:, None]
         if cfg.part_score_factor < 1.0:
             out_boxes, out_scores, out_classes, slot_ok = nms.demote_parts(
-                out_boxes, out_scores, out_classes, slot_ok, cfg.part_containment, cfg.part_score_factor)
-        names = tf.gather(tf.constant(self.class_names + [""]),
-                          tf.where(slot_ok, tf.cast(out_classes, tf.int32), self.num_classes))
+                out_boxes,
+                out_scores,
+                out_classes,
+                slot_ok,
+                cfg.part_containment,
+                cfg.part_score_factor,
+            )
+        names = tf.gather(
+            tf.constant(self.class_names + [""]),
+            tf.where(slot_ok, tf.cast(out_classes, tf.int32), self.num_classes),
+        )
         return {
             "num_detections": tf.cast(num, tf.float32),
             "detection_boxes": tf.where(slot_ok[..., None], out_boxes, 0.0),
@@ -390,12 +468,18 @@ class _Candidates:
     scores_coverage: tf.Tensor  # float32 [B, R], Eq. (2) on the full mask
     valid: tf.Tensor  # bool [B, R]
 
-    def padded(self, r: int) -> "_Candidates":
+    def padded(self, r: int) -> _Candidates:
         k = self.classes.shape[1]
-        pad = lambda t, v: tf.pad(t, [[0, 0], [0, r - k]] + [[0, 0]] * (t.shape.rank - 2), constant_values=v)
-        return _Candidates(pad(self.boxes_image_yxyx, 0.0), pad(self.classes, 0),
-                           pad(self.scores, _INVALID_SCORE), pad(self.scores_coverage, 0.0),
-                           pad(self.valid, False))
+        pad = lambda t, v: tf.pad(
+            t, [[0, 0], [0, r - k]] + [[0, 0]] * (t.shape.rank - 2), constant_values=v
+        )
+        return _Candidates(
+            pad(self.boxes_image_yxyx, 0.0),
+            pad(self.classes, 0),
+            pad(self.scores, _INVALID_SCORE),
+            pad(self.scores_coverage, 0.0),
+            pad(self.valid, False),
+        )
 
 
 def uint8_batch(images_uint8: tf.Tensor):

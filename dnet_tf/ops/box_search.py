@@ -33,7 +33,8 @@ works on three planes per class: M = m_full, V = m_top - m_bottom, L = m_left - 
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -65,7 +66,9 @@ class SearchResult(NamedTuple):
 
 
 @_NOT_CONVERTED
-def box_shapes(mean_side, size_fractions: Sequence[float], aspect_ratios: Sequence[float]) -> tf.Tensor:
+def box_shapes(
+    mean_side, size_fractions: Sequence[float], aspect_ratios: Sequence[float]
+) -> tf.Tensor:
     """The search's box shapes: mean side (w + h) / 2 = f * mean_side, aspect ratio a = w / h.
 
     h = 2 f mean_side / (1 + a), w = a h. Worked: mean_side 100, f 0.5, a 2 -> h = 100/3, w = 200/3.
@@ -84,9 +87,13 @@ def box_shapes(mean_side, size_fractions: Sequence[float], aspect_ratios: Sequen
     fractions = np.asarray(size_fractions, np.float32).reshape(-1)
     ratios = np.asarray(aspect_ratios, np.float32).reshape(-1)
     if fractions.size == 0 or np.any(fractions <= 0) or np.any(fractions > 1):
-        raise ValueError(f"box_shapes: size_fractions must be non-empty values in (0, 1], got {size_fractions}")
+        raise ValueError(
+            f"box_shapes: size_fractions must be non-empty values in (0, 1], got {size_fractions}"
+        )
     if ratios.size == 0 or np.any(ratios <= 0):
-        raise ValueError(f"box_shapes: aspect_ratios must be non-empty values > 0, got {aspect_ratios}")
+        raise ValueError(
+            f"box_shapes: aspect_ratios must be non-empty values > 0, got {aspect_ratios}"
+        )
     mean_side = tf.cast(mean_side, tf.float32)
     f = tf.constant(np.repeat(fractions, ratios.size))  # fraction-major
     a = tf.constant(np.tile(ratios, fractions.size))
@@ -118,13 +125,16 @@ def _halves(boxes_yxyx: tf.Tensor) -> tf.Tensor:
     """[..., N, 4] -> [..., N, 5, 4]: the box and its top, bottom, left, right halves."""
     ymin, xmin, ymax, xmax = tf.unstack(boxes_yxyx, axis=-1)
     ymid, xmid = (ymin + ymax) / 2.0, (xmin + xmax) / 2.0
-    return tf.stack([
-        tf.stack([ymin, xmin, ymax, xmax], -1),
-        tf.stack([ymin, xmin, ymid, xmax], -1),
-        tf.stack([ymid, xmin, ymax, xmax], -1),
-        tf.stack([ymin, xmin, ymax, xmid], -1),
-        tf.stack([ymin, xmid, ymax, xmax], -1),
-    ], axis=-2)
+    return tf.stack(
+        [
+            tf.stack([ymin, xmin, ymax, xmax], -1),
+            tf.stack([ymin, xmin, ymid, xmax], -1),
+            tf.stack([ymid, xmin, ymax, xmax], -1),
+            tf.stack([ymin, xmin, ymax, xmid], -1),
+            tf.stack([ymin, xmid, ymax, xmax], -1),
+        ],
+        axis=-2,
+    )
 
 
 def _ring_terms(integral_full: tf.Tensor, boxes: tf.Tensor, bb_sums: tf.Tensor, ring_margin: float):
@@ -170,23 +180,40 @@ def eq3_scores(integral: tf.Tensor, boxes_cell_yxyx: tf.Tensor, ring_margin: flo
     flat_parts = tf.reshape(parts, tf.concat([batch_shape, [n * NUM_MASK_TYPES, 4]], 0))
     cov = integral_ops.box_coverage(integral, flat_parts)  # [..., 5N, 5C]
     # [..., N, part, type, C]
-    cov = tf.reshape(cov, tf.concat([batch_shape, [n, NUM_MASK_TYPES, NUM_MASK_TYPES, num_classes]], 0))
+    cov = tf.reshape(
+        cov, tf.concat([batch_shape, [n, NUM_MASK_TYPES, NUM_MASK_TYPES, num_classes]], 0)
+    )
 
     def s(part, mask_type):
         return cov[..., part, mask_type, :]
 
-    full_integral = integral[..., FULL * num_classes:(FULL + 1) * num_classes]
+    full_integral = integral[..., FULL * num_classes : (FULL + 1) * num_classes]
     bb_sums = integral_ops.box_sums(full_integral, boxes)
     ring = _ring_terms(full_integral, boxes, bb_sums, ring_margin)
-    eq3 = (s(FULL, FULL) - ring
-           + s(TOP, TOP) - s(BOTTOM, TOP) + s(BOTTOM, BOTTOM) - s(TOP, BOTTOM)
-           + s(LEFT, LEFT) - s(RIGHT, LEFT) + s(RIGHT, RIGHT) - s(LEFT, RIGHT))
+    eq3 = (
+        s(FULL, FULL)
+        - ring
+        + s(TOP, TOP)
+        - s(BOTTOM, TOP)
+        + s(BOTTOM, BOTTOM)
+        - s(TOP, BOTTOM)
+        + s(LEFT, LEFT)
+        - s(RIGHT, LEFT)
+        + s(RIGHT, RIGHT)
+        - s(LEFT, RIGHT)
+    )
     return eq3, s(FULL, FULL)
 
 
 @_NOT_CONVERTED
-def search_boxes(masks: tf.Tensor, shapes_hw, stride, ring_margin: float, coverage_threshold: float,
-                 max_candidates: int) -> SearchResult:
+def search_boxes(
+    masks: tf.Tensor,
+    shapes_hw,
+    stride,
+    ring_margin: float,
+    coverage_threshold: float,
+    max_candidates: int,
+) -> SearchResult:
     """Exhaustive Eq. (3) search over every shape at every stride position, all classes at once.
 
     A box of shape (h, w) (rounded to whole cells, clipped to the grid) has its top-left corner at
@@ -226,13 +253,21 @@ def search_boxes(masks: tf.Tensor, shapes_hw, stride, ring_margin: float, covera
     """
     masks = tf.convert_to_tensor(masks, tf.float32)
     rank = masks.shape.rank
-    if rank is None or rank < 4 or (masks.shape[-2] is not None and masks.shape[-2] != NUM_MASK_TYPES):
-        raise ValueError(f"search_boxes: masks must be [..., H, W, {NUM_MASK_TYPES}, C], got shape {masks.shape}")
+    if (
+        rank is None
+        or rank < 4
+        or (masks.shape[-2] is not None and masks.shape[-2] != NUM_MASK_TYPES)
+    ):
+        raise ValueError(
+            f"search_boxes: masks must be [..., H, W, {NUM_MASK_TYPES}, C], got shape {masks.shape}"
+        )
     if int(max_candidates) < 1:
         raise ValueError(f"search_boxes: max_candidates must be >= 1, got {max_candidates}")
     shapes_hw = tf.convert_to_tensor(shapes_hw, tf.float32)
     if shapes_hw.shape.rank != 2 or shapes_hw.shape[0] is None or shapes_hw.shape[1] != 2:
-        raise ValueError(f"search_boxes: shapes_hw must be [S, 2] with S known at trace time, got {shapes_hw.shape}")
+        raise ValueError(
+            f"search_boxes: shapes_hw must be [S, 2] with S known at trace time, got {shapes_hw.shape}"
+        )
     m = int(max_candidates)
     threshold = float(coverage_threshold)
 
@@ -255,8 +290,9 @@ def search_boxes(masks: tf.Tensor, shapes_hw, stride, ring_margin: float, covera
     # Index `total` picks an appended all-zero class.
     pick = tf.concat([active, tf.fill([padded - num_active], total)], 0)
     with_zero = tf.concat([folded, tf.zeros_like(folded[..., :1])], axis=-1)
-    boxes, scores, coverage = _dense_search(tf.gather(with_zero, pick, axis=3), shapes_hw, stride,
-                                            float(ring_margin), threshold, m)
+    boxes, scores, coverage = _dense_search(
+        tf.gather(with_zero, pick, axis=3), shapes_hw, stride, float(ring_margin), threshold, m
+    )
     # Back to all K classes; skipped ones are invalid.
     into = active[:, None]
     scores = tf.tensor_scatter_nd_update(tf.fill([total, m], -np.inf), into, scores[:num_active])
@@ -296,18 +332,28 @@ def _round_half_up(x):
 # dx coefficients of (w, w // 2, ring_x)). T terms first, then B, then R.
 _TERMS = (
     # T: the 3 x 3 lattice less its centre.
-    ("c00", None, (0, 0, 0), (0, 0, 0)), ("c01", None, (0, 0, 0), (1, 0, 0)),
-    ("c10", None, (1, 0, 0), (0, 0, 0)), ("c11", None, (1, 0, 0), (1, 0, 0)),
-    ("vneg", "h", (0, 1, 0), (0, 0, 0)), ("vpos", "h", (0, 1, 0), (1, 0, 0)),
-    ("lneg", "w", (0, 0, 0), (0, 1, 0)), ("lpos", "w", (1, 0, 0), (0, 1, 0)),
+    ("c00", None, (0, 0, 0), (0, 0, 0)),
+    ("c01", None, (0, 0, 0), (1, 0, 0)),
+    ("c10", None, (1, 0, 0), (0, 0, 0)),
+    ("c11", None, (1, 0, 0), (1, 0, 0)),
+    ("vneg", "h", (0, 1, 0), (0, 0, 0)),
+    ("vpos", "h", (0, 1, 0), (1, 0, 0)),
+    ("lneg", "w", (0, 0, 0), (0, 1, 0)),
+    ("lpos", "w", (1, 0, 0), (0, 1, 0)),
     # B = F_M(bb), scaled by _VALIDITY_SCALE.
-    ("bpos", None, (1, 0, 0), (1, 0, 0)), ("bneg", None, (1, 0, 0), (0, 0, 0)),
-    ("bneg", None, (0, 0, 0), (1, 0, 0)), ("bpos", None, (0, 0, 0), (0, 0, 0)),
+    ("bpos", None, (1, 0, 0), (1, 0, 0)),
+    ("bneg", None, (1, 0, 0), (0, 0, 0)),
+    ("bneg", None, (0, 0, 0), (1, 0, 0)),
+    ("bpos", None, (0, 0, 0), (0, 0, 0)),
     # R = F_M(outer box) - F_M(bb), the ring's sum.
-    ("mpos", None, (1, 0, 1), (1, 0, 1)), ("mneg", None, (1, 0, 1), (0, 0, -1)),
-    ("mneg", None, (0, 0, -1), (1, 0, 1)), ("mpos", None, (0, 0, -1), (0, 0, -1)),
-    ("mneg", None, (1, 0, 0), (1, 0, 0)), ("mpos", None, (1, 0, 0), (0, 0, 0)),
-    ("mpos", None, (0, 0, 0), (1, 0, 0)), ("mneg", None, (0, 0, 0), (0, 0, 0)),
+    ("mpos", None, (1, 0, 1), (1, 0, 1)),
+    ("mneg", None, (1, 0, 1), (0, 0, -1)),
+    ("mneg", None, (0, 0, -1), (1, 0, 1)),
+    ("mpos", None, (0, 0, -1), (0, 0, -1)),
+    ("mneg", None, (1, 0, 0), (1, 0, 0)),
+    ("mpos", None, (1, 0, 0), (0, 0, 0)),
+    ("mpos", None, (0, 0, 0), (1, 0, 0)),
+    ("mneg", None, (0, 0, 0), (0, 0, 0)),
 )
 _T_TERMS, _B_TERMS = 8, 4  # then 8 R terms
 # Phase copies per image: with the class axis padded to a multiple of 4, every column offset is
@@ -330,7 +376,10 @@ def _term_starts(h, w, ry, rx, pad_top, pad_left, padded_h, row, k, phases):
         col = pad_left + dx
         group_phases = 1 if group in _SINGLE_PHASE else phases
         phase = col % group_phases
-        starts.append(((variant * group_phases + phase) * padded_h + pad_top + dy) * row * k + (col - phase) * k)
+        starts.append(
+            ((variant * group_phases + phase) * padded_h + pad_top + dy) * row * k
+            + (col - phase) * k
+        )
     return tf.stack(starts, axis=1)
 
 
@@ -367,9 +416,18 @@ def _integrals(plane_m, plane_v, plane_l, pad_top, padded_h, pad_left, padded_w)
     def over_rows(rows, partial):  # [H, padded_w * K] -> [padded_h, padded_w, K]
         return tf.reshape(tf.matmul(rows, partial), [padded_h, padded_w, -1])
 
-    x_m, x_v, x_l = over_cols(cols_full, plane_m), over_cols(cols_full, plane_v), over_cols(cols_full, plane_l)
-    return (over_rows(rows_full, x_m), over_rows(rows_full, x_v), over_rows(rows_full, x_l),
-            over_rows(rows_half, x_v), over_rows(rows_full, over_cols(cols_half, plane_l)))
+    x_m, x_v, x_l = (
+        over_cols(cols_full, plane_m),
+        over_cols(cols_full, plane_v),
+        over_cols(cols_full, plane_l),
+    )
+    return (
+        over_rows(rows_full, x_m),
+        over_rows(rows_full, x_v),
+        over_rows(rows_full, x_l),
+        over_rows(rows_half, x_v),
+        over_rows(rows_full, over_cols(cols_half, plane_l)),
+    )
 
 
 def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m):
@@ -399,14 +457,21 @@ def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m):
     padded_w = row + _PHASES - 1
 
     f_m, f_v, f_l, f_vh, f_lh = _integrals(
-        masks[:, :, FULL], masks[:, :, TOP] - masks[:, :, BOTTOM], masks[:, :, LEFT] - masks[:, :, RIGHT],
-        pad_top, padded_h, pad_left, padded_w)
+        masks[:, :, FULL],
+        masks[:, :, TOP] - masks[:, :, BOTTOM],
+        masks[:, :, LEFT] - masks[:, :, RIGHT],
+        pad_top,
+        padded_h,
+        pad_left,
+        padded_w,
+    )
 
     def build_buffers(phases):
         """The image groups as flat buffers [variants * phases * padded_h * row * K] (groups in
         _SINGLE_PHASE: one phase)."""
+
         def phased(*images):  # -> [variants * phases, padded_h, row, K]
-            return tf.stack([image[:, j:j + row] for image in images for j in range(phases)])
+            return tf.stack([image[:, j : j + row] for image in images for j in range(phases)])
 
         m_ph = phased(f_m)
         v_ph = phased(f_v, f_vh)  # variant 0: whole cells, 1: half-cell rows
@@ -415,11 +480,19 @@ def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m):
         s2, d2 = 2.0 * (v0 + l0), 2.0 * (v0 - l0)
         neg_m = -m_ph
         buffers = {
-            "c00": m_ph[:1] + s2[:1], "c01": neg_m - d2, "c10": neg_m[:1] + d2[:1], "c11": m_ph - s2,
-            "vneg": -4.0 * v_ph[::phases], "vpos": 4.0 * v_ph, "lneg": -4.0 * l_ph, "lpos": 4.0 * l_ph,
-            "mpos": m_ph, "mneg": neg_m,
+            "c00": m_ph[:1] + s2[:1],
+            "c01": neg_m - d2,
+            "c10": neg_m[:1] + d2[:1],
+            "c11": m_ph - s2,
+            "vneg": -4.0 * v_ph[::phases],
+            "vpos": 4.0 * v_ph,
+            "lneg": -4.0 * l_ph,
+            "lpos": 4.0 * l_ph,
+            "mpos": m_ph,
+            "mneg": neg_m,
             # The box sum B scaled by 2^33 (exact), for the validity test below.
-            "bpos": m_ph * _VALIDITY_SCALE, "bneg": neg_m * _VALIDITY_SCALE,
+            "bpos": m_ph * _VALIDITY_SCALE,
+            "bneg": neg_m * _VALIDITY_SCALE,
         }
         return {name: tf.reshape(b, [-1]) for name, b in buffers.items()}
 
@@ -427,7 +500,9 @@ def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m):
     one_phase = k % 16 == 0
     buffers = tf.cond(one_phase, lambda: build_buffers(1), lambda: build_buffers(_PHASES))
     phases = tf.where(one_phase, 1, _PHASES)
-    starts = _term_starts(shi, swi, ryi, rxi, pad_top, pad_left, padded_h, row, k, phases)  # [S, 20]
+    starts = _term_starts(
+        shi, swi, ryi, rxi, pad_top, pad_left, padded_h, row, k, phases
+    )  # [S, 20]
     rows_per_shape = height - shi + 1
     block_counts = rows_per_shape * (row // _BLOCK)
     area = tf.cast(shi * swi, tf.float32)
@@ -440,13 +515,18 @@ def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m):
     # Outer-box extents per row and per column: [S, H] and [S, row] (the ring area is separable).
     outer_h = tf.minimum(yy + h3 + ryi[:, None], height) - tf.maximum(yy - ryi[:, None], 0)
     outer_w = tf.minimum(xx + w3 + rxi[:, None], width) - tf.maximum(xx - rxi[:, None], 0)
-    ring = (tf.cast(outer_h, tf.float32)[:, :, None] * tf.cast(outer_w, tf.float32)[:, None, :]
-            - area[:, None, None])
+    ring = (
+        tf.cast(outer_h, tf.float32)[:, :, None] * tf.cast(outer_w, tf.float32)[:, None, :]
+        - area[:, None, None]
+    )
     inv_ring = tf.reshape(tf.math.divide_no_nan(1.0, ring), [num_shapes, -1, 1])  # 0: no ring
     # The bias as a row term plus a column term: 0 / -inf by row, -threshold |bb| 2^33 / -inf by column.
     row_term = tf.where((yy % step == 0) & (yy <= height - h3), 0.0, -np.inf)  # [S, H]
-    col_term = tf.where((xx % step == 0) & (xx <= width - w3),
-                        -_VALIDITY_SCALE * (threshold * area[:, None]), -np.inf)  # [S, row]
+    col_term = tf.where(
+        (xx % step == 0) & (xx <= width - w3),
+        -_VALIDITY_SCALE * (threshold * area[:, None]),
+        -np.inf,
+    )  # [S, row]
     bias = tf.reshape(row_term[:, :, None] + col_term[:, None, :], [num_shapes, -1, 1])
     inv_area = 1.0 / area
     starts_by_term = starts[..., None]  # [S, 20, 1]: unstacks into 1-element begin vectors
@@ -457,10 +537,12 @@ def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m):
         size = tf.reshape(n * k, [1])
         begins = tf.unstack(starts_by_term[i], num=len(_TERMS))
         # 64-byte aligned slices of 1-D tensors: views, no copies.
-        views = [tf.slice(buffers[group], begin, size) for (group, *_), begin in zip(_TERMS, begins)]
+        views = [
+            tf.slice(buffers[group], begin, size) for (group, *_), begin in zip(_TERMS, begins)
+        ]
         t_sum = tf.reshape(tf.add_n(views[:_T_TERMS]), [-1, k])
-        b_sum = tf.reshape(tf.add_n(views[_T_TERMS:_T_TERMS + _B_TERMS]), [-1, k])
-        r_sum = tf.reshape(tf.add_n(views[_T_TERMS + _B_TERMS:]), [-1, k])
+        b_sum = tf.reshape(tf.add_n(views[_T_TERMS : _T_TERMS + _B_TERMS]), [-1, k])
+        r_sum = tf.reshape(tf.add_n(views[_T_TERMS + _B_TERMS :]), [-1, k])
         eq3 = t_sum * inv_area[i] - r_sum * inv_ring[i, :n]
         # eq3 where B > threshold |bb|, else below -5 (the least Eq. (3) value): the min with
         # (B - threshold |bb|) 2^33 - 6, cheaper than a select. b_sum is B 2^33 already and
@@ -473,8 +555,12 @@ def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m):
     def body(i, acc):
         return i + 1, acc.write(i, shape_block_max(i))
 
-    acc = tf.TensorArray(tf.float32, size=num_shapes, infer_shape=False, element_shape=tf.TensorShape([None, None]))
-    _, acc = tf.while_loop(lambda i, _: i < num_shapes, body, (tf.constant(0), acc), parallel_iterations=2)
+    acc = tf.TensorArray(
+        tf.float32, size=num_shapes, infer_shape=False, element_shape=tf.TensorShape([None, None])
+    )
+    _, acc = tf.while_loop(
+        lambda i, _: i < num_shapes, body, (tf.constant(0), acc), parallel_iterations=2
+    )
     acc_concat = acc.concat()  # [sum of blocks, K]
 
     # Level 1: the best M blocks per class (M extra -inf blocks keep top_k's k <= #blocks).
@@ -485,7 +571,9 @@ def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m):
     shape_id = tf.reshape(shape_id, tf.shape(block_ids))
     real = shape_id < num_shapes
     shape_id = tf.minimum(shape_id, num_shapes - 1)
-    pos = (block_ids - tf.gather(block_starts, shape_id))[..., None] * _BLOCK + tf.range(_BLOCK)  # [K, M, 16]
+    pos = (block_ids - tf.gather(block_starts, shape_id))[..., None] * _BLOCK + tf.range(
+        _BLOCK
+    )  # [K, M, 16]
     y0, x0 = pos // row, pos % row
     cand_shape = tf.broadcast_to(shape_id[..., None], tf.shape(pos))
     bh, bw = tf.gather(shi, cand_shape), tf.gather(swi, cand_shape)
@@ -494,14 +582,17 @@ def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m):
     # Level 2: the candidates' values gathered from the same views (same numbers as level 1).
     offset = tf.where(ok, (y0 * row + x0) * k + tf.range(k)[:, None, None], 0)
     cand_starts = tf.gather(starts, cand_shape)  # [K, M, 16, 20 terms]
-    terms = [tf.gather(buffers[group], tf.where(ok, cand_starts[..., j] + offset, 0))
-             for j, (group, *_) in enumerate(_TERMS)]
+    terms = [
+        tf.gather(buffers[group], tf.where(ok, cand_starts[..., j] + offset, 0))
+        for j, (group, *_) in enumerate(_TERMS)
+    ]
     t_sum = tf.add_n(terms[:_T_TERMS])
-    b_sum = tf.add_n(terms[_T_TERMS:_T_TERMS + _B_TERMS])
-    r_sum = tf.add_n(terms[_T_TERMS + _B_TERMS:])
+    b_sum = tf.add_n(terms[_T_TERMS : _T_TERMS + _B_TERMS])
+    r_sum = tf.add_n(terms[_T_TERMS + _B_TERMS :])
     area = tf.cast(bh * bw, tf.float32)
-    inv_ring = _inverse_ring_area(y0, x0, bh, bw, tf.gather(ryi, cand_shape), tf.gather(rxi, cand_shape),
-                                  height, width)
+    inv_ring = _inverse_ring_area(
+        y0, x0, bh, bw, tf.gather(ryi, cand_shape), tf.gather(rxi, cand_shape), height, width
+    )
     eq3 = t_sum * (1.0 / area) - r_sum * inv_ring
     b_sum = b_sum * (1.0 / _VALIDITY_SCALE)  # exact
     score = tf.where(ok & (b_sum > threshold * area), eq3, -np.inf)

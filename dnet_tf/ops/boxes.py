@@ -142,7 +142,9 @@ def to_frame(boxes_yxyx: tf.Tensor, frame_yxyx: tf.Tensor, frame_height, frame_w
     return (boxes_yxyx - origin) * scale
 
 
-def from_frame(boxes_yxyx: tf.Tensor, frame_yxyx: tf.Tensor, frame_height, frame_width) -> tf.Tensor:
+def from_frame(
+    boxes_yxyx: tf.Tensor, frame_yxyx: tf.Tensor, frame_height, frame_width
+) -> tf.Tensor:
     """Inverse of ``to_frame``: boxes in a sub-rectangle's resized frame -> the outer frame."""
     boxes_yxyx = tf.convert_to_tensor(boxes_yxyx)
     frame_yxyx = tf.cast(frame_yxyx, boxes_yxyx.dtype)

@@ -44,7 +44,9 @@ def _outside(start, end, samples, size):
 
 
 @_NOT_CONVERTED
-def crop_and_resize(images, boxes_image_yxyx, box_indices, size: int, extrapolation_value: float = 0.0):
+def crop_and_resize(
+    images, boxes_image_yxyx, box_indices, size: int, extrapolation_value: float = 0.0
+):
     """Crops continuous boxes of a batch of images, each resized affinely to size x size.
 
     Args:
@@ -67,14 +69,21 @@ def crop_and_resize(images, boxes_image_yxyx, box_indices, size: int, extrapolat
     s = float(size)
     ny0, ny1 = _sample_range(y0, y1, s, shape[0])
     nx0, nx1 = _sample_range(x0, x1, s, shape[1])
-    out = tf.image.crop_and_resize(padded, tf.stack([ny0, nx0, ny1, nx1], axis=-1),
-                                   tf.cast(box_indices, tf.int32), [size, size], method="bilinear",
-                                   extrapolation_value=extrapolation_value)
+    out = tf.image.crop_and_resize(
+        padded,
+        tf.stack([ny0, nx0, ny1, nx1], axis=-1),
+        tf.cast(box_indices, tf.int32),
+        [size, size],
+        method="bilinear",
+        extrapolation_value=extrapolation_value,
+    )
     out_y, out_x = _outside(y0, y1, size, shape[0]), _outside(x0, x1, size, shape[1])  # [N, S] each
 
     def mask_outside():
         # Separable inside mask, one multiply-add over the crops (a select is far slower on CPU).
-        inside = (tf.cast(~out_y, tf.float32)[:, :, None] * tf.cast(~out_x, tf.float32)[:, None, :])[..., None]
+        inside = (
+            tf.cast(~out_y, tf.float32)[:, :, None] * tf.cast(~out_x, tf.float32)[:, None, :]
+        )[..., None]
         if extrapolation_value == 0:
             return out * inside
         return out * inside + float(extrapolation_value) * (1.0 - inside)
@@ -123,16 +132,34 @@ def paste_max(masks, window_cell_yxyx, canvas_height, canvas_width):
     ny0, ny1 = _sample_range((r0 - wy0) * scale_y, (r0 + phf - wy0) * scale_y, phf, d)
     nx0, nx1 = _sample_range((c0 - wx0) * scale_x, (c0 + pwf - wx0) * scale_x, pwf, d)
     padded = tf.pad(masks, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
-    patches = tf.image.crop_and_resize(padded, tf.stack([ny0, nx0, ny1, nx1], axis=-1), tf.range(n),
-                                       tf.stack([ph, pw]), method="bilinear")  # [N, ph, pw, K]
+    patches = tf.image.crop_and_resize(
+        padded,
+        tf.stack([ny0, nx0, ny1, nx1], axis=-1),
+        tf.range(n),
+        tf.stack([ph, pw]),
+        method="bilinear",
+    )  # [N, ph, pw, K]
     rows = r0[:, None] + tf.range(phf)[None, :]  # [N, ph] canvas rows
     cols = c0[:, None] + tf.range(pwf)[None, :]
-    in_y = (rows + 0.5 >= wy0[:, None]) & (rows + 0.5 < wy1[:, None]) & (rows >= 0) & (rows < tf.cast(hc, tf.float32))
-    in_x = (cols + 0.5 >= wx0[:, None]) & (cols + 0.5 < wx1[:, None]) & (cols >= 0) & (cols < tf.cast(wc, tf.float32))
+    in_y = (
+        (rows + 0.5 >= wy0[:, None])
+        & (rows + 0.5 < wy1[:, None])
+        & (rows >= 0)
+        & (rows < tf.cast(hc, tf.float32))
+    )
+    in_x = (
+        (cols + 0.5 >= wx0[:, None])
+        & (cols + 0.5 < wx1[:, None])
+        & (cols >= 0)
+        & (cols < tf.cast(wc, tf.float32))
+    )
     inside = in_y[:, :, None] & in_x[:, None, :]  # [N, ph, pw]
     # Cells outside go to a spare row hc * wc of the flat canvas, dropped at the end.
     flat_index = tf.cast(rows, tf.int32)[:, :, None] * wc + tf.cast(cols, tf.int32)[:, None, :]
     flat_index = tf.where(inside, flat_index, hc * wc)
-    canvas = tf.tensor_scatter_nd_max(tf.zeros(tf.stack([hc * wc + 1, k])), tf.reshape(flat_index, [-1, 1]),
-                                      tf.reshape(patches, [-1, k]))
+    canvas = tf.tensor_scatter_nd_max(
+        tf.zeros(tf.stack([hc * wc + 1, k])),
+        tf.reshape(flat_index, [-1, 1]),
+        tf.reshape(patches, [-1, k]),
+    )
     return tf.reshape(canvas[:-1], tf.stack([hc, wc, k]))

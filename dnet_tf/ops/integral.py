@@ -48,8 +48,10 @@ def _flatten_batch(integral: tf.Tensor, boxes: tf.Tensor):
     if rank is None or boxes.shape.rank is None:
         raise ValueError("integral and boxes need a known rank")
     if rank < 3 or boxes.shape.rank != rank - 1:
-        raise ValueError(f"integral [..., H+1, W+1, K] and boxes [..., N, 4] must share their batch "
-                         f"dimensions; got shapes {integral.shape} and {boxes.shape}")
+        raise ValueError(
+            f"integral [..., H+1, W+1, K] and boxes [..., N, 4] must share their batch "
+            f"dimensions; got shapes {integral.shape} and {boxes.shape}"
+        )
     if boxes.shape[-1] is not None and boxes.shape[-1] != 4:
         raise ValueError(f"boxes must end in 4 coordinates (yxyx), got shape {boxes.shape}")
     ishape = tf.shape(integral)
@@ -72,8 +74,14 @@ def _axis_weights(coord: tf.Tensor, size: tf.Tensor):
     return tf.cast(lower, tf.int32), coord - lower
 
 
-def _lookup(flat: tf.Tensor, width_plus_one: tf.Tensor, y: tf.Tensor, x: tf.Tensor,
-            height: tf.Tensor, width: tf.Tensor) -> tf.Tensor:
+def _lookup(
+    flat: tf.Tensor,
+    width_plus_one: tf.Tensor,
+    y: tf.Tensor,
+    x: tf.Tensor,
+    height: tf.Tensor,
+    width: tf.Tensor,
+) -> tf.Tensor:
     """F(y, x) by bilinear interpolation of the flattened integral.
 
     Args:
@@ -117,8 +125,12 @@ def box_sums(integral: tf.Tensor, boxes_cell_yxyx: tf.Tensor) -> tf.Tensor:
     ymax = tf.maximum(tf.clip_by_value(boxes[..., 2], 0.0, hf), ymin)
     xmax = tf.maximum(tf.clip_by_value(boxes[..., 3], 0.0, wf), xmin)
     wp1 = width + 1
-    sums = (_lookup(flat, wp1, ymax, xmax, height, width) - _lookup(flat, wp1, ymax, xmin, height, width)
-            - _lookup(flat, wp1, ymin, xmax, height, width) + _lookup(flat, wp1, ymin, xmin, height, width))
+    sums = (
+        _lookup(flat, wp1, ymax, xmax, height, width)
+        - _lookup(flat, wp1, ymax, xmin, height, width)
+        - _lookup(flat, wp1, ymin, xmax, height, width)
+        + _lookup(flat, wp1, ymin, xmin, height, width)
+    )
     out_shape = tf.concat([batch_shape, tf.shape(boxes)[1:2], ishape[-1:]], axis=0)
     return tf.reshape(sums, out_shape)
 

@@ -61,8 +61,9 @@ def _axis_coverage(lo: tf.Tensor, hi: tf.Tensor, mask_size: int) -> tf.Tensor:
     return tf.clip_by_value(overlap * d, 0.0, 1.0)
 
 
-def mask_targets_batch(boxes_norm_yxyx: tf.Tensor, class_ids: tf.Tensor, num_classes: int,
-                       mask_size: int) -> tf.Tensor:
+def mask_targets_batch(
+    boxes_norm_yxyx: tf.Tensor, class_ids: tf.Tensor, num_classes: int, mask_size: int
+) -> tf.Tensor:
     """Eq. (1) targets for K crops at once, the same N objects seen in each crop's frame.
 
     Args:
@@ -83,11 +84,16 @@ def mask_targets_batch(boxes_norm_yxyx: tf.Tensor, class_ids: tf.Tensor, num_cla
     k = tf.shape(boxes)[0]
     n = tf.shape(boxes)[1]
     class_ids = tf.broadcast_to(class_ids, [k, n])
-    with tf.control_dependencies([
-        tf.debugging.assert_non_negative(class_ids, message="mask_targets: negative class id"),
-        tf.debugging.assert_less(class_ids, num_classes,
-                                 message=f"mask_targets: class id >= num_classes ({num_classes})"),
-    ]):
+    with tf.control_dependencies(
+        [
+            tf.debugging.assert_non_negative(class_ids, message="mask_targets: negative class id"),
+            tf.debugging.assert_less(
+                class_ids,
+                num_classes,
+                message=f"mask_targets: class id >= num_classes ({num_classes})",
+            ),
+        ]
+    ):
         halves = half_boxes(boxes)  # [K, N, 5, 4]
     rows = _axis_coverage(halves[..., 0], halves[..., 2], mask_size)  # [K, N, 5, d] along y
     cols = _axis_coverage(halves[..., 1], halves[..., 3], mask_size)  # [K, N, 5, d] along x
@@ -102,8 +108,9 @@ def mask_targets_batch(boxes_norm_yxyx: tf.Tensor, class_ids: tf.Tensor, num_cla
     return tf.transpose(merged, [0, 3, 4, 2, 1])  # [K, d, d, 5, C]
 
 
-def mask_targets(boxes_norm_yxyx: tf.Tensor, class_ids: tf.Tensor, num_classes: int,
-                 mask_size: int) -> tf.Tensor:
+def mask_targets(
+    boxes_norm_yxyx: tf.Tensor, class_ids: tf.Tensor, num_classes: int, mask_size: int
+) -> tf.Tensor:
     """Eq. (1) targets of one crop: five masks per class, max over objects of the same class.
 
     Args:

@@ -23,8 +23,13 @@ _NOT_CONVERTED = tf.autograph.experimental.do_not_convert
 
 
 @_NOT_CONVERTED
-def non_max_suppression(boxes_yxyx, scores, max_output: int, iou_threshold: float,
-                        score_threshold: float = float("-inf")):
+def non_max_suppression(
+    boxes_yxyx,
+    scores,
+    max_output: int,
+    iou_threshold: float,
+    score_threshold: float = float("-inf"),
+):
     """Greedy NMS over the last axis, batched over leading dimensions, padded to ``max_output``.
 
     Args:
@@ -57,18 +62,27 @@ def non_max_suppression(boxes_yxyx, scores, max_output: int, iou_threshold: floa
     def one(args):
         row_boxes, row_scores = args
         idx, num = tf.raw_ops.NonMaxSuppressionV4(
-            boxes=row_boxes, scores=row_scores, max_output_size=k, iou_threshold=iou,
-            score_threshold=threshold, pad_to_max_output_size=True)
+            boxes=row_boxes,
+            scores=row_scores,
+            max_output_size=k,
+            iou_threshold=iou,
+            score_threshold=threshold,
+            pad_to_max_output_size=True,
+        )
         return tf.where(tf.range(k) < num, idx, 0), num
 
-    idx, num = tf.map_fn(one, (boxes, scores), fn_output_signature=(
-        tf.TensorSpec([k], tf.int32), tf.TensorSpec([], tf.int32)))
+    idx, num = tf.map_fn(
+        one,
+        (boxes, scores),
+        fn_output_signature=(tf.TensorSpec([k], tf.int32), tf.TensorSpec([], tf.int32)),
+    )
     return (tf.reshape(idx, tf.concat([batch_shape, [k]], 0)), tf.reshape(num, batch_shape))
 
 
 @_NOT_CONVERTED
-def class_nms(boxes_norm_yxyx, scores, classes, max_total: int, iou_threshold: float,
-              score_threshold: float):
+def class_nms(
+    boxes_norm_yxyx, scores, classes, max_total: int, iou_threshold: float, score_threshold: float
+):
     """Per-class NMS (boxes of different classes never suppress each other), best first.
 
     Each class is moved to its own region of the plane (class c shifted by c times the span of
@@ -133,11 +147,18 @@ def demote_parts(boxes_yxyx, scores, classes, valid, containment: float, factor:
     index = tf.range(k)
     si, sj = scores[:, :, None], scores[:, None, :]
     above = (sj > si) | ((sj == si) & (index[None, None, :] < index[None, :, None]))
-    part_of = (valid[:, None, :] & (classes[:, :, None] == classes[:, None, :]) & above
-               & (area[:, None, :] > area[:, :, None]) & (area[:, :, None] > 0.0)
-               & (inter >= containment * area[:, :, None]))
+    part_of = (
+        valid[:, None, :]
+        & (classes[:, :, None] == classes[:, None, :])
+        & above
+        & (area[:, None, :] > area[:, :, None])
+        & (area[:, :, None] > 0.0)
+        & (inter >= containment * area[:, :, None])
+    )
     is_part = valid & tf.reduce_any(part_of, axis=2)
     new_scores = tf.where(is_part, scores * factor, scores)
-    order = tf.argsort(tf.where(valid, new_scores, -np.inf), axis=1, direction="DESCENDING", stable=True)
+    order = tf.argsort(
+        tf.where(valid, new_scores, -np.inf), axis=1, direction="DESCENDING", stable=True
+    )
     take = lambda t: tf.gather(t, order, batch_dims=1)
     return take(boxes), take(new_scores), take(classes), take(valid)

@@ -25,7 +25,7 @@ import concurrent.futures
 import dataclasses
 import threading
 import time
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import grpc
 import numpy as np
@@ -46,28 +46,39 @@ class BatchingOptions:
     allowed_batch_sizes: tuple[int, ...] = ()  # increasing, last == max_batch_size; () = any size
     pad_variable_length_inputs: bool = False  # accepted for parity; inputs are never padded here
 
-    def validate(self) -> "BatchingOptions":
+    def validate(self) -> BatchingOptions:
         def check(cond, field, msg):
             if not cond:
                 raise ValueError(f"batching parameter '{field}': {msg}")
-        check(self.max_batch_size >= 1, "max_batch_size", f"must be >= 1, got {self.max_batch_size}")
+
+        check(
+            self.max_batch_size >= 1, "max_batch_size", f"must be >= 1, got {self.max_batch_size}"
+        )
         check(self.batch_timeout_micros >= 0, "batch_timeout_micros", "must be >= 0")
         check(self.max_enqueued_batches >= 1, "max_enqueued_batches", "must be >= 1")
         check(self.num_batch_threads >= 1, "num_batch_threads", "must be >= 1")
         sizes = list(self.allowed_batch_sizes)
         if sizes:
-            check(all(a < b for a, b in zip(sizes, sizes[1:])) and sizes[0] >= 1, "allowed_batch_sizes",
-                  f"must be positive and increasing, got {sizes}")
-            check(sizes[-1] == self.max_batch_size, "allowed_batch_sizes",
-                  f"last entry must equal max_batch_size ({self.max_batch_size}), got {sizes[-1]}")
+            check(
+                all(a < b for a, b in zip(sizes, sizes[1:])) and sizes[0] >= 1,
+                "allowed_batch_sizes",
+                f"must be positive and increasing, got {sizes}",
+            )
+            check(
+                sizes[-1] == self.max_batch_size,
+                "allowed_batch_sizes",
+                f"last entry must equal max_batch_size ({self.max_batch_size}), got {sizes[-1]}",
+            )
         return self
 
     @classmethod
-    def from_proto(cls, params) -> "BatchingOptions":
+    def from_proto(cls, params) -> BatchingOptions:
         """From a BatchingParameters message (see config_files.read_batching_parameters)."""
         d = cls()
+
         def wrapped(field, default):
             return getattr(params, field).value if params.HasField(field) else default
+
         return cls(
             max_batch_size=int(wrapped("max_batch_size", d.max_batch_size)),
             batch_timeout_micros=int(wrapped("batch_timeout_micros", d.batch_timeout_micros)),
@@ -121,8 +132,10 @@ class BatchScheduler:
         self._waiting: collections.Counter = collections.Counter()  # key -> batches not yet running
         self._closed = False
         self._draining = False  # shutdown began: run every batch at once, still accept requests
-        self._threads = [threading.Thread(target=self._worker, name=f"batch-{i}", daemon=True)
-                         for i in range(self.options.num_batch_threads)]
+        self._threads = [
+            threading.Thread(target=self._worker, name=f"batch-{i}", daemon=True)
+            for i in range(self.options.num_batch_threads)
+        ]
         for t in self._threads:
             t.start()
         self._stats_lock = threading.Lock()
@@ -138,8 +151,10 @@ class BatchScheduler:
         """
         rows = _rows(arrays)
         if rows > self.options.max_batch_size:
-            raise invalid_argument(f"Task size {rows} is larger than maximum input batch size "
-                                   f"{self.options.max_batch_size}")
+            raise invalid_argument(
+                f"Task size {rows} is larger than maximum input batch size "
+                f"{self.options.max_batch_size}"
+            )
         if rows == 0:
             return self._run_fn(servable, signature_name, arrays)
         shapes = tuple(sorted((k, v.shape[1:], str(v.dtype)) for k, v in arrays.items()))
@@ -154,15 +169,24 @@ class BatchScheduler:
                 batch = None
             if batch is None:
                 if self._waiting[key] >= self.options.max_enqueued_batches:
-                    raise unavailable("The batch scheduling queue to which this task was submitted is full")
-                batch = _Batch(key, servable, signature_name,
-                               time.monotonic() + self.options.batch_timeout_micros * 1e-6)
+                    raise unavailable(
+                        "The batch scheduling queue to which this task was submitted is full"
+                    )
+                batch = _Batch(
+                    key,
+                    servable,
+                    signature_name,
+                    time.monotonic() + self.options.batch_timeout_micros * 1e-6,
+                )
                 self._open[key] = batch
                 self._waiting[key] += 1
             batch.tasks.append(task)
             batch.rows += rows
-            if (batch.rows >= self.options.max_batch_size or self.options.batch_timeout_micros == 0
-                    or self._draining):
+            if (
+                batch.rows >= self.options.max_batch_size
+                or self.options.batch_timeout_micros == 0
+                or self._draining
+            ):
                 self._close_batch(batch)
             self._cond.notify()
         return task.future.result()
@@ -218,7 +242,7 @@ class BatchScheduler:
             return
         start = 0
         for task in tasks:
-            task.future.set_result({k: v[start:start + task.rows] for k, v in outputs.items()})
+            task.future.set_result({k: v[start : start + task.rows] for k, v in outputs.items()})
             start += task.rows
 
     def _run_single(self, batch: _Batch, task: _Task) -> None:
@@ -234,21 +258,27 @@ class BatchScheduler:
         if len(tasks) == 1:
             merged = dict(tasks[0].arrays)
         else:
-            merged = {k: np.concatenate([t.arrays[k] for t in tasks], axis=0) for k in tasks[0].arrays}
+            merged = {
+                k: np.concatenate([t.arrays[k] for t in tasks], axis=0) for k in tasks[0].arrays
+            }
         padded = rows
         for size in self.options.allowed_batch_sizes:
             if size >= rows:
                 padded = size
                 break
         if padded > rows:
-            merged = {k: np.concatenate([v, np.repeat(v[:1], padded - rows, axis=0)], axis=0)
-                      for k, v in merged.items()}
+            merged = {
+                k: np.concatenate([v, np.repeat(v[:1], padded - rows, axis=0)], axis=0)
+                for k, v in merged.items()
+            }
         outputs = self._run_fn(servable, signature_name, merged)
         for name, value in outputs.items():
             if value.ndim == 0 or value.shape[0] != padded:
-                raise ServingError(grpc.StatusCode.FAILED_PRECONDITION,
-                                   f"Batched output tensor '{name}' has 0th dimension "
-                                   f"{value.shape[0] if value.ndim else 'none'}, expected {padded}")
+                raise ServingError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"Batched output tensor '{name}' has 0th dimension "
+                    f"{value.shape[0] if value.ndim else 'none'}, expected {padded}",
+                )
         return {k: v[:rows] for k, v in outputs.items()} if padded > rows else outputs
 
     def pending_batches(self) -> int:

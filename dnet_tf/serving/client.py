@@ -27,16 +27,27 @@ import random
 import time
 import urllib.error
 import urllib.request
-from typing import Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import grpc
 import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
-                                     predict_pb2, prediction_service_pb2_grpc)
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
 
-from dnet_tf.serving.detections import OUTPUT_KEYS, ImageDetections, detections_from_outputs, image_size
+from dnet_tf.serving.detections import (
+    OUTPUT_KEYS,
+    ImageDetections,
+    detections_from_outputs,
+    image_size,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +93,21 @@ class ServingCallError(RuntimeError):
     """
 
     def __init__(self, code: grpc.StatusCode, details: str, attempts: int = 1):
-        super().__init__(f"{code.name}: {details}" + (f" (after {attempts} attempts)" if attempts > 1 else ""))
+        super().__init__(
+            f"{code.name}: {details}" + (f" (after {attempts} attempts)" if attempts > 1 else "")
+        )
         self.code = code
         self.details = details
         self.attempts = attempts
 
 
-def call_with_retry(fn: Callable[[], T], policy: RetryPolicy, is_retryable: Callable[[Exception], bool],
-                    sleep: Callable[[float], None] = time.sleep, on_retry=None) -> tuple[T, int]:
+def call_with_retry(
+    fn: Callable[[], T],
+    policy: RetryPolicy,
+    is_retryable: Callable[[Exception], bool],
+    sleep: Callable[[float], None] = time.sleep,
+    on_retry=None,
+) -> tuple[T, int]:
     """Calls ``fn`` until it succeeds, raises a non-retryable error, or attempts run out.
 
     Returns:
@@ -152,11 +170,20 @@ class DetectorClient:
         to several replicas (docker/k8s/service.yaml, headless Service); None = pick_first.
     """
 
-    def __init__(self, target: str = "localhost:8500", model_name: str = "dnet", *, version: int | None = None,
-                 version_label: str | None = None, signature_name: str = DEFAULT_SIGNATURE,
-                 timeout_s: float = 30.0, retry: RetryPolicy = RetryPolicy(),
-                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, credentials=None,
-                 lb_policy: str | None = None):
+    def __init__(
+        self,
+        target: str = "localhost:8500",
+        model_name: str = "dnet",
+        *,
+        version: int | None = None,
+        version_label: str | None = None,
+        signature_name: str = DEFAULT_SIGNATURE,
+        timeout_s: float = 30.0,
+        retry: RetryPolicy = RetryPolicy(),
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        credentials=None,
+        lb_policy: str | None = None,
+    ):
         if version is not None and version_label:
             raise ValueError("give a version or a version_label, not both")
         if timeout_s <= 0:
@@ -168,23 +195,29 @@ class DetectorClient:
         self.signature_name = signature_name
         self.timeout_s = float(timeout_s)
         self.retry = retry
-        options = [("grpc.max_send_message_length", int(max_message_bytes)),
-                   ("grpc.max_receive_message_length", int(max_message_bytes)),
-                   # reconnect soon after a server comes back, so a retry can succeed
-                   ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
-                   ("grpc.max_reconnect_backoff_ms", 2000)]
+        options = [
+            ("grpc.max_send_message_length", int(max_message_bytes)),
+            ("grpc.max_receive_message_length", int(max_message_bytes)),
+            # reconnect soon after a server comes back, so a retry can succeed
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+        ]
         if lb_policy:
             options.append(("grpc.lb_policy_name", lb_policy))
         self.last_attempts = 0  # calls made by the latest method call (> 1 after retries)
-        self._channel = (grpc.secure_channel(target, credentials, options) if credentials is not None
-                         else grpc.insecure_channel(target, options))
+        self._channel = (
+            grpc.secure_channel(target, credentials, options)
+            if credentials is not None
+            else grpc.insecure_channel(target, options)
+        )
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
 
     def close(self) -> None:
         self._channel.close()
 
-    def __enter__(self) -> "DetectorClient":
+    def __enter__(self) -> DetectorClient:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -205,9 +238,13 @@ class DetectorClient:
                 return method(request, timeout=self.timeout_s)
             except grpc.RpcError as e:
                 raise ServingCallError(e.code(), e.details() or "") from e
+
         try:
             result, self.last_attempts = call_with_retry(
-                once, self.retry, lambda e: isinstance(e, ServingCallError) and e.code == grpc.StatusCode.UNAVAILABLE)
+                once,
+                self.retry,
+                lambda e: isinstance(e, ServingCallError) and e.code == grpc.StatusCode.UNAVAILABLE,
+            )
         except ServingCallError as e:
             self.last_attempts = e.attempts
             raise
@@ -226,11 +263,14 @@ class DetectorClient:
         request.inputs[IMAGE_INPUT].CopyFrom(tf.make_tensor_proto(list(encoded), dtype=tf.string))
         response = self._call(self._predict.Predict, request)
         outputs = {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
-        version = response.model_spec.version.value if response.model_spec.HasField("version") else None
+        version = (
+            response.model_spec.version.value if response.model_spec.HasField("version") else None
+        )
         return outputs, version
 
-    def detect(self, images: Sequence, names: Sequence[str] | None = None,
-               min_score: float = 0.0) -> list[ImageDetections]:
+    def detect(
+        self, images: Sequence, names: Sequence[str] | None = None, min_score: float = 0.0
+    ) -> list[ImageDetections]:
         """Detections for each image (paths or encoded bytes), in one Predict call.
 
         Raises:
@@ -248,7 +288,9 @@ class DetectorClient:
         response = self._call(self._predict.GetModelMetadata, request)
         sig_map = get_model_metadata_pb2.SignatureDefMap()
         if not response.metadata["signature_def"].Unpack(sig_map):
-            raise ServingCallError(grpc.StatusCode.INTERNAL, "metadata 'signature_def' is not a SignatureDefMap")
+            raise ServingCallError(
+                grpc.StatusCode.INTERNAL, "metadata 'signature_def' is not a SignatureDefMap"
+            )
         return dict(sig_map.signature_def)
 
     def check_signature(self) -> None:
@@ -276,24 +318,34 @@ def _status_list(response) -> list[dict]:
     for s in response.model_version_status:
         code_enum = s.status.DESCRIPTOR.fields_by_name["error_code"].enum_type
         code = code_enum.values_by_number.get(s.status.error_code)
-        out.append({"version": int(s.version),
-                    "state": get_model_status_pb2.ModelVersionStatus.State.Name(s.state),
-                    "error_code": code.name if code else str(s.status.error_code),
-                    "error_message": s.status.error_message})
+        out.append(
+            {
+                "version": int(s.version),
+                "state": get_model_status_pb2.ModelVersionStatus.State.Name(s.state),
+                "error_code": code.name if code else str(s.status.error_code),
+                "error_message": s.status.error_message,
+            }
+        )
     return out
 
 
 def check_signature_def(signature_defs: dict, signature_name: str = DEFAULT_SIGNATURE) -> None:
     """Raises ValueError unless ``signature_defs[signature_name]`` follows the detector contract."""
     if signature_name not in signature_defs:
-        raise ValueError(f"model has no signature {signature_name!r}; it has {sorted(signature_defs)}")
+        raise ValueError(
+            f"model has no signature {signature_name!r}; it has {sorted(signature_defs)}"
+        )
     sig = signature_defs[signature_name]
     if IMAGE_INPUT not in sig.inputs or len(sig.inputs) != 1:
-        raise ValueError(f"signature {signature_name!r} inputs are {sorted(sig.inputs)}, expected ['images']")
+        raise ValueError(
+            f"signature {signature_name!r} inputs are {sorted(sig.inputs)}, expected ['images']"
+        )
     info = sig.inputs[IMAGE_INPUT]
     if info.dtype != tf.string.as_datatype_enum:
-        raise ValueError(f"signature {signature_name!r} input 'images' is {tf.dtypes.as_dtype(info.dtype).name}, "
-                         "expected string (encoded images)")
+        raise ValueError(
+            f"signature {signature_name!r} input 'images' is {tf.dtypes.as_dtype(info.dtype).name}, "
+            "expected string (encoded images)"
+        )
     missing = [k for k in OUTPUT_KEYS if k not in sig.outputs]
     if missing:
         raise ValueError(f"signature {signature_name!r} lacks outputs {missing}")
@@ -301,12 +353,19 @@ def check_signature_def(signature_defs: dict, signature_name: str = DEFAULT_SIGN
 
 # ---------------------------------------------------------------------- REST
 
-_GRPC_BY_HTTP = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
-                 403: grpc.StatusCode.PERMISSION_DENIED, 404: grpc.StatusCode.NOT_FOUND,
-                 409: grpc.StatusCode.ABORTED, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-                 429: grpc.StatusCode.RESOURCE_EXHAUSTED, 499: grpc.StatusCode.CANCELLED,
-                 501: grpc.StatusCode.UNIMPLEMENTED, 503: grpc.StatusCode.UNAVAILABLE,
-                 504: grpc.StatusCode.DEADLINE_EXCEEDED}
+_GRPC_BY_HTTP = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    409: grpc.StatusCode.ABORTED,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    499: grpc.StatusCode.CANCELLED,
+    501: grpc.StatusCode.UNIMPLEMENTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
 
 
 class RestDetectorClient:
@@ -316,9 +375,17 @@ class RestDetectorClient:
     Args: as DetectorClient, with ``base_url`` ("http://host:8501") in place of the target.
     """
 
-    def __init__(self, base_url: str = "http://localhost:8501", model_name: str = "dnet", *,
-                 version: int | None = None, version_label: str | None = None,
-                 signature_name: str = DEFAULT_SIGNATURE, timeout_s: float = 30.0, retry: RetryPolicy = RetryPolicy()):
+    def __init__(
+        self,
+        base_url: str = "http://localhost:8501",
+        model_name: str = "dnet",
+        *,
+        version: int | None = None,
+        version_label: str | None = None,
+        signature_name: str = DEFAULT_SIGNATURE,
+        timeout_s: float = 30.0,
+        retry: RetryPolicy = RetryPolicy(),
+    ):
         if version is not None and version_label:
             raise ValueError("give a version or a version_label, not both")
         self.base_url = base_url.rstrip("/")
@@ -333,7 +400,7 @@ class RestDetectorClient:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> "RestDetectorClient":
+    def __enter__(self) -> RestDetectorClient:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -351,8 +418,12 @@ class RestDetectorClient:
         data = None if body is None else json.dumps(body).encode("utf-8")
 
         def once():
-            req = urllib.request.Request(url, data=data, method="POST" if data is not None else "GET",
-                                         headers={"Content-Type": "application/json"})
+            req = urllib.request.Request(
+                url,
+                data=data,
+                method="POST" if data is not None else "GET",
+                headers={"Content-Type": "application/json"},
+            )
             try:
                 with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                     return json.loads(resp.read())
@@ -362,8 +433,9 @@ class RestDetectorClient:
                     message = json.loads(raw).get("error", raw.decode("utf-8", "replace"))
                 except (ValueError, AttributeError):
                     message = raw.decode("utf-8", "replace")
-                raise ServingCallError(_GRPC_BY_HTTP.get(e.code, grpc.StatusCode.UNKNOWN),
-                                       f"HTTP {e.code}: {message}") from e
+                raise ServingCallError(
+                    _GRPC_BY_HTTP.get(e.code, grpc.StatusCode.UNKNOWN), f"HTTP {e.code}: {message}"
+                ) from e
             except urllib.error.URLError as e:
                 if isinstance(e.reason, (TimeoutError,)) or "timed out" in str(e.reason):
                     raise ServingCallError(grpc.StatusCode.DEADLINE_EXCEEDED, str(e.reason)) from e
@@ -375,7 +447,10 @@ class RestDetectorClient:
 
         try:
             result, self.last_attempts = call_with_retry(
-                once, self.retry, lambda e: isinstance(e, ServingCallError) and e.code == grpc.StatusCode.UNAVAILABLE)
+                once,
+                self.retry,
+                lambda e: isinstance(e, ServingCallError) and e.code == grpc.StatusCode.UNAVAILABLE,
+            )
         except ServingCallError as e:
             self.last_attempts = e.attempts
             raise
@@ -383,21 +458,30 @@ class RestDetectorClient:
 
     def predict_encoded(self, encoded: Sequence[bytes]) -> tuple[dict[str, np.ndarray], None]:
         """Raw :predict on encoded images; (alias -> ndarray, None) — REST does not name the version."""
-        body = {"signature_name": self.signature_name,
-                "instances": [{"b64": base64.b64encode(d).decode("ascii")} for d in encoded]}
+        body = {
+            "signature_name": self.signature_name,
+            "instances": [{"b64": base64.b64encode(d).decode("ascii")} for d in encoded],
+        }
         reply = self._request(f"{self._model_url()}:predict", body)
         rows = reply.get("predictions")
         if not isinstance(rows, list) or (rows and not isinstance(rows[0], dict)):
-            raise ServingCallError(grpc.StatusCode.INTERNAL, f"unexpected :predict reply keys {sorted(reply)}")
+            raise ServingCallError(
+                grpc.StatusCode.INTERNAL, f"unexpected :predict reply keys {sorted(reply)}"
+            )
         keys = rows[0].keys() if rows else OUTPUT_KEYS
         outputs = {}
         for k in keys:
             values = [r[k] for r in rows]
-            outputs[k] = np.array(values, dtype=object) if k == "detection_class_names" else np.asarray(values)
+            outputs[k] = (
+                np.array(values, dtype=object)
+                if k == "detection_class_names"
+                else np.asarray(values)
+            )
         return outputs, None
 
-    def detect(self, images: Sequence, names: Sequence[str] | None = None,
-               min_score: float = 0.0) -> list[ImageDetections]:
+    def detect(
+        self, images: Sequence, names: Sequence[str] | None = None, min_score: float = 0.0
+    ) -> list[ImageDetections]:
         datas, sources, sizes = _prepare(images, names)
         outputs, version = self.predict_encoded(datas)
         return detections_from_outputs(outputs, sizes, sources, self.model_name, version, min_score)
@@ -409,10 +493,14 @@ class RestDetectorClient:
         try:
             json_format.ParseDict(reply, response)
         except json_format.ParseError as e:
-            raise ServingCallError(grpc.StatusCode.INTERNAL, f"unexpected metadata reply: {e}") from e
+            raise ServingCallError(
+                grpc.StatusCode.INTERNAL, f"unexpected metadata reply: {e}"
+            ) from e
         sig_map = get_model_metadata_pb2.SignatureDefMap()
         if not response.metadata["signature_def"].Unpack(sig_map):
-            raise ServingCallError(grpc.StatusCode.INTERNAL, "metadata 'signature_def' is not a SignatureDefMap")
+            raise ServingCallError(
+                grpc.StatusCode.INTERNAL, "metadata 'signature_def' is not a SignatureDefMap"
+            )
         return dict(sig_map.signature_def)
 
     def check_signature(self) -> None:

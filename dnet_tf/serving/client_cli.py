@@ -17,45 +17,79 @@ import argparse
 import json
 import pathlib
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from google.protobuf import json_format
 
-from dnet_tf.serving.client import (DEFAULT_SIGNATURE, DetectorClient, RestDetectorClient, RetryPolicy,
-                                    ServingCallError)
+from dnet_tf.serving.client import (
+    DEFAULT_SIGNATURE,
+    DetectorClient,
+    RestDetectorClient,
+    RetryPolicy,
+    ServingCallError,
+)
 from dnet_tf.serving.detections import draw_detections, to_json
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     where = common.add_mutually_exclusive_group()
-    where.add_argument("--server", default="localhost:8500", help="gRPC host:port (default localhost:8500)")
-    where.add_argument("--rest_url", help="use REST at this base URL instead, e.g. http://localhost:8501")
+    where.add_argument(
+        "--server", default="localhost:8500", help="gRPC host:port (default localhost:8500)"
+    )
+    where.add_argument(
+        "--rest_url", help="use REST at this base URL instead, e.g. http://localhost:8501"
+    )
     common.add_argument("--model_name", default="dnet", help="model name (default dnet)")
     which = common.add_mutually_exclusive_group()
     which.add_argument("--version", type=int, help="model version (default: the newest served)")
     which.add_argument("--version_label", help="model version label, e.g. stable")
-    common.add_argument("--signature_name", default=DEFAULT_SIGNATURE, help="signature (default serving_default)")
-    common.add_argument("--timeout", type=float, default=30.0, help="deadline of each call, seconds (default 30)")
-    common.add_argument("--retries", type=int, default=3,
-                        help="retries after UNAVAILABLE, with exponential backoff (default 3)")
-    p = argparse.ArgumentParser(prog="dnet-client", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_argument(
+        "--signature_name", default=DEFAULT_SIGNATURE, help="signature (default serving_default)"
+    )
+    common.add_argument(
+        "--timeout", type=float, default=30.0, help="deadline of each call, seconds (default 30)"
+    )
+    common.add_argument(
+        "--retries",
+        type=int,
+        default=3,
+        help="retries after UNAVAILABLE, with exponential backoff (default 3)",
+    )
+    p = argparse.ArgumentParser(
+        prog="dnet-client",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="command", required=True)
     pred = sub.add_parser("predict", parents=[common], help="detect objects in images")
     pred.add_argument("images", nargs="+", help="image files (JPEG, PNG, GIF, BMP)")
-    pred.add_argument("--min_score", type=float, default=0.0, help="leave out detections below this score")
+    pred.add_argument(
+        "--min_score", type=float, default=0.0, help="leave out detections below this score"
+    )
     pred.add_argument("--json", dest="json_path", help="also write the JSON to this file")
-    pred.add_argument("--draw_dir", help="write <stem>.detections.png with boxes drawn into this directory")
-    sub.add_parser("metadata", parents=[common], help="print the served signatures (GetModelMetadata)")
-    sub.add_parser("status", parents=[common], help="print the model's version states (GetModelStatus)")
+    pred.add_argument(
+        "--draw_dir", help="write <stem>.detections.png with boxes drawn into this directory"
+    )
+    sub.add_parser(
+        "metadata", parents=[common], help="print the served signatures (GetModelMetadata)"
+    )
+    sub.add_parser(
+        "status", parents=[common], help="print the model's version states (GetModelStatus)"
+    )
     return p
 
 
 def make_client(args):
     retry = RetryPolicy(max_attempts=max(1, args.retries + 1))
-    kwargs = dict(model_name=args.model_name, version=args.version, version_label=args.version_label,
-                  signature_name=args.signature_name, timeout_s=args.timeout, retry=retry)
+    kwargs = dict(
+        model_name=args.model_name,
+        version=args.version,
+        version_label=args.version_label,
+        signature_name=args.signature_name,
+        timeout_s=args.timeout,
+        retry=retry,
+    )
     if args.rest_url:
         return RestDetectorClient(args.rest_url, **kwargs)
     return DetectorClient(args.server, **kwargs)
@@ -81,8 +115,15 @@ def run(argv: Sequence[str] | None = None) -> int:
                         print(f"wrote {target}", file=sys.stderr)
             elif args.command == "metadata":
                 sigs = client.get_model_metadata()
-                print(json.dumps({k: json_format.MessageToDict(v, preserving_proto_field_name=True)
-                                  for k, v in sorted(sigs.items())}, indent=2))
+                print(
+                    json.dumps(
+                        {
+                            k: json_format.MessageToDict(v, preserving_proto_field_name=True)
+                            for k, v in sorted(sigs.items())
+                        },
+                        indent=2,
+                    )
+                )
             else:
                 print(json.dumps(client.get_model_status(), indent=2))
     except ServingCallError as e:

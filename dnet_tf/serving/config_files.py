@@ -20,7 +20,13 @@ import dataclasses
 import pathlib
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format, wrappers_pb2
+from google.protobuf import (
+    descriptor_pb2,
+    descriptor_pool,
+    message_factory,
+    text_format,
+    wrappers_pb2,
+)
 from tensorflow_serving.config import model_server_config_pb2
 
 from dnet_tf.serving.versions import VersionPolicy
@@ -54,7 +60,9 @@ _LABELS = {
 def _add_message(file_proto, name: str, fields) -> None:
     msg = file_proto.message_type.add(name=name)
     for field_name, number, label, ftype, type_name in fields:
-        f = msg.field.add(name=field_name, number=number, label=_LABELS[label], type=_FIELD_TYPES[ftype])
+        f = msg.field.add(
+            name=field_name, number=number, label=_LABELS[label], type=_FIELD_TYPES[ftype]
+        )
         if type_name:
             f.type_name = type_name
 
@@ -67,30 +75,44 @@ def _build_private_classes() -> dict[str, Any]:
 
     batching = descriptor_pb2.FileDescriptorProto(
         name="tensorflow_serving/servables/tensorflow/session_bundle_config.proto",
-        package=_PACKAGE, syntax="proto3", dependency=["google/protobuf/wrappers.proto"])
+        package=_PACKAGE,
+        syntax="proto3",
+        dependency=["google/protobuf/wrappers.proto"],
+    )
     _add_message(batching, "BatchingParameters", _BATCHING_FIELDS)
     pool.Add(batching)
 
     monitoring = descriptor_pb2.FileDescriptorProto(
-        name="tensorflow_serving/config/monitoring_config.proto", package=_PACKAGE, syntax="proto3")
-    _add_message(monitoring, "PrometheusConfig", (("enable", 1, "optional", "bool", None),
-                                                  ("path", 2, "optional", "string", None)))
-    _add_message(monitoring, "MonitoringConfig",
-                 (("prometheus_config", 1, "optional", "message", f".{_PACKAGE}.PrometheusConfig"),))
+        name="tensorflow_serving/config/monitoring_config.proto", package=_PACKAGE, syntax="proto3"
+    )
+    _add_message(
+        monitoring,
+        "PrometheusConfig",
+        (("enable", 1, "optional", "bool", None), ("path", 2, "optional", "string", None)),
+    )
+    _add_message(
+        monitoring,
+        "MonitoringConfig",
+        (("prometheus_config", 1, "optional", "message", f".{_PACKAGE}.PrometheusConfig"),),
+    )
     pool.Add(monitoring)
-    return {name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.{name}"))
-            for name in ("BatchingParameters", "MonitoringConfig")}
+    return {
+        name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.{name}"))
+        for name in ("BatchingParameters", "MonitoringConfig")
+    }
 
 
 def _message_classes() -> dict[str, Any]:
     classes = {}
     try:  # the real generated modules, where an installed TF Serving build provides them
         from tensorflow_serving.servables.tensorflow import session_bundle_config_pb2  # type: ignore
+
         classes["BatchingParameters"] = session_bundle_config_pb2.BatchingParameters
     except ImportError:
         pass
     try:
         from tensorflow_serving.config import monitoring_config_pb2  # type: ignore
+
         classes["MonitoringConfig"] = monitoring_config_pb2.MonitoringConfig
     except ImportError:
         pass
@@ -119,7 +141,9 @@ def _parse_text_file(path: str | pathlib.Path, message_cls, what: str):
     try:
         text_format.Parse(text, msg)
     except text_format.ParseError as e:
-        raise ValueError(f"{what} file {path}: not a valid {message_cls.DESCRIPTOR.full_name} text proto: {e}") from e
+        raise ValueError(
+            f"{what} file {path}: not a valid {message_cls.DESCRIPTOR.full_name} text proto: {e}"
+        ) from e
     return msg
 
 
@@ -157,7 +181,9 @@ class ModelSource:
         return dict(self.labels)
 
 
-def model_sources_from_config(config, config_dir: str | pathlib.Path | None = None) -> list[ModelSource]:
+def model_sources_from_config(
+    config, config_dir: str | pathlib.Path | None = None
+) -> list[ModelSource]:
     """ModelSource list from a ModelServerConfig message.
 
     A relative ``base_path`` is resolved against ``config_dir`` when given (tensorflow_model_server
@@ -178,15 +204,20 @@ def model_sources_from_config(config, config_dir: str | pathlib.Path | None = No
         if not mc.base_path:
             raise ValueError(f"{where} ({mc.name}): field 'base_path' is empty")
         if mc.model_platform not in ("", "tensorflow"):
-            raise ValueError(f"{where} ({mc.name}): model_platform {mc.model_platform!r} is not supported")
+            raise ValueError(
+                f"{where} ({mc.name}): model_platform {mc.model_platform!r} is not supported"
+            )
         if mc.name in seen:
             raise ValueError(f"{where}: duplicate model name {mc.name!r}")
         seen.add(mc.name)
         base = pathlib.Path(mc.base_path)
         if config_dir is not None and not base.is_absolute():
             base = pathlib.Path(config_dir) / base
-        policy = VersionPolicy.from_proto(mc.model_version_policy) if mc.HasField("model_version_policy") \
+        policy = (
+            VersionPolicy.from_proto(mc.model_version_policy)
+            if mc.HasField("model_version_policy")
             else VersionPolicy()
+        )
         labels = tuple(sorted((k, int(v)) for k, v in mc.version_labels.items()))
         sources.append(ModelSource(mc.name, str(base), policy, labels))
     return sources

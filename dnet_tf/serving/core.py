@@ -6,7 +6,7 @@ Serving's response messages.
 from __future__ import annotations
 
 import logging
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -42,8 +42,12 @@ class ServingCore:
       metrics: Metrics to record batch sizes into.
     """
 
-    def __init__(self, manager: ModelManager, batcher: BatchScheduler | None = None,
-                 metrics: Metrics | None = None):
+    def __init__(
+        self,
+        manager: ModelManager,
+        batcher: BatchScheduler | None = None,
+        metrics: Metrics | None = None,
+    ):
         self.manager = manager
         self.batcher = batcher
         self.metrics = metrics or Metrics()
@@ -54,8 +58,13 @@ class ServingCore:
         version, label = spec_version(model_spec)
         return self.manager.resolve(model_spec.name, version, label)
 
-    def run(self, servable: ServableVersion, signature_name: str, arrays: Mapping[str, np.ndarray],
-            output_filter: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    def run(
+        self,
+        servable: ServableVersion,
+        signature_name: str,
+        arrays: Mapping[str, np.ndarray],
+        output_filter: Sequence[str] = (),
+    ) -> dict[str, np.ndarray]:
         """Validates and runs one request; returns the (filtered) outputs as arrays.
 
         Raises:
@@ -81,7 +90,9 @@ class ServingCore:
         servable = self.resolve(request.model_spec)
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         servable.signature(signature_name)  # INVALID_ARGUMENT before decoding any tensor
-        arrays = {alias: tensor_proto_to_array(alias, proto) for alias, proto in request.inputs.items()}
+        arrays = {
+            alias: tensor_proto_to_array(alias, proto) for alias, proto in request.inputs.items()
+        }
         outputs = self.run(servable, signature_name, arrays, list(request.output_filter))
         response = predict_pb2.PredictResponse()
         self.fill_spec(response.model_spec, servable, signature_name)
@@ -98,7 +109,9 @@ class ServingCore:
 
     def model_metadata(self, request) -> get_model_metadata_pb2.GetModelMetadataResponse:
         if not request.metadata_field:
-            raise invalid_argument("GetModelMetadataRequest must specify at least one metadata_field")
+            raise invalid_argument(
+                "GetModelMetadataRequest must specify at least one metadata_field"
+            )
         for field in request.metadata_field:
             if field != SIGNATURE_DEF_FIELD:
                 raise invalid_argument(f"Metadata field {field} is not supported")

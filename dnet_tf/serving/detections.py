@@ -13,13 +13,18 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-OUTPUT_KEYS = ("num_detections", "detection_boxes", "detection_scores", "detection_classes",
-               "detection_class_names")
+OUTPUT_KEYS = (
+    "num_detections",
+    "detection_boxes",
+    "detection_scores",
+    "detection_classes",
+    "detection_class_names",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +46,10 @@ class Detection:
     image_yxyx: tuple[float, float, float, float]
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self) | {"norm_yxyx": list(self.norm_yxyx), "image_yxyx": list(self.image_yxyx)}
+        return dataclasses.asdict(self) | {
+            "norm_yxyx": list(self.norm_yxyx),
+            "image_yxyx": list(self.image_yxyx),
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,9 +72,14 @@ class ImageDetections:
     detections: tuple[Detection, ...]
 
     def to_dict(self) -> dict:
-        return {"source": self.source, "height": self.height, "width": self.width,
-                "model_name": self.model_name, "model_version": self.model_version,
-                "detections": [d.to_dict() for d in self.detections]}
+        return {
+            "source": self.source,
+            "height": self.height,
+            "width": self.width,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "detections": [d.to_dict() for d in self.detections],
+        }
 
 
 def to_json(results: Sequence[ImageDetections], indent: int | None = 2) -> str:
@@ -92,9 +105,14 @@ def _as_str(v) -> str:
     return v.decode("utf-8", errors="replace") if isinstance(v, (bytes, bytearray)) else str(v)
 
 
-def detections_from_outputs(outputs: Mapping[str, np.ndarray], sizes: Sequence[tuple[int, int]],
-                            sources: Sequence[str], model_name: str, model_version: int | None,
-                            min_score: float = 0.0) -> list[ImageDetections]:
+def detections_from_outputs(
+    outputs: Mapping[str, np.ndarray],
+    sizes: Sequence[tuple[int, int]],
+    sources: Sequence[str],
+    model_name: str,
+    model_version: int | None,
+    min_score: float = 0.0,
+) -> list[ImageDetections]:
     """Decodes the contract's output arrays into ImageDetections.
 
     Args:
@@ -108,15 +126,27 @@ def detections_from_outputs(outputs: Mapping[str, np.ndarray], sizes: Sequence[t
     """
     missing = [k for k in OUTPUT_KEYS if k not in outputs]
     if missing:
-        raise ValueError(f"model outputs lack {missing}; got {sorted(outputs)} (not a detector signature?)")
+        raise ValueError(
+            f"model outputs lack {missing}; got {sorted(outputs)} (not a detector signature?)"
+        )
     num = np.asarray(outputs["num_detections"]).reshape(-1)
     boxes = np.asarray(outputs["detection_boxes"], dtype=np.float64)
     scores = np.asarray(outputs["detection_scores"], dtype=np.float64)
     classes = np.asarray(outputs["detection_classes"])
     names = np.asarray(outputs["detection_class_names"], dtype=object)
     b = len(sizes)
-    if not (len(num) == boxes.shape[0] == scores.shape[0] == classes.shape[0] == names.shape[0] == b == len(sources)):
-        raise ValueError(f"batch sizes disagree: {b} images, outputs {[np.shape(outputs[k]) for k in OUTPUT_KEYS]}")
+    if not (
+        len(num)
+        == boxes.shape[0]
+        == scores.shape[0]
+        == classes.shape[0]
+        == names.shape[0]
+        == b
+        == len(sources)
+    ):
+        raise ValueError(
+            f"batch sizes disagree: {b} images, outputs {[np.shape(outputs[k]) for k in OUTPUT_KEYS]}"
+        )
     results = []
     for i, (h, w) in enumerate(sizes):
         scale = np.array([h, w, h, w], dtype=np.float64)
@@ -128,13 +158,29 @@ def detections_from_outputs(outputs: Mapping[str, np.ndarray], sizes: Sequence[t
                 continue
             norm = tuple(float(v) for v in boxes[i, j])
             pixels = tuple(float(v) for v in boxes[i, j] * scale)
-            dets.append(Detection(int(round(float(classes[i, j]))) - 1, _as_str(names[i, j]), score, norm, pixels))
-        results.append(ImageDetections(str(sources[i]), int(h), int(w), model_name, model_version, tuple(dets)))
+            dets.append(
+                Detection(
+                    int(round(float(classes[i, j]))) - 1, _as_str(names[i, j]), score, norm, pixels
+                )
+            )
+        results.append(
+            ImageDetections(str(sources[i]), int(h), int(w), model_name, model_version, tuple(dets))
+        )
     return results
 
 
-_PALETTE = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-            (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212))
+_PALETTE = (
+    (230, 25, 75),
+    (60, 180, 75),
+    (255, 225, 25),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+)
 
 
 def draw_detections(image_bytes: bytes, result: ImageDetections, line_width: int = 2) -> bytes:
@@ -146,8 +192,10 @@ def draw_detections(image_bytes: bytes, result: ImageDetections, line_width: int
     with Image.open(io.BytesIO(image_bytes)) as im:
         canvas = im.convert("RGB")
     if canvas.size != (result.width, result.height):
-        raise ValueError(f"image is {canvas.size[0]}x{canvas.size[1]} but the detections are for "
-                         f"{result.width}x{result.height}")
+        raise ValueError(
+            f"image is {canvas.size[0]}x{canvas.size[1]} but the detections are for "
+            f"{result.width}x{result.height}"
+        )
     draw = ImageDraw.Draw(canvas)
     for det in result.detections:
         color = _PALETTE[det.class_id % len(_PALETTE)]

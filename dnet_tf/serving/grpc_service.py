@@ -41,11 +41,19 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._core = core
 
     def Predict(self, request, context):  # noqa: N802 - gRPC method name
-        return _call(self._core, context, "predict", request.model_spec.name, self._core.predict, request)
+        return _call(
+            self._core, context, "predict", request.model_spec.name, self._core.predict, request
+        )
 
     def GetModelMetadata(self, request, context):  # noqa: N802
-        return _call(self._core, context, "GetModelMetadata", request.model_spec.name,
-                     self._core.model_metadata, request)
+        return _call(
+            self._core,
+            context,
+            "GetModelMetadata",
+            request.model_spec.name,
+            self._core.model_metadata,
+            request,
+        )
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
@@ -53,5 +61,11 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         self._core = core
 
     def GetModelStatus(self, request, context):  # noqa: N802
-        return _call(self._core, context, "GetModelStatus", request.model_spec.name,
-                     self._core.model_status, request)
+        return _call(
+            self._core,
+            context,
+            "GetModelStatus",
+            request.model_spec.name,
+            self._core.model_status,
+            request,
+        )

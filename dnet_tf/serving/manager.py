@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from tensorflow_serving.apis import get_model_status_pb2
 
@@ -58,14 +58,21 @@ class ModelManager:
       on_change: called with the model name after each swap.
     """
 
-    def __init__(self, sources: Sequence[ModelSource], poll_seconds: float = 1.0, warmup: bool = True,
-                 loader: Callable[..., ServableVersion] = _default_loader,
-                 on_change: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        sources: Sequence[ModelSource],
+        poll_seconds: float = 1.0,
+        warmup: bool = True,
+        loader: Callable[..., ServableVersion] = _default_loader,
+        on_change: Callable[[str], None] | None = None,
+    ):
         names = [s.name for s in sources]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate model names in {names}")
         if not sources:
-            raise ValueError("no model to serve: give --model_name/--model_base_path or --model_config_file")
+            raise ValueError(
+                "no model to serve: give --model_name/--model_base_path or --model_config_file"
+            )
         self._sources = {s.name: s for s in sources}
         self._poll_seconds = float(poll_seconds)
         self._warmup = warmup
@@ -73,7 +80,9 @@ class ModelManager:
         self._on_change = on_change
         self._tables: dict[str, dict[int, ServableVersion]] = {s.name: {} for s in sources}
         self._states: dict[str, dict[int, VersionState]] = {s.name: {} for s in sources}
-        self._failed: dict[str, dict[int, float]] = {s.name: {} for s in sources}  # version -> dir mtime
+        self._failed: dict[str, dict[int, float]] = {
+            s.name: {} for s in sources
+        }  # version -> dir mtime
         self._writer_lock = threading.Lock()  # serialises scans/swaps; readers never take it
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -90,10 +99,15 @@ class ModelManager:
         found = scan_versions(source.base_path)
         if not found:
             if self._tables[source.name]:
-                log.warning("model %s: no versions under %s; keeping the loaded ones",
-                            source.name, source.base_path)
+                log.warning(
+                    "model %s: no versions under %s; keeping the loaded ones",
+                    source.name,
+                    source.base_path,
+                )
             else:
-                log.warning("model %s: no servable versions found under %s", source.name, source.base_path)
+                log.warning(
+                    "model %s: no servable versions found under %s", source.name, source.base_path
+                )
             return
         wanted = source.policy.select(found)
         current = self._tables[source.name]
@@ -108,11 +122,15 @@ class ModelManager:
             try:
                 loaded[version] = self._loader(source.name, version, path, self._warmup)
             except Exception as e:  # noqa: BLE001 - a broken version must not stop the server
-                log.error("model %s version %d failed to load from %s: %s", source.name, version, path, e)
+                log.error(
+                    "model %s version %d failed to load from %s: %s", source.name, version, path, e
+                )
                 self._failed[source.name][version] = mtime
                 self._set_state(source.name, VersionState(version, State.END, f"load failed: {e}"))
                 continue
-            log.info("model %s version %d loaded in %.2f s", source.name, version, time.monotonic() - t0)
+            log.info(
+                "model %s version %d loaded in %.2f s", source.name, version, time.monotonic() - t0
+            )
         if not loaded and set(current) <= wanted:
             return
         table = {v: s for v, s in current.items() if v in wanted}
@@ -138,7 +156,9 @@ class ModelManager:
         """Initial synchronous load, then a background poller (when poll_seconds > 0)."""
         self.poll_once()
         if self._poll_seconds > 0 and self._thread is None:
-            self._thread = threading.Thread(target=self._poll_loop, name="model-version-poller", daemon=True)
+            self._thread = threading.Thread(
+                target=self._poll_loop, name="model-version-poller", daemon=True
+            )
             self._thread.start()
 
     def _poll_loop(self) -> None:
@@ -167,7 +187,9 @@ class ModelManager:
     def loaded_versions(self, name: str) -> list[int]:
         return sorted(self._tables.get(name, {}))
 
-    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> ServableVersion:
+    def resolve(
+        self, name: str, version: int | None = None, label: str | None = None
+    ) -> ServableVersion:
         """The servable for a request's model spec.
 
         Args:
@@ -193,7 +215,9 @@ class ModelManager:
             raise not_found(f"Servable not found for request: Specific({name}, {version})")
         return table[version]
 
-    def status(self, name: str, version: int | None = None, label: str | None = None) -> list[VersionState]:
+    def status(
+        self, name: str, version: int | None = None, label: str | None = None
+    ) -> list[VersionState]:
         """Version states for GetModelStatus (all known versions, or the one asked for).
 
         Raises:
@@ -222,4 +246,3 @@ def _mtime(path) -> float:
         return path.stat().st_mtime
     except OSError:
         return -1.0
-

@@ -26,6 +26,7 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 def _labels(names, values) -> str:
     def esc(v):
         return str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
     return "{" + ",".join(f'{n}="{esc(v)}"' for n, v in zip(names, values)) + "}"
 
 
@@ -56,7 +57,9 @@ class Metrics:
         with self._lock:
             self._inflight[entrypoint] += 1
 
-    def request_finished(self, entrypoint: str, model: str, api: str, status: str, seconds: float) -> None:
+    def request_finished(
+        self, entrypoint: str, model: str, api: str, status: str, seconds: float
+    ) -> None:
         with self._lock:
             self._inflight[entrypoint] -= 1
             self._requests[(model, status)] += 1
@@ -79,9 +82,16 @@ class Metrics:
         with self._lock:
             name = ":tensorflow:serving:request_count"
             out += [f"# TYPE {name} counter"]
-            out += [f"{name}{_labels(('model_name', 'status'), k)} {v}" for k, v in sorted(self._requests.items())]
-            self._render_hist(out, ":tensorflow:serving:request_latency", ("model_name", "API", "entrypoint"),
-                              self._latency)
+            out += [
+                f"{name}{_labels(('model_name', 'status'), k)} {v}"
+                for k, v in sorted(self._requests.items())
+            ]
+            self._render_hist(
+                out,
+                ":tensorflow:serving:request_latency",
+                ("model_name", "API", "entrypoint"),
+                self._latency,
+            )
             self._render_hist(out, ":tensorflow:serving:batch_size", ("model_name",), self._batch)
             name = "dnet_serving_inflight_requests"
             out += [f"# TYPE {name} gauge"]
@@ -96,6 +106,8 @@ class Metrics:
             cumulative = 0
             for bound, n in zip(list(h.buckets) + ["+Inf"], h.counts):
                 cumulative += n
-                out.append(f"{name}_bucket{_labels(label_names + ('le',), key + (bound,))} {cumulative}")
+                out.append(
+                    f"{name}_bucket{_labels(label_names + ('le',), key + (bound,))} {cumulative}"
+                )
             out.append(f"{name}_sum{_labels(label_names, key)} {h.sum}")
             out.append(f"{name}_count{_labels(label_names, key)} {h.count}")

@@ -37,12 +37,15 @@ log = logging.getLogger(__name__)
 
 # An over-limit request body up to this size is read and dropped so the client gets the 413.
 _DRAIN_LIMIT = 64 * 1024 * 1024
-_PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)"
-                   r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
-                   r"(?:(?P<metadata>/metadata)|:(?P<method>[a-zA-Z]+))?/?$")
+_PATH = re.compile(
+    r"^/v1/models/(?P<name>[^/:]+)"
+    r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
+    r"(?:(?P<metadata>/metadata)|:(?P<method>[a-zA-Z]+))?/?$"
+)
 
 
 # ---------------------------------------------------------------------- JSON <-> arrays
+
 
 def _decode_value(value: Any) -> Any:
     """Replaces {"b64": s} by bytes and str by UTF-8 bytes, recursively."""
@@ -52,7 +55,9 @@ def _decode_value(value: Any) -> Any:
                 return base64.b64decode(value["b64"], validate=True)
             except (binascii.Error, ValueError) as e:
                 raise invalid_argument(f"Unable to base64 decode: {e}") from e
-        raise invalid_argument(f"JSON object in a tensor value must be {{\"b64\": ...}}, got keys {sorted(value)}")
+        raise invalid_argument(
+            f'JSON object in a tensor value must be {{"b64": ...}}, got keys {sorted(value)}'
+        )
     if isinstance(value, list):
         return [_decode_value(v) for v in value]
     if isinstance(value, str):
@@ -66,7 +71,7 @@ def _to_array(alias: str, value: Any, dtype: tf.DType) -> np.ndarray:
         if dtype == tf.string:
             array = np.array(value, dtype=object)
             if array.size and not all(isinstance(v, bytes) for v in array.reshape(-1)):
-                raise ValueError("expected strings or {\"b64\": ...} values")
+                raise ValueError('expected strings or {"b64": ...} values')
             return array
         if any(isinstance(v, bytes) for v in np.asarray(value, dtype=object).reshape(-1)):
             raise ValueError(f"expected numbers for a {dtype.name} input, got strings")
@@ -83,14 +88,20 @@ def _is_named(obj: Any) -> bool:
 def _check_aliases(given, aliases) -> None:
     for alias in given:
         if alias not in aliases:
-            raise invalid_argument(f"input tensor alias not found in signature: {alias}. "
-                                   f"Inputs expected to be in the set {{{','.join(aliases)}}}.")
+            raise invalid_argument(
+                f"input tensor alias not found in signature: {alias}. "
+                f"Inputs expected to be in the set {{{','.join(aliases)}}}."
+            )
     if set(given) != set(aliases):
-        raise invalid_argument(f"input size does not match signature: {len(given)}!={len(aliases)} "
-                               f"len([{','.join(sorted(given))}]) != len([{','.join(aliases)}])")
+        raise invalid_argument(
+            f"input size does not match signature: {len(given)}!={len(aliases)} "
+            f"len([{','.join(sorted(given))}]) != len([{','.join(aliases)}])"
+        )
 
 
-def parse_predict_body(body: Any, input_dtypes: dict[str, tf.DType]) -> tuple[dict[str, np.ndarray], str]:
+def parse_predict_body(
+    body: Any, input_dtypes: dict[str, tf.DType]
+) -> tuple[dict[str, np.ndarray], str]:
     """Request JSON -> (alias -> ndarray, format) with format "row" or "columnar".
 
     Args:
@@ -103,8 +114,11 @@ def parse_predict_body(body: Any, input_dtypes: dict[str, tf.DType]) -> tuple[di
         raise invalid_argument("Request body must be a JSON object")
     has_instances, has_inputs = "instances" in body, "inputs" in body
     if has_instances == has_inputs:
-        raise invalid_argument("Missing 'inputs' or 'instances' key" if not has_instances else
-                               "Not formatted correctly expecting only one of 'inputs' or 'instances' keys exists")
+        raise invalid_argument(
+            "Missing 'inputs' or 'instances' key"
+            if not has_instances
+            else "Not formatted correctly expecting only one of 'inputs' or 'instances' keys exists"
+        )
     aliases = sorted(input_dtypes)
     if has_instances:
         instances = body["instances"]
@@ -135,9 +149,15 @@ def parse_predict_body(body: Any, input_dtypes: dict[str, tf.DType]) -> tuple[di
 def _encode_value(alias: str, array: np.ndarray) -> Any:
     if array.dtype == object or array.dtype.kind == "S":
         as_b64 = alias.endswith("_bytes")
+
         def enc(b):
             b = bytes(b)
-            return {"b64": base64.b64encode(b).decode("ascii")} if as_b64 else b.decode("utf-8", errors="replace")
+            return (
+                {"b64": base64.b64encode(b).decode("ascii")}
+                if as_b64
+                else b.decode("utf-8", errors="replace")
+            )
+
         flat = [enc(b) for b in array.reshape(-1)]
         return np.array(flat, dtype=object).reshape(array.shape).tolist() if array.ndim else flat[0]
     return array.tolist()
@@ -147,14 +167,16 @@ def encode_predict_outputs(outputs: dict[str, np.ndarray], fmt: str) -> dict:
     """Outputs -> TF Serving's response JSON object for the request format."""
     if fmt == "columnar":
         if len(outputs) == 1:
-            (alias, value), = outputs.items()
+            ((alias, value),) = outputs.items()
             return {"outputs": _encode_value(alias, value)}
         return {"outputs": {k: _encode_value(k, v) for k, v in outputs.items()}}
     batch = {k: (v.shape[0] if v.ndim else None) for k, v in outputs.items()}
     sizes = set(batch.values())
     if len(sizes) != 1 or None in sizes:
-        raise invalid_argument(f"Tensors have inconsistent batch sizes for the row format: {batch}; "
-                               "use the columnar ('inputs') format")
+        raise invalid_argument(
+            f"Tensors have inconsistent batch sizes for the row format: {batch}; "
+            "use the columnar ('inputs') format"
+        )
     n = sizes.pop()
     encoded = {k: _encode_value(k, v) for k, v in outputs.items()}
     if len(encoded) == 1:
@@ -163,11 +185,13 @@ def encode_predict_outputs(outputs: dict[str, np.ndarray], fmt: str) -> dict:
 
 
 def _message_json(message) -> dict:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True,
-                                     always_print_fields_with_no_presence=True)
+    return json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
 
 
 # ---------------------------------------------------------------------- HTTP
+
 
 class RestServer(http.server.ThreadingHTTPServer):
     """ThreadingHTTPServer whose ``server_close`` waits for the handler threads in flight."""
@@ -177,7 +201,9 @@ class RestServer(http.server.ThreadingHTTPServer):
     request_queue_size = 128
     allow_reuse_address = True
 
-    def __init__(self, address, core: ServingCore, max_request_bytes: int, metrics_path: str | None):
+    def __init__(
+        self, address, core: ServingCore, max_request_bytes: int, metrics_path: str | None
+    ):
         self.core = core
         self.max_request_bytes = int(max_request_bytes)
         self.metrics_path = metrics_path
@@ -187,7 +213,9 @@ class RestServer(http.server.ThreadingHTTPServer):
 class RestHandler(http.server.BaseHTTPRequestHandler):
     server: RestServer
     server_version = "dnet-local-model-server"
-    protocol_version = "HTTP/1.0"  # one request per connection: shutdown never waits on idle keep-alives
+    protocol_version = (
+        "HTTP/1.0"  # one request per connection: shutdown never waits on idle keep-alives
+    )
 
     def log_message(self, fmt, *args):  # route access logs to logging, at debug level
         log.debug("%s - %s", self.address_string(), fmt % args)
@@ -217,7 +245,8 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
         m = _PATH.match(path)
         ok_shape = m is not None and (
             (method == "POST" and m["method"] == "predict" and not m["metadata"])
-            or (method == "GET" and not m["method"]))
+            or (method == "GET" and not m["method"])
+        )
         if not ok_shape:
             self._send_error(invalid_argument(f"Malformed request: {method} {path}"))
             return
@@ -226,7 +255,11 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
             spec.version.value = int(m["version"])
         elif m["label"]:
             spec.version_label = m["label"]
-        api = "predict" if method == "POST" else ("GetModelMetadata" if m["metadata"] else "GetModelStatus")
+        api = (
+            "predict"
+            if method == "POST"
+            else ("GetModelMetadata" if m["metadata"] else "GetModelStatus")
+        )
         metrics = core.metrics
         metrics.request_started("REST")
         t0 = time.perf_counter()
@@ -235,7 +268,9 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
             if api == "predict":
                 payload = self._predict(spec)
             elif api == "GetModelMetadata":
-                req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=[SIGNATURE_DEF_FIELD])
+                req = get_model_metadata_pb2.GetModelMetadataRequest(
+                    metadata_field=[SIGNATURE_DEF_FIELD]
+                )
                 req.model_spec.CopyFrom(spec)
                 payload = _message_json(core.model_metadata(req))
             else:
@@ -257,13 +292,18 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
         length = self.headers.get("Content-Length")
         if length is None or not length.isdigit():
             self.close_connection = True
-            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, "POST body needs a Content-Length header")
+            raise ServingError(
+                grpc.StatusCode.INVALID_ARGUMENT, "POST body needs a Content-Length header"
+            )
         length = int(length)
         if length > self.server.max_request_bytes:
             self._discard_body(length)
-            raise ServingError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                               f"Request body of {length} bytes exceeds the limit of "
-                               f"{self.server.max_request_bytes} bytes", http_status=413)
+            raise ServingError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"Request body of {length} bytes exceeds the limit of "
+                f"{self.server.max_request_bytes} bytes",
+                http_status=413,
+            )
         raw = self.rfile.read(length)
         try:
             body = json.loads(raw)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import pathlib
-from typing import Mapping
+from collections.abc import Mapping
 
 import grpc
 import numpy as np
@@ -70,8 +70,11 @@ class ServableVersion:
         self.path = pathlib.Path(path)
         self.signature_defs = read_signature_defs(self.path)
         self._loaded = tf.saved_model.load(str(self.path), tags=[SERVE_TAG])
-        self._functions = {k: self._loaded.signatures[k] for k in self.signature_defs
-                           if k in self._loaded.signatures}
+        self._functions = {
+            k: self._loaded.signatures[k]
+            for k in self.signature_defs
+            if k in self._loaded.signatures
+        }
 
     def __repr__(self) -> str:
         return f"ServableVersion({self.name!r}, {self.version}, {str(self.path)!r})"
@@ -95,17 +98,22 @@ class ServableVersion:
         if len(arrays) != len(sig.inputs):
             raise invalid_argument(
                 f"input size does not match signature: {len(arrays)}!={len(sig.inputs)} "
-                f"len([{','.join(sorted(arrays))}]) != len([{','.join(expected)}])")
+                f"len([{','.join(sorted(arrays))}]) != len([{','.join(expected)}])"
+            )
         for alias, array in arrays.items():
             if alias not in sig.inputs:
-                raise invalid_argument(f"input tensor alias not found in signature: {alias}. "
-                                       f"Inputs expected to be in the set {{{','.join(expected)}}}.")
+                raise invalid_argument(
+                    f"input tensor alias not found in signature: {alias}. "
+                    f"Inputs expected to be in the set {{{','.join(expected)}}}."
+                )
             info = sig.inputs[alias]
             want = tf.dtypes.as_dtype(info.dtype)
             got = _numpy_to_tf_dtype(array)
             if got != want:
-                raise invalid_argument(f"Expects arg[{expected.index(alias)}] to be {want.name} but "
-                                       f"{got.name if got is not None else array.dtype} is provided")
+                raise invalid_argument(
+                    f"Expects arg[{expected.index(alias)}] to be {want.name} but "
+                    f"{got.name if got is not None else array.dtype} is provided"
+                )
             err = _shape_error(alias, info, tuple(array.shape))
             if err:
                 raise invalid_argument(err)
@@ -118,8 +126,10 @@ class ServableVersion:
         seen = []
         for alias in output_filter:
             if alias not in sig.outputs:
-                raise invalid_argument(f"output tensor alias not found in signature: {alias} Outputs "
-                                       f"expected to be in the set {{{','.join(sorted(sig.outputs))}}}.")
+                raise invalid_argument(
+                    f"output tensor alias not found in signature: {alias} Outputs "
+                    f"expected to be in the set {{{','.join(sorted(sig.outputs))}}}."
+                )
             if alias in seen:
                 raise invalid_argument(f"duplicate output tensor alias: {alias}")
             seen.append(alias)
@@ -139,12 +149,16 @@ class ServableVersion:
         """
         sig = self.signature(signature_name)
         fn = self._functions[signature_name or DEFAULT_SIGNATURE]
-        feeds = {alias: tf.constant(array, dtype=tf.dtypes.as_dtype(sig.inputs[alias].dtype))
-                 for alias, array in arrays.items()}
+        feeds = {
+            alias: tf.constant(array, dtype=tf.dtypes.as_dtype(sig.inputs[alias].dtype))
+            for alias, array in arrays.items()
+        }
         try:
             outputs = fn(**feeds)
         except tf.errors.OpError as e:
-            raise ServingError(grpc_code_from_value(e.error_code), _clean_op_message(e.message)) from e
+            raise ServingError(
+                grpc_code_from_value(e.error_code), _clean_op_message(e.message)
+            ) from e
         except (TypeError, ValueError) as e:
             raise invalid_argument(str(e)) from e
         return {k: v.numpy() for k, v in outputs.items()}
@@ -165,8 +179,10 @@ class ServableVersion:
         for raw in tf.data.TFRecordDataset(str(path)).take(MAX_WARMUP_RECORDS):
             entry = prediction_log_pb2.PredictionLog.FromString(raw.numpy())
             if entry.WhichOneof("log_type") != "predict_log":
-                raise ValueError(f"{path}: warmup record {count} is {entry.WhichOneof('log_type')}, "
-                                 "only predict_log is supported")
+                raise ValueError(
+                    f"{path}: warmup record {count} is {entry.WhichOneof('log_type')}, "
+                    "only predict_log is supported"
+                )
             request = entry.predict_log.request
             arrays = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
             try:
@@ -181,9 +197,13 @@ class ServableVersion:
 def _clean_op_message(message: str) -> str:
     """The op's own message without eager-mode boilerplate ("Graph execution error:", "Detected at
     node ...", "<stack traces unavailable>"), which says nothing to a remote client."""
-    lines = [ln for ln in message.splitlines()
-             if ln.strip() and not ln.startswith(("Graph execution error", "Detected at node"))
-             and ln.strip() != "<stack traces unavailable>"]
+    lines = [
+        ln
+        for ln in message.splitlines()
+        if ln.strip()
+        and not ln.startswith(("Graph execution error", "Detected at node"))
+        and ln.strip() != "<stack traces unavailable>"
+    ]
     return "\n".join(lines) or message
 
 
@@ -201,4 +221,6 @@ def tensor_proto_to_array(alias: str, proto) -> np.ndarray:
     try:
         return tf.make_ndarray(proto)
     except Exception as e:  # noqa: BLE001 - any decoding failure is the client's malformed tensor
-        raise ServingError(grpc.StatusCode.INVALID_ARGUMENT, f"tensor parsing error: {alias} ({e})") from e
+        raise ServingError(
+            grpc.StatusCode.INVALID_ARGUMENT, f"tensor parsing error: {alias} ({e})"
+        ) from e

@@ -71,10 +71,18 @@ class ServerOptions:
             if self.model_base_path:
                 raise ValueError("give either --model_config_file or --model_base_path, not both")
             cfg = config_files.read_model_server_config(self.model_config_file)
-            return config_files.model_sources_from_config(cfg, pathlib.Path(self.model_config_file).parent)
+            return config_files.model_sources_from_config(
+                cfg, pathlib.Path(self.model_config_file).parent
+            )
         if not self.model_base_path:
-            raise ValueError("no model: set --model_base_path (with --model_name) or --model_config_file")
-        return [ModelSource(self.model_name or "default", str(pathlib.Path(self.model_base_path).absolute()))]
+            raise ValueError(
+                "no model: set --model_base_path (with --model_name) or --model_config_file"
+            )
+        return [
+            ModelSource(
+                self.model_name or "default", str(pathlib.Path(self.model_base_path).absolute())
+            )
+        ]
 
     def batching_options(self) -> BatchingOptions | None:
         if not self.enable_batching:
@@ -82,7 +90,9 @@ class ServerOptions:
         if self.batching is not None:
             return self.batching.validate()
         if self.batching_parameters_file:
-            return BatchingOptions.from_proto(config_files.read_batching_parameters(self.batching_parameters_file))
+            return BatchingOptions.from_proto(
+                config_files.read_batching_parameters(self.batching_parameters_file)
+            )
         return BatchingOptions().validate()
 
     def metrics_path(self) -> str | None:
@@ -106,8 +116,12 @@ class LocalModelServer:
         self._batching = options.batching_options()
         self._metrics_path = options.metrics_path()
         self.metrics = Metrics()
-        self.manager = ModelManager(self._sources, options.file_system_poll_wait_seconds,
-                                    warmup=options.enable_model_warmup, on_change=self._on_models_changed)
+        self.manager = ModelManager(
+            self._sources,
+            options.file_system_poll_wait_seconds,
+            warmup=options.enable_model_warmup,
+            on_change=self._on_models_changed,
+        )
         self.core = ServingCore(self.manager, None, self.metrics)
         self.batcher: BatchScheduler | None = None
         self._health = health.HealthServicer()
@@ -123,11 +137,15 @@ class LocalModelServer:
         log.info("model %s now serves versions %s", name, self.manager.loaded_versions(name))
 
     def _set_health(self, serving: bool) -> None:
-        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         for service in ("", PREDICTION_SERVICE, MODEL_SERVICE):
             self._health.set(service, status)
 
-    def start(self) -> "LocalModelServer":
+    def start(self) -> LocalModelServer:
         """Loads every model (blocking), then opens the ports.
 
         Raises:
@@ -146,14 +164,16 @@ class LocalModelServer:
             self.manager.stop()
             raise
 
-    def _start(self) -> "LocalModelServer":
+    def _start(self) -> LocalModelServer:
         opts = self.options
         self._set_health(False)
         self.manager.start()
         if not self.manager.ready():
             missing = [s.name for s in self._sources if not self.manager.loaded_versions(s.name)]
-            raise RuntimeError(f"no loadable version for model(s) {missing} under "
-                               f"{[s.base_path for s in self._sources if s.name in missing]}")
+            raise RuntimeError(
+                f"no loadable version for model(s) {missing} under "
+                f"{[s.base_path for s in self._sources if s.name in missing]}"
+            )
         if self._batching is not None:
             self.batcher = BatchScheduler(self._batching, self.core.batch_runner)
             self.core.batcher = self.batcher
@@ -163,10 +183,18 @@ class LocalModelServer:
         limit = int(opts.max_request_bytes)
         self._grpc = grpc.server(
             concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
-            options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", -1),
-                     ("grpc.so_reuseport", 0)])
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(self.core), self._grpc)
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(self.core), self._grpc)
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", -1),
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionServicer(self.core), self._grpc
+        )
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+            ModelServicer(self.core), self._grpc
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         try:
             self.grpc_port = self._grpc.add_insecure_port(f"{_bind_host(opts.host)}:{opts.port}")
@@ -177,16 +205,29 @@ class LocalModelServer:
         self._grpc.start()
         if opts.rest_api_port is not None:
             try:
-                self._rest = RestServer((opts.host, opts.rest_api_port), self.core, limit, self._metrics_path)
+                self._rest = RestServer(
+                    (opts.host, opts.rest_api_port), self.core, limit, self._metrics_path
+                )
             except OSError as e:
-                raise RuntimeError(f"cannot bind REST port {opts.rest_api_port} on {opts.host}: {e}") from e
+                raise RuntimeError(
+                    f"cannot bind REST port {opts.rest_api_port} on {opts.host}: {e}"
+                ) from e
             self.rest_port = self._rest.server_address[1]
-            self._rest_thread = threading.Thread(target=self._rest.serve_forever, kwargs={"poll_interval": 0.1},
-                                                 name="rest", daemon=True)
+            self._rest_thread = threading.Thread(
+                target=self._rest.serve_forever,
+                kwargs={"poll_interval": 0.1},
+                name="rest",
+                daemon=True,
+            )
             self._rest_thread.start()
         self._set_health(True)
-        log.info("serving %s: gRPC on %s:%d%s", [s.name for s in self._sources], opts.host, self.grpc_port,
-                 f", REST on {opts.host}:{self.rest_port}" if self._rest else "")
+        log.info(
+            "serving %s: gRPC on %s:%d%s",
+            [s.name for s in self._sources],
+            opts.host,
+            self.grpc_port,
+            f", REST on {opts.host}:{self.rest_port}" if self._rest else "",
+        )
         return self
 
     def stop(self, grace: float | None = None) -> None:
@@ -218,7 +259,7 @@ class LocalModelServer:
         """Blocks until ``stop`` has finished (or timeout); True when stopped."""
         return self._stopped.wait(timeout)
 
-    def __enter__(self) -> "LocalModelServer":
+    def __enter__(self) -> LocalModelServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

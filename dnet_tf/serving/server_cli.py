@@ -18,7 +18,7 @@ import logging
 import signal
 import sys
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 from dnet_tf.serving.server import DEFAULT_MAX_REQUEST_BYTES, LocalModelServer, ServerOptions
 
@@ -35,30 +35,73 @@ def _bool(text: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dnet-serve", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="dnet-serve",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500)")
-    p.add_argument("--rest_api_port", type=int, default=0,
-                   help="REST port; 0 disables REST, as in tensorflow_model_server (default 0)")
+    p.add_argument(
+        "--rest_api_port",
+        type=int,
+        default=0,
+        help="REST port; 0 disables REST, as in tensorflow_model_server (default 0)",
+    )
     p.add_argument("--host", default="0.0.0.0", help="interface to bind (default 0.0.0.0)")
     p.add_argument("--model_name", default="default", help="served model name (default 'default')")
     p.add_argument("--model_base_path", help="directory holding <version>/ SavedModel directories")
-    p.add_argument("--model_config_file", help="ModelServerConfig text proto (instead of name/base path)")
-    p.add_argument("--enable_batching", type=_bool, nargs="?", const=True, default=False,
-                   help="server-side batching of concurrent requests")
+    p.add_argument(
+        "--model_config_file", help="ModelServerConfig text proto (instead of name/base path)"
+    )
+    p.add_argument(
+        "--enable_batching",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="server-side batching of concurrent requests",
+    )
     p.add_argument("--batching_parameters_file", help="BatchingParameters text proto")
-    p.add_argument("--monitoring_config_file", help="MonitoringConfig text proto (Prometheus on the REST port)")
-    p.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
-                   help="seconds between scans for new versions; 0 = load once (default 1)")
-    p.add_argument("--enable_model_warmup", type=_bool, nargs="?", const=True, default=True,
-                   help="replay assets.extra/tf_serving_warmup_requests before serving a version")
-    p.add_argument("--allow_version_labels_for_unavailable_models", type=_bool, nargs="?", const=True,
-                   default=False, help="accepted for command-line parity; labels are always resolved per request")
-    p.add_argument("--grpc_max_threads", type=int, default=0, help="request threads (0 = max(16, 4 x CPUs))")
-    p.add_argument("--max_request_bytes", type=int, default=DEFAULT_MAX_REQUEST_BYTES,
-                   help=f"largest accepted gRPC message / REST body (default {DEFAULT_MAX_REQUEST_BYTES})")
-    p.add_argument("--shutdown_grace_seconds", type=float, default=30.0,
-                   help="on SIGTERM, seconds requests in flight get to finish (default 30)")
+    p.add_argument(
+        "--monitoring_config_file", help="MonitoringConfig text proto (Prometheus on the REST port)"
+    )
+    p.add_argument(
+        "--file_system_poll_wait_seconds",
+        type=float,
+        default=1.0,
+        help="seconds between scans for new versions; 0 = load once (default 1)",
+    )
+    p.add_argument(
+        "--enable_model_warmup",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        help="replay assets.extra/tf_serving_warmup_requests before serving a version",
+    )
+    p.add_argument(
+        "--allow_version_labels_for_unavailable_models",
+        type=_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="accepted for command-line parity; labels are always resolved per request",
+    )
+    p.add_argument(
+        "--grpc_max_threads", type=int, default=0, help="request threads (0 = max(16, 4 x CPUs))"
+    )
+    p.add_argument(
+        "--max_request_bytes",
+        type=int,
+        default=DEFAULT_MAX_REQUEST_BYTES,
+        help=f"largest accepted gRPC message / REST body (default {DEFAULT_MAX_REQUEST_BYTES})",
+    )
+    p.add_argument(
+        "--shutdown_grace_seconds",
+        type=float,
+        default=30.0,
+        help="on SIGTERM, seconds requests in flight get to finish (default 30)",
+    )
     p.add_argument("--log_level", default="INFO", help="Python logging level (default INFO)")
     return p
 
@@ -67,21 +110,30 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
     if args.batching_parameters_file and not args.enable_batching:
         log.warning("--batching_parameters_file is ignored without --enable_batching")
     return ServerOptions(
-        port=args.port, rest_api_port=args.rest_api_port or None, host=args.host,
+        port=args.port,
+        rest_api_port=args.rest_api_port or None,
+        host=args.host,
         model_name=None if args.model_config_file else args.model_name,
-        model_base_path=args.model_base_path, model_config_file=args.model_config_file,
-        enable_batching=args.enable_batching, batching_parameters_file=args.batching_parameters_file,
+        model_base_path=args.model_base_path,
+        model_config_file=args.model_config_file,
+        enable_batching=args.enable_batching,
+        batching_parameters_file=args.batching_parameters_file,
         monitoring_config_file=args.monitoring_config_file,
         file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
-        enable_model_warmup=args.enable_model_warmup, max_request_bytes=args.max_request_bytes,
-        grpc_max_threads=args.grpc_max_threads, shutdown_grace_seconds=args.shutdown_grace_seconds)
+        enable_model_warmup=args.enable_model_warmup,
+        max_request_bytes=args.max_request_bytes,
+        grpc_max_threads=args.grpc_max_threads,
+        shutdown_grace_seconds=args.shutdown_grace_seconds,
+    )
 
 
 def run(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``dnet-serve`` / ``python -m dnet_tf.serving.server_cli``; returns the exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         server = LocalModelServer(options_from_args(args))
         server.start()
@@ -96,8 +148,11 @@ def run(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    print(f"dnet-serve ready: gRPC port {server.grpc_port}"
-          + (f", REST port {server.rest_port}" if server.rest_port else ""), flush=True)
+    print(
+        f"dnet-serve ready: gRPC port {server.grpc_port}"
+        + (f", REST port {server.rest_port}" if server.rest_port else ""),
+        flush=True,
+    )
     while not stop_requested.wait(0.5):  # a timed wait lets the signal handler run promptly
         pass
     server.stop()

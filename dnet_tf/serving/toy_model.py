@@ -22,7 +22,7 @@ import os
 import pathlib
 import shutil
 import tempfile
-from typing import Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
@@ -35,8 +35,12 @@ DEFAULT_CLASS_NAMES = ("raccoon", "dog")
 class ToyDetector(tf.Module):
     """Contract-conforming stand-in for the exported detector (see module docstring)."""
 
-    def __init__(self, class_names: Sequence[str] = DEFAULT_CLASS_NAMES, max_detections: int = 5,
-                 marker: float = 1.0):
+    def __init__(
+        self,
+        class_names: Sequence[str] = DEFAULT_CLASS_NAMES,
+        max_detections: int = 5,
+        marker: float = 1.0,
+    ):
         super().__init__(name="toy_detector")
         if max_detections < 2:
             raise ValueError(f"max_detections must be >= 2, got {max_detections}")
@@ -55,7 +59,9 @@ class ToyDetector(tf.Module):
         box1 = tf.constant([0.0, 0.0, 0.5, 0.5])
         boxes = tf.concat([tf.stack([box0, box1]), tf.zeros([k - 2, 4])], axis=0)
         mean = tf.reduce_mean(tf.cast(image, tf.float32)) / 255.0
-        scores = tf.concat([tf.stack([mean, tf.constant(self.marker / 100.0)]), tf.zeros([k - 2])], axis=0)
+        scores = tf.concat(
+            [tf.stack([mean, tf.constant(self.marker / 100.0)]), tf.zeros([k - 2])], axis=0
+        )
         second = 2.0 if self.num_classes >= 2 else 1.0
         classes = tf.concat([tf.constant([1.0, second]), tf.zeros([k - 2])], axis=0)
         names = tf.gather(self._names, tf.cast(classes, tf.int32))
@@ -64,17 +70,30 @@ class ToyDetector(tf.Module):
     def _batch(self, fn, elems):
         k = self.max_detections
         num, boxes, scores, classes, names = tf.map_fn(
-            fn, elems, fn_output_signature=(
-                tf.TensorSpec([], tf.float32), tf.TensorSpec([k, 4], tf.float32), tf.TensorSpec([k], tf.float32),
-                tf.TensorSpec([k], tf.float32), tf.TensorSpec([k], tf.string)))
-        return {"num_detections": num, "detection_boxes": boxes, "detection_scores": scores,
-                "detection_classes": classes, "detection_class_names": names}
+            fn,
+            elems,
+            fn_output_signature=(
+                tf.TensorSpec([], tf.float32),
+                tf.TensorSpec([k, 4], tf.float32),
+                tf.TensorSpec([k], tf.float32),
+                tf.TensorSpec([k], tf.float32),
+                tf.TensorSpec([k], tf.string),
+            ),
+        )
+        return {
+            "num_detections": num,
+            "detection_boxes": boxes,
+            "detection_scores": scores,
+            "detection_classes": classes,
+            "detection_class_names": names,
+        }
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def serve_encoded(self, images):
         def one(data):
             image = tf.io.decode_image(data, channels=3, expand_animations=False)
             return self._detect(image)
+
         return self._batch(one, images)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
@@ -82,22 +101,33 @@ class ToyDetector(tf.Module):
         return self._batch(self._detect, images)
 
 
-def write_warmup_file(export_dir: str | os.PathLike, images: Sequence[bytes], model_name: str = "dnet") -> None:
+def write_warmup_file(
+    export_dir: str | os.PathLike, images: Sequence[bytes], model_name: str = "dnet"
+) -> None:
     """Writes ``assets.extra/tf_serving_warmup_requests``: one serving_default PredictionLog."""
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model_name
     request.model_spec.signature_name = "serving_default"
     request.inputs["images"].CopyFrom(tf.make_tensor_proto(list(images), dtype=tf.string))
-    entry = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+    entry = prediction_log_pb2.PredictionLog(
+        predict_log=prediction_log_pb2.PredictLog(request=request)
+    )
     path = pathlib.Path(export_dir) / WARMUP_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:
         writer.write(entry.SerializeToString())
 
 
-def export_toy_model(base_path: str | os.PathLike, model_name: str = "dnet", version: int = 1, *,
-                     class_names: Sequence[str] = DEFAULT_CLASS_NAMES, max_detections: int = 5,
-                     marker: float | None = None, warmup_images: Sequence[bytes] = ()) -> pathlib.Path:
+def export_toy_model(
+    base_path: str | os.PathLike,
+    model_name: str = "dnet",
+    version: int = 1,
+    *,
+    class_names: Sequence[str] = DEFAULT_CLASS_NAMES,
+    max_detections: int = 5,
+    marker: float | None = None,
+    warmup_images: Sequence[bytes] = (),
+) -> pathlib.Path:
     """Exports a ToyDetector to ``<base_path>/<model_name>/<version>/``, atomically.
 
     The SavedModel is written to a staging directory beside the target (a non-numeric name, which
@@ -119,8 +149,10 @@ def export_toy_model(base_path: str | os.PathLike, model_name: str = "dnet", ver
     module = ToyDetector(class_names, max_detections, float(version if marker is None else marker))
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir))
     try:
-        signatures = {"serving_default": module.serve_encoded.get_concrete_function(),
-                      "image_tensor": module.serve_pixels.get_concrete_function()}
+        signatures = {
+            "serving_default": module.serve_encoded.get_concrete_function(),
+            "image_tensor": module.serve_pixels.get_concrete_function(),
+        }
         tf.saved_model.save(module, str(staging), signatures=signatures)
         if warmup_images:
             write_warmup_file(staging, warmup_images, model_name)

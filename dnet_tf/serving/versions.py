@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-from typing import Iterable
+from collections.abc import Iterable
 
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 
@@ -54,9 +54,13 @@ class VersionPolicy:
 
     def __post_init__(self):
         if self.kind not in ("latest", "all", "specific"):
-            raise ValueError(f"version policy: kind must be latest, all or specific, got {self.kind!r}")
+            raise ValueError(
+                f"version policy: kind must be latest, all or specific, got {self.kind!r}"
+            )
         if self.kind == "latest" and self.num_versions < 1:
-            raise ValueError(f"version policy: latest.num_versions must be >= 1, got {self.num_versions}")
+            raise ValueError(
+                f"version policy: latest.num_versions must be >= 1, got {self.num_versions}"
+            )
         if self.kind == "specific" and not self.versions:
             raise ValueError("version policy: specific.versions must list at least one version")
 
@@ -67,10 +71,10 @@ class VersionPolicy:
             return set(available)
         if self.kind == "specific":
             return set(available) & set(self.versions)
-        return set(available[-self.num_versions:])
+        return set(available[-self.num_versions :])
 
     @classmethod
-    def from_proto(cls, policy) -> "VersionPolicy":
+    def from_proto(cls, policy) -> VersionPolicy:
         """From a FileSystemStoragePathSourceConfig.ServableVersionPolicy message."""
         which = policy.WhichOneof("policy_choice")
         if which is None or which == "latest":

@@ -34,7 +34,7 @@ import functools
 import os
 import pathlib
 import tempfile
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -66,8 +66,10 @@ def _write_saved_model(model, directory: str) -> None:
     archive = keras.export.ExportArchive()
     archive.track(model)
     archive.add_endpoint(
-        SIGNATURE, functools.partial(model.__call__, training=False),
-        input_signature=[tf.TensorSpec((None,) + tuple(size), tf.float32, name=INPUT_NAME)])
+        SIGNATURE,
+        functools.partial(model.__call__, training=False),
+        input_signature=[tf.TensorSpec((None,) + tuple(size), tf.float32, name=INPUT_NAME)],
+    )
     archive.write_out(directory, verbose=False)
 
 
@@ -77,13 +79,19 @@ def _check_representative(model, representative_images):
     images = np.asarray(representative_images, np.float32)
     want = tuple(model.input_shape[1:])
     if images.shape[1:] != want:
-        raise ValueError(f"representative_images have shape {images.shape}, "
-                         f"expected [M, {', '.join(map(str, want))}]")
+        raise ValueError(
+            f"representative_images have shape {images.shape}, "
+            f"expected [M, {', '.join(map(str, want))}]"
+        )
     return images
 
 
-def _convert_saved_model(saved_model_dir: str, variant: str, representative_images: np.ndarray | None) -> bytes:
-    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[SIGNATURE])
+def _convert_saved_model(
+    saved_model_dir: str, variant: str, representative_images: np.ndarray | None
+) -> bytes:
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        saved_model_dir, signature_keys=[SIGNATURE]
+    )
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if variant == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -96,7 +104,7 @@ def _convert_saved_model(saved_model_dir: str, variant: str, representative_imag
 
         def calibration():
             for i in range(len(images)):
-                yield [images[i:i + 1]]
+                yield [images[i : i + 1]]
 
         converter.representative_dataset = calibration
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -105,8 +113,9 @@ def _convert_saved_model(saved_model_dir: str, variant: str, representative_imag
     return converter.convert()
 
 
-def convert_variants(model, variants: Sequence[str] = VARIANTS,
-                     representative_images: np.ndarray | None = None) -> dict:
+def convert_variants(
+    model, variants: Sequence[str] = VARIANTS, representative_images: np.ndarray | None = None
+) -> dict:
     """Converts one network to several TFLite variants (the SavedModel is written once).
 
     Args:
@@ -132,8 +141,16 @@ def convert_model(model, variant: str, representative_images: np.ndarray | None 
     return convert_variants(model, [variant], representative_images)[variant]
 
 
-def sample_crops(source: str, split: str, class_names: Sequence[str], cfg, network: str, count: int,
-                 seed: int, batch_size: int = 32) -> np.ndarray:
+def sample_crops(
+    source: str,
+    split: str,
+    class_names: Sequence[str],
+    cfg,
+    network: str,
+    count: int,
+    seed: int,
+    batch_size: int = 32,
+) -> np.ndarray:
     """Training-style crops of a dataset split, as the networks see them in training (§6).
 
     Args:
@@ -170,7 +187,7 @@ class TensorQuantization:
     zero_point: int
 
     @classmethod
-    def of(cls, detail: dict) -> "TensorQuantization":
+    def of(cls, detail: dict) -> TensorQuantization:
         scale, zero_point = detail["quantization"]
         return cls(np.dtype(detail["dtype"]).type, float(scale), int(zero_point))
 
@@ -205,8 +222,12 @@ class TFLiteNetwork:
       max_batch: inputs larger than this run in chunks of at most max_batch (None: one call).
     """
 
-    def __init__(self, model: str | os.PathLike | bytes, num_threads: int | None = None,
-                 max_batch: int | None = None):
+    def __init__(
+        self,
+        model: str | os.PathLike | bytes,
+        num_threads: int | None = None,
+        max_batch: int | None = None,
+    ):
         from ai_edge_litert.interpreter import Interpreter
 
         if isinstance(model, (bytes, bytearray)):
@@ -220,8 +241,10 @@ class TFLiteNetwork:
         inputs = self._interpreter.get_input_details()
         outputs = self._interpreter.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
-            raise ValueError(f"{self.path or 'model'}: expected one input and one output, got "
-                             f"{len(inputs)} and {len(outputs)}")
+            raise ValueError(
+                f"{self.path or 'model'}: expected one input and one output, got "
+                f"{len(inputs)} and {len(outputs)}"
+            )
         self._input, self._output = inputs[0], outputs[0]
         self.input_quantization = TensorQuantization.of(self._input)
         self.output_quantization = TensorQuantization.of(self._output)
@@ -238,10 +261,12 @@ class TFLiteNetwork:
     def __call__(self, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images, np.float32)
         if images.ndim != 4 or tuple(images.shape[1:]) != self.input_shape:
-            raise ValueError(f"TFLite network expects images [N, {', '.join(map(str, self.input_shape))}], "
-                             f"got shape {images.shape}")
+            raise ValueError(
+                f"TFLite network expects images [N, {', '.join(map(str, self.input_shape))}], "
+                f"got shape {images.shape}"
+            )
         step = self.max_batch or max(len(images), 1)
-        parts = [self._run(images[i:i + step]) for i in range(0, len(images), step)]
+        parts = [self._run(images[i : i + step]) for i in range(0, len(images), step)]
         if not parts:
             self._resize(1)
             shape = self._interpreter.get_tensor(self._output["index"]).shape[1:]
@@ -252,14 +277,18 @@ class TFLiteNetwork:
         self._resize(len(images))
         self._interpreter.set_tensor(self._input["index"], self.input_quantization.quantize(images))
         self._interpreter.invoke()
-        return self.output_quantization.dequantize(self._interpreter.get_tensor(self._output["index"]))
+        return self.output_quantization.dequantize(
+            self._interpreter.get_tensor(self._output["index"])
+        )
 
 
 def keras_network(model) -> Callable[[np.ndarray], np.ndarray]:
     """A Keras model as a network function: float32 [N, S, S, 3] -> float32 NumPy output."""
 
     # One trace for every batch size: the windows, the candidates and the held-out crops differ.
-    @tf.function(input_signature=[tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32)])
+    @tf.function(
+        input_signature=[tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32)]
+    )
     def call(x):
         return model(x, training=False)
 

@@ -12,7 +12,8 @@ float32), so scores agree to ~1e-6 and only near-exact ties may be ordered diffe
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -24,6 +25,7 @@ f32 = np.float32
 
 # ----------------------------------------------------------------------------------------------
 # Boxes (dnet_tf.ops.boxes).
+
 
 def clip_boxes(boxes_yxyx: np.ndarray, height, width) -> np.ndarray:
     """Clips [..., 4] boxes to [0, height] x [0, width] of their frame."""
@@ -40,7 +42,9 @@ def scale_about_center(boxes_yxyx: np.ndarray, factor: float) -> np.ndarray:
     return np.stack([cy - hh, cx - hw, cy + hh, cx + hw], axis=-1)
 
 
-def from_frame(boxes_yxyx: np.ndarray, frame_yxyx: np.ndarray, frame_height, frame_width) -> np.ndarray:
+def from_frame(
+    boxes_yxyx: np.ndarray, frame_yxyx: np.ndarray, frame_height, frame_width
+) -> np.ndarray:
     """Boxes in a sub-rectangle's frame resized to frame_height x frame_width -> the outer frame.
 
     Args: boxes_yxyx [..., 4]; frame_yxyx [..., 4] (broadcastable), the sub-rectangle outside.
@@ -83,7 +87,7 @@ def top_k(values: np.ndarray, k: int) -> np.ndarray:
     for r, row in enumerate(flat):
         kth = -np.partition(-row, k - 1)[k - 1]  # the k-th largest value
         above = np.flatnonzero(row > kth)
-        ties = np.flatnonzero(row == kth)[:k - len(above)]  # lowest indices first
+        ties = np.flatnonzero(row == kth)[: k - len(above)]  # lowest indices first
         chosen = np.concatenate([above, ties])
         out[r] = chosen[np.lexsort((chosen, -row[chosen]))]
     return out.reshape(values.shape[:-1] + (k,))
@@ -91,6 +95,7 @@ def top_k(values: np.ndarray, k: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------
 # Resampling.
+
 
 def _resize_axis_weights(in_size: int, out_size: int):
     """tf.image.resize bilinear (half-pixel centres) along one axis: lower, upper indices, lerp."""
@@ -119,6 +124,7 @@ def resize_bilinear(images: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 # Windows (dnet_tf.ops.windows).
 
+
 def unit_windows(num_scales: int, overlap: float):
     """Windows of a 1 x 1 image: (norm_yxyx float32 [N, 4], scale_ids int32 [N]).
 
@@ -146,8 +152,15 @@ def scale_windows(height, width, num_scales: int, overlap: float):
 # ----------------------------------------------------------------------------------------------
 # Crops and paste-back (dnet_tf.ops.crops).
 
-def _tf_crop_and_resize(images: np.ndarray, boxes_norm: np.ndarray, box_indices: np.ndarray,
-                        crop_h: int, crop_w: int, extrapolation_value: float = 0.0) -> np.ndarray:
+
+def _tf_crop_and_resize(
+    images: np.ndarray,
+    boxes_norm: np.ndarray,
+    box_indices: np.ndarray,
+    crop_h: int,
+    crop_w: int,
+    extrapolation_value: float = 0.0,
+) -> np.ndarray:
     """``tf.image.crop_and_resize(..., method="bilinear")``, same float32 arithmetic.
 
     Output sample i of a box with normalized y1, y2 over an image of Hi rows reads row
@@ -168,7 +181,9 @@ def _tf_crop_and_resize(images: np.ndarray, boxes_norm: np.ndarray, box_indices:
             scale = (hi_ - lo) * last / f32(size_out - 1)
             pos = lo * last + np.arange(size_out, dtype=np.float32)[None, :] * scale
         else:
-            pos = (0.5 * (lo + hi_).astype(np.float64) * float(last)).astype(np.float32)  # C++: double
+            pos = (0.5 * (lo + hi_).astype(np.float64) * float(last)).astype(
+                np.float32
+            )  # C++: double
         inside = (pos >= 0) & (pos <= last)
         p = np.clip(pos, 0, last)
         low = np.floor(p).astype(np.int64)
@@ -179,7 +194,10 @@ def _tf_crop_and_resize(images: np.ndarray, boxes_norm: np.ndarray, box_indices:
     x0, x1, tx, in_x = axis(boxes[:, 1], boxes[:, 3], wi, crop_w)
     out = np.empty((len(boxes), crop_h, crop_w, images.shape[3]), np.float32)
     for n, b in enumerate(np.asarray(box_indices, np.int64)):  # one box at a time: plain takes
-        upper, lower = images[b].take(y0[n], axis=0), images[b].take(y1[n], axis=0)  # [crop_h, Wi, K]
+        upper, lower = (
+            images[b].take(y0[n], axis=0),
+            images[b].take(y1[n], axis=0),
+        )  # [crop_h, Wi, K]
         txe = tx[n][None, :, None]
         top_left, top_right = upper.take(x0[n], axis=1), upper.take(x1[n], axis=1)
         bottom_left, bottom_right = lower.take(x0[n], axis=1), lower.take(x1[n], axis=1)
@@ -194,7 +212,9 @@ def _sample_range(start, end, samples, size):
     """Normalized crop_and_resize coordinates (over an axis of ``size`` cells padded by one cell on
     each side) of the first and last of ``samples`` pixel-centre samples of [start, end)."""
     step = (end - start) / f32(samples)
-    first = start + f32(0.5) * step + f32(0.5)  # continuous p -> index p - 0.5 -> padded index p + 0.5
+    first = (
+        start + f32(0.5) * step + f32(0.5)
+    )  # continuous p -> index p - 0.5 -> padded index p + 0.5
     last = end - f32(0.5) * step + f32(0.5)
     return first / (f32(size) + f32(1.0)), last / (f32(size) + f32(1.0))
 
@@ -222,7 +242,9 @@ def crop_and_resize(image: np.ndarray, boxes_image_yxyx: np.ndarray, size: int) 
     ny0, ny1 = _sample_range(y0, y1, size, h)
     nx0, nx1 = _sample_range(x0, x1, size, w)
     norm = np.stack([ny0, nx0, ny1, nx1], axis=-1)
-    out = _tf_crop_and_resize(_replicate_pad(image[None]), norm, np.zeros(len(boxes), np.int64), size, size)
+    out = _tf_crop_and_resize(
+        _replicate_pad(image[None]), norm, np.zeros(len(boxes), np.int64), size, size
+    )
 
     def outside(start, end, limit):  # [N, S]: sample i of [start, end) outside [0, limit]
         i = np.arange(size, dtype=np.float32)[None, :]
@@ -233,7 +255,9 @@ def crop_and_resize(image: np.ndarray, boxes_image_yxyx: np.ndarray, size: int) 
     return np.where(inside[..., None], out, f32(0)).astype(np.float32)
 
 
-def paste_max(masks: np.ndarray, window_cell_yxyx: np.ndarray, canvas_height: int, canvas_width: int) -> np.ndarray:
+def paste_max(
+    masks: np.ndarray, window_cell_yxyx: np.ndarray, canvas_height: int, canvas_width: int
+) -> np.ndarray:
     """Pastes each window's d x d masks onto its extent of a canvas, merged over windows by max.
 
     Canvas cell (r, c) of window n reads the window's masks bilinearly at the cell centre
@@ -258,12 +282,27 @@ def paste_max(masks: np.ndarray, window_cell_yxyx: np.ndarray, canvas_height: in
     scale_y, scale_x = d / (wy1 - wy0), d / (wx1 - wx0)
     ny0, ny1 = _sample_range((r0 - wy0) * scale_y, (r0 + f32(ph) - wy0) * scale_y, ph, d)
     nx0, nx1 = _sample_range((c0 - wx0) * scale_x, (c0 + f32(pw) - wx0) * scale_x, pw, d)
-    patches = _tf_crop_and_resize(_replicate_pad(masks), np.stack([ny0, nx0, ny1, nx1], axis=-1),
-                                  np.arange(len(masks)), ph, pw)  # [N, ph, pw, K]
+    patches = _tf_crop_and_resize(
+        _replicate_pad(masks),
+        np.stack([ny0, nx0, ny1, nx1], axis=-1),
+        np.arange(len(masks)),
+        ph,
+        pw,
+    )  # [N, ph, pw, K]
     rows = r0[:, None] + np.arange(ph, dtype=np.float32)[None, :]  # [N, ph] canvas rows
     cols = c0[:, None] + np.arange(pw, dtype=np.float32)[None, :]
-    in_y = (rows + f32(0.5) >= wy0[:, None]) & (rows + f32(0.5) < wy1[:, None]) & (rows >= 0) & (rows < canvas_height)
-    in_x = (cols + f32(0.5) >= wx0[:, None]) & (cols + f32(0.5) < wx1[:, None]) & (cols >= 0) & (cols < canvas_width)
+    in_y = (
+        (rows + f32(0.5) >= wy0[:, None])
+        & (rows + f32(0.5) < wy1[:, None])
+        & (rows >= 0)
+        & (rows < canvas_height)
+    )
+    in_x = (
+        (cols + f32(0.5) >= wx0[:, None])
+        & (cols + f32(0.5) < wx1[:, None])
+        & (cols >= 0)
+        & (cols < canvas_width)
+    )
     canvas = np.zeros((canvas_height, canvas_width, masks.shape[3]), np.float32)
     for n in range(len(masks)):
         ry, rx = rows[n, in_y[n]].astype(np.int64), cols[n, in_x[n]].astype(np.int64)
@@ -275,6 +314,7 @@ def paste_max(masks: np.ndarray, window_cell_yxyx: np.ndarray, canvas_height: in
 
 # ----------------------------------------------------------------------------------------------
 # Non-maximum suppression (dnet_tf.ops.nms: TensorFlow's greedy NonMaxSuppressionV4 kernel).
+
 
 def _nms_iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     """IoU of one box [4] with boxes [M, 4] in float32, as TensorFlow's NMS kernel computes it
@@ -289,8 +329,13 @@ def _nms_iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
     return np.where((area > 0) & (areas > 0), iou, f32(0))
 
 
-def _greedy_nms(boxes: np.ndarray, scores: np.ndarray, max_output: int, iou_threshold: float,
-                score_threshold: float) -> np.ndarray:
+def _greedy_nms(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    max_output: int,
+    iou_threshold: float,
+    score_threshold: float,
+) -> np.ndarray:
     """Indices kept by greedy NMS of one set of boxes [N, 4] (ymin <= ymax, xmin <= xmax).
 
     Boxes are visited by decreasing score (ties: lower index first); boxes with score <=
@@ -312,8 +357,13 @@ def _greedy_nms(boxes: np.ndarray, scores: np.ndarray, max_output: int, iou_thre
     return np.asarray(keep, np.int64)
 
 
-def non_max_suppression(boxes_yxyx: np.ndarray, scores: np.ndarray, max_output: int, iou_threshold: float,
-                        score_threshold: float = float("-inf")):
+def non_max_suppression(
+    boxes_yxyx: np.ndarray,
+    scores: np.ndarray,
+    max_output: int,
+    iou_threshold: float,
+    score_threshold: float = float("-inf"),
+):
     """Greedy NMS per row of a batch, padded to max_output (see ``_greedy_nms`` for the rules).
 
     Args: boxes_yxyx float [B, N, 4]; scores [B, N].
@@ -325,13 +375,19 @@ def non_max_suppression(boxes_yxyx: np.ndarray, scores: np.ndarray, max_output: 
     num = np.zeros(len(scores), np.int64)
     for b in range(len(scores)):
         keep = _greedy_nms(boxes_yxyx[b], scores[b], max_output, iou_threshold, score_threshold)
-        idx[b, :len(keep)] = keep
+        idx[b, : len(keep)] = keep
         num[b] = len(keep)
     return idx, num
 
 
-def class_nms(boxes_norm_yxyx: np.ndarray, scores: np.ndarray, classes: np.ndarray, max_total: int,
-              iou_threshold: float, score_threshold: float):
+def class_nms(
+    boxes_norm_yxyx: np.ndarray,
+    scores: np.ndarray,
+    classes: np.ndarray,
+    max_total: int,
+    iou_threshold: float,
+    score_threshold: float,
+):
     """Per-class NMS of one image (classes never suppress each other), best first, padded.
 
     Class c is moved to its own region of the plane (shifted by c times the span of all boxes
@@ -358,8 +414,14 @@ def class_nms(boxes_norm_yxyx: np.ndarray, scores: np.ndarray, classes: np.ndarr
     return out_boxes, out_scores, out_classes, n
 
 
-def demote_parts(boxes_yxyx: np.ndarray, scores: np.ndarray, classes: np.ndarray, num: int,
-                 containment: float, factor: float):
+def demote_parts(
+    boxes_yxyx: np.ndarray,
+    scores: np.ndarray,
+    classes: np.ndarray,
+    num: int,
+    containment: float,
+    factor: float,
+):
     """One image's ``dnet_tf.ops.nms.demote_parts``: the first ``num`` slots hold detections.
 
     Detection i is a part when a detection j of its class ranks above it (higher score, or equal
@@ -369,7 +431,9 @@ def demote_parts(boxes_yxyx: np.ndarray, scores: np.ndarray, classes: np.ndarray
     """
     boxes = np.asarray(boxes_yxyx, np.float32)
     scores = np.asarray(scores, np.float32)
-    area = np.maximum(boxes[:, 2] - boxes[:, 0], f32(0)) * np.maximum(boxes[:, 3] - boxes[:, 1], f32(0))
+    area = np.maximum(boxes[:, 2] - boxes[:, 0], f32(0)) * np.maximum(
+        boxes[:, 3] - boxes[:, 1], f32(0)
+    )
     new_scores = scores.copy()
     for i in range(num):
         for j in range(num):
@@ -381,14 +445,19 @@ def demote_parts(boxes_yxyx: np.ndarray, scores: np.ndarray, classes: np.ndarray
             if f32(ih * iw) >= f32(containment) * area[i]:
                 new_scores[i] = scores[i] * f32(factor)
                 break
-    order = np.concatenate([np.argsort(-new_scores[:num], kind="stable"), np.arange(num, len(scores))])
+    order = np.concatenate(
+        [np.argsort(-new_scores[:num], kind="stable"), np.arange(num, len(scores))]
+    )
     return boxes[order], new_scores[order], np.asarray(classes)[order]
 
 
 # ----------------------------------------------------------------------------------------------
 # Box search (dnet_tf.ops.box_search, dnet_tf.ops.integral).
 
-def box_shapes(mean_side, size_fractions: Sequence[float], aspect_ratios: Sequence[float]) -> np.ndarray:
+
+def box_shapes(
+    mean_side, size_fractions: Sequence[float], aspect_ratios: Sequence[float]
+) -> np.ndarray:
     """float32 [S * A, 2] (height, width), fraction-major: mean side (w + h) / 2 = f * mean_side, w / h = a."""
     fractions = np.asarray(size_fractions, np.float32).reshape(-1)
     ratios = np.asarray(aspect_ratios, np.float32).reshape(-1)
@@ -450,8 +519,14 @@ def _interp_axis(values: np.ndarray, coords: np.ndarray, axis: int) -> np.ndarra
     return _take(values, lower, axis) * (1.0 - frac) + _take(values, lower + 1, axis) * frac
 
 
-def search_boxes(masks: np.ndarray, shapes_hw: np.ndarray, stride, ring_margin: float,
-                 coverage_threshold: float, max_candidates: int) -> SearchResult:
+def search_boxes(
+    masks: np.ndarray,
+    shapes_hw: np.ndarray,
+    stride,
+    ring_margin: float,
+    coverage_threshold: float,
+    max_candidates: int,
+) -> SearchResult:
     """Exhaustive Eq. (3) search of ``dnet_tf.ops.box_search.search_boxes`` (same boxes, same rules).
 
     Every shape (h, w), rounded half up to whole cells and clipped to the grid, is placed with its
@@ -478,13 +553,21 @@ def search_boxes(masks: np.ndarray, shapes_hw: np.ndarray, stride, ring_margin: 
     """
     masks = np.asarray(masks, np.float32)
     if masks.ndim != 4 or masks.shape[2] != NUM_MASK_TYPES:
-        raise ValueError(f"search_boxes: masks must be [H, W, {NUM_MASK_TYPES}, K], got shape {masks.shape}")
+        raise ValueError(
+            f"search_boxes: masks must be [H, W, {NUM_MASK_TYPES}, K], got shape {masks.shape}"
+        )
     height, width, _, k = masks.shape
     m = int(max_candidates)
-    planes = np.concatenate([masks[:, :, FULL], masks[:, :, TOP] - masks[:, :, BOTTOM],
-                             masks[:, :, LEFT] - masks[:, :, RIGHT]], axis=-1)  # [H, W, 3K]
+    planes = np.concatenate(
+        [
+            masks[:, :, FULL],
+            masks[:, :, TOP] - masks[:, :, BOTTOM],
+            masks[:, :, LEFT] - masks[:, :, RIGHT],
+        ],
+        axis=-1,
+    )  # [H, W, 3K]
     integral = _integral(planes)
-    i_m, i_v, i_l = integral[..., :k], integral[..., k:2 * k], integral[..., 2 * k:]
+    i_m, i_v, i_l = integral[..., :k], integral[..., k : 2 * k], integral[..., 2 * k :]
 
     shapes_hw = np.asarray(shapes_hw, np.float32)
     sh = np.clip(np.floor(shapes_hw[:, 0] + f32(0.5)), 1, height).astype(np.int64)
@@ -508,20 +591,32 @@ def search_boxes(masks: np.ndarray, shapes_hw: np.ndarray, stride, ring_margin: 
         coverage = bb / area
         # S(top, V) - S(bottom, V) = [(F(ym) - F(y0)) - (F(y1) - F(ym))] / (area / 2), F the column
         # differences of V; the same across the rows for L.
-        top_minus_bottom = 2.0 * _interp_axis(cols_v, ym, 0) - _interp_axis(cols_v, y0, 0) - _interp_axis(cols_v, y1, 0)
+        top_minus_bottom = (
+            2.0 * _interp_axis(cols_v, ym, 0)
+            - _interp_axis(cols_v, y0, 0)
+            - _interp_axis(cols_v, y1, 0)
+        )
         rows_l = _interp_axis(i_l, y1, 0) - _interp_axis(i_l, y0, 0)  # [ny, W+1, K]
-        left_minus_right = 2.0 * _interp_axis(rows_l, xm, 1) - _interp_axis(rows_l, x0, 1) - _interp_axis(rows_l, x1, 1)
+        left_minus_right = (
+            2.0 * _interp_axis(rows_l, xm, 1)
+            - _interp_axis(rows_l, x0, 1)
+            - _interp_axis(rows_l, x1, 1)
+        )
         halves = (top_minus_bottom + left_minus_right) / (area / 2.0)
         # The ring: the box grown by (ry, rx) cells, clipped to the grid, minus the box.
         oy0, oy1 = np.maximum(y0 - ry, 0), np.minimum(y1 + ry, height)
         ox0, ox1 = np.maximum(x0 - rx, 0), np.minimum(x1 + rx, width)
         cols_outer = _interp_axis(i_m, ox1, 1) - _interp_axis(i_m, ox0, 1)
         outer = _interp_axis(cols_outer, oy1, 0) - _interp_axis(cols_outer, oy0, 0)
-        ring_area = ((oy1 - oy0)[:, None] * (ox1 - ox0)[None, :] - area)[..., None].astype(np.float64)
+        ring_area = ((oy1 - oy0)[:, None] * (ox1 - ox0)[None, :] - area)[..., None].astype(
+            np.float64
+        )
         ring = np.where(ring_area > 0, (outer - bb) / np.where(ring_area > 0, ring_area, 1.0), 0.0)
         score = coverage - ring + halves
         score = np.where(coverage > coverage_threshold, score, -np.inf)
-        boxes = np.stack(np.broadcast_arrays(y0[:, None], x0[None, :], y1[:, None], x1[None, :]), axis=-1)
+        boxes = np.stack(
+            np.broadcast_arrays(y0[:, None], x0[None, :], y1[:, None], x1[None, :]), axis=-1
+        )
         all_boxes.append(boxes.reshape(-1, 4))
         all_scores.append(score.reshape(-1, k))
         all_cov.append(coverage.reshape(-1, k))
@@ -562,8 +657,12 @@ def box_sums(integral: np.ndarray, boxes_cell_yxyx: np.ndarray) -> np.ndarray:
     b = np.asarray(boxes_cell_yxyx, np.float64).reshape(-1, 4)
     y0, x0 = np.clip(b[:, 0], 0, h), np.clip(b[:, 1], 0, w)
     y1, x1 = np.maximum(np.clip(b[:, 2], 0, h), y0), np.maximum(np.clip(b[:, 3], 0, w), x0)
-    return (_point_values(integral, y1, x1) - _point_values(integral, y1, x0)
-            - _point_values(integral, y0, x1) + _point_values(integral, y0, x0))
+    return (
+        _point_values(integral, y1, x1)
+        - _point_values(integral, y1, x0)
+        - _point_values(integral, y0, x1)
+        + _point_values(integral, y0, x0)
+    )
 
 
 def eq3_scores(masks: np.ndarray, boxes_cell_yxyx: np.ndarray, ring_margin: float):
@@ -581,18 +680,25 @@ def eq3_scores(masks: np.ndarray, boxes_cell_yxyx: np.ndarray, ring_margin: floa
     integral = _integral(masks.reshape(height, width, NUM_MASK_TYPES * c))
     b = np.asarray(boxes_cell_yxyx, np.float32).reshape(-1, 4)
     ymid, xmid = (b[:, 0] + b[:, 2]) / f32(2), (b[:, 1] + b[:, 3]) / f32(2)
-    parts = [b,
-             np.stack([b[:, 0], b[:, 1], ymid, b[:, 3]], -1), np.stack([ymid, b[:, 1], b[:, 2], b[:, 3]], -1),
-             np.stack([b[:, 0], b[:, 1], b[:, 2], xmid], -1), np.stack([b[:, 0], xmid, b[:, 2], b[:, 3]], -1)]
+    parts = [
+        b,
+        np.stack([b[:, 0], b[:, 1], ymid, b[:, 3]], -1),
+        np.stack([ymid, b[:, 1], b[:, 2], b[:, 3]], -1),
+        np.stack([b[:, 0], b[:, 1], b[:, 2], xmid], -1),
+        np.stack([b[:, 0], xmid, b[:, 2], b[:, 3]], -1),
+    ]
 
     def coverage(part):  # [N, 5, C]: S(part, each mask type)
-        area = (np.maximum(part[:, 2] - part[:, 0], 0.0).astype(np.float64)
-                * np.maximum(part[:, 3] - part[:, 1], 0.0).astype(np.float64))
+        area = np.maximum(part[:, 2] - part[:, 0], 0.0).astype(np.float64) * np.maximum(
+            part[:, 3] - part[:, 1], 0.0
+        ).astype(np.float64)
         sums = box_sums(integral, part).reshape(-1, NUM_MASK_TYPES, c)
-        return np.where(area[:, None, None] > 0, sums / np.where(area > 0, area, 1.0)[:, None, None], 0.0)
+        return np.where(
+            area[:, None, None] > 0, sums / np.where(area > 0, area, 1.0)[:, None, None], 0.0
+        )
 
     cov = [coverage(p) for p in parts]  # indexed by part (FULL, TOP, BOTTOM, LEFT, RIGHT)
-    full_integral = integral[..., FULL * c:(FULL + 1) * c]
+    full_integral = integral[..., FULL * c : (FULL + 1) * c]
     gy = ring_width(np.maximum(b[:, 2] - b[:, 0], f32(0)), ring_margin)
     gx = ring_width(np.maximum(b[:, 3] - b[:, 1], f32(0)), ring_margin)
     outer = np.stack([b[:, 0] - gy, b[:, 1] - gx, b[:, 2] + gy, b[:, 3] + gx], -1)
@@ -604,12 +710,23 @@ def eq3_scores(masks: np.ndarray, boxes_cell_yxyx: np.ndarray, ring_margin: floa
 
     ring_area = clipped_area(outer) - clipped_area(b)
     ring_sum = box_sums(full_integral, outer) - box_sums(full_integral, b)
-    ring = np.where(ring_area[:, None] > 0, ring_sum / np.where(ring_area > 0, ring_area, 1.0)[:, None], 0.0)
+    ring = np.where(
+        ring_area[:, None] > 0, ring_sum / np.where(ring_area > 0, ring_area, 1.0)[:, None], 0.0
+    )
 
     def s(part, mask_type):
         return cov[part][:, mask_type]
 
-    eq3 = (s(FULL, FULL) - ring
-           + s(TOP, TOP) - s(BOTTOM, TOP) + s(BOTTOM, BOTTOM) - s(TOP, BOTTOM)
-           + s(LEFT, LEFT) - s(RIGHT, LEFT) + s(RIGHT, RIGHT) - s(LEFT, RIGHT))
+    eq3 = (
+        s(FULL, FULL)
+        - ring
+        + s(TOP, TOP)
+        - s(BOTTOM, TOP)
+        + s(BOTTOM, BOTTOM)
+        - s(TOP, BOTTOM)
+        + s(LEFT, LEFT)
+        - s(RIGHT, LEFT)
+        + s(RIGHT, RIGHT)
+        - s(LEFT, RIGHT)
+    )
     return eq3, s(FULL, FULL)

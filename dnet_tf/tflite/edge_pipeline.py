@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -88,18 +88,28 @@ class EdgePipeline:
       config: the run's DetectorConfig (model sizes and every inference knob).
     """
 
-    def __init__(self, localizer: NetworkFn, classifier: NetworkFn, class_names: Sequence[str],
-                 aspect_ratios: Sequence[float], config: DetectorConfig):
+    def __init__(
+        self,
+        localizer: NetworkFn,
+        classifier: NetworkFn,
+        class_names: Sequence[str],
+        aspect_ratios: Sequence[float],
+        config: DetectorConfig,
+    ):
         config.validate()
         self.localizer = localizer
         self.classifier = classifier
         self.class_names = [str(c) for c in class_names]
         self.num_classes = len(self.class_names)
         if self.num_classes != config.model.num_classes:
-            raise ValueError(f"{self.num_classes} class names given but model.num_classes is "
-                             f"{config.model.num_classes}")
+            raise ValueError(
+                f"{self.num_classes} class names given but model.num_classes is "
+                f"{config.model.num_classes}"
+            )
         if len(aspect_ratios) < 1 or min(aspect_ratios) <= 0:
-            raise ValueError(f"aspect_ratios must be a non-empty list of positive w/h values, got {aspect_ratios}")
+            raise ValueError(
+                f"aspect_ratios must be a non-empty list of positive w/h values, got {aspect_ratios}"
+            )
         self.aspect_ratios = [float(a) for a in aspect_ratios]
         self.config = config
         self.windows_per_scale = config.inference.windows_per_scale
@@ -143,15 +153,20 @@ class EdgePipeline:
             class_prob[run] = self._classify(image, cand.boxes_image_yxyx[run], cand.classes[run])
             # 7. Refinement.
             refined_image_yxyx[run], refined_eq3[run] = self._refine(
-                image, size, cand.boxes_image_yxyx[run], cand.classes[run])
+                image, size, cand.boxes_image_yxyx[run], cand.classes[run]
+            )
             evaluations += 2 * run.size
         kept = cand.valid & (class_prob >= cfg.classifier_threshold)
 
         # 8. Outputs.
         first_scores = self._confidence(class_prob, cand.scores)
-        refined_scores = self._confidence(class_prob, self._refined_agreement(cand.scores, refined_eq3))
+        refined_scores = self._confidence(
+            class_prob, self._refined_agreement(cand.scores, refined_eq3)
+        )
         out = self._final_outputs(refined_image_yxyx, refined_scores, cand.classes, kept, size)
-        first_out = self._final_outputs(cand.boxes_image_yxyx, first_scores, cand.classes, kept, size)
+        first_out = self._final_outputs(
+            cand.boxes_image_yxyx, first_scores, cand.classes, kept, size
+        )
         for key, value in first_out.items():
             out["first_stage_" + key.replace("detection_", "")] = value
         out["network_evaluations"] = evaluations
@@ -173,7 +188,9 @@ class EdgePipeline:
     def canvas_cell_px(self, size: np.ndarray) -> np.float32:
         """Image pixels per canvas cell for an image of size (h, w): max(stride, longest / cells)."""
         cfg = self.config.inference
-        return max(np.float32(cfg.stride_px), np.float32(size.max()) / np.float32(cfg.max_canvas_cells))
+        return max(
+            np.float32(cfg.stride_px), np.float32(size.max()) / np.float32(cfg.max_canvas_cells)
+        )
 
     def first_stage(self, window_masks: np.ndarray, size: np.ndarray) -> FirstStage:
         """Merge and search of one image, every scale and class.
@@ -197,24 +214,37 @@ class EdgePipeline:
         parts = {"boxes": [], "scores": [], "coverage": [], "valid": []}
         start = 0
         for n in self.windows_per_scale:
-            canvas = edge_ops.paste_max(flat_masks[start:start + n], windows_cell_yxyx[start:start + n],
-                                        int(canvas_hw[0]), int(canvas_hw[1]))
+            canvas = edge_ops.paste_max(
+                flat_masks[start : start + n],
+                windows_cell_yxyx[start : start + n],
+                int(canvas_hw[0]),
+                int(canvas_hw[1]),
+            )
             start += n
             canvas = canvas.reshape(canvas_hw[0], canvas_hw[1], constants.NUM_MASK_TYPES, c)
             found = self._search_active(canvas, shapes_hw, stride_cells)
             scores = np.where(found.valid, found.scores, INVALID_SCORE)
-            keep, num_valid = edge_ops.non_max_suppression(found.boxes_cell_yxyx, scores, cfg.top_k_per_scale,
-                                                           cfg.nms_iou, score_threshold=INVALID_SCORE / 2)
+            keep, num_valid = edge_ops.non_max_suppression(
+                found.boxes_cell_yxyx,
+                scores,
+                cfg.top_k_per_scale,
+                cfg.nms_iou,
+                score_threshold=INVALID_SCORE / 2,
+            )
             slot_ok = np.arange(cfg.top_k_per_scale)[None, :] < num_valid[:, None]  # [C, k]
             boxes_cell = np.take_along_axis(found.boxes_cell_yxyx, keep[..., None], axis=1)
             parts["boxes"].append(edge_ops.clip_boxes(boxes_cell * cell_px, size[0], size[1]))
-            parts["scores"].append(np.where(slot_ok, np.take_along_axis(scores, keep, axis=1), INVALID_SCORE))
+            parts["scores"].append(
+                np.where(slot_ok, np.take_along_axis(scores, keep, axis=1), INVALID_SCORE)
+            )
             parts["coverage"].append(np.take_along_axis(found.coverage, keep, axis=1))
             parts["valid"].append(slot_ok & np.take_along_axis(found.valid, keep, axis=1))
         merged = {key: np.concatenate(v, axis=1) for key, v in parts.items()}
         return FirstStage(merged["boxes"], merged["scores"], merged["coverage"], merged["valid"])
 
-    def _search_active(self, canvas: np.ndarray, shapes_hw: np.ndarray, stride_cells) -> edge_ops.SearchResult:
+    def _search_active(
+        self, canvas: np.ndarray, shapes_hw: np.ndarray, stride_cells
+    ) -> edge_ops.SearchResult:
         """The box search of the classes whose full mask can hold a candidate; [C, M] results.
 
         A box's Eq. (2) coverage is a mean of the full mask, so it can only exceed the threshold
@@ -223,12 +253,24 @@ class EdgePipeline:
         """
         cfg = self.config.inference
         c, m = canvas.shape[3], cfg.max_candidates
-        result = edge_ops.SearchResult(np.zeros((c, m, 4), np.float32), np.full((c, m), -np.inf),
-                                       np.zeros((c, m)), np.zeros((c, m), bool))
-        active = np.flatnonzero(canvas[:, :, constants.FULL, :].max(axis=(0, 1)) > cfg.coverage_threshold)
+        result = edge_ops.SearchResult(
+            np.zeros((c, m, 4), np.float32),
+            np.full((c, m), -np.inf),
+            np.zeros((c, m)),
+            np.zeros((c, m), bool),
+        )
+        active = np.flatnonzero(
+            canvas[:, :, constants.FULL, :].max(axis=(0, 1)) > cfg.coverage_threshold
+        )
         if active.size:
-            found = edge_ops.search_boxes(canvas[..., active], shapes_hw, stride_cells, cfg.ring_margin,
-                                          cfg.coverage_threshold, m)
+            found = edge_ops.search_boxes(
+                canvas[..., active],
+                shapes_hw,
+                stride_cells,
+                cfg.ring_margin,
+                cfg.coverage_threshold,
+                m,
+            )
             for full, part in zip(result, found):
                 full[active] = part
         return result
@@ -250,20 +292,26 @@ class EdgePipeline:
         )
         if k < r:  # fewer slots than max_refine: pad with invalid ones
             pad = r - k
-            cand = Candidates(np.concatenate([cand.boxes_image_yxyx, np.zeros((pad, 4), np.float32)]),
-                              np.concatenate([cand.classes, np.zeros(pad, np.int64)]),
-                              np.concatenate([cand.scores, np.full(pad, INVALID_SCORE)]),
-                              np.concatenate([cand.coverage, np.zeros(pad)]),
-                              np.concatenate([cand.valid, np.zeros(pad, bool)]))
+            cand = Candidates(
+                np.concatenate([cand.boxes_image_yxyx, np.zeros((pad, 4), np.float32)]),
+                np.concatenate([cand.classes, np.zeros(pad, np.int64)]),
+                np.concatenate([cand.scores, np.full(pad, INVALID_SCORE)]),
+                np.concatenate([cand.coverage, np.zeros(pad)]),
+                np.concatenate([cand.valid, np.zeros(pad, bool)]),
+            )
         return cand
 
     def _classify(self, image, boxes_image_yxyx, classes) -> np.ndarray:
         """P(class of each box | its crop): float32 [R']."""
         s = self.config.model.input_size
-        probs = np.asarray(self.classifier(edge_ops.crop_and_resize(image, boxes_image_yxyx, s)), np.float32)
+        probs = np.asarray(
+            self.classifier(edge_ops.crop_and_resize(image, boxes_image_yxyx, s)), np.float32
+        )
         if probs.shape != (len(boxes_image_yxyx), self.num_classes + 1):
-            raise ValueError(f"classifier returned shape {probs.shape}, expected "
-                             f"{(len(boxes_image_yxyx), self.num_classes + 1)}")
+            raise ValueError(
+                f"classifier returned shape {probs.shape}, expected "
+                f"{(len(boxes_image_yxyx), self.num_classes + 1)}"
+            )
         return probs[np.arange(len(classes)), classes + 1]  # index 0 is background
 
     def _refine(self, image, size, boxes_image_yxyx, classes):
@@ -278,10 +326,18 @@ class EdgePipeline:
         own = masks[np.arange(len(classes)), ..., classes]  # [R', d, d, 5], the detection's class
         rc = cfg.refine_canvas
         own = edge_ops.resize_bilinear(own, rc, rc)  # [R', rc, rc, 5], cell-centre aligned
-        shapes_hw = edge_ops.box_shapes(np.float32(rc), cfg.refine_size_fractions, cfg.refine_aspect_ratios)
+        shapes_hw = edge_ops.box_shapes(
+            np.float32(rc), cfg.refine_size_fractions, cfg.refine_aspect_ratios
+        )
         # Each crop is one channel of the search; no coverage threshold (the best box of the crop).
-        found = edge_ops.search_boxes(np.transpose(own, (1, 2, 3, 0)), shapes_hw, cfg.refine_stride,
-                                      cfg.ring_margin, -1.0, REFINE_CANDIDATES)
+        found = edge_ops.search_boxes(
+            np.transpose(own, (1, 2, 3, 0)),
+            shapes_hw,
+            cfg.refine_stride,
+            cfg.ring_margin,
+            -1.0,
+            REFINE_CANDIDATES,
+        )
         # Rescore those candidates with the ring read past the crop's edge, on edge-replicated
         # masks: beyond a crop's edge the image goes on (unlike beyond the image's edge), and a crop
         # cut from inside an object must not make the box hugging its edge look perfect.
@@ -290,8 +346,9 @@ class EdgePipeline:
         best_cell = np.zeros((len(classes), 4), np.float32)
         best_eq3 = np.zeros(len(classes), np.float64)
         for i in range(len(classes)):
-            eq3, _ = edge_ops.eq3_scores(padded[i][..., None], found.boxes_cell_yxyx[i] + np.float32(pad),
-                                         cfg.ring_margin)
+            eq3, _ = edge_ops.eq3_scores(
+                padded[i][..., None], found.boxes_cell_yxyx[i] + np.float32(pad), cfg.ring_margin
+            )
             eq3 = np.where(found.valid[i], eq3[:, 0], INVALID_SCORE)
             best = int(np.argmax(eq3))  # the first of equal maxima, as tf.argmax
             best_cell[i], best_eq3[i] = found.boxes_cell_yxyx[i, best], eq3[best]
@@ -328,18 +385,22 @@ class EdgePipeline:
         scores = np.where(kept, scores, -1.0)
         threshold = max(cfg.min_score, 0.0)
         out_boxes, out_scores, out_classes, num = edge_ops.class_nms(
-            norm, scores, classes, cfg.max_detections, cfg.nms_iou, threshold)
+            norm, scores, classes, cfg.max_detections, cfg.nms_iou, threshold
+        )
         k = cfg.max_detections
         slot_ok = np.arange(k) < num
         if cfg.part_score_factor < 1.0:
             out_boxes, out_scores, out_classes = edge_ops.demote_parts(
-                out_boxes, out_scores, out_classes, num, cfg.part_containment, cfg.part_score_factor)
+                out_boxes, out_scores, out_classes, num, cfg.part_containment, cfg.part_score_factor
+            )
         names = [self.class_names[int(c)] if ok else "" for c, ok in zip(out_classes, slot_ok)]
         return {
             "num_detections": float(num),
             "detection_boxes": np.where(slot_ok[:, None], out_boxes, 0.0).astype(np.float32),
             "detection_scores": np.where(slot_ok, out_scores, 0.0).astype(np.float32),
-            "detection_classes": np.where(slot_ok, out_classes.astype(np.float32) + 1.0, 0.0).astype(np.float32),
+            "detection_classes": np.where(
+                slot_ok, out_classes.astype(np.float32) + 1.0, 0.0
+            ).astype(np.float32),
             "detection_class_names": names,
         }
 
@@ -350,6 +411,8 @@ def detections_in_pixels(out: dict, height: int, width: int, prefix: str = "dete
     num_key = "num_detections" if prefix == "detection_" else prefix + "num_detections"
     n = int(out[num_key])
     scale = np.array([height, width, height, width], np.float32)
-    return {"boxes_yxyx": np.asarray(out[prefix + "boxes"])[:n] * scale,
-            "scores": np.asarray(out[prefix + "scores"])[:n],
-            "classes": np.asarray(out[prefix + "classes"])[:n].astype(np.int64) - 1}
+    return {
+        "boxes_yxyx": np.asarray(out[prefix + "boxes"])[:n] * scale,
+        "scores": np.asarray(out[prefix + "scores"])[:n],
+        "classes": np.asarray(out[prefix + "classes"])[:n].astype(np.int64) - 1,
+    }

@@ -32,12 +32,20 @@ import pathlib
 import platform
 import shutil
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from dnet_tf.tflite.convert import (NETWORKS, VARIANTS, TFLiteNetwork, check_variant, convert_variants,
-                                    keras_network, sample_crops, tflite_filename)
+from dnet_tf.tflite.convert import (
+    NETWORKS,
+    VARIANTS,
+    TFLiteNetwork,
+    check_variant,
+    convert_variants,
+    keras_network,
+    sample_crops,
+    tflite_filename,
+)
 
 BUNDLE_FILES = ("config.json", "class_names.txt", "dataset_stats.json")
 REFERENCE = "keras"
@@ -56,23 +64,28 @@ class ReportOptions:
     eval_images: int | None = None  # first N images of eval_split (None: all)
     latency_repeats: int = 20  # timed calls per latency figure; >= 1
     latency_threads: Sequence[int] = (1, 2)  # interpreter thread counts timed
-    interpreter_threads: int | None = None  # threads of the interpreters used for mAP (None: default)
+    interpreter_threads: int | None = (
+        None  # threads of the interpreters used for mAP (None: default)
+    )
     seed: int = 0  # crop sampling seed
     progress: bool = True  # tqdm bars on stderr
 
-    def validate(self) -> "ReportOptions":
+    def validate(self) -> ReportOptions:
         for v in self.variants:
             check_variant(v)
         for name in ("calibration_crops", "held_out_crops", "latency_repeats"):
             if getattr(self, name) < 1:
                 raise ValueError(f"report option '{name}' must be >= 1, got {getattr(self, name)}")
         if self.eval_images is not None and self.eval_images < 1:
-            raise ValueError(f"report option 'eval_images' must be >= 1 or None, got {self.eval_images}")
+            raise ValueError(
+                f"report option 'eval_images' must be >= 1 or None, got {self.eval_images}"
+            )
         return self
 
 
 # ----------------------------------------------------------------------------------------------
 # The bundle.
+
 
 def write_bundle(run, run_dir, out_dir, data: str, options: ReportOptions) -> dict:
     """Converts both networks of a run to every variant and copies what the pipeline needs.
@@ -90,14 +103,27 @@ def write_bundle(run, run_dir, out_dir, data: str, options: ReportOptions) -> di
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in BUNDLE_FILES:
         shutil.copyfile(pathlib.Path(run_dir) / name, out_dir / name)
-    info = {"calibration": {"split": options.calibration_split, "crops": options.calibration_crops,
-                            "seed": options.seed}, "seconds": {}}
+    info = {
+        "calibration": {
+            "split": options.calibration_split,
+            "crops": options.calibration_crops,
+            "seed": options.seed,
+        },
+        "seconds": {},
+    }
     models = {"localizer": run.localizer, "classifier": run.classifier}
     for network in NETWORKS:
         calibration = None
         if "int8" in options.variants:
-            calibration = sample_crops(data, options.calibration_split, run.class_names, run.config, network,
-                                       options.calibration_crops, options.seed)
+            calibration = sample_crops(
+                data,
+                options.calibration_split,
+                run.class_names,
+                run.config,
+                network,
+                options.calibration_crops,
+                options.seed,
+            )
         start = time.perf_counter()
         files = convert_variants(models[network], options.variants, calibration)
         info["seconds"][network] = round(time.perf_counter() - start, 1)
@@ -108,9 +134,12 @@ def write_bundle(run, run_dir, out_dir, data: str, options: ReportOptions) -> di
             tmp.write_bytes(flatbuffer)
             os.replace(tmp, out_dir / name)
             net = TFLiteNetwork(flatbuffer)
-            info[network][variant] = {"file": name, "bytes": len(flatbuffer),
-                                      "input": _quantization(net.input_quantization),
-                                      "output": _quantization(net.output_quantization)}
+            info[network][variant] = {
+                "file": name,
+                "bytes": len(flatbuffer),
+                "input": _quantization(net.input_quantization),
+                "output": _quantization(net.output_quantization),
+            }
     return info
 
 
@@ -127,19 +156,27 @@ def load_bundle_pipeline(bundle_dir, variant: str, num_threads: int | None = Non
     config = rd.read_config(bundle_dir / rd.CONFIG)
     names = rd.read_class_names(bundle_dir / rd.CLASS_NAMES)
     ratios = rd.read_aspect_ratios(bundle_dir / rd.DATASET_STATS)
-    localizer = TFLiteNetwork(bundle_dir / tflite_filename("localizer", variant), num_threads=num_threads)
-    classifier = TFLiteNetwork(bundle_dir / tflite_filename("classifier", variant), num_threads=num_threads)
+    localizer = TFLiteNetwork(
+        bundle_dir / tflite_filename("localizer", variant), num_threads=num_threads
+    )
+    classifier = TFLiteNetwork(
+        bundle_dir / tflite_filename("classifier", variant), num_threads=num_threads
+    )
     return EdgePipeline(localizer, classifier, names, ratios, config)
 
 
 # ----------------------------------------------------------------------------------------------
 # Measurements.
 
+
 def output_errors(reference: np.ndarray, outputs: np.ndarray, classifier: bool) -> dict:
     """Max/mean absolute error of outputs against the reference; arg-max agreement for probabilities."""
     err = np.abs(np.asarray(outputs, np.float64) - np.asarray(reference, np.float64))
-    out = {"max_abs_error": float(err.max()), "mean_abs_error": float(err.mean()),
-           "p99_abs_error": float(np.quantile(err, 0.99))}
+    out = {
+        "max_abs_error": float(err.max()),
+        "mean_abs_error": float(err.mean()),
+        "p99_abs_error": float(np.quantile(err, 0.99)),
+    }
     if classifier:
         out["argmax_agreement"] = float(np.mean(np.argmax(outputs, 1) == np.argmax(reference, 1)))
     return out
@@ -150,12 +187,21 @@ def crop_errors(run, bundle_dir, data: str, options: ReportOptions) -> dict:
     out = {}
     models = {"localizer": run.localizer, "classifier": run.classifier}
     for network in NETWORKS:
-        crops = sample_crops(data, options.held_out_split, run.class_names, run.config, network,
-                             options.held_out_crops, options.seed + 1)
+        crops = sample_crops(
+            data,
+            options.held_out_split,
+            run.class_names,
+            run.config,
+            network,
+            options.held_out_crops,
+            options.seed + 1,
+        )
         reference = keras_network(models[network])(crops)
         out[network] = {"split": options.held_out_split, "crops": len(crops)}
         for variant in options.variants:
-            net = TFLiteNetwork(pathlib.Path(bundle_dir) / tflite_filename(network, variant), max_batch=32)
+            net = TFLiteNetwork(
+                pathlib.Path(bundle_dir) / tflite_filename(network, variant), max_batch=32
+            )
             out[network][variant] = output_errors(reference, net(crops), network == "classifier")
     return out
 
@@ -171,8 +217,14 @@ def time_network(network, images: np.ndarray, repeats: int) -> float:
     return float(np.median(times))
 
 
-def network_latency(models: dict, files: dict, input_size: int, windows: int, repeats: int,
-                    threads: Sequence[int] = (1, 2)) -> dict:
+def network_latency(
+    models: dict,
+    files: dict,
+    input_size: int,
+    windows: int,
+    repeats: int,
+    threads: Sequence[int] = (1, 2),
+) -> dict:
     """Milliseconds per window (localizer) / per crop (classifier) for every variant and Keras.
 
     Args:
@@ -189,26 +241,41 @@ def network_latency(models: dict, files: dict, input_size: int, windows: int, re
     out = {}
     for network, model in models.items():
         fn = keras_network(model)
-        out[network] = {REFERENCE: {"tensorflow": {
-            "batch_1": 1000 * time_network(fn, images[:1], repeats),
-            f"batch_{windows}": 1000 * time_network(fn, images, repeats) / windows}}}
+        out[network] = {
+            REFERENCE: {
+                "tensorflow": {
+                    "batch_1": 1000 * time_network(fn, images[:1], repeats),
+                    f"batch_{windows}": 1000 * time_network(fn, images, repeats) / windows,
+                }
+            }
+        }
         for variant, file in files[network].items():
             out[network][variant] = {}
             for t in threads:
                 net = TFLiteNetwork(file, num_threads=t)
                 out[network][variant][f"threads_{t}"] = {
                     "batch_1": 1000 * time_network(net, images[:1], repeats),
-                    f"batch_{windows}": 1000 * time_network(net, images, repeats) / windows}
+                    f"batch_{windows}": 1000 * time_network(net, images, repeats) / windows,
+                }
     return out
 
 
 def latency(run, bundle_dir, options: ReportOptions) -> dict:
     """``network_latency`` of a run's networks and its bundle's files."""
-    files = {network: {v: pathlib.Path(bundle_dir) / tflite_filename(network, v) for v in options.variants}
-             for network in NETWORKS}
-    return network_latency({"localizer": run.localizer, "classifier": run.classifier}, files,
-                           run.config.model.input_size, int(sum(run.config.inference.windows_per_scale)),
-                           options.latency_repeats, options.latency_threads)
+    files = {
+        network: {
+            v: pathlib.Path(bundle_dir) / tflite_filename(network, v) for v in options.variants
+        }
+        for network in NETWORKS
+    }
+    return network_latency(
+        {"localizer": run.localizer, "classifier": run.classifier},
+        files,
+        run.config.model.input_size,
+        int(sum(run.config.inference.windows_per_scale)),
+        options.latency_repeats,
+        options.latency_threads,
+    )
 
 
 def evaluate_pipeline(pipeline, records, progress: bool = False, desc: str = "") -> dict:
@@ -242,26 +309,43 @@ def evaluate_pipeline(pipeline, records, progress: bool = False, desc: str = "")
     r10 = evaluate_detections(gts, refined, c, use_07_metric=False)
     f07 = evaluate_detections(gts, first, c, use_07_metric=True)
     finite = lambda x: None if not np.isfinite(x) else float(x)  # noqa: E731
-    return {"num_images": len(records), "voc07_map": finite(r07.mean_ap), "voc10_map": finite(r10.mean_ap),
-            "first_stage_voc07_map": finite(f07.mean_ap),
-            "per_class_ap07": {n: finite(a) for n, a in zip(pipeline.class_names, r07.aps)},
-            "seconds_per_image": float(np.mean(seconds)), "network_evaluations_per_image": float(np.mean(evals))}
+    return {
+        "num_images": len(records),
+        "voc07_map": finite(r07.mean_ap),
+        "voc10_map": finite(r10.mean_ap),
+        "first_stage_voc07_map": finite(f07.mean_ap),
+        "per_class_ap07": {n: finite(a) for n, a in zip(pipeline.class_names, r07.aps)},
+        "seconds_per_image": float(np.mean(seconds)),
+        "network_evaluations_per_image": float(np.mean(evals)),
+    }
 
 
 def machine() -> dict:
     import ai_edge_litert
     import tensorflow as tf
 
-    return {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
-            "python": platform.python_version(), "load_average_at_start": list(os.getloadavg()),
-            "tensorflow": tf.__version__, "ai_edge_litert": getattr(ai_edge_litert, "__version__", "unknown")}
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "python": platform.python_version(),
+        "load_average_at_start": list(os.getloadavg()),
+        "tensorflow": tf.__version__,
+        "ai_edge_litert": getattr(ai_edge_litert, "__version__", "unknown"),
+    }
 
 
 # ----------------------------------------------------------------------------------------------
 # The report.
 
-def build_report(run_dir, out_dir, data: str, options: ReportOptions | None = None,
-                 whole_pipeline_saved_model: str | os.PathLike | None = None) -> dict:
+
+def build_report(
+    run_dir,
+    out_dir,
+    data: str,
+    options: ReportOptions | None = None,
+    whole_pipeline_saved_model: str | os.PathLike | None = None,
+) -> dict:
     """Writes the edge bundle and report.json / report.md into out_dir; returns the report dict.
 
     Args:
@@ -279,42 +363,68 @@ def build_report(run_dir, out_dir, data: str, options: ReportOptions | None = No
     options = (options or ReportOptions()).validate()
     out_dir = pathlib.Path(out_dir)
     run = load_run(run_dir)
-    report = {"run_dir": str(run_dir), "data": str(data), "machine": machine(),
-              "variants": list(options.variants), "options": _jsonable(dataclasses.asdict(options)),
-              "model": dataclasses.asdict(run.config.model)}
+    report = {
+        "run_dir": str(run_dir),
+        "data": str(data),
+        "machine": machine(),
+        "variants": list(options.variants),
+        "options": _jsonable(dataclasses.asdict(options)),
+        "model": dataclasses.asdict(run.config.model),
+    }
     report["files"] = write_bundle(run, run_dir, out_dir, data, options)
     report["crop_errors"] = crop_errors(run, out_dir, data, options)
     report["latency_ms"] = latency(run, out_dir, options)
 
     records = voc.read_voc_split(data, options.eval_split, list(run.class_names), on_error="fail")
     if options.eval_images is not None:
-        records = records[:options.eval_images]
+        records = records[: options.eval_images]
     if not records:
         raise ValueError(f"{data}: split {options.eval_split!r} has no images to evaluate")
-    pipelines = {REFERENCE: EdgePipeline(keras_network(run.localizer), keras_network(run.classifier),
-                                         run.class_names, run.aspect_ratios, run.config)}
+    pipelines = {
+        REFERENCE: EdgePipeline(
+            keras_network(run.localizer),
+            keras_network(run.classifier),
+            run.class_names,
+            run.aspect_ratios,
+            run.config,
+        )
+    }
     for variant in options.variants:
         pipelines[variant] = load_bundle_pipeline(out_dir, variant, options.interpreter_threads)
-    report["map"] = {"split": options.eval_split, "metric": "VOC2007 11-point (voc07) and all-point (voc10)"}
+    report["map"] = {
+        "split": options.eval_split,
+        "metric": "VOC2007 11-point (voc07) and all-point (voc10)",
+    }
     for name, pipeline in pipelines.items():
-        report["map"][name] = evaluate_pipeline(pipeline, records, options.progress, desc=f"edge {name}")
+        report["map"][name] = evaluate_pipeline(
+            pipeline, records, options.progress, desc=f"edge {name}"
+        )
     base = report["map"].get("float32", {}).get("voc07_map")
     report["map"]["delta_vs_float32_voc07"] = {
-        v: (None if base is None or report["map"][v]["voc07_map"] is None else report["map"][v]["voc07_map"] - base)
-        for v in pipelines}
+        v: (
+            None
+            if base is None or report["map"][v]["voc07_map"] is None
+            else report["map"][v]["voc07_map"] - base
+        )
+        for v in pipelines
+    }
     evaluation = pathlib.Path(run_dir) / "eval" / "evaluation.json"
     if evaluation.is_file():  # the SavedModel graph's own figure, from the evaluation command
         methods = json.loads(evaluation.read_text()).get("methods", {})
         if "DetectorNet" in methods:
             report["map"]["savedmodel_evaluation"] = {
-                "file": str(evaluation), "num_images": json.loads(evaluation.read_text()).get("num_images"),
-                "voc07_map": methods["DetectorNet"]["voc07"].get("mAP")}
+                "file": str(evaluation),
+                "num_images": json.loads(evaluation.read_text()).get("num_images"),
+                "voc07_map": methods["DetectorNet"]["voc07"].get("mAP"),
+            }
 
     if whole_pipeline_saved_model is not None:
         from dnet_tf.tflite.whole_pipeline import attempt_whole_pipeline
 
-        report["whole_pipeline"] = {"saved_model": str(whole_pipeline_saved_model),
-                                    "attempts": attempt_whole_pipeline(whole_pipeline_saved_model, out_dir)}
+        report["whole_pipeline"] = {
+            "saved_model": str(whole_pipeline_saved_model),
+            "attempts": attempt_whole_pipeline(whole_pipeline_saved_model, out_dir),
+        }
     atomic_write_json(out_dir / "report.json", report)
     atomic_write_text(out_dir / "report.md", format_report(report))
     return report
@@ -331,66 +441,125 @@ def _fmt(x, digits=4):
 def format_report(report: dict) -> str:
     """The report as Markdown tables (sizes and errors, mAP, latency, whole-pipeline attempts)."""
     variants = report["variants"]
-    lines = [f"# TFLite report: {report['run_dir']}", "",
-             f"Machine: {report['machine']['cpus']} CPUs, {report['machine']['platform']}; "
-             f"TensorFlow {report['machine']['tensorflow']}, ai-edge-litert {report['machine']['ai_edge_litert']}.",
-             ""]
+    lines = [
+        f"# TFLite report: {report['run_dir']}",
+        "",
+        f"Machine: {report['machine']['cpus']} CPUs, {report['machine']['platform']}; "
+        f"TensorFlow {report['machine']['tensorflow']}, ai-edge-litert {report['machine']['ai_edge_litert']}.",
+        "",
+    ]
     errors = report["crop_errors"]
-    lines += ["## Files and output error against Keras (held-out crops)", "",
-              f"Localizer: {errors['localizer']['crops']} crops, classifier: {errors['classifier']['crops']} crops "
-              f"of the {errors['localizer']['split']} split.", "",
-              "| variant | localizer MB | max err | mean err | classifier MB | max err | mean err | arg-max agree |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "## Files and output error against Keras (held-out crops)",
+        "",
+        f"Localizer: {errors['localizer']['crops']} crops, classifier: {errors['classifier']['crops']} crops "
+        f"of the {errors['localizer']['split']} split.",
+        "",
+        "| variant | localizer MB | max err | mean err | classifier MB | max err | mean err | arg-max agree |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for v in variants:
         le, ce = errors["localizer"][v], errors["classifier"][v]
         lb, cb = report["files"]["localizer"][v]["bytes"], report["files"]["classifier"][v]["bytes"]
-        lines.append(f"| {v} | {lb / 2**20:.1f} | {le['max_abs_error']:.2e} | {le['mean_abs_error']:.2e} | "
-                     f"{cb / 2**20:.1f} | {ce['max_abs_error']:.2e} | {ce['mean_abs_error']:.2e} | "
-                     f"{ce['argmax_agreement']:.3f} |")
+        lines.append(
+            f"| {v} | {lb / 2**20:.1f} | {le['max_abs_error']:.2e} | {le['mean_abs_error']:.2e} | "
+            f"{cb / 2**20:.1f} | {ce['max_abs_error']:.2e} | {ce['mean_abs_error']:.2e} | "
+            f"{ce['argmax_agreement']:.3f} |"
+        )
     for network in NETWORKS:
         q = report["files"][network].get("int8", {})
         if "input" in q:
-            lines.append(f"\nint8 {network} interface: input {q['input']['dtype']} (scale {q['input']['scale']:.6g}, "
-                         f"zero point {q['input']['zero_point']}), output {q['output']['dtype']} "
-                         f"(scale {q['output']['scale']:.6g}, zero point {q['output']['zero_point']}).")
+            lines.append(
+                f"\nint8 {network} interface: input {q['input']['dtype']} (scale {q['input']['scale']:.6g}, "
+                f"zero point {q['input']['zero_point']}), output {q['output']['dtype']} "
+                f"(scale {q['output']['scale']:.6g}, zero point {q['output']['zero_point']})."
+            )
     m = report["map"]
     n_images = m[REFERENCE]["num_images"]
-    lines += ["", f"## mAP of the edge pipeline ({m['split']} split, {n_images} images)", "",
-              "| networks | mAP VOC07 | delta vs float32 | mAP all-point | first stage VOC07 | s / image | "
-              "network evaluations / image |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"## mAP of the edge pipeline ({m['split']} split, {n_images} images)",
+        "",
+        "| networks | mAP VOC07 | delta vs float32 | mAP all-point | first stage VOC07 | s / image | "
+        "network evaluations / image |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name in [REFERENCE] + variants:
         r = m[name]
-        lines.append(f"| {name} | {_fmt(r['voc07_map'])} | {_fmt(m['delta_vs_float32_voc07'][name], 4)} | "
-                     f"{_fmt(r['voc10_map'])} | {_fmt(r['first_stage_voc07_map'])} | {r['seconds_per_image']:.2f} | "
-                     f"{r['network_evaluations_per_image']:.1f} |")
+        lines.append(
+            f"| {name} | {_fmt(r['voc07_map'])} | {_fmt(m['delta_vs_float32_voc07'][name], 4)} | "
+            f"{_fmt(r['voc10_map'])} | {_fmt(r['first_stage_voc07_map'])} | {r['seconds_per_image']:.2f} | "
+            f"{r['network_evaluations_per_image']:.1f} |"
+        )
     if "savedmodel_evaluation" in m:
         s = m["savedmodel_evaluation"]
-        lines += ["", f"The SavedModel graph's own VOC07 mAP (evaluation command, {s['num_images']} images): "
-                      f"{_fmt(s['voc07_map'])}."]
+        lines += [
+            "",
+            f"The SavedModel graph's own VOC07 mAP (evaluation command, {s['num_images']} images): "
+            f"{_fmt(s['voc07_map'])}.",
+        ]
     lat = report["latency_ms"]
-    lines += ["", "## Latency on this machine (median ms; localizer per window, classifier per crop)", ""]
+    lines += [
+        "",
+        "## Latency on this machine (median ms; localizer per window, classifier per crop)",
+        "",
+    ]
     for network in NETWORKS:
-        keys = sorted({k for v in variants for t in lat[network][v].values() for k in t}, key=lambda k: int(k[6:]))
+        keys = sorted(
+            {k for v in variants for t in lat[network][v].values() for k in t},
+            key=lambda k: int(k[6:]),
+        )
         threads = list(lat[network][variants[0]]) if variants else []
-        header = " | ".join(f"{t.replace('_', ' ')}, {k.replace('_', ' ')}" for t in threads for k in keys)
-        lines += [f"{network}:", "", f"| variant | {header} |", "|---|" + "---|" * (len(threads) * len(keys))]
+        header = " | ".join(
+            f"{t.replace('_', ' ')}, {k.replace('_', ' ')}" for t in threads for k in keys
+        )
+        lines += [
+            f"{network}:",
+            "",
+            f"| variant | {header} |",
+            "|---|" + "---|" * (len(threads) * len(keys)),
+        ]
         for v in variants:
-            lines.append(f"| {v} | " + " | ".join(f"{lat[network][v][t][k]:.2f}" for t in threads for k in keys) + " |")
+            lines.append(
+                f"| {v} | "
+                + " | ".join(f"{lat[network][v][t][k]:.2f}" for t in threads for k in keys)
+                + " |"
+            )
         ref = lat[network][REFERENCE]["tensorflow"]
-        lines += ["", f"Keras/TensorFlow reference: " + ", ".join(f"{k.replace('_', ' ')} {ref[k]:.2f}" for k in keys),
-                  ""]
+        lines += [
+            "",
+            "Keras/TensorFlow reference: "
+            + ", ".join(f"{k.replace('_', ' ')} {ref[k]:.2f}" for k in keys),
+            "",
+        ]
     if "whole_pipeline" in report:
-        lines += ["## Whole-pipeline conversion (exported SavedModel signatures)", "",
-                  "| signature | ops | converted | size MB | runs on LiteRT | ops the converter could not map |",
-                  "|---|---|---|---|---|---|"]
+        lines += [
+            "## Whole-pipeline conversion (exported SavedModel signatures)",
+            "",
+            "| signature | ops | converted | size MB | runs on LiteRT | ops the converter could not map |",
+            "|---|---|---|---|---|---|",
+        ]
         for a in report["whole_pipeline"]["attempts"]:
             size = f"{a['bytes'] / 2**20:.1f}" if a.get("converted") else "-"
-            runs = "-" if not a.get("converted") else (
-                "yes" if a["runs_on_litert"]["ok"] else f"no: {a['runs_on_litert'].get('error', '')[:80]}")
+            runs = (
+                "-"
+                if not a.get("converted")
+                else (
+                    "yes"
+                    if a["runs_on_litert"]["ok"]
+                    else f"no: {a['runs_on_litert'].get('error', '')[:80]}"
+                )
+            )
             ops = ", ".join(a.get("unsupported_ops", [])) or (
-                "Flex: " + ", ".join(a.get("flex_ops", [])) if a.get("flex_ops") else
-                "error: " + a.get("errors", [""])[-1][:100] if a.get("errors") else "")
-            lines.append(f"| {a['signature']} | {a['ops_set']} | {'yes' if a['converted'] else 'no'} | {size} | "
-                         f"{runs} | {ops} |")
+                "Flex: " + ", ".join(a.get("flex_ops", []))
+                if a.get("flex_ops")
+                else "error: " + a.get("errors", [""])[-1][:100]
+                if a.get("errors")
+                else ""
+            )
+            lines.append(
+                f"| {a['signature']} | {a['ops_set']} | {'yes' if a['converted'] else 'no'} | {size} | "
+                f"{runs} | {ops} |"
+            )
         lines.append("")
     return "\n".join(lines) + "\n"

@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 
@@ -45,7 +45,9 @@ def _op_lists(message: str) -> dict:
     for key, label in (("flex_ops", "Flex ops:"), ("unsupported_ops", "Custom ops:")):
         for line in message.splitlines():
             if line.strip().startswith(label):
-                out[key] = sorted({op.strip() for op in line.split(":", 1)[1].split(",") if op.strip()})
+                out[key] = sorted(
+                    {op.strip() for op in line.split(":", 1)[1].split(",") if op.strip()}
+                )
     errors = [m.group(1).strip() for m in re.finditer(r"error: (.*)", message)]
     # The shortest distinct messages are the informative ones (the rest repeat MLIR locations).
     distinct = []
@@ -57,8 +59,12 @@ def _op_lists(message: str) -> dict:
     return out
 
 
-def try_convert_signature(saved_model_dir: str | os.PathLike, signature: str, ops_set: str,
-                          out_path: str | os.PathLike | None = None) -> dict:
+def try_convert_signature(
+    saved_model_dir: str | os.PathLike,
+    signature: str,
+    ops_set: str,
+    out_path: str | os.PathLike | None = None,
+) -> dict:
     """Converts one signature of a SavedModel with one ops set; never raises for a failed conversion.
 
     Args:
@@ -72,7 +78,9 @@ def try_convert_signature(saved_model_dir: str | os.PathLike, signature: str, op
     """
     if ops_set not in OPS_SETS:
         raise ValueError(f"unknown ops_set {ops_set!r}; known: {list(OPS_SETS)}")
-    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[signature])
+    converter = tf.lite.TFLiteConverter.from_saved_model(
+        str(saved_model_dir), signature_keys=[signature]
+    )
     converter.target_spec.supported_ops = [getattr(tf.lite.OpsSet, o) for o in OPS_SETS[ops_set]]
     if "SELECT_TF_OPS" in OPS_SETS[ops_set]:
         # The converter's own advice for graphs with tf.map_fn: keep TensorList ops as Flex ops.
@@ -82,15 +90,23 @@ def try_convert_signature(saved_model_dir: str | os.PathLike, signature: str, op
     try:
         flatbuffer = converter.convert()
     except Exception as e:  # the converter raises ConverterError and friends; record, do not stop
-        result.update(converted=False, seconds=round(time.perf_counter() - start, 1),
-                      error_type=type(e).__name__, **_op_lists(str(e)))
+        result.update(
+            converted=False,
+            seconds=round(time.perf_counter() - start, 1),
+            error_type=type(e).__name__,
+            **_op_lists(str(e)),
+        )
         return result
-    result.update(converted=True, seconds=round(time.perf_counter() - start, 1), bytes=len(flatbuffer))
+    result.update(
+        converted=True, seconds=round(time.perf_counter() - start, 1), bytes=len(flatbuffer)
+    )
     if out_path is not None:
         with open(out_path, "wb") as f:
             f.write(flatbuffer)
         result["path"] = str(out_path)
-    result.update(flex_ops=flex_ops(flatbuffer), runs_on_litert=_runs_on_litert(flatbuffer, signature))
+    result.update(
+        flex_ops=flex_ops(flatbuffer), runs_on_litert=_runs_on_litert(flatbuffer, signature)
+    )
     return result
 
 
@@ -123,9 +139,12 @@ def _runs_on_litert(flatbuffer: bytes, signature: str) -> dict:
         return {"ok": False, "error": str(e).splitlines()[0][:400] if str(e) else type(e).__name__}
 
 
-def attempt_whole_pipeline(saved_model_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
-                           signatures: Sequence[str] = SIGNATURES,
-                           ops_sets: Sequence[str] = tuple(OPS_SETS)) -> list:
+def attempt_whole_pipeline(
+    saved_model_dir: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    signatures: Sequence[str] = SIGNATURES,
+    ops_sets: Sequence[str] = tuple(OPS_SETS),
+) -> list:
     """Tries every signature with every ops set; returns one ``try_convert_signature`` dict each.
 
     Converted files are written to ``out_dir/detector_<signature>_<ops_set>.tflite`` when out_dir
@@ -137,6 +156,8 @@ def attempt_whole_pipeline(saved_model_dir: str | os.PathLike, out_dir: str | os
             path = None
             if out_dir is not None:
                 os.makedirs(out_dir, exist_ok=True)
-                path = os.path.join(out_dir, f"detector_{signature}_{ops_set.replace('+', '_')}.tflite")
+                path = os.path.join(
+                    out_dir, f"detector_{signature}_{ops_set.replace('+', '_')}.tflite"
+                )
             results.append(try_convert_signature(saved_model_dir, signature, ops_set, path))
     return results

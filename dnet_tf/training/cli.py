@@ -28,43 +28,75 @@ from dnet_tf.training import distribute
 # names (--run_dir, --data), and a process (a test run) may import several of them.
 FLAGS = flags.FlagValues()
 _F = {"flag_values": FLAGS}
-flags.DEFINE_string("run_dir", None, "Run directory (created if needed; resumed if it exists).", **_F)
+flags.DEFINE_string(
+    "run_dir", None, "Run directory (created if needed; resumed if it exists).", **_F
+)
 flags.DEFINE_string("data", "data/synthetic", "VOC root folder or TFRecord glob.", **_F)
-flags.DEFINE_enum("source", "pipeline", ["pipeline", "toy"],
-                  "'pipeline': read --data with dnet_tf.data; 'toy': in-memory rectangles "
-                  "(no files; for smoke tests and throughput checks).", **_F)
-flags.DEFINE_string("classes", None,
-                    "Class list: comma-separated names, or 'voc' for the 20 Pascal VOC classes; "
-                    "default: the run directory's class_names.txt, else the sorted names in the "
-                    "data.", **_F)
-flags.DEFINE_enum("config", None, sorted(NAMED_CONFIGS),
-                  "Named config; default: the run directory's config.json, else 'paper'.", **_F)
-flags.DEFINE_integer("classifier_steps", None, "Classifier-stage steps (TrainConfig).",
-                     lower_bound=0, **_F)
-flags.DEFINE_integer("localizer_steps", None, "Localizer-stage steps (TrainConfig).",
-                     lower_bound=0, **_F)
+flags.DEFINE_enum(
+    "source",
+    "pipeline",
+    ["pipeline", "toy"],
+    "'pipeline': read --data with dnet_tf.data; 'toy': in-memory rectangles "
+    "(no files; for smoke tests and throughput checks).",
+    **_F,
+)
+flags.DEFINE_string(
+    "classes",
+    None,
+    "Class list: comma-separated names, or 'voc' for the 20 Pascal VOC classes; "
+    "default: the run directory's class_names.txt, else the sorted names in the "
+    "data.",
+    **_F,
+)
+flags.DEFINE_enum(
+    "config",
+    None,
+    sorted(NAMED_CONFIGS),
+    "Named config; default: the run directory's config.json, else 'paper'.",
+    **_F,
+)
+flags.DEFINE_integer(
+    "classifier_steps", None, "Classifier-stage steps (TrainConfig).", lower_bound=0, **_F
+)
+flags.DEFINE_integer(
+    "localizer_steps", None, "Localizer-stage steps (TrainConfig).", lower_bound=0, **_F
+)
 flags.DEFINE_integer("batch_size", None, "Global batch size (TrainConfig).", lower_bound=1, **_F)
 flags.DEFINE_integer("seed", None, "Random seed (TrainConfig).", lower_bound=0, **_F)
 flags.DEFINE_float("learning_rate", None, "Learning rate (TrainConfig).", **_F)
 flags.DEFINE_enum("optimizer", None, ["adagrad", "adam", "sgd"], "Optimizer (TrainConfig).", **_F)
-flags.DEFINE_integer("steps_per_checkpoint", None, "Steps between checkpoints (TrainConfig).",
-                     lower_bound=1, **_F)
+flags.DEFINE_integer(
+    "steps_per_checkpoint", None, "Steps between checkpoints (TrainConfig).", lower_bound=1, **_F
+)
 flags.DEFINE_string("backbone", None, "Backbone (ModelConfig): paper or mobilenet_v3_small.", **_F)
 flags.DEFINE_enum("head", None, ["dense", "conv"], "Mask head (ModelConfig).", **_F)
 flags.DEFINE_float("width", None, "Channel multiplier (ModelConfig).", **_F)
 flags.DEFINE_integer("input_size", None, "Network input side in px (ModelConfig).", **_F)
 flags.DEFINE_integer("mask_size", None, "Mask side d (ModelConfig).", **_F)
-flags.DEFINE_float("time_budget_s", None, "Cap on training wall time over all restarts, seconds.",
-                   **_F)
-flags.DEFINE_enum("strategy", "auto", list(distribute.STRATEGIES),
-                  "tf.distribute strategy; 'auto' uses TF_CONFIG when it lists several workers.",
-                  **_F)
-flags.DEFINE_integer("eval_crops", 1024, "Validation crops for the end-of-run summary; 0 skips.",
-                     lower_bound=0, **_F)
+flags.DEFINE_float(
+    "time_budget_s", None, "Cap on training wall time over all restarts, seconds.", **_F
+)
+flags.DEFINE_enum(
+    "strategy",
+    "auto",
+    list(distribute.STRATEGIES),
+    "tf.distribute strategy; 'auto' uses TF_CONFIG when it lists several workers.",
+    **_F,
+)
+flags.DEFINE_integer(
+    "eval_crops", 1024, "Validation crops for the end-of-run summary; 0 skips.", lower_bound=0, **_F
+)
 flags.DEFINE_bool("progress", True, "Show a progress bar.", **_F)
 
-_TRAIN_FLAGS = ("classifier_steps", "localizer_steps", "batch_size", "seed", "learning_rate",
-                "optimizer", "steps_per_checkpoint")
+_TRAIN_FLAGS = (
+    "classifier_steps",
+    "localizer_steps",
+    "batch_size",
+    "seed",
+    "learning_rate",
+    "optimizer",
+    "steps_per_checkpoint",
+)
 _MODEL_FLAGS = ("backbone", "head", "width", "input_size", "mask_size")
 
 
@@ -78,8 +110,11 @@ def config_from_flags(stored: DetectorConfig | None) -> DetectorConfig:
         cfg = named_config("paper")
     train_over = {k: getattr(FLAGS, k) for k in _TRAIN_FLAGS if getattr(FLAGS, k) is not None}
     model_over = {k: getattr(FLAGS, k) for k in _MODEL_FLAGS if getattr(FLAGS, k) is not None}
-    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train_over),
-                               model=dataclasses.replace(cfg.model, **model_over))
+    return dataclasses.replace(
+        cfg,
+        train=dataclasses.replace(cfg.train, **train_over),
+        model=dataclasses.replace(cfg.model, **model_over),
+    )
 
 
 def class_names_from_flag(value: str | None):
@@ -119,12 +154,21 @@ def main(argv) -> int:
             data = ToySource(class_names=names or ("a", "b"))
         else:
             if not pathlib.Path(FLAGS.data).exists() and not any(c in FLAGS.data for c in "*?["):
-                raise FileNotFoundError(f"--data {FLAGS.data}: no such folder or file (generate the "
-                                        "embedded dataset with: python -m dnet_tf.data.cli "
-                                        "make-synthetic --out data/synthetic)")
+                raise FileNotFoundError(
+                    f"--data {FLAGS.data}: no such folder or file (generate the "
+                    "embedded dataset with: python -m dnet_tf.data.cli "
+                    "make-synthetic --out data/synthetic)"
+                )
             data = PipelineSource(FLAGS.data, class_names=names)
-        train(run_dir, data, cfg, strategy=strategy, time_budget_s=FLAGS.time_budget_s,
-              progress=FLAGS.progress, eval_crops=FLAGS.eval_crops)
+        train(
+            run_dir,
+            data,
+            cfg,
+            strategy=strategy,
+            time_budget_s=FLAGS.time_budget_s,
+            progress=FLAGS.progress,
+            eval_crops=FLAGS.eval_crops,
+        )
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

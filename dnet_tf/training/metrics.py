@@ -64,8 +64,10 @@ def mask_iou(pred_masks, target_masks, threshold: float = THRESHOLD) -> MaskIoU:
     pred = np.asarray(pred_masks)
     target = np.asarray(target_masks)
     if pred.shape != target.shape or pred.ndim != 5 or pred.shape[3] != 5:
-        raise ValueError(f"mask_iou: expected two [N, d, d, 5, C] arrays of the same shape, got "
-                         f"{pred.shape} and {target.shape}")
+        raise ValueError(
+            f"mask_iou: expected two [N, d, d, 5, C] arrays of the same shape, got "
+            f"{pred.shape} and {target.shape}"
+        )
     p = pred[:, :, :, FULL, :] >= threshold  # [N, d, d, C]
     t = target[:, :, :, FULL, :] >= threshold
     inter = np.sum(p & t, axis=(1, 2))  # [N, C]
@@ -75,8 +77,9 @@ def mask_iou(pred_masks, target_masks, threshold: float = THRESHOLD) -> MaskIoU:
     n_pos, n_neg = int(positive.sum()), int(negative.sum())
     mean_iou = float(np.mean(inter[positive] / union[positive])) if n_pos else math.nan
     fp_rate = float(np.mean(np.any(p, axis=(1, 2))[negative])) if n_neg else math.nan
-    return MaskIoU(mean_iou=mean_iou, num_positive=n_pos, false_positive_rate=fp_rate,
-                   num_negative=n_neg)
+    return MaskIoU(
+        mean_iou=mean_iou, num_positive=n_pos, false_positive_rate=fp_rate, num_negative=n_neg
+    )
 
 
 def evaluate_localizer(localizer, dataset, num_batches: int) -> MaskIoU:
@@ -121,5 +124,9 @@ def evaluate_classifier(classifier, dataset, num_batches: int) -> dict:
     def mean_or_nan(x):
         return float(np.mean(x)) if x.size else math.nan
 
-    return {"accuracy": mean_or_nan(correct), "background_accuracy": mean_or_nan(correct[bg]),
-            "object_accuracy": mean_or_nan(correct[~bg]), "num": int(correct.size)}
+    return {
+        "accuracy": mean_or_nan(correct),
+        "background_accuracy": mean_or_nan(correct[bg]),
+        "object_accuracy": mean_or_nan(correct[~bg]),
+        "num": int(correct.size),
+    }

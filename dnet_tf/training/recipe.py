@@ -12,7 +12,7 @@ all-reduces the gradients, so every replica applies the same update.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import keras
 import tensorflow as tf
@@ -41,8 +41,10 @@ def make_optimizer(train_cfg: TrainConfig) -> keras.optimizers.Optimizer:
         return keras.optimizers.Adam(learning_rate=lr)
     if train_cfg.optimizer == "sgd":
         return keras.optimizers.SGD(learning_rate=lr, momentum=0.9)
-    raise ValueError(f"config field 'optimizer': unknown optimizer {train_cfg.optimizer!r}; "
-                     "known: adagrad, adam, sgd")
+    raise ValueError(
+        f"config field 'optimizer': unknown optimizer {train_cfg.optimizer!r}; "
+        "known: adagrad, adam, sgd"
+    )
 
 
 def init_localizer_from_classifier(localizer: keras.Model, classifier: keras.Model) -> list:
@@ -66,14 +68,17 @@ def init_localizer_from_classifier(localizer: keras.Model, classifier: keras.Mod
         try:
             source = classifier.get_layer(name)
         except ValueError as e:
-            raise ValueError(f"classifier has no sub-model {name!r} to initialise the "
-                             "localizer's") from e
+            raise ValueError(
+                f"classifier has no sub-model {name!r} to initialise the localizer's"
+            ) from e
         src_w, dst_w = source.get_weights(), target.get_weights()
         shapes_src = [w.shape for w in src_w]
         shapes_dst = [w.shape for w in dst_w]
         if shapes_src != shapes_dst:
-            raise ValueError(f"sub-model {name!r} differs between classifier and localizer "
-                             "(built from different ModelConfigs?)")
+            raise ValueError(
+                f"sub-model {name!r} differs between classifier and localizer "
+                "(built from different ModelConfigs?)"
+            )
         target.set_weights(src_w)
         copied.append(name)
     if "trunk" not in copied:
@@ -96,9 +101,13 @@ def localizer_example_loss(loss_cfg: LossConfig) -> Callable:
     return fn
 
 
-def make_train_step(strategy: tf.distribute.Strategy, model: keras.Model,
-                    optimizer: keras.optimizers.Optimizer, example_loss: Callable,
-                    global_batch_size: int) -> Callable:
+def make_train_step(
+    strategy: tf.distribute.Strategy,
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    example_loss: Callable,
+    global_batch_size: int,
+) -> Callable:
     """A compiled step: next batch from a distributed iterator, forward, backward, update.
 
     Args:

@@ -21,7 +21,7 @@ import json
 import os
 import pathlib
 import tempfile
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import keras
 
@@ -123,7 +123,9 @@ def write_class_names(path, class_names: Sequence[str]) -> None:
 def read_class_names(path) -> tuple:
     """Reads class_names.txt. Returns a tuple of str. Raises ValueError on an empty file."""
     path = pathlib.Path(path)
-    names = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    names = tuple(
+        line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+    )
     if not names:
         raise ValueError(f"{path}: no class names")
     return names
@@ -157,11 +159,13 @@ def read_aspect_ratios(path) -> tuple:
     except (TypeError, ValueError) as e:
         raise ValueError(f"{path}: field 'aspect_ratios' must hold numbers: {e}") from e
     if any(r <= 0 for r in ratios) or list(ratios) != sorted(ratios):
-        raise ValueError(f"{path}: field 'aspect_ratios' must be positive and ascending, got {ratios}")
+        raise ValueError(
+            f"{path}: field 'aspect_ratios' must be positive and ascending, got {ratios}"
+        )
     return ratios
 
 
-def read_summary(run_dir) -> Optional[dict]:
+def read_summary(run_dir) -> dict | None:
     """The run's summary.json as a dict, or None when the run has not finished."""
     path = pathlib.Path(run_dir) / SUMMARY
     if not path.is_file():
@@ -174,7 +178,8 @@ def is_complete(run_dir) -> bool:
     run_dir = pathlib.Path(run_dir)
     summary = read_summary(run_dir)
     return bool(summary and summary.get("complete")) and all(
-        (run_dir / f).is_file() for f in (LOCALIZER, CLASSIFIER))
+        (run_dir / f).is_file() for f in (LOCALIZER, CLASSIFIER)
+    )
 
 
 def load_run(run_dir) -> RunArtifacts:
@@ -192,13 +197,16 @@ def load_run(run_dir) -> RunArtifacts:
     run_dir = pathlib.Path(run_dir)
     for name in (CONFIG, CLASS_NAMES, DATASET_STATS, LOCALIZER, CLASSIFIER):
         if not (run_dir / name).is_file():
-            raise FileNotFoundError(f"run directory {run_dir}: missing {name} "
-                                    "(was training run to completion?)")
+            raise FileNotFoundError(
+                f"run directory {run_dir}: missing {name} (was training run to completion?)"
+            )
     config = read_config(run_dir / CONFIG)
     class_names = read_class_names(run_dir / CLASS_NAMES)
     if len(class_names) != config.model.num_classes:
-        raise ValueError(f"{run_dir / CLASS_NAMES}: {len(class_names)} names but config.json has "
-                         f"model.num_classes = {config.model.num_classes}")
+        raise ValueError(
+            f"{run_dir / CLASS_NAMES}: {len(class_names)} names but config.json has "
+            f"model.num_classes = {config.model.num_classes}"
+        )
     aspect_ratios = read_aspect_ratios(run_dir / DATASET_STATS)
     # Importing the package registers the custom layers ("dnet_tf>...") for deserialisation.
     import dnet_tf.models  # noqa: F401
@@ -208,10 +216,19 @@ def load_run(run_dir) -> RunArtifacts:
     m = config.model
     want_loc = (m.mask_size, m.mask_size, 5, m.num_classes)
     if tuple(localizer.output_shape[1:]) != want_loc:
-        raise ValueError(f"{run_dir / LOCALIZER}: output shape {localizer.output_shape[1:]} "
-                         f"!= {want_loc} from config.json")
+        raise ValueError(
+            f"{run_dir / LOCALIZER}: output shape {localizer.output_shape[1:]} "
+            f"!= {want_loc} from config.json"
+        )
     if tuple(classifier.output_shape[1:]) != (m.num_classes + 1,):
-        raise ValueError(f"{run_dir / CLASSIFIER}: output shape {classifier.output_shape[1:]} "
-                         f"!= ({m.num_classes + 1},) from config.json")
-    return RunArtifacts(config=config, class_names=class_names, aspect_ratios=aspect_ratios,
-                        localizer=localizer, classifier=classifier)
+        raise ValueError(
+            f"{run_dir / CLASSIFIER}: output shape {classifier.output_shape[1:]} "
+            f"!= ({m.num_classes + 1},) from config.json"
+        )
+    return RunArtifacts(
+        config=config,
+        class_names=class_names,
+        aspect_ratios=aspect_ratios,
+        localizer=localizer,
+        classifier=classifier,
+    )

@@ -28,13 +28,15 @@ class DataSource(abc.ABC):
     class_names: tuple
 
     @abc.abstractmethod
-    def classifier_dataset(self, split: str, cfg: DetectorConfig, batch_size: int,
-                           seed: int) -> tf.data.Dataset:
+    def classifier_dataset(
+        self, split: str, cfg: DetectorConfig, batch_size: int, seed: int
+    ) -> tf.data.Dataset:
         """Infinite (images [B, S, S, 3] float32 0..255, labels int32 [B] in [0, C], 0 = bg)."""
 
     @abc.abstractmethod
-    def localizer_dataset(self, split: str, cfg: DetectorConfig, batch_size: int,
-                          seed: int) -> tf.data.Dataset:
+    def localizer_dataset(
+        self, split: str, cfg: DetectorConfig, batch_size: int, seed: int
+    ) -> tf.data.Dataset:
         """Infinite (images [B, S, S, 3] float32 0..255, masks [B, d, d, 5, C] float32)."""
 
     @abc.abstractmethod
@@ -69,19 +71,22 @@ class PipelineSource(DataSource):
         self.class_names = tuple(class_names)
 
     def classifier_dataset(self, split, cfg, batch_size, seed):
-        return self._pipeline.classifier_dataset(self.source, split, self.class_names, cfg,
-                                                 batch_size=batch_size, seed=seed)
+        return self._pipeline.classifier_dataset(
+            self.source, split, self.class_names, cfg, batch_size=batch_size, seed=seed
+        )
 
     def localizer_dataset(self, split, cfg, batch_size, seed):
-        return self._pipeline.localizer_dataset(self.source, split, self.class_names, cfg,
-                                                batch_size=batch_size, seed=seed)
+        return self._pipeline.localizer_dataset(
+            self.source, split, self.class_names, cfg, batch_size=batch_size, seed=seed
+        )
 
     def has_split(self, split):
         return self._pipeline.has_split(self.source, split)
 
     def dataset_stats(self, cfg):
-        return self._stats.compute_dataset_stats(self.source, "train", self.class_names,
-                                                 num_aspect_ratios=cfg.sampler.num_aspect_ratios)
+        return self._stats.compute_dataset_stats(
+            self.source, "train", self.class_names, num_aspect_ratios=cfg.sampler.num_aspect_ratios
+        )
 
     def describe(self):
         return f"dataset {self.source}"
@@ -99,9 +104,19 @@ class ToySource(DataSource):
       positive_fraction: share of crops with an object; [0, 1].
     """
 
-    _COLOURS = np.array([[230, 40, 40], [40, 200, 60], [50, 80, 230], [230, 220, 40],
-                         [200, 60, 220], [40, 210, 210], [250, 140, 30], [240, 240, 240]],
-                        dtype=np.float32)
+    _COLOURS = np.array(
+        [
+            [230, 40, 40],
+            [40, 200, 60],
+            [50, 80, 230],
+            [230, 220, 40],
+            [200, 60, 220],
+            [40, 210, 210],
+            [250, 140, 30],
+            [240, 240, 240],
+        ],
+        dtype=np.float32,
+    )
     _SPLITS = {"train": 0, "val": 1, "test": 2}
 
     def __init__(self, class_names=("a", "b"), positive_fraction: float = 0.5):
@@ -109,7 +124,9 @@ class ToySource(DataSource):
         if not self.class_names:
             raise ValueError("ToySource: class_names is empty")
         if not 0.0 <= positive_fraction <= 1.0:
-            raise ValueError(f"ToySource: positive_fraction must be in [0, 1], got {positive_fraction}")
+            raise ValueError(
+                f"ToySource: positive_fraction must be in [0, 1], got {positive_fraction}"
+            )
         self.positive_fraction = float(positive_fraction)
 
     def _samples(self, split: str, cfg: DetectorConfig, seed: int) -> tf.data.Dataset:
@@ -130,16 +147,21 @@ class ToySource(DataSource):
             box_norm_yxyx = tf.stack([y0, x0, y0 + h, x0 + w])
             noise = tf.random.stateless_uniform([s, s, 3], seed=noise_key, maxval=60.0)
             centres = (tf.range(s, dtype=tf.float32) + 0.5) / s
-            inside_y = tf.cast((centres >= box_norm_yxyx[0]) & (centres < box_norm_yxyx[2]), tf.float32)
-            inside_x = tf.cast((centres >= box_norm_yxyx[1]) & (centres < box_norm_yxyx[3]), tf.float32)
+            inside_y = tf.cast(
+                (centres >= box_norm_yxyx[0]) & (centres < box_norm_yxyx[2]), tf.float32
+            )
+            inside_x = tf.cast(
+                (centres >= box_norm_yxyx[1]) & (centres < box_norm_yxyx[3]), tf.float32
+            )
             inside = (inside_y[:, None] * inside_x[None, :] * has_obj)[..., None]  # [S, S, 1]
             image = noise * (1.0 - inside) + colours[cls] * inside
             masks = mask_targets(box_norm_yxyx[None], cls[None], c, d) * has_obj
             label = (cls + 1) * tf.cast(has_obj, tf.int32)
             return image, masks, label
 
-        return tf.data.Dataset.range(2**62).map(make, num_parallel_calls=tf.data.AUTOTUNE,
-                                               deterministic=True)
+        return tf.data.Dataset.range(2**62).map(
+            make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+        )
 
     def classifier_dataset(self, split, cfg, batch_size, seed):
         ds = self._samples(split, cfg, seed).map(lambda im, m, lab: (im, lab))
@@ -167,4 +189,6 @@ def open_source(data, class_names=None) -> DataSource:
         return data
     if isinstance(data, (str, pathlib.Path)):
         return PipelineSource(str(data), class_names=class_names)
-    raise TypeError(f"data must be a path, a TFRecord glob or a DataSource, got {type(data).__name__}")
+    raise TypeError(
+        f"data must be a path, a TFRecord glob or a DataSource, got {type(data).__name__}"
+    )

@@ -11,10 +11,12 @@ import tensorflow as tf
 from tensorflow.core.framework import summary_pb2
 
 _SCALAR_METADATA = summary_pb2.SummaryMetadata(
-    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+    plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
+)
 
 
 def scalar(name: str, value, step: int) -> bool:
     """Writes one scalar to the default tf.summary writer; returns False when none is set."""
-    return tf.summary.write(tag=name, tensor=tf.cast(value, tf.float32), step=step,
-                            metadata=_SCALAR_METADATA)
+    return tf.summary.write(
+        tag=name, tensor=tf.cast(value, tf.float32), step=step, metadata=_SCALAR_METADATA
+    )

@@ -24,7 +24,7 @@ import dataclasses
 import math
 import pathlib
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -34,10 +34,16 @@ from tqdm import tqdm
 from dnet_tf.config import DetectorConfig
 from dnet_tf.models.classifier import build_classifier
 from dnet_tf.models.localizer import build_localizer
-from dnet_tf.training import distribute, run_dir as rd, tb
+from dnet_tf.training import distribute, tb
+from dnet_tf.training import run_dir as rd
 from dnet_tf.training.metrics import evaluate_classifier, evaluate_localizer
-from dnet_tf.training.recipe import (classifier_example_loss, init_localizer_from_classifier,
-                                     localizer_example_loss, make_optimizer, make_train_step)
+from dnet_tf.training.recipe import (
+    classifier_example_loss,
+    init_localizer_from_classifier,
+    localizer_example_loss,
+    make_optimizer,
+    make_train_step,
+)
 from dnet_tf.training.sources import DataSource, open_source
 
 # Crops of the validation split are drawn with this seed whatever the training seed, so runs are
@@ -56,8 +62,8 @@ class StageReport:
     end_step: int
     target_steps: int
     stopped_by_time_budget: bool = False
-    samples_per_s: Optional[float] = None  # steady state, first (tracing) step excluded
-    last_loss: Optional[float] = None
+    samples_per_s: float | None = None  # steady state, first (tracing) step excluded
+    last_loss: float | None = None
 
 
 def data_seed(seed: int, stage: int, start_step: int) -> int:
@@ -76,7 +82,7 @@ def _config_diff(a: DetectorConfig, b: DetectorConfig) -> list:
     return out
 
 
-def resolve_config(run_dir, cfg: Optional[DetectorConfig], num_classes: int) -> DetectorConfig:
+def resolve_config(run_dir, cfg: DetectorConfig | None, num_classes: int) -> DetectorConfig:
     """The config a run uses: ``cfg`` with model.num_classes set from the data.
 
     Args:
@@ -97,16 +103,26 @@ def resolve_config(run_dir, cfg: Optional[DetectorConfig], num_classes: int) -> 
     if stored is not None:
         diff = _config_diff(stored, cfg)
         if diff:
-            raise ValueError(f"{path} was written by a run with a different config ("
-                             + "; ".join(diff) + "). Resume with the same settings or use a new "
-                             "run_dir.")
+            raise ValueError(
+                f"{path} was written by a run with a different config ("
+                + "; ".join(diff)
+                + "). Resume with the same settings or use a new "
+                "run_dir."
+            )
     return cfg
 
 
-def train(run_dir, data, cfg: Optional[DetectorConfig] = None, *,
-          strategy: Optional[tf.distribute.Strategy] = None, time_budget_s: Optional[float] = None,
-          progress: bool = True, eval_crops: int = 1024,
-          log: Optional[Callable[[str], None]] = None) -> dict:
+def train(
+    run_dir,
+    data,
+    cfg: DetectorConfig | None = None,
+    *,
+    strategy: tf.distribute.Strategy | None = None,
+    time_budget_s: float | None = None,
+    progress: bool = True,
+    eval_crops: int = 1024,
+    log: Callable[[str], None] | None = None,
+) -> dict:
     """Trains (or resumes, or reports) a run.
 
     Args:
@@ -135,7 +151,9 @@ def train(run_dir, data, cfg: Optional[DetectorConfig] = None, *,
     if log is None:
         log = (lambda msg: print(msg, flush=True)) if chief else (lambda msg: None)
     if time_budget_s is not None and distribute.is_multi_worker(strategy):
-        raise ValueError("time_budget_s is not supported with multi-worker training; set step counts")
+        raise ValueError(
+            "time_budget_s is not supported with multi-worker training; set step counts"
+        )
     if time_budget_s is not None and time_budget_s <= 0:
         raise ValueError(f"time_budget_s must be > 0, got {time_budget_s}")
 
@@ -144,14 +162,18 @@ def train(run_dir, data, cfg: Optional[DetectorConfig] = None, *,
         stored_names = rd.read_class_names(run_dir / rd.CLASS_NAMES)
     source: DataSource = open_source(data, class_names=stored_names)
     if stored_names is not None and tuple(source.class_names) != stored_names:
-        raise ValueError(f"{run_dir / rd.CLASS_NAMES} lists {list(stored_names)} but the data has "
-                         f"{list(source.class_names)}")
+        raise ValueError(
+            f"{run_dir / rd.CLASS_NAMES} lists {list(stored_names)} but the data has "
+            f"{list(source.class_names)}"
+        )
     cfg = resolve_config(run_dir, cfg, len(source.class_names))
 
     if rd.is_complete(run_dir):
         summary = rd.read_summary(run_dir)
-        log(f"run {run_dir} is complete (classifier {summary['steps']['classifier']} steps, "
-            f"localizer {summary['steps']['localizer']} steps); nothing to do")
+        log(
+            f"run {run_dir} is complete (classifier {summary['steps']['classifier']} steps, "
+            f"localizer {summary['steps']['localizer']} steps); nothing to do"
+        )
         return summary
 
     if chief:
@@ -166,14 +188,18 @@ def train(run_dir, data, cfg: Optional[DetectorConfig] = None, *,
     batch = cfg.train.batch_size
     replicas = strategy.num_replicas_in_sync
     if batch % replicas:
-        raise ValueError(f"config field 'batch_size': {batch} is not divisible by the "
-                         f"{replicas} replicas")
+        raise ValueError(
+            f"config field 'batch_size': {batch} is not divisible by the {replicas} replicas"
+        )
 
     keras.utils.set_random_seed(cfg.train.seed)
     with strategy.scope():
         classifier = build_classifier(cfg.model)
         localizer = build_localizer(cfg.model)
-        optimizers = {"classifier": make_optimizer(cfg.train), "localizer": make_optimizer(cfg.train)}
+        optimizers = {
+            "classifier": make_optimizer(cfg.train),
+            "localizer": make_optimizer(cfg.train),
+        }
         optimizers["classifier"].build(classifier.trainable_variables)
         optimizers["localizer"].build(localizer.trainable_variables)
     models = {"classifier": classifier, "localizer": localizer}
@@ -183,33 +209,50 @@ def train(run_dir, data, cfg: Optional[DetectorConfig] = None, *,
     steps = {n: tf.Variable(0, dtype=tf.int64, trainable=False, name=f"{n}_step") for n in STAGES}
     done = {n: tf.Variable(False, trainable=False, name=f"{n}_done") for n in STAGES}
     # Whether a stage ended at the time budget rather than its step target (kept across restarts).
-    budget_stopped = {n: tf.Variable(False, trainable=False, name=f"{n}_budget_stopped")
-                      for n in STAGES}
+    budget_stopped = {
+        n: tf.Variable(False, trainable=False, name=f"{n}_budget_stopped") for n in STAGES
+    }
     elapsed = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="elapsed_s")
     ckpt = tf.train.Checkpoint(
-        classifier=classifier, localizer=localizer, classifier_optimizer=optimizers["classifier"],
-        localizer_optimizer=optimizers["localizer"], classifier_step=steps["classifier"],
-        localizer_step=steps["localizer"], classifier_done=done["classifier"],
-        localizer_done=done["localizer"], classifier_budget_stopped=budget_stopped["classifier"],
-        localizer_budget_stopped=budget_stopped["localizer"], elapsed_s=elapsed)
-    manager = tf.train.CheckpointManager(ckpt, str(distribute.checkpoint_dir(strategy, run_dir)),
-                                         max_to_keep=2)
+        classifier=classifier,
+        localizer=localizer,
+        classifier_optimizer=optimizers["classifier"],
+        localizer_optimizer=optimizers["localizer"],
+        classifier_step=steps["classifier"],
+        localizer_step=steps["localizer"],
+        classifier_done=done["classifier"],
+        localizer_done=done["localizer"],
+        classifier_budget_stopped=budget_stopped["classifier"],
+        localizer_budget_stopped=budget_stopped["localizer"],
+        elapsed_s=elapsed,
+    )
+    manager = tf.train.CheckpointManager(
+        ckpt, str(distribute.checkpoint_dir(strategy, run_dir)), max_to_keep=2
+    )
     if manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        log(f"resumed from {manager.latest_checkpoint}: classifier step "
-            f"{int(steps['classifier'].numpy())}, localizer step {int(steps['localizer'].numpy())}")
+        log(
+            f"resumed from {manager.latest_checkpoint}: classifier step "
+            f"{int(steps['classifier'].numpy())}, localizer step {int(steps['localizer'].numpy())}"
+        )
 
     def save():
-        manager.save(checkpoint_number=int(steps["classifier"].numpy() + steps["localizer"].numpy()))
+        manager.save(
+            checkpoint_number=int(steps["classifier"].numpy() + steps["localizer"].numpy())
+        )
 
     targets = {"classifier": cfg.train.classifier_steps, "localizer": cfg.train.localizer_steps}
     total = max(1, sum(targets.values()))
     deadlines = None
     if time_budget_s is not None:
-        deadlines = {"classifier": time_budget_s * targets["classifier"] / total,
-                     "localizer": float(time_budget_s)}
-    example_losses = {"classifier": classifier_example_loss,
-                      "localizer": localizer_example_loss(cfg.loss)}
+        deadlines = {
+            "classifier": time_budget_s * targets["classifier"] / total,
+            "localizer": float(time_budget_s),
+        }
+    example_losses = {
+        "classifier": classifier_example_loss,
+        "localizer": localizer_example_loss(cfg.loss),
+    }
     dataset_fns = {"classifier": source.classifier_dataset, "localizer": source.localizer_dataset}
 
     reports = {}
@@ -219,13 +262,26 @@ def train(run_dir, data, cfg: Optional[DetectorConfig] = None, *,
             copied = init_localizer_from_classifier(localizer, classifier)
             log(f"localizer initialised from the classifier: {', '.join(copied)}")
         reports[name] = _run_stage(
-            name=name, stage_idx=stage_idx, cfg=cfg, strategy=strategy, chief=chief,
-            model=models[name], optimizer=optimizers[name], step_var=steps[name],
-            done_var=done[name], stopped_var=budget_stopped[name], elapsed=elapsed,
+            name=name,
+            stage_idx=stage_idx,
+            cfg=cfg,
+            strategy=strategy,
+            chief=chief,
+            model=models[name],
+            optimizer=optimizers[name],
+            step_var=steps[name],
+            done_var=done[name],
+            stopped_var=budget_stopped[name],
+            elapsed=elapsed,
             target=targets[name],
             deadline=None if deadlines is None else deadlines[name],
-            dataset_fn=dataset_fns[name], example_loss=example_losses[name], save=save,
-            log_dir=run_dir / rd.LOGS / name, progress=progress, log=log)
+            dataset_fn=dataset_fns[name],
+            example_loss=example_losses[name],
+            save=save,
+            log_dir=run_dir / rd.LOGS / name,
+            progress=progress,
+            log=log,
+        )
 
     summary = {
         "complete": True,
@@ -252,8 +308,14 @@ def train(run_dir, data, cfg: Optional[DetectorConfig] = None, *,
     return summary
 
 
-def heldout_evaluation(localizer, classifier, source: DataSource, cfg: DetectorConfig,
-                       crops: int = 1024, split: str = "val") -> dict:
+def heldout_evaluation(
+    localizer,
+    classifier,
+    source: DataSource,
+    cfg: DetectorConfig,
+    crops: int = 1024,
+    split: str = "val",
+) -> dict:
     """Full-mask IoU and classifier accuracy on crops of a held-out split.
 
     The crops depend only on (source, split, cfg, crops): the input pipeline's shuffles also
@@ -288,9 +350,28 @@ def evaluate_run(run_dir, data=None, crops: int = 1024) -> dict:
     return heldout_evaluation(arts.localizer, arts.classifier, source, arts.config, crops)
 
 
-def _run_stage(*, name, stage_idx, cfg, strategy, chief, model, optimizer, step_var, done_var,
-               stopped_var, elapsed, target, deadline, dataset_fn, example_loss, save, log_dir, progress,
-               log) -> StageReport:
+def _run_stage(
+    *,
+    name,
+    stage_idx,
+    cfg,
+    strategy,
+    chief,
+    model,
+    optimizer,
+    step_var,
+    done_var,
+    stopped_var,
+    elapsed,
+    target,
+    deadline,
+    dataset_fn,
+    example_loss,
+    save,
+    log_dir,
+    progress,
+    log,
+) -> StageReport:
     start = int(step_var.numpy())
     report = StageReport(name=name, start_step=start, end_step=start, target_steps=target)
     if bool(done_var.numpy()):
@@ -299,15 +380,23 @@ def _run_stage(*, name, stage_idx, cfg, strategy, chief, model, optimizer, step_
     seed = data_seed(cfg.train.seed, stage_idx, start)
 
     def dataset_for_replica(ctx: tf.distribute.InputContext):
-        return dataset_fn("train", cfg, ctx.get_per_replica_batch_size(batch),
-                          seed + ctx.input_pipeline_id)
+        return dataset_fn(
+            "train", cfg, ctx.get_per_replica_batch_size(batch), seed + ctx.input_pipeline_id
+        )
 
     iterator = iter(strategy.distribute_datasets_from_function(dataset_for_replica))
     step_fn = make_train_step(strategy, model, optimizer, example_loss, batch)
-    writer = (tf.summary.create_file_writer(str(log_dir)) if chief
-              else tf.summary.create_noop_writer())
-    bar = tqdm(total=target, initial=start, desc=name, unit="step", mininterval=1.0,
-               disable=not (progress and chief))
+    writer = (
+        tf.summary.create_file_writer(str(log_dir)) if chief else tf.summary.create_noop_writer()
+    )
+    bar = tqdm(
+        total=target,
+        initial=start,
+        desc=name,
+        unit="step",
+        mininterval=1.0,
+        disable=not (progress and chief),
+    )
     elapsed0, t0 = float(elapsed.numpy()), time.perf_counter()
     timed_steps, timed_s = 0, 0.0
     step = start
@@ -323,8 +412,10 @@ def _run_stage(*, name, stage_idx, cfg, strategy, chief, model, optimizer, step_
             loss = float(loss)
             dt = time.perf_counter() - ts
             if not math.isfinite(loss):
-                raise FloatingPointError(f"{name} loss is {loss} at step {step + 1}; lower "
-                                         "train.learning_rate or check the data")
+                raise FloatingPointError(
+                    f"{name} loss is {loss} at step {step + 1}; lower "
+                    "train.learning_rate or check the data"
+                )
             step += 1
             step_var.assign(step)
             if step > start + 1:  # the first step traces the graph
@@ -349,26 +440,35 @@ def _run_stage(*, name, stage_idx, cfg, strategy, chief, model, optimizer, step_
     if timed_s > 0:
         report.samples_per_s = round(timed_steps * batch / timed_s, 2)
     if step > start:
-        log(f"{name}: steps {start} -> {step} of {target}, last loss {report.last_loss:.4g}, "
-            f"{report.samples_per_s} samples/s")
+        log(
+            f"{name}: steps {start} -> {step} of {target}, last loss {report.last_loss:.4g}, "
+            f"{report.samples_per_s} samples/s"
+        )
     return report
 
 
 def format_summary(summary: dict) -> str:
     """Human-readable end-of-run summary (the CLI prints it)."""
-    lines = [f"training complete: classifier {summary['steps']['classifier']} steps, localizer "
-             f"{summary['steps']['localizer']} steps, {summary['training_wall_s']} s of training"
-             + (" (stopped by the time budget)" if summary.get("stopped_by_time_budget") else "")]
+    lines = [
+        f"training complete: classifier {summary['steps']['classifier']} steps, localizer "
+        f"{summary['steps']['localizer']} steps, {summary['training_wall_s']} s of training"
+        + (" (stopped by the time budget)" if summary.get("stopped_by_time_budget") else "")
+    ]
     sps = summary.get("samples_per_s", {})
-    lines.append("  throughput (samples/s, this process): "
-                 + ", ".join(f"{k} {v}" for k, v in sps.items()))
+    lines.append(
+        "  throughput (samples/s, this process): " + ", ".join(f"{k} {v}" for k, v in sps.items())
+    )
     if "val_mask_iou" in summary:
         m = summary["val_mask_iou"]
-        lines.append(f"  val full-mask IoU: {m['mean_iou']:.3f} over {m['num_positive']} positive "
-                     f"(crop, class) pairs; false-positive rate {m['false_positive_rate']:.3f} over "
-                     f"{m['num_negative']} negative pairs")
+        lines.append(
+            f"  val full-mask IoU: {m['mean_iou']:.3f} over {m['num_positive']} positive "
+            f"(crop, class) pairs; false-positive rate {m['false_positive_rate']:.3f} over "
+            f"{m['num_negative']} negative pairs"
+        )
     if "val_classifier" in summary:
         c = summary["val_classifier"]
-        lines.append(f"  val classifier accuracy: {c['accuracy']:.3f} (background "
-                     f"{c['background_accuracy']:.3f}, objects {c['object_accuracy']:.3f}, n={c['num']})")
+        lines.append(
+            f"  val classifier accuracy: {c['accuracy']:.3f} (background "
+            f"{c['background_accuracy']:.3f}, objects {c['object_accuracy']:.3f}, n={c['num']})"
+        )
     return "\n".join(lines)
