@@ -1,9 +1,9 @@
 """Data commands (thin over the library functions).
 
-    python -m dnet_tf.data.cli make-synthetic --out data/synthetic [--seed 0] [--num-train 600 ...]
-    python -m dnet_tf.data.cli to-tfrecord --voc DIR --split train --out 'x-*.tfrecord' --shards N
-    python -m dnet_tf.data.cli stats --source DIR_OR_GLOB --split train [--out stats.json]
-    python -m dnet_tf.data.cli preview --voc DIR --split train --out docs/images/synthetic_samples.png
+python -m dnet_tf.data.cli make-synthetic --out data/synthetic [--seed 0] [--num-train 600 ...]
+python -m dnet_tf.data.cli to-tfrecord --voc DIR --split train --out 'x-*.tfrecord' --shards N
+python -m dnet_tf.data.cli stats --source DIR_OR_GLOB --split train [--out stats.json]
+python -m dnet_tf.data.cli preview --voc DIR --split train --out docs/images/synthetic_samples.png
 """
 
 from __future__ import annotations
@@ -17,13 +17,21 @@ import time
 def _make_synthetic(args) -> int:
     from dnet_tf.data.synthetic import SyntheticConfig, write_synthetic_voc
 
-    cfg = SyntheticConfig(seed=args.seed, num_train=args.num_train, num_val=args.num_val, num_test=args.num_test,
-                          min_side=args.min_side, max_side=args.max_side)
+    cfg = SyntheticConfig(
+        seed=args.seed,
+        num_train=args.num_train,
+        num_val=args.num_val,
+        num_test=args.num_test,
+        min_side=args.min_side,
+        max_side=args.max_side,
+    )
     t0 = time.perf_counter()
     summary = write_synthetic_voc(args.out, cfg, workers=args.workers, progress=not args.quiet)
     dt = time.perf_counter() - t0
-    print(f"wrote {sum(summary['images'].values())} images ({summary['images']}), "
-          f"{sum(summary['objects'].values())} objects, classes {summary['classes']} to {args.out} in {dt:.1f} s")
+    print(
+        f"wrote {sum(summary['images'].values())} images ({summary['images']}), "
+        f"{sum(summary['objects'].values())} objects, classes {summary['classes']} to {args.out} in {dt:.1f} s"
+    )
     return 0
 
 
@@ -41,8 +49,12 @@ def _to_tfrecord(args) -> int:
     else:
         class_names = [c.strip() for c in args.classes.split(",") if c.strip()]
     records = voc.read_voc_split(args.voc, args.split, class_names, on_error=args.on_error)
-    paths = tfrecord.write_tfrecords(records, class_names, args.out, args.shards, progress=not args.quiet)
-    print(f"wrote {len(records)} examples of {len(class_names)} classes to {len(paths)} file(s): {paths[0]} ...")
+    paths = tfrecord.write_tfrecords(
+        records, class_names, args.out, args.shards, progress=not args.quiet
+    )
+    print(
+        f"wrote {len(records)} examples of {len(class_names)} classes to {len(paths)} file(s): {paths[0]} ..."
+    )
     return 0
 
 
@@ -68,10 +80,14 @@ def _preview(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dnet-data", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="dnet-data", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("make-synthetic", help="write the embedded default dataset as a VOC directory")
+    s = sub.add_parser(
+        "make-synthetic", help="write the embedded default dataset as a VOC directory"
+    )
     s.add_argument("--out", required=True, help="output directory (VOC layout)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--num-train", type=int, default=600)
@@ -79,24 +95,40 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-test", type=int, default=100)
     s.add_argument("--min-side", type=int, default=200, help="shortest image side, px")
     s.add_argument("--max-side", type=int, default=500, help="longest image side, px")
-    s.add_argument("--workers", type=int, default=None, help="processes (default: min(2, cpus)); output is the same")
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes (default: min(2, cpus)); output is the same",
+    )
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=_make_synthetic)
 
-    t = sub.add_parser("to-tfrecord", help="convert a VOC split to sharded TFRecords (Object Detection API keys)")
+    t = sub.add_parser(
+        "to-tfrecord", help="convert a VOC split to sharded TFRecords (Object Detection API keys)"
+    )
     t.add_argument("--voc", required=True, help="VOC root directory")
     t.add_argument("--split", required=True)
     t.add_argument("--out", required=True, help="output pattern; '*' becomes 00000-of-0000N")
     t.add_argument("--shards", type=int, default=1)
-    t.add_argument("--classes", default="auto",
-                   help="'auto' (default: VOC's 20 classes when every name in the split is one of them, else "
-                        "'data'), 'data' (the sorted names in the split), 'voc' (the 20 VOC classes) or a,b,c")
-    t.add_argument("--on-error", choices=("fail", "skip"), default="fail",
-                   help="bad annotation or image: stop, or skip the image with a warning")
+    t.add_argument(
+        "--classes",
+        default="auto",
+        help="'auto' (default: VOC's 20 classes when every name in the split is one of them, else "
+        "'data'), 'data' (the sorted names in the split), 'voc' (the 20 VOC classes) or a,b,c",
+    )
+    t.add_argument(
+        "--on-error",
+        choices=("fail", "skip"),
+        default="fail",
+        help="bad annotation or image: stop, or skip the image with a warning",
+    )
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(fn=_to_tfrecord)
 
-    st = sub.add_parser("stats", help="dataset statistics (k-means aspect ratios, class counts, box sizes)")
+    st = sub.add_parser(
+        "stats", help="dataset statistics (k-means aspect ratios, class counts, box sizes)"
+    )
     st.add_argument("--source", required=True, help="VOC root directory or TFRecord glob")
     st.add_argument("--split", default="train")
     st.add_argument("--classes", default=None, help="a,b,c (default: the sorted names in the data)")

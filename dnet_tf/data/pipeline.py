@@ -26,7 +26,7 @@ would teach the localizer wrong masks.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -43,16 +43,20 @@ class PipelineConfig:
 
     samples_per_image: int = 8  # crops drawn per decoded image; >= 1
     sample_shuffle_buffer: int = 256  # crops mixed across images before batching; >= 1
-    image_shuffle_buffer: int = 2048  # images shuffled per epoch (VOC: all of them, up to this); >= 1
+    image_shuffle_buffer: int = (
+        2048  # images shuffled per epoch (VOC: all of them, up to this); >= 1
+    )
     on_error: str = "fail"  # VOC reader policy for a bad file: "fail" or "skip" (warns)
     deterministic: bool = True  # keep map order (same batches for the same seed)
 
-    def validate(self) -> "PipelineConfig":
+    def validate(self) -> PipelineConfig:
         for name in ("samples_per_image", "sample_shuffle_buffer", "image_shuffle_buffer"):
             if getattr(self, name) < 1:
                 raise ValueError(f"pipeline config field '{name}': must be >= 1")
         if self.on_error not in voc.ON_ERROR_CHOICES:
-            raise ValueError(f"pipeline config field 'on_error': must be one of {voc.ON_ERROR_CHOICES}")
+            raise ValueError(
+                f"pipeline config field 'on_error': must be one of {voc.ON_ERROR_CHOICES}"
+            )
         return self
 
 
@@ -79,8 +83,9 @@ def has_split(source: str, split: str) -> bool:
     return split == "train"
 
 
-def read_annotations(source: str, split: str, class_names: Sequence[str] | None,
-                     on_error: str = "fail") -> list:
+def read_annotations(
+    source: str, split: str, class_names: Sequence[str] | None, on_error: str = "fail"
+) -> list:
     """Annotations only (no image decode) as NumPy, for statistics.
 
     Returns:
@@ -89,8 +94,14 @@ def read_annotations(source: str, split: str, class_names: Sequence[str] | None,
     out = []
     if voc.is_voc_dir(source):
         for r in voc.read_voc_split(source, split, class_names, on_error=on_error):
-            out.append({"height": r.height, "width": r.width, "boxes_image_yxyx": r.boxes_image_yxyx,
-                        "class_ids": r.class_ids})
+            out.append(
+                {
+                    "height": r.height,
+                    "width": r.width,
+                    "boxes_image_yxyx": r.boxes_image_yxyx,
+                    "class_ids": r.class_ids,
+                }
+            )
         return out
     for ex in tfrecord.read_tfrecords(source, class_names):
         h, w = int(ex["height"]), int(ex["width"])
@@ -98,8 +109,14 @@ def read_annotations(source: str, split: str, class_names: Sequence[str] | None,
             img = tf.io.decode_image(ex["encoded"], channels=3, expand_animations=False)
             h, w = int(img.shape[0]), int(img.shape[1])
         scale = np.array([h, w, h, w], np.float32)
-        out.append({"height": h, "width": w, "boxes_image_yxyx": ex["boxes_norm_yxyx"].numpy() * scale,
-                    "class_ids": ex["class_ids"].numpy()})
+        out.append(
+            {
+                "height": h,
+                "width": w,
+                "boxes_image_yxyx": ex["boxes_norm_yxyx"].numpy() * scale,
+                "class_ids": ex["class_ids"].numpy(),
+            }
+        )
     return out
 
 
@@ -119,21 +136,32 @@ def _voc_images(source, split, class_names, seed, pcfg: PipelineConfig) -> tuple
     counts = np.array([r.num_objects for r in records], np.int64)
     ends = np.cumsum(counts)
     starts = ends - counts
-    all_boxes = tf.constant(np.concatenate([r.boxes_image_yxyx for r in records] + [np.zeros((0, 4), np.float32)]))
-    all_ids = tf.constant(np.concatenate([r.class_ids for r in records] + [np.zeros((0,), np.int32)]))
+    all_boxes = tf.constant(
+        np.concatenate([r.boxes_image_yxyx for r in records] + [np.zeros((0, 4), np.float32)])
+    )
+    all_ids = tf.constant(
+        np.concatenate([r.class_ids for r in records] + [np.zeros((0,), np.int32)])
+    )
     paths = [r.image_path for r in records]
     sizes = np.array([[r.height, r.width] for r in records], np.int32)
     ds = tf.data.Dataset.from_tensor_slices((paths, starts, ends, sizes))
-    ds = ds.shuffle(min(len(records), pcfg.image_shuffle_buffer), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.shuffle(
+        min(len(records), pcfg.image_shuffle_buffer), seed=seed, reshuffle_each_iteration=True
+    )
 
     @tf.autograph.experimental.do_not_convert
     def load(path, start, end, size):
         image = _decode(tf.io.read_file(path))
-        check = tf.debugging.assert_equal(tf.shape(image)[:2], size,
-                                          message="decoded image size differs from its annotation")
+        check = tf.debugging.assert_equal(
+            tf.shape(image)[:2], size, message="decoded image size differs from its annotation"
+        )
         with tf.control_dependencies([check]):
             image = tf.identity(image)
-        return {"image": image, "boxes_image_yxyx": all_boxes[start:end], "class_ids": all_ids[start:end]}
+        return {
+            "image": image,
+            "boxes_image_yxyx": all_boxes[start:end],
+            "class_ids": all_ids[start:end],
+        }
 
     return ds.repeat(), load
 
@@ -150,18 +178,34 @@ def _tfrecord_images(source, class_names, seed, pcfg: PipelineConfig) -> tuple:
         declared = tf.stack([ex["height"], ex["width"]])
         check = tf.debugging.Assert(
             tf.reduce_all((declared <= 0) | tf.equal(declared, hw)),
-            ["TFRecord image/height, image/width differ from the decoded image: file", ex["filename"],
-             "declared", declared, "decoded", hw])
+            [
+                "TFRecord image/height, image/width differ from the decoded image: file",
+                ex["filename"],
+                "declared",
+                declared,
+                "decoded",
+                hw,
+            ],
+        )
         with tf.control_dependencies([check]):
             image = tf.identity(image)
         scale = tf.cast(tf.concat([hw, hw], 0), tf.float32)
-        return {"image": image, "boxes_image_yxyx": ex["boxes_norm_yxyx"] * scale, "class_ids": ex["class_ids"]}
+        return {
+            "image": image,
+            "boxes_image_yxyx": ex["boxes_norm_yxyx"] * scale,
+            "class_ids": ex["class_ids"],
+        }
 
     return ds.repeat(), load
 
 
-def decoded_images(source: str, split: str, class_names: Sequence[str], seed: int,
-                   pipeline_cfg: PipelineConfig | None = None) -> tf.data.Dataset:
+def decoded_images(
+    source: str,
+    split: str,
+    class_names: Sequence[str],
+    seed: int,
+    pipeline_cfg: PipelineConfig | None = None,
+) -> tf.data.Dataset:
     """Infinite shuffled stream of (counter, example) with example = dict(image uint8 [H, W, 3],
     boxes_image_yxyx float32 [N, 4] continuous image frame, class_ids int32 [N]).
 
@@ -170,21 +214,30 @@ def decoded_images(source: str, split: str, class_names: Sequence[str], seed: in
     pcfg = (pipeline_cfg or PipelineConfig()).validate()
     if voc.is_voc_dir(source):
         ds, load = _voc_images(source, split, class_names, seed, pcfg)
-        ds = ds.enumerate().map(lambda i, e: (i, load(*e)), num_parallel_calls=tf.data.AUTOTUNE,
-                                deterministic=pcfg.deterministic)
+        ds = ds.enumerate().map(
+            lambda i, e: (i, load(*e)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=pcfg.deterministic,
+        )
     else:
         ds, load = _tfrecord_images(source, class_names, seed, pcfg)
-        ds = ds.enumerate().map(lambda i, e: (i, load(e)), num_parallel_calls=tf.data.AUTOTUNE,
-                                deterministic=pcfg.deterministic)
+        ds = ds.enumerate().map(
+            lambda i, e: (i, load(e)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=pcfg.deterministic,
+        )
     return ds
 
 
 def _flip_draw(seed, k):
-    return tf.random.stateless_uniform([k], tf.random.experimental.stateless_fold_in(seed, 7919)) < 0.5
+    return (
+        tf.random.stateless_uniform([k], tf.random.experimental.stateless_fold_in(seed, 7919)) < 0.5
+    )
 
 
-def localizer_samples(example: dict, cfg: DetectorConfig, num_samples: int, seed, hflip: bool | None = None
-                      ) -> dict:
+def localizer_samples(
+    example: dict, cfg: DetectorConfig, num_samples: int, seed, hflip: bool | None = None
+) -> dict:
     """K localizer training samples of one decoded image (graph-only).
 
     Args:
@@ -204,17 +257,28 @@ def localizer_samples(example: dict, cfg: DetectorConfig, num_samples: int, seed
     s = sampler_ops.sample_localizer_crops(tf.shape(image)[:2], boxes, num_samples, s_cfg, seed)
     crops = s["crops_image_yxyx"]
     pixels = sampler_ops.crop_and_resize(image, crops, m_cfg.input_size)
-    masks = mask_targets_batch(sampler_ops.boxes_in_crops(boxes, crops), example["class_ids"],
-                               m_cfg.num_classes, m_cfg.mask_size)
+    masks = mask_targets_batch(
+        sampler_ops.boxes_in_crops(boxes, crops),
+        example["class_ids"],
+        m_cfg.num_classes,
+        m_cfg.mask_size,
+    )
     flip = _flip_draw(seed, num_samples) & (s_cfg.hflip if hflip is None else hflip)
     pixels = tf.where(flip[:, None, None, None], tf.reverse(pixels, axis=[2]), pixels)
     masks = tf.where(flip[:, None, None, None, None], sampler_ops.hflip_masks(masks), masks)
-    return {"image": pixels, "masks": masks, "crops_image_yxyx": crops, "flipped": flip,
-            "is_positive": s["is_positive"], "valid": s["valid"]}
+    return {
+        "image": pixels,
+        "masks": masks,
+        "crops_image_yxyx": crops,
+        "flipped": flip,
+        "is_positive": s["is_positive"],
+        "valid": s["valid"],
+    }
 
 
-def classifier_samples(example: dict, cfg: DetectorConfig, num_samples: int, seed, hflip: bool | None = None
-                       ) -> dict:
+def classifier_samples(
+    example: dict, cfg: DetectorConfig, num_samples: int, seed, hflip: bool | None = None
+) -> dict:
     """K classifier training samples of one decoded image (graph-only).
 
     Returns:
@@ -224,20 +288,35 @@ def classifier_samples(example: dict, cfg: DetectorConfig, num_samples: int, see
     s_cfg = cfg.sampler
     seed = tf.cast(seed, tf.int64)
     image = example["image"]
-    s = sampler_ops.sample_classifier_crops(tf.shape(image)[:2], example["boxes_image_yxyx"],
-                                            example["class_ids"], num_samples, s_cfg, seed)
+    s = sampler_ops.sample_classifier_crops(
+        tf.shape(image)[:2],
+        example["boxes_image_yxyx"],
+        example["class_ids"],
+        num_samples,
+        s_cfg,
+        seed,
+    )
     pixels = sampler_ops.crop_and_resize(image, s["crops_image_yxyx"], cfg.model.input_size)
     flip = _flip_draw(seed, num_samples) & (s_cfg.hflip if hflip is None else hflip)
     pixels = tf.where(flip[:, None, None, None], tf.reverse(pixels, axis=[2]), pixels)
-    return {"image": pixels, "labels": s["labels"], "crops_image_yxyx": s["crops_image_yxyx"],
-            "best_iou": s["best_iou"], "flipped": flip, "valid": s["valid"]}
+    return {
+        "image": pixels,
+        "labels": s["labels"],
+        "crops_image_yxyx": s["crops_image_yxyx"],
+        "best_iou": s["best_iou"],
+        "flipped": flip,
+        "valid": s["valid"],
+    }
 
 
-def _samples_dataset(source, split, class_names, cfg: DetectorConfig, batch_size, seed, pipeline_cfg,
-                     make, keys) -> tf.data.Dataset:
+def _samples_dataset(
+    source, split, class_names, cfg: DetectorConfig, batch_size, seed, pipeline_cfg, make, keys
+) -> tf.data.Dataset:
     cfg.validate()
     if len(class_names) != cfg.model.num_classes:
-        raise ValueError(f"{len(class_names)} class names given but model.num_classes = {cfg.model.num_classes}")
+        raise ValueError(
+            f"{len(class_names)} class names given but model.num_classes = {cfg.model.num_classes}"
+        )
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     pcfg = (pipeline_cfg or PipelineConfig()).validate()
@@ -259,8 +338,15 @@ def _samples_dataset(source, split, class_names, cfg: DetectorConfig, batch_size
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def localizer_dataset(source: str, split: str, class_names: Sequence[str], cfg: DetectorConfig,
-                      batch_size: int, seed: int, pipeline_cfg: PipelineConfig | None = None) -> tf.data.Dataset:
+def localizer_dataset(
+    source: str,
+    split: str,
+    class_names: Sequence[str],
+    cfg: DetectorConfig,
+    batch_size: int,
+    seed: int,
+    pipeline_cfg: PipelineConfig | None = None,
+) -> tf.data.Dataset:
     """Infinite batches of localizer training samples (§6).
 
     Args:
@@ -274,12 +360,28 @@ def localizer_dataset(source: str, split: str, class_names: Sequence[str], cfg: 
     Returns:
       tf.data.Dataset of (images float32 [B, S, S, 3] RGB 0..255, masks float32 [B, d, d, 5, C]).
     """
-    return _samples_dataset(source, split, class_names, cfg, batch_size, seed, pipeline_cfg,
-                            localizer_samples, ("image", "masks"))
+    return _samples_dataset(
+        source,
+        split,
+        class_names,
+        cfg,
+        batch_size,
+        seed,
+        pipeline_cfg,
+        localizer_samples,
+        ("image", "masks"),
+    )
 
 
-def classifier_dataset(source: str, split: str, class_names: Sequence[str], cfg: DetectorConfig,
-                       batch_size: int, seed: int, pipeline_cfg: PipelineConfig | None = None) -> tf.data.Dataset:
+def classifier_dataset(
+    source: str,
+    split: str,
+    class_names: Sequence[str],
+    cfg: DetectorConfig,
+    batch_size: int,
+    seed: int,
+    pipeline_cfg: PipelineConfig | None = None,
+) -> tf.data.Dataset:
     """Infinite batches of classifier training samples (§6).
 
     Args: as localizer_dataset.
@@ -287,5 +389,14 @@ def classifier_dataset(source: str, split: str, class_names: Sequence[str], cfg:
       tf.data.Dataset of (images float32 [B, S, S, 3] RGB 0..255, labels int32 [B] in [0, C];
       0 = background, k = class k - 1 of class_names).
     """
-    return _samples_dataset(source, split, class_names, cfg, batch_size, seed, pipeline_cfg,
-                            classifier_samples, ("image", "labels"))
+    return _samples_dataset(
+        source,
+        split,
+        class_names,
+        cfg,
+        batch_size,
+        seed,
+        pipeline_cfg,
+        classifier_samples,
+        ("image", "labels"),
+    )

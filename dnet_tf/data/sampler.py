@@ -119,10 +119,14 @@ def _with_dummy(boxes_yxyx):
 
 
 def _random_box_index(seed, shape, num_boxes):
-    return tf.random.stateless_uniform(shape, seed, minval=0, maxval=tf.maximum(num_boxes, 1), dtype=tf.int32)
+    return tf.random.stateless_uniform(
+        shape, seed, minval=0, maxval=tf.maximum(num_boxes, 1), dtype=tf.int32
+    )
 
 
-def sample_localizer_crops(image_hw, boxes_image_yxyx, num_samples: int, cfg: SamplerConfig, seed) -> dict:
+def sample_localizer_crops(
+    image_hw, boxes_image_yxyx, num_samples: int, cfg: SamplerConfig, seed
+) -> dict:
     """Draws K localizer crops of one image (§6): 40% positive, 60% negative by default.
 
     Args:
@@ -167,8 +171,9 @@ def sample_localizer_crops(image_hw, boxes_image_yxyx, num_samples: int, cfg: Sa
     }
 
 
-def sample_classifier_crops(image_hw, boxes_image_yxyx, class_ids, num_samples: int, cfg: SamplerConfig,
-                            seed) -> dict:
+def sample_classifier_crops(
+    image_hw, boxes_image_yxyx, class_ids, num_samples: int, cfg: SamplerConfig, seed
+) -> dict:
     """Draws K classifier crops of one image (§6) with their labels.
 
     Args:
@@ -203,7 +208,9 @@ def sample_classifier_crops(image_hw, boxes_image_yxyx, class_ids, num_samples: 
     cx = (tx0 + tx1) / 2 + _uniform(seeds[3], [k, a], -1.0, 1.0) * CLASSIFIER_CENTRE_JITTER * tw
     ph = th * _log_uniform(seeds[4], [k, a], CLASSIFIER_SCALE_JITTER)
     pw = tw * _log_uniform(seeds[5], [k, a], CLASSIFIER_SCALE_JITTER)
-    positives = box_ops.clip(tf.stack([cy - ph / 2, cx - pw / 2, cy + ph / 2, cx + pw / 2], -1), height, width)
+    positives = box_ops.clip(
+        tf.stack([cy - ph / 2, cx - pw / 2, cy + ph / 2, cx + pw / 2], -1), height, width
+    )
 
     # Negative candidates: the localizer's width rule, the aspect of a random box (or the image).
     box_aspect = tf.math.divide_no_nan(th, tw)
@@ -215,13 +222,20 @@ def sample_classifier_crops(image_hw, boxes_image_yxyx, class_ids, num_samples: 
 
     jaccard = _pairwise(box_ops.iou, candidates, boxes)  # [K, A, N]
     best = tf.reduce_max(tf.concat([jaccard, tf.zeros([k, a, 1])], axis=-1), axis=-1)
-    ok = tf.where(want_positive[:, None], best >= cfg.classifier_positive_iou,
-                  best < cfg.classifier_negative_iou)
+    ok = tf.where(
+        want_positive[:, None],
+        best >= cfg.classifier_positive_iou,
+        best < cfg.classifier_negative_iou,
+    )
     index, found = _first_true(ok)
     crops = _pick(candidates, index)
     best_iou = _pick(best, index)
-    best_box = _pick(tf.argmax(tf.concat([jaccard, tf.zeros([k, a, 1])], axis=-1), axis=-1,
-                               output_type=tf.int32), index)
+    best_box = _pick(
+        tf.argmax(
+            tf.concat([jaccard, tf.zeros([k, a, 1])], axis=-1), axis=-1, output_type=tf.int32
+        ),
+        index,
+    )
     best_class = tf.gather(tf.concat([class_ids, [-1]], 0), best_box)
     labels = tf.where(want_positive, best_class + 1, 0)
     return {
@@ -284,8 +298,9 @@ def crop_and_resize_local(image: tf.Tensor, crops_image_yxyx: tf.Tensor, size: i
     nx1 = (x1 - 0.5 * hx + 0.5) / (shape[1] + 1.0)
     boxes = tf.stack([ny0, nx0, ny1, nx1], axis=-1)
     k = tf.shape(crops)[0]
-    return tf.image.crop_and_resize(padded[None], boxes, tf.zeros([k], tf.int32), [size, size],
-                                    method="bilinear")
+    return tf.image.crop_and_resize(
+        padded[None], boxes, tf.zeros([k], tf.int32), [size, size], method="bilinear"
+    )
 
 
 def boxes_in_crops(boxes_image_yxyx: tf.Tensor, crops_image_yxyx: tf.Tensor) -> tf.Tensor:
@@ -296,8 +311,12 @@ def boxes_in_crops(boxes_image_yxyx: tf.Tensor, crops_image_yxyx: tf.Tensor) -> 
     Returns:
       float32 [K, N, 4] norm_yxyx of each crop ([0, 1] = the crop).
     """
-    return box_ops.to_frame(tf.cast(boxes_image_yxyx, tf.float32)[None, :, :],
-                            tf.cast(crops_image_yxyx, tf.float32)[:, None, :], 1.0, 1.0)
+    return box_ops.to_frame(
+        tf.cast(boxes_image_yxyx, tf.float32)[None, :, :],
+        tf.cast(crops_image_yxyx, tf.float32)[:, None, :],
+        1.0,
+        1.0,
+    )
 
 
 def hflip_masks(masks: tf.Tensor) -> tf.Tensor:

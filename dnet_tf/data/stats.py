@@ -12,7 +12,7 @@ import json
 import math
 import pathlib
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -50,8 +50,9 @@ def kmeans_log_aspect_ratios(aspect_ratios, k: int = 10, iterations: int = 100) 
     return sorted(float(v) for v in np.exp(centres))
 
 
-def stats_from_annotations(annotations: Sequence[dict], class_names: Sequence[str], num_aspect_ratios: int = 10
-                           ) -> dict:
+def stats_from_annotations(
+    annotations: Sequence[dict], class_names: Sequence[str], num_aspect_ratios: int = 10
+) -> dict:
     """Statistics of annotations (see pipeline.read_annotations for the dict layout)."""
     boxes = [a["boxes_image_yxyx"] for a in annotations]
     all_boxes = np.concatenate(boxes + [np.zeros((0, 4), np.float32)]).astype(np.float64)
@@ -59,12 +60,17 @@ def stats_from_annotations(annotations: Sequence[dict], class_names: Sequence[st
     bw = all_boxes[:, 3] - all_boxes[:, 1]
     mean_image_side = np.concatenate(
         [np.full(len(a["boxes_image_yxyx"]), (a["height"] + a["width"]) / 2.0) for a in annotations]
-        + [np.zeros(0)])
-    ids = np.concatenate([np.asarray(a["class_ids"], np.int64) for a in annotations] + [np.zeros(0, np.int64)])
+        + [np.zeros(0)]
+    )
+    ids = np.concatenate(
+        [np.asarray(a["class_ids"], np.int64) for a in annotations] + [np.zeros(0, np.int64)]
+    )
     if all_boxes.shape[0]:
         aspect = kmeans_log_aspect_ratios(bw / bh, num_aspect_ratios)
     else:
-        warnings.warn("no boxes: aspect ratios fall back to a log-spaced range", UserWarning, stacklevel=2)
+        warnings.warn(
+            "no boxes: aspect ratios fall back to a log-spaced range", UserWarning, stacklevel=2
+        )
         lo, hi = DEFAULT_ASPECT_RANGE
         aspect = [float(v) for v in np.geomspace(lo, hi, num_aspect_ratios)]
     size = ((bw + bh) / 2.0) / np.maximum(mean_image_side, 1e-9)
@@ -88,12 +94,15 @@ def stats_from_annotations(annotations: Sequence[dict], class_names: Sequence[st
             "min_width": int(min((a["width"] for a in annotations), default=0)),
             "max_width": int(max((a["width"] for a in annotations), default=0)),
         },
-        "aspect_ratio_range": [float((bw / bh).min()), float((bw / bh).max())] if all_boxes.shape[0] else [],
+        "aspect_ratio_range": [float((bw / bh).min()), float((bw / bh).max())]
+        if all_boxes.shape[0]
+        else [],
     }
 
 
-def compute_dataset_stats(source: str, split: str, class_names: Sequence[str] | None = None,
-                          num_aspect_ratios: int = 10) -> dict:
+def compute_dataset_stats(
+    source: str, split: str, class_names: Sequence[str] | None = None, num_aspect_ratios: int = 10
+) -> dict:
     """Statistics of a dataset split: the run directory's dataset_stats.json.
 
     Args:
@@ -110,7 +119,9 @@ def compute_dataset_stats(source: str, split: str, class_names: Sequence[str] | 
 
     if class_names is None:
         class_names = load_class_names(source, split)
-    return stats_from_annotations(read_annotations(source, split, class_names), class_names, num_aspect_ratios)
+    return stats_from_annotations(
+        read_annotations(source, split, class_names), class_names, num_aspect_ratios
+    )
 
 
 def write_stats(stats: dict, path) -> None:
@@ -128,9 +139,14 @@ def read_stats(path) -> dict:
     except (OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{path}: cannot read dataset statistics ({e})") from None
     ar = stats.get("aspect_ratios")
-    if not isinstance(ar, list) or not ar or not all(isinstance(v, (int, float)) and v > 0 and math.isfinite(v)
-                                                     for v in ar):
-        raise ValueError(f"{path}: field 'aspect_ratios' must be a non-empty list of positive numbers")
+    if (
+        not isinstance(ar, list)
+        or not ar
+        or not all(isinstance(v, (int, float)) and v > 0 and math.isfinite(v) for v in ar)
+    ):
+        raise ValueError(
+            f"{path}: field 'aspect_ratios' must be a non-empty list of positive numbers"
+        )
     if ar != sorted(ar):
         raise ValueError(f"{path}: field 'aspect_ratios' must be ascending")
     return stats

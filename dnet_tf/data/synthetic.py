@@ -54,7 +54,7 @@ import math
 import os
 import pathlib
 import xml.etree.ElementTree as ET  # writing only; parsing goes through defusedxml
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -87,10 +87,12 @@ class SyntheticConfig:
     max_object_fraction: float = 0.9  # largest object side / image side; (min, 1]
     small_object_share: float = 0.12  # share of objects below 2 * min_object_fraction; [0, 1]
     group_probability: float = 0.45  # images with >= 2 objects holding a same-class group; [0, 1]
-    min_visible: float = 0.5  # least visible share of an object's pixels (occlusion, border); (0, 1]
+    min_visible: float = (
+        0.5  # least visible share of an object's pixels (occlusion, border); (0, 1]
+    )
     jpeg_quality: tuple = (70, 95)  # inclusive range of JPEG quality; each in [1, 95]
 
-    def validate(self) -> "SyntheticConfig":
+    def validate(self) -> SyntheticConfig:
         def check(cond, name, msg):
             if not cond:
                 raise ValueError(f"synthetic config field '{name}': {msg}")
@@ -101,10 +103,18 @@ class SyntheticConfig:
         check(self.min_side >= 64, "min_side", "must be >= 64")
         check(self.max_side >= self.min_side, "max_side", "must be >= min_side")
         check(self.max_aspect >= 1.0, "max_aspect", "must be >= 1")
-        check(len(self.count_weights) >= 1 and all(w >= 0 for w in self.count_weights)
-              and sum(self.count_weights) > 0, "count_weights", "must be non-negative, not all 0")
-        check(0 < self.min_object_fraction < self.max_object_fraction <= 1, "min_object_fraction",
-              "need 0 < min_object_fraction < max_object_fraction <= 1")
+        check(
+            len(self.count_weights) >= 1
+            and all(w >= 0 for w in self.count_weights)
+            and sum(self.count_weights) > 0,
+            "count_weights",
+            "must be non-negative, not all 0",
+        )
+        check(
+            0 < self.min_object_fraction < self.max_object_fraction <= 1,
+            "min_object_fraction",
+            "need 0 < min_object_fraction < max_object_fraction <= 1",
+        )
         check(0 <= self.small_object_share <= 1, "small_object_share", "must be in [0, 1]")
         check(0 <= self.group_probability <= 1, "group_probability", "must be in [0, 1]")
         check(0 < self.min_visible <= 1, "min_visible", "must be in (0, 1]")
@@ -138,7 +148,9 @@ def _hsv(h_deg: float, s: float, v: float) -> np.ndarray:
     return np.array([r, g, b], np.float32) * 255.0
 
 
-def _class_colour(rng: np.random.Generator, hue_range, sat=(0.6, 1.0), val=(0.6, 1.0)) -> np.ndarray:
+def _class_colour(
+    rng: np.random.Generator, hue_range, sat=(0.6, 1.0), val=(0.6, 1.0)
+) -> np.ndarray:
     return _hsv(rng.uniform(*hue_range), rng.uniform(*sat), rng.uniform(*val))
 
 
@@ -169,7 +181,7 @@ def _render_ball(rng, h, w):
     hy, hx = rng.uniform(0.25, 0.45), rng.uniform(0.25, 0.75)  # light source
     dist = np.sqrt((yy - hy) ** 2 + (xx - hx) ** 2)
     shade = np.clip(1.15 - 0.75 * dist, 0.35, 1.15)[..., None]
-    rgb = np.clip(base * shade + 90.0 * np.exp(-(dist / 0.12) ** 2)[..., None], 0, 255)
+    rgb = np.clip(base * shade + 90.0 * np.exp(-((dist / 0.12) ** 2))[..., None], 0, 255)
     return np.asarray(m), rgb
 
 
@@ -180,7 +192,9 @@ def _render_crate(rng, h, w):
     yy, xx = _grid_yx(h, w)
     n = int(rng.integers(2, 5))  # grid cells per side
     line = 0.06
-    grid = (np.abs(((yy * n) % 1.0) - 0.5) > 0.5 - line) | (np.abs(((xx * n) % 1.0) - 0.5) > 0.5 - line)
+    grid = (np.abs(((yy * n) % 1.0) - 0.5) > 0.5 - line) | (
+        np.abs(((xx * n) % 1.0) - 0.5) > 0.5 - line
+    )
     rgb[grid] = np.clip(base * 0.5 + 140.0, 0, 255)
     rim = (yy < 0.06) | (yy > 0.94) | (xx < 0.06) | (xx > 0.94)
     rgb[rim] = base * 0.35
@@ -198,7 +212,9 @@ def _star_points(cx, cy, rx, ry, rotation, inner=0.45, points=5):
 
 def _render_star(rng, h, w):
     m, d = _new_mask(h, w)
-    pts = _star_points(w / 2, h / 2, w / 2, h / 2, rng.uniform(0, 2 * math.pi / 5), rng.uniform(0.4, 0.55))
+    pts = _star_points(
+        w / 2, h / 2, w / 2, h / 2, rng.uniform(0, 2 * math.pi / 5), rng.uniform(0.4, 0.55)
+    )
     d.polygon(pts, fill=255)
     base = _class_colour(rng, (46.0, 60.0), sat=(0.7, 1.0), val=(0.85, 1.0))
     rim_colour = _class_colour(rng, (22.0, 34.0), sat=(0.8, 1.0), val=(0.6, 0.85))
@@ -229,7 +245,9 @@ def _render_blob(rng, h, w):
     theta = np.linspace(0, 2 * math.pi, 48, endpoint=False)
     r = np.ones_like(theta)
     for k in (2, 3, 4, 5):
-        r += rng.uniform(0.0, 0.16 if k < 4 else 0.08) * np.cos(k * theta + rng.uniform(0, 2 * math.pi))
+        r += rng.uniform(0.0, 0.16 if k < 4 else 0.08) * np.cos(
+            k * theta + rng.uniform(0, 2 * math.pi)
+        )
     px, py = r * np.cos(theta), r * np.sin(theta)
     # Stretch the outline to fill the patch exactly, so the patch is the shape's box.
     px = (px - px.min()) / (px.max() - px.min()) * (w - 1)
@@ -261,7 +279,7 @@ def _render_snake(rng, h, w):
     pts = list(zip(t.tolist(), s.tolist()))
     width = max(2, int(round(body)))
     d.line(pts, fill=255, width=width, joint="curve")
-    for (x, y) in (pts[0], pts[-1]):
+    for x, y in (pts[0], pts[-1]):
         rr = body / 2
         d.ellipse([x - rr, y - rr, x + rr, y + rr], fill=255)
     base = _class_colour(rng, (282.0, 318.0), sat=(0.55, 0.95), val=(0.6, 0.95))
@@ -277,8 +295,12 @@ def _render_snake(rng, h, w):
 
 
 _RENDERERS: dict = {
-    "ball": _render_ball, "crate": _render_crate, "star": _render_star,
-    "ring": _render_ring, "blob": _render_blob, "snake": _render_snake,
+    "ball": _render_ball,
+    "crate": _render_crate,
+    "star": _render_star,
+    "ring": _render_ring,
+    "blob": _render_blob,
+    "snake": _render_snake,
 }
 
 
@@ -306,7 +328,9 @@ def _background(rng, h, w) -> np.ndarray:
     ys = ((np.arange(h, dtype=np.float32) + 0.5) / h)[:, None]  # [h, 1]
     xs = ((np.arange(w, dtype=np.float32) + 0.5) / w)[None, :]  # [1, w]
     a = rng.uniform(0, 2 * math.pi)
-    t = np.clip(0.5 + np.float32(math.cos(a)) * (xs - 0.5) + np.float32(math.sin(a)) * (ys - 0.5), 0, 1)
+    t = np.clip(
+        0.5 + np.float32(math.cos(a)) * (xs - 0.5) + np.float32(math.sin(a)) * (ys - 0.5), 0, 1
+    )
     # Grey-level modulation shared by the three channels, built as one [h, w] field.
     # Value noise: a coarse random field upsampled smoothly.
     gh, gw = int(rng.integers(4, 16)), int(rng.integers(4, 16))
@@ -331,7 +355,9 @@ def _background(rng, h, w) -> np.ndarray:
     draw = ImageDraw.Draw(pil)
     side = min(h, w)
     for _ in range(int(rng.integers(15, 45))):  # clutter: muted shapes of all kinds
-        col = tuple(int(v) for v in _hsv(rng.uniform(0, 360), rng.uniform(0.0, 0.35), rng.uniform(0.2, 0.9)))
+        col = tuple(
+            int(v) for v in _hsv(rng.uniform(0, 360), rng.uniform(0.0, 0.35), rng.uniform(0.2, 0.9))
+        )
         cx, cy = rng.uniform(0, w), rng.uniform(0, h)
         r = rng.uniform(0.02, 0.15) * side
         kind = rng.integers(0, 4)
@@ -340,13 +366,21 @@ def _background(rng, h, w) -> np.ndarray:
         elif kind == 1:
             draw.ellipse([cx - r, cy - r * rng.uniform(0.3, 1.0), cx + r, cy + r], fill=col)
         elif kind == 2:
-            draw.line([cx, cy, cx + rng.uniform(-3, 3) * r, cy + rng.uniform(-3, 3) * r], fill=col,
-                      width=int(rng.integers(1, 5)))
+            draw.line(
+                [cx, cy, cx + rng.uniform(-3, 3) * r, cy + rng.uniform(-3, 3) * r],
+                fill=col,
+                width=int(rng.integers(1, 5)),
+            )
         else:
-            pts = [(cx + r * rng.uniform(-1, 1), cy + r * rng.uniform(-1, 1)) for _ in range(int(rng.integers(3, 6)))]
+            pts = [
+                (cx + r * rng.uniform(-1, 1), cy + r * rng.uniform(-1, 1))
+                for _ in range(int(rng.integers(3, 6)))
+            ]
             draw.polygon(pts, fill=col)
     if rng.uniform() < 0.5:
-        pil = pil.filter(ImageFilter.BoxBlur(1))  # soften the clutter edges (cheaper than a Gaussian)
+        pil = pil.filter(
+            ImageFilter.BoxBlur(1)
+        )  # soften the clutter edges (cheaper than a Gaussian)
     return np.asarray(pil, np.float32)
 
 
@@ -361,20 +395,32 @@ def _render_distractor(rng, h, w):
         d.rectangle([w * (0.5 - t / 2), 0, w * (0.5 + t / 2), h - 1], fill=255)
         d.rectangle([0, h * (0.5 - t / 2), w - 1, h * (0.5 + t / 2)], fill=255)
     elif kind == 2:
-        pts = [(w / 2 + (w / 2 - 1) * math.cos(a), h / 2 + (h / 2 - 1) * math.sin(a))
-               for a in np.linspace(0, 2 * math.pi, 6, endpoint=False) + rng.uniform(0, 1)]
+        pts = [
+            (w / 2 + (w / 2 - 1) * math.cos(a), h / 2 + (h / 2 - 1) * math.sin(a))
+            for a in np.linspace(0, 2 * math.pi, 6, endpoint=False) + rng.uniform(0, 1)
+        ]
         d.polygon(pts, fill=255)
     elif kind == 3:
         start = rng.uniform(0, 360)
-        d.arc([0, 0, w - 1, h - 1], start, start + rng.uniform(90, 200), fill=255,
-              width=max(2, int(0.12 * min(h, w))))
+        d.arc(
+            [0, 0, w - 1, h - 1],
+            start,
+            start + rng.uniform(90, 200),
+            fill=255,
+            width=max(2, int(0.12 * min(h, w))),
+        )
     elif kind == 4:
-        d.line([0, rng.uniform(0, h), w - 1, rng.uniform(0, h)], fill=255, width=max(2, int(0.15 * h)))
+        d.line(
+            [0, rng.uniform(0, h), w - 1, rng.uniform(0, h)], fill=255, width=max(2, int(0.15 * h))
+        )
     else:
         d.rectangle([0, 0, w - 1, h - 1], outline=255, width=max(2, int(0.1 * min(h, w))))
     saturated = rng.uniform() < 0.35
-    colour = _hsv(rng.uniform(0, 360), rng.uniform(0.6, 1.0) if saturated else rng.uniform(0.0, 0.3),
-                  rng.uniform(0.3, 0.95))
+    colour = _hsv(
+        rng.uniform(0, 360),
+        rng.uniform(0.6, 1.0) if saturated else rng.uniform(0.0, 0.3),
+        rng.uniform(0.3, 0.95),
+    )
     return np.asarray(m), _solid(h, w, colour)
 
 
@@ -442,8 +488,9 @@ class _Canvas:
         return k
 
 
-def _object_size(rng, cfg: SyntheticConfig, img_h, img_w, aspect, s_max, allow_small=True,
-                 min_short: float = 8.0) -> tuple:
+def _object_size(
+    rng, cfg: SyntheticConfig, img_h, img_w, aspect, s_max, allow_small=True, min_short: float = 8.0
+) -> tuple:
     """Box (h, w) in px: longer side = s x the image side along that axis."""
     lo = cfg.min_object_fraction
     if allow_small and rng.uniform() < cfg.small_object_share:
@@ -507,7 +554,11 @@ def generate_image(rng: np.random.Generator, cfg: SyntheticConfig):
     weights = np.asarray(cfg.count_weights, np.float64)
     count = int(rng.choice(len(weights), p=weights / weights.sum()))
     # Largest object side for this many objects: 0.9 alone, ~0.78 for two, ~0.45 for six.
-    s_max = cfg.max_object_fraction if count <= 1 else min(cfg.max_object_fraction, 1.1 / math.sqrt(count))
+    s_max = (
+        cfg.max_object_fraction
+        if count <= 1
+        else min(cfg.max_object_fraction, 1.1 / math.sqrt(count))
+    )
 
     # Plan: a same-class group first (2-3 objects), then independent objects.
     plan = []  # (class name, group id or None)
@@ -543,8 +594,16 @@ def generate_image(rng: np.random.Generator, cfg: SyntheticConfig):
             # two or three fit, and not from the small-object tail, so that each member spans
             # several mask cells at the finest inference scale.
             group_s_max = s_max if group is None else min(s_max, 0.45)
-            bh, bw = _object_size(rng, cfg, h, w, aspect, group_s_max, allow_small=group is None,
-                                  min_short=MIN_SNAKE_THICKNESS if name == "snake" else 8.0)
+            bh, bw = _object_size(
+                rng,
+                cfg,
+                h,
+                w,
+                aspect,
+                group_s_max,
+                allow_small=group is None,
+                min_short=MIN_SNAKE_THICKNESS if name == "snake" else 8.0,
+            )
         mask, rgb = _RENDERERS[name](rng, bh, bw)
         for _attempt in range(12):
             if group is not None and group_anchor is not None:
@@ -579,8 +638,12 @@ def generate_image(rng: np.random.Generator, cfg: SyntheticConfig):
         rows, cols = np.nonzero(mine.any(axis=1))[0], np.nonzero(mine.any(axis=0))[0]
         if rows.size == 0:
             continue
-        box = (ys.start + int(rows[0]), xs.start + int(cols[0]),
-               ys.start + int(rows[-1]) + 1, xs.start + int(cols[-1]) + 1)
+        box = (
+            ys.start + int(rows[0]),
+            xs.start + int(cols[0]),
+            ys.start + int(rows[-1]) + 1,
+            xs.start + int(cols[-1]) + 1,
+        )
         truncated = y0 < 0 or x0 < 0 or y0 + bh > h or x0 + bw > w
         visible = float(mine.sum()) / max(1, canvas.total[k])
         annotations.append(SyntheticObject(name, box, bool(truncated), visible))
@@ -590,8 +653,13 @@ def generate_image(rng: np.random.Generator, cfg: SyntheticConfig):
 # ----------------------------------------------------------------------------- VOC writing
 
 
-def voc_xml(filename: str, height: int, width: int, objects: Sequence[SyntheticObject],
-            folder: str = "synthetic") -> str:
+def voc_xml(
+    filename: str,
+    height: int,
+    width: int,
+    objects: Sequence[SyntheticObject],
+    folder: str = "synthetic",
+) -> str:
     """Pascal VOC annotation text; boxes written 1-based inclusive from continuous image_yxyx."""
     root = ET.Element("annotation")
     ET.SubElement(root, "folder").text = folder
@@ -637,8 +705,9 @@ def _make_one(args) -> tuple:
     return image_id, buf.getvalue(), xml, len(objects)
 
 
-def write_synthetic_voc(out_dir, cfg: SyntheticConfig | None = None, workers: int | None = None,
-                        progress: bool = True) -> dict:
+def write_synthetic_voc(
+    out_dir, cfg: SyntheticConfig | None = None, workers: int | None = None, progress: bool = True
+) -> dict:
     """Writes the dataset as a VOC directory: JPEGImages/, Annotations/, ImageSets/Main/<split>.txt.
 
     Args:
@@ -662,8 +731,9 @@ def write_synthetic_voc(out_dir, cfg: SyntheticConfig | None = None, workers: in
     n_obj = {s: 0 for s in SPLITS}
 
     def consume(results):
-        for image_id, jpeg, xml, n in tqdm(results, total=len(jobs), disable=not progress,
-                                           desc="synthetic", unit="img"):
+        for image_id, jpeg, xml, n in tqdm(
+            results, total=len(jobs), disable=not progress, desc="synthetic", unit="img"
+        ):
             (out / "JPEGImages" / f"{image_id}.jpg").write_bytes(jpeg)
             (out / "Annotations" / f"{image_id}.xml").write_text(xml)
             split = image_id.rsplit("_", 1)[0]
@@ -676,20 +746,26 @@ def write_synthetic_voc(out_dir, cfg: SyntheticConfig | None = None, workers: in
     else:
         consume(map(_make_one, jobs))
     for split in SPLITS:
-        (out / "ImageSets" / "Main" / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids[split]))
+        (out / "ImageSets" / "Main" / f"{split}.txt").write_text(
+            "".join(f"{i}\n" for i in ids[split])
+        )
     summary = {
         "generator_version": GENERATOR_VERSION,
         "seed": cfg.seed,
         "classes": list(SYNTHETIC_CLASSES),
         "images": {s: len(ids[s]) for s in SPLITS},
         "objects": n_obj,
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()},
+        "config": {
+            k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()
+        },
     }
     (out / "synthetic.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary
 
 
-def draw_preview(voc_dir, image_ids: Sequence[str], out_path, columns: int = 3, tile: int = 300) -> None:
+def draw_preview(
+    voc_dir, image_ids: Sequence[str], out_path, columns: int = 3, tile: int = 300
+) -> None:
     """Saves a grid of images with their annotated boxes and class names (PNG).
 
     Args:
@@ -702,7 +778,14 @@ def draw_preview(voc_dir, image_ids: Sequence[str], out_path, columns: int = 3, 
     rows = math.ceil(len(image_ids) / columns)
     sheet = Image.new("RGB", (columns * tile, rows * tile), (255, 255, 255))
     colours = {}
-    palette = [(255, 255, 255), (255, 255, 0), (0, 255, 0), (255, 0, 255), (0, 255, 255), (255, 128, 0)]
+    palette = [
+        (255, 255, 255),
+        (255, 255, 0),
+        (0, 255, 0),
+        (255, 0, 255),
+        (0, 255, 255),
+        (255, 128, 0),
+    ]
     for n, image_id in enumerate(image_ids):
         rec = parse_voc_xml(root / "Annotations" / f"{image_id}.xml", root / "JPEGImages")
         img = Image.open(rec.image_path).convert("RGB")
@@ -711,12 +794,27 @@ def draw_preview(voc_dir, image_ids: Sequence[str], out_path, columns: int = 3, 
         draw = ImageDraw.Draw(img)
         for (ymin, xmin, ymax, xmax), name in zip(rec.boxes_image_yxyx, rec.class_names):
             col = colours.setdefault(name, palette[len(colours) % len(palette)])
-            draw.rectangle([xmin * scale, ymin * scale, xmax * scale - 1, ymax * scale - 1], outline=(0, 0, 0), width=3)
-            draw.rectangle([xmin * scale, ymin * scale, xmax * scale - 1, ymax * scale - 1], outline=col, width=1)
-            draw.text((xmin * scale + 2, ymin * scale + 1), name, fill=col, stroke_width=2, stroke_fill=(0, 0, 0))
+            draw.rectangle(
+                [xmin * scale, ymin * scale, xmax * scale - 1, ymax * scale - 1],
+                outline=(0, 0, 0),
+                width=3,
+            )
+            draw.rectangle(
+                [xmin * scale, ymin * scale, xmax * scale - 1, ymax * scale - 1],
+                outline=col,
+                width=1,
+            )
+            draw.text(
+                (xmin * scale + 2, ymin * scale + 1),
+                name,
+                fill=col,
+                stroke_width=2,
+                stroke_fill=(0, 0, 0),
+            )
         r, c = divmod(n, columns)
         sheet.paste(img, (c * tile + (tile - img.width) // 2, r * tile + (tile - img.height) // 2))
     pathlib.Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     # A 256-colour palette keeps the PNG small enough to commit (~4x smaller than RGB).
     sheet.quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.FLOYDSTEINBERG).save(
-        out_path, optimize=True)
+        out_path, optimize=True
+    )

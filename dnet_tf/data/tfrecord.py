@@ -30,7 +30,7 @@ from __future__ import annotations
 import glob as globlib
 import os
 import pathlib
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -69,8 +69,9 @@ def _ints(values) -> tf.train.Feature:
     return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
 
 
-def record_to_example(record: VocRecord, class_names: Sequence[str], image_bytes: bytes | None = None
-                      ) -> tf.train.Example:
+def record_to_example(
+    record: VocRecord, class_names: Sequence[str], image_bytes: bytes | None = None
+) -> tf.train.Example:
     """One VOC record -> tf.train.Example with the Object Detection API's keys.
 
     Args:
@@ -85,7 +86,9 @@ def record_to_example(record: VocRecord, class_names: Sequence[str], image_bytes
     index = {n: i for i, n in enumerate(class_names)}
     missing = [n for n in record.class_names if n not in index]
     if missing:
-        raise ValueError(f"{record.annotation_path}: classes {sorted(set(missing))} not in the class list")
+        raise ValueError(
+            f"{record.annotation_path}: classes {sorted(set(missing))} not in the class list"
+        )
     h, w = float(record.height), float(record.width)
     b = np.asarray(record.boxes_image_yxyx, np.float64).reshape(-1, 4)
     fmt = _FORMATS.get(os.path.splitext(record.image_path)[1].lower(), b"jpeg")
@@ -124,8 +127,13 @@ def shard_paths(output_pattern: str, num_shards: int) -> list:
     return [f"{output_pattern}-{t}" for t in tags]
 
 
-def write_tfrecords(records: Sequence[VocRecord], class_names: Sequence[str], output_pattern: str,
-                    num_shards: int = 1, progress: bool = True) -> list:
+def write_tfrecords(
+    records: Sequence[VocRecord],
+    class_names: Sequence[str],
+    output_pattern: str,
+    num_shards: int = 1,
+    progress: bool = True,
+) -> list:
     """Writes records as sharded TFRecord files (record i goes to shard i mod num_shards).
 
     Args:
@@ -154,7 +162,9 @@ def write_tfrecords(records: Sequence[VocRecord], class_names: Sequence[str], ou
 
 def tfrecord_files(pattern: str) -> list:
     """Sorted files matching a glob (or a comma-separated list of globs); error when none match."""
-    files = sorted({f for p in pattern.split(",") for f in globlib.glob(os.path.expanduser(p.strip()))})
+    files = sorted(
+        {f for p in pattern.split(",") for f in globlib.glob(os.path.expanduser(p.strip()))}
+    )
     if not files:
         raise FileNotFoundError(f"no TFRecord files match {pattern!r}")
     return files
@@ -186,9 +196,11 @@ _FEATURES = {
 def class_table(class_names: Sequence[str]) -> tf.lookup.StaticHashTable:
     """name -> 0-based id, -1 for an unknown name."""
     return tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(tf.constant(list(class_names), tf.string),
-                                            tf.range(len(class_names), dtype=tf.int32)),
-        default_value=-1)
+        tf.lookup.KeyValueTensorInitializer(
+            tf.constant(list(class_names), tf.string), tf.range(len(class_names), dtype=tf.int32)
+        ),
+        default_value=-1,
+    )
 
 
 def parse_example(serialized: tf.Tensor, table: tf.lookup.StaticHashTable | None) -> dict:
@@ -203,8 +215,10 @@ def parse_example(serialized: tf.Tensor, table: tf.lookup.StaticHashTable | None
       class_text tf.string [N], difficult/truncated bool [N] (False when absent).
     """
     f = tf.io.parse_single_example(serialized, _FEATURES)
-    dense = {k: tf.sparse.to_dense(f[KEYS[k]]) for k in ("xmin", "xmax", "ymin", "ymax", "text", "label",
-                                                          "difficult", "truncated")}
+    dense = {
+        k: tf.sparse.to_dense(f[KEYS[k]])
+        for k in ("xmin", "xmax", "ymin", "ymax", "text", "label", "difficult", "truncated")
+    }
     boxes = tf.stack([dense["ymin"], dense["xmin"], dense["ymax"], dense["xmax"]], axis=-1)
     n = tf.shape(boxes)[0]
     labels = tf.cast(dense["label"], tf.int32) - 1
@@ -214,8 +228,17 @@ def parse_example(serialized: tf.Tensor, table: tf.lookup.StaticHashTable | None
         ids = tf.cond(tf.size(text) > 0, lambda: from_text, lambda: labels)
         check = tf.debugging.Assert(
             tf.reduce_all(ids >= 0),
-            ["TFRecord example with a class not in the class list: file", f[KEYS["filename"]],
-             "source_id", f[KEYS["source_id"]], "classes", text, "labels", dense["label"]])
+            [
+                "TFRecord example with a class not in the class list: file",
+                f[KEYS["filename"]],
+                "source_id",
+                f[KEYS["source_id"]],
+                "classes",
+                text,
+                "labels",
+                dense["label"],
+            ],
+        )
         with tf.control_dependencies([check]):
             ids = tf.identity(ids)
     else:
@@ -240,8 +263,12 @@ def parse_example(serialized: tf.Tensor, table: tf.lookup.StaticHashTable | None
     }
 
 
-def read_tfrecords(pattern: str, class_names: Sequence[str] | None, shuffle_files: bool = False,
-                   seed: int | None = None) -> tf.data.Dataset:
+def read_tfrecords(
+    pattern: str,
+    class_names: Sequence[str] | None,
+    shuffle_files: bool = False,
+    seed: int | None = None,
+) -> tf.data.Dataset:
     """Streams parsed examples (not decoded) from files matching a glob.
 
     Args:
@@ -257,11 +284,17 @@ def read_tfrecords(pattern: str, class_names: Sequence[str] | None, shuffle_file
     ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle_files and len(files) > 1:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-        ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(4, len(files)),
-                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.interleave(
+            tf.data.TFRecordDataset,
+            cycle_length=min(4, len(files)),
+            num_parallel_calls=tf.data.AUTOTUNE,
+            deterministic=True,
+        )
     else:
         ds = tf.data.TFRecordDataset(ds)
-    return ds.map(lambda s: parse_example(s, table), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.map(
+        lambda s: parse_example(s, table), num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
 
 
 def tfrecord_class_names(pattern: str) -> list:

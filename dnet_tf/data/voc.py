@@ -19,7 +19,7 @@ import dataclasses
 import os
 import pathlib
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 from xml.etree.ElementTree import Element
 
 import numpy as np
@@ -86,10 +86,14 @@ def voc_box_to_yxyx(voc_xyxy) -> np.ndarray:
       float32 [..., 4] image_yxyx; a VOC box (1, 1, W, H) becomes [0, 0, H, W].
     """
     v = np.asarray(voc_xyxy, np.float64)
-    return np.stack([v[..., 1] - 1.0, v[..., 0] - 1.0, v[..., 3], v[..., 2]], axis=-1).astype(np.float32)
+    return np.stack([v[..., 1] - 1.0, v[..., 0] - 1.0, v[..., 3], v[..., 2]], axis=-1).astype(
+        np.float32
+    )
 
 
-def _text(node: Element, tag: str, path, required: bool = True, default: str | None = None) -> str | None:
+def _text(
+    node: Element, tag: str, path, required: bool = True, default: str | None = None
+) -> str | None:
     child = node.find(tag)
     if child is None or child.text is None or not child.text.strip():
         if required:
@@ -117,7 +121,9 @@ def _flag(node: Element, tag: str, path, where: str) -> bool:
         raise VocError(path, f"{where}: <{tag}> must be 0 or 1, got {raw!r}") from None
 
 
-def _find_image(image_dir: pathlib.Path, image_id: str, filename: str | None) -> pathlib.Path | None:
+def _find_image(
+    image_dir: pathlib.Path, image_id: str, filename: str | None
+) -> pathlib.Path | None:
     candidates = []
     if filename:
         candidates.append(image_dir / os.path.basename(filename))
@@ -128,8 +134,13 @@ def _find_image(image_dir: pathlib.Path, image_id: str, filename: str | None) ->
     return None
 
 
-def parse_voc_xml(annotation_path, image_dir, class_names: Sequence[str] | None = None,
-                  check_image: bool = True, ignore_unknown_classes: bool = False) -> VocRecord:
+def parse_voc_xml(
+    annotation_path,
+    image_dir,
+    class_names: Sequence[str] | None = None,
+    check_image: bool = True,
+    ignore_unknown_classes: bool = False,
+) -> VocRecord:
     """Reads one VOC annotation file.
 
     Args:
@@ -171,18 +182,25 @@ def parse_voc_xml(annotation_path, image_dir, class_names: Sequence[str] | None 
     image_path = _find_image(image_dir, image_id, filename)
     if check_image:
         if image_path is None:
-            raise VocError(path, f"image not found in {image_dir} (filename {filename!r}, id {image_id!r})")
+            raise VocError(
+                path, f"image not found in {image_dir} (filename {filename!r}, id {image_id!r})"
+            )
         try:
             with Image.open(image_path) as im:
                 real_w, real_h = im.size
         except (OSError, UnidentifiedImageError) as e:
             raise VocError(path, f"cannot read image {image_path} ({e})") from None
         if xml_w > 0 and xml_h > 0 and (xml_w, xml_h) != (real_w, real_h):
-            raise VocError(path, f"<size> says {xml_w}x{xml_h} (WxH) but {image_path.name} is {real_w}x{real_h}")
+            raise VocError(
+                path,
+                f"<size> says {xml_w}x{xml_h} (WxH) but {image_path.name} is {real_w}x{real_h}",
+            )
         width, height = real_w, real_h
     else:
         if xml_w <= 0 or xml_h <= 0:
-            raise VocError(path, "<size> missing or zero and check_image=False, so the image size is unknown")
+            raise VocError(
+                path, "<size> missing or zero and check_image=False, so the image size is unknown"
+            )
         width, height = xml_w, xml_h
         if image_path is None:
             image_path = image_dir / (os.path.basename(filename) if filename else f"{image_id}.jpg")
@@ -196,18 +214,26 @@ def parse_voc_xml(annotation_path, image_dir, class_names: Sequence[str] | None 
         if known is not None and name not in known:
             if ignore_unknown_classes:
                 continue
-            raise VocError(path, f"{where}: class {name!r} is not in the class list "
-                                 f"({len(known)} classes: {', '.join(list(known)[:5])}...)")
+            raise VocError(
+                path,
+                f"{where}: class {name!r} is not in the class list "
+                f"({len(known)} classes: {', '.join(list(known)[:5])}...)",
+            )
         bnd = obj.find("bndbox")
         if bnd is None:
             raise VocError(path, f"{where}: missing <bndbox>")
         voc = [_number(bnd, t, path, where) for t in ("xmin", "ymin", "xmax", "ymax")]
         ymin, xmin, ymax, xmax = voc_box_to_yxyx(voc).tolist()
         if not (xmax > xmin and ymax > ymin):
-            raise VocError(path, f"{where}: inverted or empty box (VOC xmin, ymin, xmax, ymax = {voc})")
+            raise VocError(
+                path, f"{where}: inverted or empty box (VOC xmin, ymin, xmax, ymax = {voc})"
+            )
         if xmin < 0 or ymin < 0 or xmax > width or ymax > height:
-            raise VocError(path, f"{where}: box (VOC xmin, ymin, xmax, ymax = {voc}) lies outside the "
-                                 f"{width}x{height} image (VOC coordinates run from 1 to W and 1 to H)")
+            raise VocError(
+                path,
+                f"{where}: box (VOC xmin, ymin, xmax, ymax = {voc}) lies outside the "
+                f"{width}x{height} image (VOC coordinates run from 1 to W and 1 to H)",
+            )
         boxes.append([ymin, xmin, ymax, xmax])
         names.append(name)
         ids.append(known[name] if known is not None else -1)
@@ -248,8 +274,14 @@ def available_splits(voc_root) -> list:
     return sorted(p.stem for p in main.glob("*.txt") if "_" not in p.stem)
 
 
-def read_voc_split(voc_root, split: str, class_names: Sequence[str] | None = None, on_error: str = "fail",
-                   check_image: bool = True, ignore_unknown_classes: bool = False) -> list:
+def read_voc_split(
+    voc_root,
+    split: str,
+    class_names: Sequence[str] | None = None,
+    on_error: str = "fail",
+    check_image: bool = True,
+    ignore_unknown_classes: bool = False,
+) -> list:
     """Reads every image of a split.
 
     Args:
@@ -272,8 +304,11 @@ def read_voc_split(voc_root, split: str, class_names: Sequence[str] | None = Non
         try:
             if not ann.is_file():
                 raise VocError(ann, "annotation file not found")
-            records.append(parse_voc_xml(ann, root / "JPEGImages", class_names, check_image,
-                                         ignore_unknown_classes))
+            records.append(
+                parse_voc_xml(
+                    ann, root / "JPEGImages", class_names, check_image, ignore_unknown_classes
+                )
+            )
         except VocError as e:
             if on_error == "fail":
                 raise

@@ -7,6 +7,13 @@ from dnet_tf.models.localizer import build_localizer
 from dnet_tf.models.losses import WeightedMaskLoss, weighted_mask_error
 
 __all__ = [
-    "BACKBONES", "build_trunk", "build_embedding", "build_classifier", "build_localizer",
-    "DenseMaskHead", "ConvMaskHead", "WeightedMaskLoss", "weighted_mask_error",
+    "BACKBONES",
+    "build_trunk",
+    "build_embedding",
+    "build_classifier",
+    "build_localizer",
+    "DenseMaskHead",
+    "ConvMaskHead",
+    "WeightedMaskLoss",
+    "weighted_mask_error",
 ]

@@ -52,7 +52,7 @@ class PaperWidths:
     fc: int  # units of each of the two fully connected layers
 
     @classmethod
-    def at(cls, width: float) -> "PaperWidths":
+    def at(cls, width: float) -> PaperWidths:
         def scale(n: int) -> int:
             return max(8, int(round(n * width / 8.0)) * 8)  # multiples of 8, at least 8
 
@@ -61,7 +61,9 @@ class PaperWidths:
 
 def _check_backbone(name: str) -> None:
     if name not in BACKBONES:
-        raise ValueError(f"config field 'backbone': unknown backbone {name!r}; known: {list(BACKBONES)}")
+        raise ValueError(
+            f"config field 'backbone': unknown backbone {name!r}; known: {list(BACKBONES)}"
+        )
 
 
 def build_trunk(model_cfg: ModelConfig, name: str = "trunk") -> keras.Model:
@@ -84,8 +86,14 @@ def build_trunk(model_cfg: ModelConfig, name: str = "trunk") -> keras.Model:
         # (kernel, stride, max-pool after) per conv layer, as in [14].
         plan = ((11, 4, True), (5, 1, True), (3, 1, False), (3, 1, False), (3, 1, False))
         for k, ((kernel, stride, pool), channels) in enumerate(zip(plan, w.conv), start=1):
-            x = layers.Conv2D(channels, kernel, strides=stride, padding="valid" if k == 1 else "same",
-                              use_bias=False, name=f"conv{k}")(x)
+            x = layers.Conv2D(
+                channels,
+                kernel,
+                strides=stride,
+                padding="valid" if k == 1 else "same",
+                use_bias=False,
+                name=f"conv{k}",
+            )(x)
             x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"conv{k}_bn")(x)
             x = layers.ReLU(name=f"conv{k}_relu")(x)
             if pool:
@@ -93,8 +101,13 @@ def build_trunk(model_cfg: ModelConfig, name: str = "trunk") -> keras.Model:
         return keras.Model(inputs, x, name=name)
 
     net = keras.applications.MobileNetV3Small(
-        input_shape=(s, s, 3), alpha=model_cfg.width, include_top=False, weights=None,
-        include_preprocessing=True, name=name)
+        input_shape=(s, s, 3),
+        alpha=model_cfg.width,
+        include_top=False,
+        weights=None,
+        include_preprocessing=True,
+        name=name,
+    )
     for layer in net.layers:
         if isinstance(layer, layers.BatchNormalization):
             layer.momentum = BN_MOMENTUM

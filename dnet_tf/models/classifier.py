@@ -30,6 +30,7 @@ def build_classifier(model_cfg: ModelConfig) -> keras.Model:
     trunk = build_trunk(model_cfg)
     features = trunk(inputs)
     vector = build_embedding(model_cfg, features.shape[1:])(features)
-    probs = layers.Dense(model_cfg.num_classes + 1, activation="softmax", dtype="float32",
-                         name="class_probs")(vector)
+    probs = layers.Dense(
+        model_cfg.num_classes + 1, activation="softmax", dtype="float32", name="class_probs"
+    )(vector)
     return keras.Model(inputs, probs, name="classifier")

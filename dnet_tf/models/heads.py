@@ -48,8 +48,11 @@ class DenseMaskHead(layers.Layer):
         self.bias_init = float(bias_init)
         d, c = self.mask_size, self.num_classes
         self.regression = layers.Dense(
-            d * d * NUM_MASK_TYPES * c, bias_initializer=keras.initializers.Constant(self.bias_init),
-            dtype="float32", name="regression")
+            d * d * NUM_MASK_TYPES * c,
+            bias_initializer=keras.initializers.Constant(self.bias_init),
+            dtype="float32",
+            name="regression",
+        )
 
     def build(self, input_shape):
         if len(input_shape) != 2:
@@ -67,7 +70,9 @@ class DenseMaskHead(layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(mask_size=self.mask_size, num_classes=self.num_classes, bias_init=self.bias_init)
+        config.update(
+            mask_size=self.mask_size, num_classes=self.num_classes, bias_init=self.bias_init
+        )
         return config
 
 
@@ -91,18 +96,24 @@ class ConvMaskHead(layers.Layer):
       type t of class k.
     """
 
-    def __init__(self, mask_size: int, num_classes: int, hidden: int = 128, bias_init: float = 0.0,
-                 **kwargs):
+    def __init__(
+        self, mask_size: int, num_classes: int, hidden: int = 128, bias_init: float = 0.0, **kwargs
+    ):
         super().__init__(**kwargs)
         self.mask_size = _check_positive(mask_size, "mask_size")
         self.num_classes = _check_positive(num_classes, "num_classes")
         self.hidden = _check_positive(hidden, "hidden")
         self.bias_init = float(bias_init)
         self.reduce = layers.Conv2D(self.hidden, 1, activation="relu", name="reduce")
-        self.context = layers.Conv2D(self.hidden, 3, padding="same", activation="relu", name="context")
+        self.context = layers.Conv2D(
+            self.hidden, 3, padding="same", activation="relu", name="context"
+        )
         self.logits = layers.Conv2D(
-            NUM_MASK_TYPES * self.num_classes, 1,
-            bias_initializer=keras.initializers.Constant(self.bias_init), name="logits")
+            NUM_MASK_TYPES * self.num_classes,
+            1,
+            bias_initializer=keras.initializers.Constant(self.bias_init),
+            name="logits",
+        )
 
     def build(self, input_shape):
         if len(input_shape) != 4:
@@ -126,6 +137,10 @@ class ConvMaskHead(layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(mask_size=self.mask_size, num_classes=self.num_classes, hidden=self.hidden,
-                      bias_init=self.bias_init)
+        config.update(
+            mask_size=self.mask_size,
+            num_classes=self.num_classes,
+            hidden=self.hidden,
+            bias_init=self.bias_init,
+        )
         return config

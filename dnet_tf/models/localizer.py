@@ -44,10 +44,15 @@ def build_localizer(model_cfg: ModelConfig) -> keras.Model:
     features = trunk(inputs)
     if model_cfg.head == "dense":
         embedding = build_embedding(model_cfg, features.shape[1:])
-        masks = DenseMaskHead(model_cfg.mask_size, model_cfg.num_classes, bias_init=MASK_BIAS_INIT,
-                              name="masks")(embedding(features))
+        masks = DenseMaskHead(
+            model_cfg.mask_size, model_cfg.num_classes, bias_init=MASK_BIAS_INIT, name="masks"
+        )(embedding(features))
     else:
-        masks = ConvMaskHead(model_cfg.mask_size, model_cfg.num_classes,
-                             hidden=conv_head_hidden(model_cfg.width), bias_init=MASK_BIAS_INIT,
-                             name="masks")(features)
+        masks = ConvMaskHead(
+            model_cfg.mask_size,
+            model_cfg.num_classes,
+            hidden=conv_head_hidden(model_cfg.width),
+            bias_init=MASK_BIAS_INIT,
+            name="masks",
+        )(features)
     return keras.Model(inputs, masks, name="localizer")

@@ -41,8 +41,13 @@ class WeightedMaskLoss(keras.losses.Loss):
       ValueError: mask_lambda <= 0.
     """
 
-    def __init__(self, mask_lambda: float = 0.2, name: str = "weighted_mask_loss",
-                 reduction="sum_over_batch_size", dtype=None):
+    def __init__(
+        self,
+        mask_lambda: float = 0.2,
+        name: str = "weighted_mask_loss",
+        reduction="sum_over_batch_size",
+        dtype=None,
+    ):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
         if not mask_lambda > 0:
             raise ValueError(f"WeightedMaskLoss: 'mask_lambda' must be > 0, got {mask_lambda!r}")
