@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Sequence
 from typing import Any
+
+from dnet_tf.core import policy, windows
 
 
 def _check(cond: bool, name: str, msg: str) -> None:
@@ -242,12 +243,12 @@ class InferenceConfig:
         )
         _check(self.max_canvas_cells >= 8, "max_canvas_cells", "must be >= 8")
         _check(
-            self.score_mode in ("classifier", "eq3", "product"),
+            self.score_mode in policy.SCORE_MODES,
             "score_mode",
             f"must be classifier, eq3 or product; got {self.score_mode!r}",
         )
         _check(
-            self.refine_agreement in ("refined", "mean", "min"),
+            self.refine_agreement in policy.REFINE_AGREEMENTS,
             "refine_agreement",
             f"must be refined, mean or min; got {self.refine_agreement!r}",
         )
@@ -270,22 +271,7 @@ class InferenceConfig:
     @property
     def windows_per_scale(self) -> tuple:
         """Static window count per scale: n_s^2 with n_s windows per axis at scale s."""
-        return tuple(windows_per_axis(s, self.window_overlap) ** 2 for s in range(self.num_scales))
-
-
-def windows_per_axis(scale: int, overlap: float) -> int:
-    """Windows per axis at scale ``scale`` (0 = full image), window side = 2^-scale of the image.
-
-    Neighbours step by at most (1 - overlap) window sides, so with n windows the first starts at 0
-    and the last ends at the image edge: n = ceil((L - w) / ((1 - overlap) w)) + 1. The ratio
-    L / w = 2^scale, so n depends on neither the image size nor its aspect ratio.
-    Worked: scale 1, overlap 0.2: ceil(1 / 0.8) + 1 = 3; scale 2: ceil(3 / 0.8) + 1 = 5.
-    """
-    if scale == 0:
-        return 1
-    ratio = 2.0**scale
-    # The small epsilon keeps exact multiples (e.g. overlap 0) from rounding up.
-    return int(math.ceil((ratio - 1.0) / (1.0 - overlap) - 1e-9)) + 1
+        return windows.windows_per_scale(self.num_scales, self.window_overlap)
 
 
 @dataclasses.dataclass

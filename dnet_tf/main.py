@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 
-ROOT = pathlib.Path.cwd()
+from dnet_tf.core import contracts
 
 
 def stage(n: int, total: int, text: str) -> None:
@@ -86,7 +86,7 @@ def train(
     from dnet_tf.training.train import train as train_run
 
     cfg = None
-    if not (run_dir / "config.json").exists():
+    if not (run_dir / contracts.CONFIG).exists():
         cfg = named_config(config_name)
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
     return train_run(run_dir, str(data), cfg, time_budget_s=budget)  # prints its own summary
@@ -102,49 +102,47 @@ def evaluate(
     """Table 1 rows 1 (DetectorNet, first stage and refined) on the test split, and rows 1-2
     (DetectorNet against sliding windows) on its first ``baseline_images`` images: the baseline
     evaluates thousands of windows per image, too slow for the whole split on a laptop CPU."""
-    from dnet_tf.evaluation import cli as eval_cli
+    from dnet_tf.evaluation.runner import EvalOptions, evaluate_voc
+    from dnet_tf.evaluation.sliding_window import SlidingWindowConfig, SlidingWindowDetector
+    from dnet_tf.inference.detector import load_detector
+    from dnet_tf.training.run_dir import load_run
 
-    out = run_dir / "eval"
-    model_file = run_dir / "localizer.keras"
-    jobs = [(out, ["--pictures", "6"] + (["--max-images", str(max_images)] if max_images else []))]
+    out = run_dir / contracts.EVAL_DIR
+    model_file = run_dir / contracts.LOCALIZER
+    jobs = [(out, max_images, EvalOptions(pictures=6), False)]
     if baseline_images > 0:
-        jobs.append(
-            (
-                out / "baseline",
-                [
-                    "--baseline",
-                    "--max-images",
-                    str(baseline_images),
-                    "--baseline-stride-multiplier",
-                    str(baseline_stride_multiplier),
-                ],
-            )
-        )
-    for target, extra in jobs:
-        stamp = target / "table.md"
+        jobs.append((out / "baseline", baseline_images, EvalOptions(), True))
+    detector = None
+    for target, images, options, with_baseline in jobs:
+        stamp = target / contracts.TABLE_MD
         if stamp.exists() and stamp.stat().st_mtime > model_file.stat().st_mtime:
             print(f"evaluation of this run present at {target}; reusing it")
             continue
-        argv = [
-            "--model",
-            str(run_dir),
-            "--data",
-            str(data),
-            "--split",
+        detector = detector or load_detector(run_dir)  # one traced graph for both jobs
+        baseline = None
+        if with_baseline:
+            sw_cfg = SlidingWindowConfig(stride_multiplier=baseline_stride_multiplier).validate()
+            baseline = SlidingWindowDetector(load_run(run_dir).classifier, sw_cfg)
+        summary = evaluate_voc(
+            detector,
+            data,
             "test",
-            "--out",
             str(target),
-        ] + extra
-        code = eval_cli.main(argv)
-        if code != 0:
-            raise SystemExit(f"evaluation failed with exit code {code}")
-        print((target / "table.md").read_text())
+            baseline=baseline,
+            options=options,
+            max_images=images,
+        )
+        for name, m in summary["methods"].items():
+            mean_ap = m["voc07"]["mAP"]
+            shown = "n/a" if mean_ap is None else f"{mean_ap:.3f}"
+            print(f"{name}: mAP {shown} ({summary['table_metric']})")
+        print(stamp.read_text())
     return out
 
 
 def export(run_dir: pathlib.Path, base: pathlib.Path) -> pathlib.Path:
     from dnet_tf.export.saved_model import export_run
-    from dnet_tf.inference.detector import resolve_saved_model_dir
+    from dnet_tf.inference.loading import resolve_saved_model_dir
 
     newest = resolve_saved_model_dir(base) if base.exists() else None
     model_file = run_dir / "localizer.keras"
@@ -160,8 +158,8 @@ def export(run_dir: pathlib.Path, base: pathlib.Path) -> pathlib.Path:
 
 
 def serve_and_query(base: pathlib.Path, run_dir: pathlib.Path, data: pathlib.Path, n: int) -> None:
+    from dnet_tf.core.detections import to_json
     from dnet_tf.serving.client import DetectorClient
-    from dnet_tf.serving.detections import draw_detections, to_json
 
     port, rest = _free_port(), _free_port()
     cmd = [
@@ -189,15 +187,15 @@ def serve_and_query(base: pathlib.Path, run_dir: pathlib.Path, data: pathlib.Pat
             status = client.get_model_status()
             print(f"server up on gRPC :{port}, REST :{rest}; model status: {status}")
             stage(6, 7, f"querying {len(paths)} test images over gRPC")
-            out_dir = run_dir / "queries"
+            out_dir = run_dir / contracts.QUERIES_DIR
             out_dir.mkdir(parents=True, exist_ok=True)
             t0 = time.perf_counter()
             results = client.detect([str(p) for p in paths])
             print(f"one Predict call for {len(paths)} images: {time.perf_counter() - t0:.2f} s")
             for p, res in zip(paths, results):
                 png = out_dir / f"{p.stem}.png"
-                png.write_bytes(draw_detections(p.read_bytes(), res))
-                print(f"{p.name}: {len(res.detections)} detections -> {png}")
+                png.write_bytes(res.draw(p.read_bytes()))
+                print(f"{p.name}: {len(res)} detections -> {png}")
                 for det in res.detections[:8]:
                     box = ", ".join(f"{v:.0f}" for v in det.image_yxyx)
                     print(f"    {det.class_name:<8} {det.score:.3f}  yxyx px [{box}]")

@@ -10,8 +10,8 @@ from dnet_tf.config import (
     InferenceConfig,
     ModelConfig,
     named_config,
-    windows_per_axis,
 )
+from dnet_tf.core.windows import windows_per_axis
 
 
 @pytest.mark.parametrize("name", sorted(NAMED_CONFIGS))

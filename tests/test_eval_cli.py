@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dnet_tf.core.detections import Detections
 from dnet_tf.evaluation import cli
 from dnet_tf.evaluation.sliding_window import SlidingWindowConfig, count_boxes
+from dnet_tf.inference.detector import DetectionResult
 
 H, W = 60, 80
 CLASSES = ["cat", "dog"]
@@ -83,17 +85,20 @@ class FakeDetector:
             ):  # img1 after the warm-up on img0
                 first[0, [1, 3]] += first[0, 3] - first[0, 1]
             scores = (1.0 - (boxes[:, 0] + boxes[:, 1]) / 200.0).astype(np.float32)
+            h, w = image.shape[:2]
+            scale = np.array([h, w, h, w], np.float64)
+
+            def dets(b, classes=classes, scores=scores, scale=scale, h=h, w=w):
+                names = [CLASSES[c] for c in classes]
+                return Detections(h, w, b / scale, np.array(classes), names, scores)
+
             out.append(
-                {
-                    "boxes_yxyx": boxes,
-                    "scores": scores,
-                    "classes": np.array(classes, np.int32),
-                    "first_stage_boxes_yxyx": first,
-                    "first_stage_scores": scores,
-                    "first_stage_classes": np.array(classes, np.int32),
-                    "full_masks": masks,
-                    "network_evaluations": 36,
-                }
+                DetectionResult(
+                    detections=dets(boxes),
+                    first_stage=dets(first),
+                    full_masks=masks,
+                    network_evaluations=36,
+                )
             )
         return out
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from dnet_tf.config import InferenceConfig, windows_per_axis
+from dnet_tf.config import InferenceConfig
+from dnet_tf.core.windows import windows_per_axis
 from dnet_tf.ops import windows
 
 

@@ -16,7 +16,7 @@ from PIL import Image
 from dnet_tf.serving import config_files
 from dnet_tf.serving.batching import BatchingOptions, BatchScheduler
 from dnet_tf.serving.client import RetryPolicy, ServingCallError, call_with_retry
-from dnet_tf.serving.detections import detections_from_outputs, draw_detections, image_size, to_json
+from dnet_tf.serving.detections import detections_from_outputs, image_size, to_json
 from dnet_tf.serving.errors import ServingError, grpc_code_from_value, http_status
 from dnet_tf.serving.rest import encode_predict_outputs, parse_predict_body
 from dnet_tf.serving.versions import VersionPolicy, scan_versions
@@ -392,7 +392,7 @@ def test_image_size_and_drawing():
     }
     (result,) = detections_from_outputs(outputs, [(30, 50)], ["x"], "dnet", 1)
     assert result.detections[0].image_yxyx == pytest.approx((6.0, 10.0, 24.0, 30.0))
-    drawn = np.asarray(Image.open(io.BytesIO(draw_detections(data, result))))
+    drawn = np.asarray(Image.open(io.BytesIO(result.draw(data))))
     # box [6, 10, 24, 30) drawn as the pixel rectangle x 10..29, y 6..23. Row 21 lies below the
     # label: the box's right edge (x 29) is colored, x 30 just outside and the interior stay black
     assert drawn[21, 29].any() and not drawn[21, 30].any() and not drawn[21, 20].any()

@@ -3,13 +3,14 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
+from dnet_tf.core.nms import greedy_nms
 from dnet_tf.evaluation.sliding_window import (
     SlidingWindowConfig,
     SlidingWindowDetector,
     count_boxes,
     default_aspect_ratios,
-    nms_numpy,
     sliding_window_boxes,
     sliding_window_detect,
 )
@@ -58,13 +59,15 @@ def test_default_grid_is_eight_ratios_by_ten_scales_and_the_papers_count():
     )
 
 
-def test_nms_suppresses_at_least_threshold():
-    # b0 best; b1 IoU with b0 = 50/100 = 0.5 exactly -> suppressed (>=); b2 IoU 40/110 < 0.5 -> kept;
-    # b3 IoU with b2 = 1 -> suppressed.
+def test_nms_suppresses_strictly_above_threshold_as_the_detector():
+    # The project's one NMS rule (the detector's TF kernel): b0 best; b1 IoU with b0 = 50/100 = 0.5
+    # exactly -> kept (not > 0.5); b2 IoU 40/110 < 0.5 -> kept; b3 IoU with b2 = 1 -> suppressed.
     boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 5], [0, 6, 10, 11], [0, 6, 10, 11]], np.float32)
-    keep = nms_numpy(boxes, np.array([0.9, 0.8, 0.7, 0.6]), 0.5, 10)
-    assert list(keep) == [0, 2]
-    assert list(nms_numpy(boxes, np.array([0.9, 0.8, 0.7, 0.6]), 0.5, 1)) == [0]
+    scores = np.array([0.9, 0.8, 0.7, 0.6], np.float32)
+    assert list(greedy_nms(boxes, scores, 10, 0.5)) == [0, 1, 2]
+    assert list(greedy_nms(boxes, scores, 1, 0.5)) == [0]
+    tf_keep = tf.image.non_max_suppression(boxes, scores, 10, iou_threshold=0.5).numpy()
+    assert list(tf_keep) == [0, 1, 2]
 
 
 def _object_pattern(side):

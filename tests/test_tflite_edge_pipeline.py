@@ -20,7 +20,7 @@ from dnet_tf.config import DetectorConfig, InferenceConfig, ModelConfig
 from dnet_tf.inference.module import DetectorModule, uint8_batch
 from dnet_tf.tflite import edge_ops
 from dnet_tf.tflite.convert import keras_network
-from dnet_tf.tflite.edge_pipeline import EdgePipeline, detections_in_pixels
+from dnet_tf.tflite.edge_pipeline import EdgePipeline, detections_of
 
 ASPECTS = [0.5, 0.75, 1.0, 1.33, 2.0]
 NAMES = ["cat", "dog"]
@@ -89,7 +89,9 @@ def test_first_stage_equal_up_to_nms_ties_at_the_threshold(fakes):
     cfg, outputs, _ = fakes
     for (graph, edge), image in zip(outputs, IMAGES):
         h, w = image.shape[:2]
-        g, e = (detections_in_pixels(o, h, w, prefix="first_stage_") for o in (graph, edge))
+        g, e = (
+            detections_of(o, h, w, NAMES, prefix="first_stage_").arrays() for o in (graph, edge)
+        )
         assert len(g["boxes_yxyx"]) >= 1 or not len(e["boxes_yxyx"])
         for this, other in ((g, e), (e, g)):
             for box, cls, score in zip(this["boxes_yxyx"], this["classes"], this["scores"]):

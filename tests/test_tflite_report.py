@@ -245,7 +245,8 @@ def test_command_writes_bundle_and_report_on_a_tiny_run(tmp_path):
 
 @pytest.mark.slow
 def test_whole_pipeline_conversion_attempt_records_what_fails(tmp_path):
-    from dnet_tf.export.saved_model import export_module, module_from_run
+    from dnet_tf.export.saved_model import export_module
+    from dnet_tf.inference.loading import module_from_run
     from dnet_tf.tflite.whole_pipeline import attempt_whole_pipeline
 
     make_tiny_run(tmp_path / "run", ["cat"])

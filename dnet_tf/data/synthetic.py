@@ -59,6 +59,8 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from dnet_tf.core import boxes as core_boxes
+
 # Generation order; training code sorts class names (pipeline.load_class_names).
 SYNTHETIC_CLASSES = ("ball", "crate", "star", "ring", "blob", "snake")
 SPLITS = ("train", "val", "test")
@@ -672,18 +674,16 @@ def voc_xml(
     ET.SubElement(size, "depth").text = "3"
     ET.SubElement(root, "segmented").text = "0"
     for obj in objects:
-        ymin, xmin, ymax, xmax = obj.box_image_yxyx
+        # Continuous -> VOC 1-based inclusive (whole pixels: the visible pixels' box).
+        voc = core_boxes.yxyx_to_voc(np.asarray(obj.box_image_yxyx, np.float64))
         o = ET.SubElement(root, "object")
         ET.SubElement(o, "name").text = obj.class_name
         ET.SubElement(o, "pose").text = "Unspecified"
         ET.SubElement(o, "truncated").text = str(int(obj.truncated))
         ET.SubElement(o, "difficult").text = "0"
         bb = ET.SubElement(o, "bndbox")
-        # Continuous -> VOC 1-based inclusive: xmin_voc = xmin + 1, xmax_voc = xmax (yxyx_to_voc).
-        ET.SubElement(bb, "xmin").text = str(int(xmin) + 1)
-        ET.SubElement(bb, "ymin").text = str(int(ymin) + 1)
-        ET.SubElement(bb, "xmax").text = str(int(xmax))
-        ET.SubElement(bb, "ymax").text = str(int(ymax))
+        for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), voc):
+            ET.SubElement(bb, tag).text = str(int(value))
     ET.indent(root, space="  ")
     return ET.tostring(root, encoding="unicode") + "\n"
 

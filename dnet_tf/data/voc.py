@@ -1,8 +1,8 @@
 """Pascal VOC reader: Annotations/<id>.xml, JPEGImages/, ImageSets/Main/<split>.txt.
 
-The one conversion from VOC's 1-based inclusive pixel boxes to the continuous image_yxyx frame
-(``xmin = xmin_voc - 1``, ``xmax = xmax_voc``; same for y) happens here, in ``voc_box_to_yxyx``,
-which is the NumPy twin of ``dnet_tf.ops.boxes.voc_to_yxyx`` (a test checks they agree). Float
+VOC's 1-based inclusive pixel boxes become continuous image_yxyx (``xmin = xmin_voc - 1``,
+``xmax = xmax_voc``; same for y) in ``voc_box_to_yxyx``, through the one conversion of
+``dnet_tf.core.boxes`` (a test checks the graph's agrees). Float
 coordinates (VOC2012 has some) are read as floats.
 
 XML is parsed with defusedxml, so entity expansion ("billion laughs"), external entities and DTDs
@@ -26,6 +26,8 @@ import numpy as np
 from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeET
 from PIL import Image, UnidentifiedImageError
+
+from dnet_tf.core import boxes as core_boxes
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".JPG", ".JPEG", ".PNG")
 ON_ERROR_CHOICES = ("fail", "skip")
@@ -77,18 +79,9 @@ class VocRecord:
 
 
 def voc_box_to_yxyx(voc_xyxy) -> np.ndarray:
-    """VOC 1-based inclusive [xmin, ymin, xmax, ymax] -> continuous image_yxyx (NumPy twin of
-    ``dnet_tf.ops.boxes.voc_to_yxyx``).
-
-    Args:
-      voc_xyxy: float [..., 4] as written in VOC XML.
-    Returns:
-      float32 [..., 4] image_yxyx; a VOC box (1, 1, W, H) becomes [0, 0, H, W].
-    """
-    v = np.asarray(voc_xyxy, np.float64)
-    return np.stack([v[..., 1] - 1.0, v[..., 0] - 1.0, v[..., 3], v[..., 2]], axis=-1).astype(
-        np.float32
-    )
+    """VOC 1-based inclusive [xmin, ymin, xmax, ymax] [..., 4] -> continuous image_yxyx float32
+    [..., 4] (``dnet_tf.core.boxes.voc_to_yxyx``, in float64 then rounded once)."""
+    return core_boxes.voc_to_yxyx(np.asarray(voc_xyxy, np.float64)).astype(np.float32)
 
 
 def _text(

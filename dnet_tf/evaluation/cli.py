@@ -13,7 +13,6 @@ for a 500 x 375 image instead of 165,169; see dnet_tf.evaluation.sliding_window 
 from __future__ import annotations
 
 import argparse
-import pathlib
 import sys
 from collections.abc import Callable, Sequence
 
@@ -100,9 +99,10 @@ def main(
     detector_loader = detector_loader or _default_detector_loader
     classifier_loader = classifier_loader or _default_classifier_loader
 
-    from dnet_tf.data.voc import VocError, read_voc_split
-    from dnet_tf.evaluation.runner import EvalOptions, evaluate_split
+    from dnet_tf.data.voc import VocError
+    from dnet_tf.evaluation.runner import EvalOptions, evaluate_voc
     from dnet_tf.evaluation.sliding_window import SlidingWindowConfig, SlidingWindowDetector
+    from dnet_tf.inference.loading import is_run_dir
 
     def fail(msg: str) -> int:
         print(f"error: {msg}", file=sys.stderr)
@@ -118,7 +118,7 @@ def main(
         return fail(str(e))
     run_dir = args.run_dir
     if args.baseline and run_dir is None:
-        if (pathlib.Path(args.model) / "config.json").is_file():
+        if is_run_dir(args.model):
             run_dir = args.model
         else:
             return fail(
@@ -129,20 +129,6 @@ def main(
         detector = detector_loader(args.model)
     except (FileNotFoundError, ValueError) as e:
         return fail(f"cannot load model {args.model}: {e}")
-    try:
-        records = read_voc_split(
-            args.data,
-            args.split,
-            detector.class_names,
-            on_error=args.on_error,
-            ignore_unknown_classes=True,
-        )
-    except VocError as e:
-        return fail(str(e))
-    if args.max_images is not None:
-        records = records[: args.max_images]
-    if not records:
-        return fail(f"{args.data}: split {args.split!r} has no images")
     baseline = None
     if args.baseline:
         try:
@@ -157,8 +143,17 @@ def main(
         progress=not args.quiet,
     )
     try:
-        summary = evaluate_split(detector, records, args.out, baseline, options)
-    except ValueError as e:
+        summary = evaluate_voc(
+            detector,
+            args.data,
+            args.split,
+            args.out,
+            baseline=baseline,
+            options=options,
+            max_images=args.max_images,
+            on_error=args.on_error,
+        )
+    except (VocError, ValueError) as e:
         return fail(str(e))
     for name, m in summary["methods"].items():
         key = "voc07" if options.use_07_metric else "voc10"

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from dnet_tf.core import contracts
 from dnet_tf.evaluation.pictures import draw_detections, plot_precision_recall
 from dnet_tf.evaluation.table import PAPER_TABLE1, Table, TableRow, is_voc_class_list
 from dnet_tf.evaluation.voc_ap import evaluate_detections
@@ -71,30 +72,27 @@ def _progress(items, enabled: bool, desc: str):
     return tqdm(items, desc=desc, unit="image")
 
 
-def _pick_pictured_class(res: dict, gt: dict) -> int:
-    if len(res["scores"]):
-        return int(res["classes"][int(np.argmax(res["scores"]))])
+def _pick_pictured_class(dets, gt: dict) -> int:
+    if len(dets):
+        return int(dets.classes[int(np.argmax(dets.scores))])
     if len(gt["classes"]):
         return int(gt["classes"][0])
     return 0
 
 
-def _figure3(path: str, image: np.ndarray, res: dict, class_names: Sequence[str]) -> str:
-    cls = res["_pictured_class"]
-    masks = np.asarray(res["full_masks"], np.float32)
+def _figure3(path: str, image: np.ndarray, res, cls: int) -> str:
+    """Figure 3 of one image: ``res`` a DetectionResult, ``cls`` the pictured class."""
+    masks = np.asarray(res.full_masks, np.float32)
     if masks.ndim != 4 or masks.shape[2] != 5:
         raise ValueError(
             f"detector output 'full_masks' must be [h, w, 5, C], got shape {masks.shape}"
         )
-    pick = np.flatnonzero(np.asarray(res["classes"]) == cls)
-    pick = pick[np.argsort(-np.asarray(res["scores"])[pick], kind="stable")][:FIGURE3_MAX_BOXES]
+    dets = res.detections
+    pick = np.flatnonzero(dets.classes == cls)
+    pick = pick[np.argsort(-dets.scores[pick], kind="stable")][:FIGURE3_MAX_BOXES]
+    shown = dets.select(pick)
     return draw_detections(
-        image,
-        masks[..., cls],
-        np.asarray(res["boxes_yxyx"])[pick],
-        [class_names[cls]] * len(pick),
-        np.asarray(res["scores"])[pick],
-        path,
+        image, masks[..., cls], shown.boxes_image_yxyx, shown.class_names, shown.scores, path
     )
 
 
@@ -105,9 +103,7 @@ def evaluate_split(
 
     Args:
       detector: object with ``class_names`` (list of C str) and ``detect(list of uint8 [H, W, 3])``
-        returning per image a dict with "boxes_yxyx" [K, 4] image_yxyx, "scores" [K], "classes" [K]
-        int 0-based, the same three with a "first_stage_" prefix, "full_masks" [h, w, 5, C] and
-        "network_evaluations" int (``dnet_tf.inference.detector.Detector``).
+        returning a ``DetectionResult`` per image (``dnet_tf.inference.detector.Detector``).
       records: VocRecord list (``dnet_tf.data.voc.read_voc_split`` with the detector's classes).
       out_dir: output directory (created).
       baseline: optional ``SlidingWindowDetector`` (same class list as the detector).
@@ -136,19 +132,13 @@ def evaluate_split(
         t0 = time.perf_counter()
         res = detector.detect([image])[0]
         seconds.append(time.perf_counter() - t0)
-        refined.append({k: res[k] for k in ("boxes_yxyx", "scores", "classes")})
-        first.append(
-            {
-                "boxes_yxyx": res["first_stage_boxes_yxyx"],
-                "scores": res["first_stage_scores"],
-                "classes": res["first_stage_classes"],
-            }
-        )
-        evals.append(int(res["network_evaluations"]))
+        refined.append(res.detections.arrays())
+        first.append(res.first_stage.arrays())
+        evals.append(int(res.network_evaluations))
         if record.image_id in wanted:
-            res["_pictured_class"] = _pick_pictured_class(res, gt)
+            cls = _pick_pictured_class(res.detections, gt)
             path = os.path.join(picture_dir, f"figure3_{record.image_id}.png")
-            files.append(_figure3(path, image, res, class_names))
+            files.append(_figure3(path, image, res, cls))
 
     methods = {
         REFINED: (refined, float(np.mean(seconds)), float(np.mean(evals))),
@@ -210,9 +200,45 @@ def evaluate_split(
             title=f"Precision-recall, {summary['table_metric']} ({len(records)} images)",
         )
     )
-    eval_path = os.path.join(out_dir, "evaluation.json")
+    eval_path = os.path.join(out_dir, contracts.EVALUATION_JSON)
     with open(eval_path, "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)
     files.append(eval_path)
     summary["files"] = files
     return summary
+
+
+def evaluate_voc(
+    detector,
+    data,
+    split: str,
+    out_dir: str,
+    *,
+    baseline=None,
+    options: EvalOptions | None = None,
+    max_images: int | None = None,
+    on_error: str = "fail",
+) -> dict:
+    """``evaluate_split`` on a VOC split read from disk (objects of other classes ignored).
+
+    Args:
+      detector: as ``evaluate_split``; its class list selects the ground truth.
+      data: VOC root (Annotations/, JPEGImages/, ImageSets/Main/).
+      split: ImageSets/Main/<split>.txt.
+      out_dir, baseline, options: as ``evaluate_split``.
+      max_images: evaluate only the first N images of the split.
+      on_error: a bad annotation stops ("fail") or drops its image with a warning ("skip").
+    Raises:
+      dnet_tf.data.voc.VocError: a bad annotation (naming the file) under "fail".
+      ValueError: an empty split.
+    """
+    from dnet_tf.data.voc import read_voc_split
+
+    records = read_voc_split(
+        data, split, detector.class_names, on_error=on_error, ignore_unknown_classes=True
+    )
+    if max_images is not None:
+        records = records[:max_images]
+    if not records:
+        raise ValueError(f"{data}: split {split!r} has no images")
+    return evaluate_split(detector, records, out_dir, baseline, options)

@@ -2,7 +2,9 @@
 
 The classifier (``[B, S, S, 3]`` float32 0..255 -> ``[B, C + 1]`` softmax, index 0 = background)
 is applied to every box of a dense grid; the score of a box for class k is P(class k | crop);
-boxes are pruned per class by greedy non-maximum suppression at Jaccard >= 0.5.
+boxes are pruned per class by greedy non-maximum suppression at Jaccard 0.5 with the project's one
+NMS rule (``dnet_tf.core.nms``: a box is suppressed above the threshold, so a box at exactly 0.5
+survives; the paper says "at least 0.5", and its detector rows and ours use one meaning).
 
 Box shapes (the paper: "8 different aspect ratios and 10 different scales ... The smallest scale is
 1/10-th of the image size, while the largest covers the whole image"; it gives no more detail):
@@ -39,6 +41,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+from dnet_tf.core.nms import greedy_nms
 from dnet_tf.ops.crops import crop_and_resize
 
 
@@ -63,7 +66,7 @@ class SlidingWindowConfig:
         5.0  # px between neighbouring boxes before the multiplier (the paper's 5); > 0
     )
     stride_multiplier: float = 1.0  # the stride actually used is stride_px x this; >= 1
-    nms_iou: float = 0.5  # a box is suppressed when its Jaccard with a kept box is >= this; (0, 1]
+    nms_iou: float = 0.5  # a box is suppressed when its Jaccard with a kept box is > this; (0, 1]
     min_score: float = 0.0  # boxes with class probability below this are dropped before NMS; [0, 1]
     pre_nms_top_k: int = 5000  # best boxes per class entering NMS; >= 1
     max_detections_per_class: int = 100  # boxes kept per class after NMS; >= 1
@@ -168,40 +171,6 @@ def count_boxes(height: int, width: int, cfg: SlidingWindowConfig) -> int:
     )
 
 
-def nms_numpy(
-    boxes_yxyx: np.ndarray, scores: np.ndarray, iou_threshold: float, max_output: int
-) -> np.ndarray:
-    """Greedy non-maximum suppression: best first, drop boxes with Jaccard >= iou_threshold with a
-    kept box. (``tf.image.non_max_suppression`` drops only above the threshold; the paper says
-    "Jaccard similarity of at least 0.5 to discard".)
-
-    Args:
-      boxes_yxyx: float [N, 4], any single frame; scores: float [N].
-      iou_threshold: (0, 1]; max_output: most boxes kept.
-    Returns:
-      int64 [K] indices of kept boxes, best first (ties: lower index first).
-    """
-    boxes = np.asarray(boxes_yxyx, np.float64).reshape(-1, 4)
-    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
-    areas = np.maximum(boxes[:, 2] - boxes[:, 0], 0) * np.maximum(boxes[:, 3] - boxes[:, 1], 0)
-    keep = []
-    while order.size and len(keep) < max_output:
-        i = order[0]
-        keep.append(i)
-        rest = order[1:]
-        ih = np.maximum(
-            np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0]), 0
-        )
-        iw = np.maximum(
-            np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1]), 0
-        )
-        inter = ih * iw
-        union = areas[i] + areas[rest] - inter
-        iou = np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-        order = rest[iou < iou_threshold]
-    return np.array(keep, np.int64)
-
-
 class SlidingWindowDetector:
     """Runs the baseline with one classifier.
 
@@ -281,7 +250,7 @@ class SlidingWindowDetector:
             if idx.size > cfg.pre_nms_top_k:
                 idx = idx[np.argsort(-scores[idx], kind="stable")[: cfg.pre_nms_top_k]]
             keep = idx[
-                nms_numpy(boxes[idx], scores[idx], cfg.nms_iou, cfg.max_detections_per_class)
+                greedy_nms(boxes[idx], scores[idx], cfg.max_detections_per_class, cfg.nms_iou)
             ]
             out_boxes.append(boxes[keep])
             out_scores.append(scores[keep])

@@ -37,6 +37,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from dnet_tf.core import boxes as core_boxes
+
 ELEVEN_POINT_THRESHOLDS = np.arange(11) / 10.0  # recall levels 0, 0.1, ..., 1.0, exactly k/10
 
 
@@ -136,23 +138,10 @@ def _json_float(x: float):
 
 
 def iou_matrix(a_yxyx: np.ndarray, b_yxyx: np.ndarray) -> np.ndarray:
-    """Pairwise IoU of continuous boxes (no +1 on widths; see the module docstring).
-
-    Args:
-      a_yxyx: float [N, 4]; b_yxyx: float [M, 4], same frame.
-    Returns:
-      float64 [N, M] in [0, 1]; 0 where the union is empty.
-    """
-    a = np.asarray(a_yxyx, dtype=np.float64).reshape(-1, 4)[:, None, :]
-    b = np.asarray(b_yxyx, dtype=np.float64).reshape(-1, 4)[None, :, :]
-    ih = np.maximum(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0.0)
-    iw = np.maximum(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0.0)
-    inter = ih * iw
-    area_a = np.maximum(a[..., 2] - a[..., 0], 0.0) * np.maximum(a[..., 3] - a[..., 1], 0.0)
-    area_b = np.maximum(b[..., 2] - b[..., 0], 0.0) * np.maximum(b[..., 3] - b[..., 1], 0.0)
-    union = area_a + area_b - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    """Pairwise IoU float64 [N, M] in [0, 1] of continuous boxes [N, 4] and [M, 4] (no +1 on
+    widths; see the module docstring); 0 where the union is empty (``dnet_tf.core.boxes``)."""
+    a = np.asarray(a_yxyx, dtype=np.float64).reshape(-1, 4)
+    return core_boxes.iou(a, np.asarray(b_yxyx, dtype=np.float64).reshape(-1, 4))
 
 
 def average_precision(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool) -> float:

@@ -27,17 +27,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from dnet_tf.core import contracts
 from dnet_tf.inference.decode import decode_batch
+from dnet_tf.inference.loading import module_from_run
 from dnet_tf.inference.module import DetectorModule, uint8_batch
 
-SERVING_OUTPUTS = (
-    "num_detections",
-    "detection_boxes",
-    "detection_scores",
-    "detection_classes",
-    "detection_class_names",
-)
-INPUT_NAME = "images"
+SERVING_OUTPUTS = contracts.DETECTION_OUTPUTS
+INPUT_NAME = contracts.INPUT_IMAGES
 
 
 _SIGNATURES: weakref.WeakKeyDictionary[DetectorModule, dict] = weakref.WeakKeyDictionary()
@@ -82,9 +78,9 @@ def build_signatures(module: DetectorModule) -> dict:
         return detect_masks(*decode_batch(images, max_pixels))
 
     _SIGNATURES[module] = {
-        "serving_default": serving_default,
-        "image_tensor": image_tensor,
-        "detect_with_masks": detect_with_masks,
+        contracts.SERVING_DEFAULT: serving_default,
+        contracts.IMAGE_TENSOR: image_tensor,
+        contracts.DETECT_WITH_MASKS: detect_with_masks,
     }
     return _SIGNATURES[module]
 
@@ -109,7 +105,9 @@ def write_warmup_requests(path: str | os.PathLike, model_name: str, num_requests
     with tf.io.TFRecordWriter(str(path)) as writer:
         for _ in range(num_requests):
             request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(name=model_name, signature_name="serving_default")
+                model_spec=model_pb2.ModelSpec(
+                    name=model_name, signature_name=contracts.SERVING_DEFAULT
+                )
             )
             request.inputs[INPUT_NAME].CopyFrom(tf.make_tensor_proto([image], dtype=tf.string))
             log = prediction_log_pb2.PredictionLog(
@@ -167,16 +165,17 @@ def export_module(
             archive.add_endpoint(sig_name, fn)
         archive.write_out(str(tmp / "saved"), verbose=False)
         saved = tmp / "saved"
-        assets = saved / "assets"
+        assets = saved / contracts.ASSETS
         assets.mkdir(exist_ok=True)
-        (assets / "class_names.txt").write_text("\n".join(module.class_names) + "\n")
-        (assets / "detector_config.json").write_text(module.config.to_json())
+        (assets / contracts.ASSET_CLASS_NAMES).write_text("\n".join(module.class_names) + "\n")
+        (assets / contracts.ASSET_DETECTOR_CONFIG).write_text(module.config.to_json())
         stats = dict(dataset_stats or {})
         stats.setdefault("aspect_ratios", module.aspect_ratios)
-        (assets / "dataset_stats.json").write_text(json.dumps(stats, indent=2, sort_keys=True))
-        extra = saved / "assets.extra"
+        stats_text = json.dumps(stats, indent=2, sort_keys=True)
+        (assets / contracts.ASSET_DATASET_STATS).write_text(stats_text)
+        extra = saved / contracts.ASSETS_EXTRA
         extra.mkdir(exist_ok=True)
-        write_warmup_requests(extra / "tf_serving_warmup_requests", name)
+        write_warmup_requests(extra / contracts.WARMUP_REQUESTS, name)
         if final.exists():
             # Move the old version aside first so the swap is a rename, then delete it.
             old = pathlib.Path(tempfile.mkdtemp(prefix=f".old-{version}-", dir=model_dir))
@@ -201,23 +200,3 @@ def export_run(
     """Exports a training run directory (see dnet_tf.training.run_dir) as a SavedModel version."""
     module, stats = module_from_run(run_dir, inference_overrides)
     return export_module(module, base_path, name, version, dataset_stats=stats, overwrite=overwrite)
-
-
-def module_from_run(run_dir, inference_overrides: dict | None = None):
-    """Builds the DetectorModule of a run directory; returns (module, dataset_stats dict)."""
-    import dataclasses
-
-    from dnet_tf.training.run_dir import load_run
-
-    run = load_run(run_dir)
-    config = run.config
-    if inference_overrides:
-        config = dataclasses.replace(
-            config, inference=dataclasses.replace(config.inference, **inference_overrides)
-        )
-    stats_path = pathlib.Path(run_dir) / "dataset_stats.json"
-    stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
-    module = DetectorModule(
-        run.localizer, run.classifier, run.class_names, run.aspect_ratios, config
-    )
-    return module, stats

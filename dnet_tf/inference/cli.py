@@ -5,7 +5,6 @@ python -m dnet_tf.inference.cli --model models/dnet --out detections/ img1.jpg i
 
 from __future__ import annotations
 
-import json
 import sys
 
 from absl import app, flags
@@ -20,7 +19,7 @@ flags.mark_flag_as_required("model")
 
 
 def main(argv):
-    from dnet_tf.inference.detector import load_detector, to_json
+    from dnet_tf.inference.detector import load_detector
 
     paths = argv[1:]
     if not paths:
@@ -32,7 +31,7 @@ def main(argv):
         print(f"error: {e}", file=sys.stderr)
         return 2
     for res in results:
-        print(json.dumps(to_json(res)))
+        print(res.detections.to_json(indent=None))
     print(f"wrote {len(results)} JSON/PNG pair(s) to {FLAGS.out}", file=sys.stderr)
     return 0
 

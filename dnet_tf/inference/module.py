@@ -28,13 +28,11 @@ import tensorflow as tf
 
 from dnet_tf import constants
 from dnet_tf.config import DetectorConfig
+from dnet_tf.core import policy
+from dnet_tf.core.policy import INVALID_SCORE
 from dnet_tf.ops import box_search, crops, integral, nms, windows
 from dnet_tf.ops import boxes as box_ops
-
-# Score given to empty/pruned slots: far below any Eq. (3) score (which lies in [-10, 10]).
-_INVALID_SCORE = -1e9
-# Best boxes of a refinement crop's search that are rescored with the ring past the crop's edge.
-_REFINE_CANDIDATES = 16
+from dnet_tf.ops.xp import TENSORFLOW
 
 
 class DetectorModule(tf.Module):
@@ -58,22 +56,13 @@ class DetectorModule(tf.Module):
         name: str | None = None,
     ):
         super().__init__(name=name)
-        config.validate()
+        self.class_names, self.aspect_ratios = policy.check_detector_inputs(
+            class_names, aspect_ratios, config
+        )
+        self.num_classes = len(self.class_names)
         self.localizer = localizer
         self.classifier = classifier
         self.config = config
-        self.class_names = [str(c) for c in class_names]
-        self.num_classes = len(self.class_names)
-        if self.num_classes != config.model.num_classes:
-            raise ValueError(
-                f"{self.num_classes} class names given but model.num_classes is "
-                f"{config.model.num_classes}"
-            )
-        if len(aspect_ratios) < 1 or min(aspect_ratios) <= 0:
-            raise ValueError(
-                f"aspect_ratios must be a non-empty list of positive w/h values, got {aspect_ratios}"
-            )
-        self.aspect_ratios = [float(a) for a in aspect_ratios]
         cfg = config.inference
         self.windows_per_scale = cfg.windows_per_scale
         self.num_windows = int(sum(self.windows_per_scale))
@@ -106,7 +95,7 @@ class DetectorModule(tf.Module):
         sizes_f = tf.cast(sizes, tf.float32)
 
         # Stage 1: every window of every image through the localizer in one batched call.
-        unit_windows, _ = windows.scale_windows(1.0, 1.0, cfg.num_scales, cfg.window_overlap)
+        unit_windows = tf.constant(windows.unit_windows(cfg.num_scales, cfg.window_overlap)[0])
         hwhw = tf.concat([sizes_f, sizes_f], axis=-1)  # [B, 4] = (h, w, h, w)
         windows_image_yxyx = unit_windows[None, :, :] * hwhw[:, None, :]  # [B, N, 4]
         window_masks = self._localize(images, windows_image_yxyx)  # [B, N, d, d, 5, C]
@@ -117,7 +106,7 @@ class DetectorModule(tf.Module):
             fn_output_signature=self._first_stage_signature(with_masks),
         )
         candidates = self._top_candidates(
-            per_image["boxes"], per_image["scores"], per_image["coverage"], per_image["valid"]
+            per_image["boxes"], per_image["scores"], per_image["valid"]
         )
 
         # Classifier pruning, on the first-stage boxes.
@@ -176,7 +165,6 @@ class DetectorModule(tf.Module):
         sig = {
             "boxes": tf.TensorSpec([c, n, 4], tf.float32),
             "scores": tf.TensorSpec([c, n], tf.float32),
-            "coverage": tf.TensorSpec([c, n], tf.float32),
             "valid": tf.TensorSpec([c, n], tf.bool),
         }
         if with_masks:
@@ -191,8 +179,8 @@ class DetectorModule(tf.Module):
           window_masks: float32 [N, d, d, 5, C], the localizer's masks of the image's windows.
           size_f: float32 [2], (h, w) of the image.
         Returns:
-          dict with boxes [C, scales * top_k, 4] image_yxyx, Eq. (3) scores, Eq. (2) coverage and
-          valid flags [C, scales * top_k]; ``preview`` [P, P, 5, C] with ``with_masks``.
+          dict with boxes [C, scales * top_k, 4] image_yxyx, Eq. (3) scores and valid flags
+          [C, scales * top_k]; ``preview`` [P, P, 5, C] with ``with_masks``.
         """
         cfg = self.config.inference
         c = self.num_classes
@@ -200,7 +188,7 @@ class DetectorModule(tf.Module):
         cell_px = self._canvas_cell_px(size_f)
         extent_cells = size_f / cell_px  # the image's (h, w) in canvas cells
         canvas_hw = tf.maximum(tf.cast(tf.math.ceil(extent_cells - 1e-4), tf.int32), 1)
-        unit_windows, _ = windows.scale_windows(1.0, 1.0, cfg.num_scales, cfg.window_overlap)
+        unit_windows = tf.constant(windows.unit_windows(cfg.num_scales, cfg.window_overlap)[0])
         windows_cell_yxyx = unit_windows * tf.concat([extent_cells, extent_cells], axis=0)[None, :]
         mean_side = tf.reduce_mean(extent_cells)
         shapes_hw = box_search.box_shapes(mean_side, list(cfg.size_fractions), self.aspect_ratios)
@@ -224,20 +212,19 @@ class DetectorModule(tf.Module):
             [len(canvases), canvas_hw[0], canvas_hw[1], constants.NUM_MASK_TYPES, c],
         )
         found = self._search_active(canvas, shapes_hw, stride_cells)  # [scales, C, M]
-        scores = tf.where(found.valid, found.scores, _INVALID_SCORE)
+        scores = tf.where(found.valid, found.scores, INVALID_SCORE)
         keep, num_valid = nms.non_max_suppression(
             found.boxes_cell_yxyx,
             scores,
             cfg.top_k_per_scale,
             cfg.nms_iou,
-            score_threshold=_INVALID_SCORE / 2,
+            score_threshold=INVALID_SCORE / 2,
         )
         slot_ok = tf.range(cfg.top_k_per_scale) < num_valid[..., None]  # [scales, C, k]
         boxes_cell = tf.gather(found.boxes_cell_yxyx, keep, batch_dims=2)
         scale_major = {
             "boxes": box_ops.clip(boxes_cell * cell_px, size_f[0], size_f[1]),
-            "scores": tf.where(slot_ok, tf.gather(scores, keep, batch_dims=2), _INVALID_SCORE),
-            "coverage": tf.gather(found.coverage, keep, batch_dims=2),
+            "scores": tf.where(slot_ok, tf.gather(scores, keep, batch_dims=2), INVALID_SCORE),
             "valid": slot_ok & tf.gather(found.valid, keep, batch_dims=2),
         }
         # [scales, C, k, ...] -> [C, scales * k, ...]
@@ -269,7 +256,7 @@ class DetectorModule(tf.Module):
         skipped (with a trained localizer, most of them). Their slots come back invalid.
 
         Args: canvas float32 [S, Hc, Wc, 5, C]; shapes_hw [K, 2] cells; stride_cells scalar.
-        Returns: SearchResult with fields [S, C, M(, 4)].
+        Returns: SearchResult with fields [S, C, M(, 4)] (coverage None).
         """
         cfg = self.config.inference
         s, c, m = canvas.shape[0], self.num_classes, cfg.max_candidates
@@ -297,21 +284,21 @@ class DetectorModule(tf.Module):
         return box_search.SearchResult(
             boxes_cell_yxyx=scatter(found.boxes_cell_yxyx, 0.0, (4,)),
             scores=scatter(found.scores, float("-inf")),
-            coverage=scatter(found.coverage, 0.0),
+            coverage=None,  # Eq. (2) decided validity; nothing downstream reads it
             valid=scatter(found.valid, False),
         )
 
-    def _top_candidates(self, boxes, scores, coverage, valid):
+    def _top_candidates(self, boxes, scores, valid):
         """The best ``max_refine`` first-stage detections of each image over all classes.
 
-        Args: boxes [B, C, n, 4] image_yxyx; scores, coverage [B, C, n]; valid bool [B, C, n].
+        Args: boxes [B, C, n, 4] image_yxyx; scores [B, C, n]; valid bool [B, C, n].
         Returns: _Candidates with [B, R] fields.
         """
         r = self.config.inference.max_refine
         c = self.num_classes
         n = boxes.shape[2]
         batch = tf.shape(boxes)[0]
-        flat_scores = tf.reshape(tf.where(valid, scores, _INVALID_SCORE), [batch, c * n])
+        flat_scores = tf.reshape(tf.where(valid, scores, INVALID_SCORE), [batch, c * n])
         k = min(r, c * n)
         top_scores, idx = tf.math.top_k(flat_scores, k=k)
         pick = lambda t: tf.gather(
@@ -322,8 +309,7 @@ class DetectorModule(tf.Module):
             boxes_image_yxyx=pick(boxes),
             classes=classes,
             scores=top_scores,
-            scores_coverage=pick(coverage),
-            valid=top_scores > _INVALID_SCORE / 2,
+            valid=top_scores > INVALID_SCORE / 2,
         )
         if k < r:  # fewer candidate slots than max_refine: pad with invalid ones
             cand = cand.padded(r)
@@ -338,8 +324,8 @@ class DetectorModule(tf.Module):
         )
         probs = self.classifier(patches, training=False)  # [B * R, C + 1]
         probs = tf.reshape(probs, [batch, r, self.num_classes + 1])
-        # Class k (0-based) sits at index k + 1: index 0 is background.
-        return tf.gather(probs, cand.classes + 1, batch_dims=2)
+        # Class k (0-based) sits at index k + CLASS_ID_OFFSET: index 0 is background.
+        return tf.gather(probs, cand.classes + constants.CLASS_ID_OFFSET, batch_dims=2)
 
     def _refine(self, images, sizes_f, cand):
         """Second localizer pass on each detection grown by refine_enlarge; best box inside it.
@@ -377,7 +363,7 @@ class DetectorModule(tf.Module):
             cfg.refine_stride,
             cfg.ring_margin,
             -1.0,
-            _REFINE_CANDIDATES,
+            policy.REFINE_CANDIDATES,
         )
         # Rescore the best candidates with the ring read past the crop's edge on edge-replicated
         # masks. The search clips the ring to the canvas, which suits image borders (nothing lies
@@ -389,7 +375,7 @@ class DetectorModule(tf.Module):
         eq3, _ = box_search.eq3_scores(
             integral.integral_image(padded), found.boxes_cell_yxyx + float(pad), cfg.ring_margin
         )
-        eq3 = tf.where(found.valid, eq3[..., 0], _INVALID_SCORE)  # [B*R, M]
+        eq3 = tf.where(found.valid, eq3[..., 0], INVALID_SCORE)  # [B*R, M]
         best = tf.argmax(eq3, axis=1, output_type=tf.int32)
         best_cell = tf.reshape(tf.gather(found.boxes_cell_yxyx, best, batch_dims=1), [batch, r, 4])
         eq3 = tf.reshape(tf.gather(eq3, best, batch_dims=1), [batch, r])
@@ -397,24 +383,14 @@ class DetectorModule(tf.Module):
         return _clip_per_image(refined, sizes_f[:, None, :]), eq3
 
     def _refined_agreement(self, first_eq3, refined_eq3):
-        """Eq. (3) score [B, R] a refined detection is ranked by (InferenceConfig.refine_agreement)."""
+        """Eq. (3) score [B, R] a refined detection is ranked by (``dnet_tf.core.policy``)."""
         mode = self.config.inference.refine_agreement
-        if mode == "mean":
-            return 0.5 * (first_eq3 + refined_eq3)
-        if mode == "min":
-            return tf.minimum(first_eq3, refined_eq3)
-        return refined_eq3
+        return policy.refined_agreement(first_eq3, refined_eq3, mode, TENSORFLOW)
 
     def _confidence(self, class_prob, eq3):
-        """Detection confidence in [0, 1] from P(class | box) [B, R] and Eq. (3) scores [B, R]."""
+        """Confidence [B, R] in [0, 1] from P(class | box) and Eq. (3) scores, both [B, R]."""
         mode = self.config.inference.score_mode
-        if mode == "classifier":
-            return class_prob
-        # Eq. (3) sums five terms in [-1, 1]; 5 means every mask agrees with the box perfectly.
-        agreement = tf.clip_by_value(eq3 / 5.0, 0.0, 1.0)
-        if mode == "eq3":
-            return agreement
-        return class_prob * agreement
+        return policy.confidence(class_prob, eq3, mode, TENSORFLOW)
 
     def _final_outputs(self, boxes_image_yxyx, scores, classes, kept, sizes_f):
         """Per-class NMS, parts demoted, padding to max_detections; boxes normalized to the image."""
@@ -447,7 +423,9 @@ class DetectorModule(tf.Module):
             "num_detections": tf.cast(num, tf.float32),
             "detection_boxes": tf.where(slot_ok[..., None], out_boxes, 0.0),
             "detection_scores": tf.where(slot_ok, out_scores, 0.0),
-            "detection_classes": tf.where(slot_ok, tf.cast(out_classes, tf.float32) + 1.0, 0.0),
+            "detection_classes": tf.where(
+                slot_ok, tf.cast(out_classes, tf.float32) + constants.CLASS_ID_OFFSET, 0.0
+            ),
             "detection_class_names": names,
         }
 
@@ -465,7 +443,6 @@ class _Candidates:
     boxes_image_yxyx: tf.Tensor  # float32 [B, R, 4]
     classes: tf.Tensor  # int32 [B, R], 0-based
     scores: tf.Tensor  # float32 [B, R], Eq. (3)
-    scores_coverage: tf.Tensor  # float32 [B, R], Eq. (2) on the full mask
     valid: tf.Tensor  # bool [B, R]
 
     def padded(self, r: int) -> _Candidates:
@@ -476,8 +453,7 @@ class _Candidates:
         return _Candidates(
             pad(self.boxes_image_yxyx, 0.0),
             pad(self.classes, 0),
-            pad(self.scores, _INVALID_SCORE),
-            pad(self.scores_coverage, 0.0),
+            pad(self.scores, INVALID_SCORE),
             pad(self.valid, False),
         )
 

@@ -13,17 +13,10 @@ Eq. (3) for a box bb and one class:
 with S(b, m) the Eq. (2) mean of m over b (``integral.box_coverage``), top = [ymin, xmin,
 (ymin+ymax)/2, xmax] and so on. Each bracket lies in [-1, 1], so S(bb) lies in [-5, 5].
 
-Choices the paper leaves open:
-  * The ring (the full mask's "opposite"): bb grown by ``ring_width(height)`` cells on top and
-    bottom and ``ring_width(width)`` cells left and right, clipped to the grid, minus bb. The width
-    is ring_margin x side rounded to whole cells (half up) and at least one cell (0 only when
-    ring_margin is 0): the masks carry nothing finer than a cell, and whole-cell rings keep every
-    lookup of the dense search on the integral image's grid. S(ring) = 0 when the ring has no
-    area (bb covers the whole grid).
-  * Search shapes are rounded to whole cells (half up, at least 1, at most the grid) and slid with
-    a whole-cell stride (the stride rounded half up, at least 1): the canvas resolution is the
-    search resolution, so callers choose the canvas so that one cell is the wanted stride (the
-    paper's 5 px). The rounding error of a shape is at most half a cell.
+The ring, the shape grid and the whole-cell roundings are the rules of ``dnet_tf.core.search``
+(one definition for the graph and the edge pipeline); S(ring) = 0 when the ring has no area (bb
+covers the whole grid). The canvas resolution is the search resolution, so callers choose the
+canvas so that one cell is the wanted stride (the paper's 5 px).
 
 The halves terms only depend on the differences top - bottom and left - right, so the search
 works on three planes per class: M = m_full, V = m_top - m_bottom, L = m_left - m_right:
@@ -40,7 +33,9 @@ import numpy as np
 import tensorflow as tf
 
 from dnet_tf.constants import BOTTOM, FULL, LEFT, NUM_MASK_TYPES, RIGHT, TOP
+from dnet_tf.core import search as search_rules
 from dnet_tf.ops import integral as integral_ops
+from dnet_tf.ops.xp import TENSORFLOW
 
 # Static Python only (no loops or branches over tensor values): autograph conversion would
 # only cost tracing time.
@@ -69,56 +64,17 @@ class SearchResult(NamedTuple):
 def box_shapes(
     mean_side, size_fractions: Sequence[float], aspect_ratios: Sequence[float]
 ) -> tf.Tensor:
-    """The search's box shapes: mean side (w + h) / 2 = f * mean_side, aspect ratio a = w / h.
-
-    h = 2 f mean_side / (1 + a), w = a h. Worked: mean_side 100, f 0.5, a 2 -> h = 100/3, w = 200/3.
-
-    Args:
-      mean_side: float scalar (Python or tensor), the mean side (H + W) / 2 of the image, in the
-        unit wanted for the shapes (cells of the search canvas).
-      size_fractions: S fractions in (0, 1], e.g. the paper's 0.1 ... 0.9.
-      aspect_ratios: A ratios w / h > 0, e.g. k-means of the training boxes.
-    Returns:
-      shapes_hw float32 [S * A, 2] (height, width), fraction-major: row i * A + j is fraction i,
-      ratio j.
-    Raises:
-      ValueError: an empty list, a fraction outside (0, 1] or a ratio <= 0.
-    """
-    fractions = np.asarray(size_fractions, np.float32).reshape(-1)
-    ratios = np.asarray(aspect_ratios, np.float32).reshape(-1)
-    if fractions.size == 0 or np.any(fractions <= 0) or np.any(fractions > 1):
-        raise ValueError(
-            f"box_shapes: size_fractions must be non-empty values in (0, 1], got {size_fractions}"
-        )
-    if ratios.size == 0 or np.any(ratios <= 0):
-        raise ValueError(
-            f"box_shapes: aspect_ratios must be non-empty values > 0, got {aspect_ratios}"
-        )
+    """The search's box shapes float32 [S * A, 2] (height, width) for a mean side (a Python or
+    tensor scalar, canvas cells): ``dnet_tf.core.search.box_shapes`` in the graph."""
     mean_side = tf.cast(mean_side, tf.float32)
-    f = tf.constant(np.repeat(fractions, ratios.size))  # fraction-major
-    a = tf.constant(np.tile(ratios, fractions.size))
-    h = 2.0 * f * mean_side / (1.0 + a)
-    return tf.stack([h, a * h], axis=-1)
+    return search_rules.box_shapes(mean_side, size_fractions, aspect_ratios, TENSORFLOW)
 
 
 @_NOT_CONVERTED
 def ring_width(side, ring_margin: float) -> tf.Tensor:
-    """Width in cells of the ring on each side of a box of the given side length.
-
-    round_half_up(ring_margin * side), at least 1 cell; 0 when ring_margin is 0.
-    Worked: margin 0.2, side 12 -> 2.4 -> 2; side 13 -> 2.6 -> 3; side 2 -> 0.4 -> 1.
-
-    Args:
-      side: float tensor [...] (cells); ring_margin: float >= 0.
-    Returns:
-      float32 [...], whole numbers of cells.
-    """
-    if ring_margin < 0:
-        raise ValueError(f"ring_margin must be >= 0, got {ring_margin}")
-    side = tf.cast(side, tf.float32)
-    if ring_margin == 0:
-        return tf.zeros_like(side)
-    return tf.maximum(tf.floor(float(ring_margin) * side + 0.5), 1.0)
+    """Ring width in whole cells, float32 [...], of boxes of side ``side`` [...] (cells):
+    ``dnet_tf.core.search.ring_width`` in the graph."""
+    return search_rules.ring_width(tf.cast(side, tf.float32), ring_margin, TENSORFLOW)
 
 
 def _halves(boxes_yxyx: tf.Tensor) -> tf.Tensor:
@@ -308,10 +264,6 @@ def search_boxes(
     )
 
 
-def _round_half_up(x):
-    return tf.floor(x + 0.5)
-
-
 # --- The dense search -------------------------------------------------------------------------
 #
 # Every Eq. (3) ingredient of one shape at all positions is a sum of shifted integral images
@@ -438,12 +390,11 @@ def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m):
     hf, wf = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
 
     # Shapes in whole cells inside the grid; ring widths; the stride in whole cells.
-    sh = tf.clip_by_value(_round_half_up(shapes_hw[:, 0]), 1.0, hf)
-    sw = tf.clip_by_value(_round_half_up(shapes_hw[:, 1]), 1.0, wf)
+    sh, sw = search_rules.shape_cells(shapes_hw, hf, wf, TENSORFLOW)
     shi, swi = tf.cast(sh, tf.int32), tf.cast(sw, tf.int32)
     ryi = tf.cast(ring_width(sh, ring_margin), tf.int32)
     rxi = tf.cast(ring_width(sw, ring_margin), tf.int32)
-    step = tf.cast(tf.maximum(_round_half_up(tf.cast(stride, tf.float32)), 1.0), tf.int32)
+    step = tf.cast(search_rules.stride_cells(tf.cast(stride, tf.float32), TENSORFLOW), tf.int32)
 
     # The sample grid of the integrals: pad_top rows and pad_left columns before the grid so that
     # outer-box corners outside the grid read the clipped integral. A view row holds `row`

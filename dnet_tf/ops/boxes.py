@@ -2,55 +2,40 @@
 
 Pixel (r, c) covers [r, r+1) x [c, c+1), so a box [0, 0, H, W] covers an H x W image exactly.
 Pascal VOC XML is 1-based and inclusive: continuous xmin = xmin_voc - 1, xmax = xmax_voc (same for
-y). ``voc_to_yxyx`` / ``yxyx_to_voc`` are the only places that conversion is written.
+y), written once in ``dnet_tf.core.boxes``.
+
+The arithmetic of area, intersection, IoU, the frame changes and the VOC conversion is
+``dnet_tf.core.boxes``' (one definition for the graph and NumPy); these are its TensorFlow entry
+points, which convert their inputs to tensors.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
+from dnet_tf.core import boxes as core_boxes
+from dnet_tf.ops.xp import TENSORFLOW
+
 
 def area(boxes_yxyx: tf.Tensor) -> tf.Tensor:
-    """Area of boxes; inverted boxes count as 0.
-
-    Args:
-      boxes_yxyx: float [..., 4], any frame.
-    Returns:
-      float [...], in squared units of that frame.
-    """
-    boxes_yxyx = tf.convert_to_tensor(boxes_yxyx)
-    ymin, xmin, ymax, xmax = tf.unstack(boxes_yxyx, axis=-1)
-    return tf.maximum(ymax - ymin, 0.0) * tf.maximum(xmax - xmin, 0.0)
+    """Area of boxes float [..., 4] (any frame) -> [...]; inverted boxes count as 0."""
+    return core_boxes.area(tf.convert_to_tensor(boxes_yxyx), TENSORFLOW)
 
 
 def intersection(a_yxyx: tf.Tensor, b_yxyx: tf.Tensor) -> tf.Tensor:
-    """Pairwise intersection areas, batched over any leading dimensions.
-
-    Args:
-      a_yxyx: float [..., N, 4]; b_yxyx: float [..., M, 4], same frame and leading dimensions.
-    Returns:
-      float [..., N, M].
-    """
+    """Pairwise intersection areas [..., N, M] of boxes [..., N, 4] and [..., M, 4], batched over
+    any leading dimensions (same frame)."""
     a_yxyx = tf.convert_to_tensor(a_yxyx)
     b_yxyx = tf.convert_to_tensor(b_yxyx, dtype=a_yxyx.dtype)
-    a = a_yxyx[..., :, None, :]
-    b = b_yxyx[..., None, :, :]
-    h = tf.maximum(tf.minimum(a[..., 2], b[..., 2]) - tf.maximum(a[..., 0], b[..., 0]), 0.0)
-    w = tf.maximum(tf.minimum(a[..., 3], b[..., 3]) - tf.maximum(a[..., 1], b[..., 1]), 0.0)
-    return h * w
+    return core_boxes.intersection(a_yxyx, b_yxyx, TENSORFLOW)
 
 
 def iou(a_yxyx: tf.Tensor, b_yxyx: tf.Tensor) -> tf.Tensor:
-    """Pairwise Jaccard similarity (intersection over union); 0 where the union is empty.
-
-    Args:
-      a_yxyx: float [N, 4]; b_yxyx: float [M, 4], same frame.
-    Returns:
-      float [N, M] in [0, 1].
-    """
-    inter = intersection(a_yxyx, b_yxyx)
-    union = area(a_yxyx)[:, None] + area(b_yxyx)[None, :] - inter
-    return tf.math.divide_no_nan(inter, union)
+    """Pairwise Jaccard similarity [N, M] in [0, 1] of boxes [N, 4] and [M, 4] (same frame); 0
+    where the union is empty."""
+    a_yxyx = tf.convert_to_tensor(a_yxyx)
+    b_yxyx = tf.convert_to_tensor(b_yxyx, dtype=a_yxyx.dtype)
+    return core_boxes.iou(a_yxyx, b_yxyx, TENSORFLOW)
 
 
 def clip(boxes_yxyx: tf.Tensor, height, width) -> tf.Tensor:
@@ -69,40 +54,23 @@ def clip(boxes_yxyx: tf.Tensor, height, width) -> tf.Tensor:
 
 
 def scale_about_center(boxes_yxyx: tf.Tensor, factor) -> tf.Tensor:
-    """Grows (factor > 1) or shrinks boxes about their centres; height and width both x factor.
-
-    Args:
-      boxes_yxyx: float [..., 4]; factor: scalar or broadcastable to [...].
-    Returns:
-      float [..., 4], same frame.
-    """
+    """Grows (factor > 1) or shrinks boxes [..., 4] about their centres; height and width both
+    x factor (scalar or broadcastable to [...]). Same frame out."""
     boxes_yxyx = tf.convert_to_tensor(boxes_yxyx)
     factor = tf.cast(factor, boxes_yxyx.dtype)
-    ymin, xmin, ymax, xmax = tf.unstack(boxes_yxyx, axis=-1)
-    cy, cx = (ymin + ymax) / 2.0, (xmin + xmax) / 2.0
-    hh, hw = (ymax - ymin) * factor / 2.0, (xmax - xmin) * factor / 2.0
-    return tf.stack([cy - hh, cx - hw, cy + hh, cx + hw], axis=-1)
+    return core_boxes.scale_about_center(boxes_yxyx, factor, TENSORFLOW)
 
 
 def voc_to_yxyx(voc_xyxy: tf.Tensor) -> tf.Tensor:
-    """Pascal VOC 1-based inclusive [xmin, ymin, xmax, ymax] -> continuous image_yxyx.
-
-    A VOC box (1, 1, W, H) covers the whole W x H image and becomes [0, 0, H, W].
-    Args:
-      voc_xyxy: float [..., 4] as written in VOC XML.
-    Returns:
-      float [..., 4] image_yxyx.
-    """
-    voc_xyxy = tf.convert_to_tensor(voc_xyxy, dtype=tf.float32)
-    xmin, ymin, xmax, ymax = tf.unstack(voc_xyxy, axis=-1)
-    return tf.stack([ymin - 1.0, xmin - 1.0, ymax, xmax], axis=-1)
+    """Pascal VOC 1-based inclusive [xmin, ymin, xmax, ymax] [..., 4] -> float32 image_yxyx."""
+    voc = tf.convert_to_tensor(voc_xyxy, dtype=tf.float32)
+    return core_boxes.voc_to_yxyx(voc, TENSORFLOW)
 
 
 def yxyx_to_voc(boxes_yxyx: tf.Tensor) -> tf.Tensor:
     """Inverse of ``voc_to_yxyx``: continuous image_yxyx -> VOC 1-based [xmin, ymin, xmax, ymax]."""
-    boxes_yxyx = tf.convert_to_tensor(boxes_yxyx, dtype=tf.float32)
-    ymin, xmin, ymax, xmax = tf.unstack(boxes_yxyx, axis=-1)
-    return tf.stack([xmin + 1.0, ymin + 1.0, xmax, ymax], axis=-1)
+    boxes = tf.convert_to_tensor(boxes_yxyx, dtype=tf.float32)
+    return core_boxes.yxyx_to_voc(boxes, TENSORFLOW)
 
 
 def normalize(boxes_yxyx: tf.Tensor, height, width) -> tf.Tensor:
@@ -148,9 +116,6 @@ def from_frame(
     """Inverse of ``to_frame``: boxes in a sub-rectangle's resized frame -> the outer frame."""
     boxes_yxyx = tf.convert_to_tensor(boxes_yxyx)
     frame_yxyx = tf.cast(frame_yxyx, boxes_yxyx.dtype)
-    fy, fx = frame_yxyx[..., 0:1], frame_yxyx[..., 1:2]
-    sy = (frame_yxyx[..., 2:3] - fy) / tf.cast(frame_height, boxes_yxyx.dtype)
-    sx = (frame_yxyx[..., 3:4] - fx) / tf.cast(frame_width, boxes_yxyx.dtype)
-    origin = tf.concat([fy, fx, fy, fx], axis=-1)
-    scale = tf.concat([sy, sx, sy, sx], axis=-1)
-    return boxes_yxyx * scale + origin
+    h = tf.cast(frame_height, boxes_yxyx.dtype)
+    w = tf.cast(frame_width, boxes_yxyx.dtype)
+    return core_boxes.from_frame(boxes_yxyx, frame_yxyx, h, w, TENSORFLOW)

@@ -1,8 +1,8 @@
 """Greedy non-maximum suppression in the yxyx convention, batched, padded to a fixed size.
 
-Semantics (those of ``tf.image.non_max_suppression``): boxes are visited by decreasing score; a
-box is kept unless a kept box overlaps it with Jaccard (IoU) strictly above ``iou_threshold``;
-boxes with score <= ``score_threshold`` are dropped.
+Semantics: the rule of ``dnet_tf.core.nms`` (TensorFlow's kernel's): boxes visited by decreasing
+score, suppressed by a kept box at IoU strictly above ``iou_threshold``, dropped at score <=
+``score_threshold``.
 
 Built on TensorFlow's greedy NMS kernel (NonMaxSuppressionV4, padded output), mapped over the
 batch. ``tf.image.non_max_suppression_padded`` batches natively but pads every row to 512-box
@@ -15,7 +15,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from dnet_tf.ops import boxes as box_ops
+from dnet_tf.core import policy
+from dnet_tf.ops.xp import TENSORFLOW
 
 # Static Python only (no loops or branches over tensor values): autograph conversion would
 # only cost tracing time.
@@ -118,12 +119,8 @@ def class_nms(
 def demote_parts(boxes_yxyx, scores, classes, valid, containment: float, factor: float):
     """Lowers the score of detections that are parts of a larger, better detection of their class.
 
-    Detection i is a part when some valid detection j of the same class ranks above it (higher
-    score, or an equal score at a lower index), is larger (area_j > area_i), and contains most of
-    it: area(i ∩ j) >= containment * area_i. A part's score is multiplied by ``factor``; the
-    detections are then sorted again. Ranks are taken from the scores before any change, so the
-    result does not depend on the order in which parts are found. Per-class NMS leaves such
-    pairs alone (a head inside a whole animal has a low IoU with it).
+    The rule is ``dnet_tf.core.policy.part_of``; a part's score is multiplied by ``factor`` and
+    the detections are sorted again.
 
     Args:
       boxes_yxyx: float32 [B, K, 4], any frame with the same scale on both axes' ratios
@@ -141,22 +138,8 @@ def demote_parts(boxes_yxyx, scores, classes, valid, containment: float, factor:
     scores = tf.convert_to_tensor(scores, tf.float32)
     classes = tf.convert_to_tensor(classes, tf.int32)
     valid = tf.convert_to_tensor(valid, tf.bool)
-    area = box_ops.area(boxes)  # [B, K]
-    inter = box_ops.intersection(boxes, boxes)  # [B, K(i), K(j)]
-    k = tf.shape(scores)[1]
-    index = tf.range(k)
-    si, sj = scores[:, :, None], scores[:, None, :]
-    above = (sj > si) | ((sj == si) & (index[None, None, :] < index[None, :, None]))
-    part_of = (
-        valid[:, None, :]
-        & (classes[:, :, None] == classes[:, None, :])
-        & above
-        & (area[:, None, :] > area[:, :, None])
-        & (area[:, :, None] > 0.0)
-        & (inter >= containment * area[:, :, None])
-    )
-    is_part = valid & tf.reduce_any(part_of, axis=2)
-    new_scores = tf.where(is_part, scores * factor, scores)
+    is_part = policy.part_of(boxes, scores, classes, valid, containment, TENSORFLOW)
+    new_scores = policy.demoted_scores(scores, is_part, factor, TENSORFLOW)
     order = tf.argsort(
         tf.where(valid, new_scores, -np.inf), axis=1, direction="DESCENDING", stable=True
     )

@@ -2,7 +2,7 @@
 speaks that API over the same SavedModel (for development, tests and machines without TF Serving).
 
 Modules: ``client`` (DetectorClient, RestDetectorClient, RetryPolicy), ``detections`` (Detection,
-ImageDetections, drawing), ``server`` (LocalModelServer, ServerOptions) with its parts
+Detections, drawing), ``server`` (LocalModelServer, ServerOptions) with its parts
 ``manager`` (versions), ``batching``, ``core``, ``grpc_service``, ``rest``, ``metrics``,
 ``config_files`` (TF Serving's config protos); ``toy_model`` (a small contract-conforming
 SavedModel); command lines ``client_cli`` and ``server_cli``.

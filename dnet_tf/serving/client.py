@@ -7,7 +7,7 @@ the REST ``:predict`` call with base64 images ({"b64": ...}). Both:
   * retry a call that failed with UNAVAILABLE (REST: connection refused or HTTP 503) a bounded
     number of times with exponential backoff — and nothing else: INVALID_ARGUMENT, NOT_FOUND, ...
     are the caller's to fix and are raised at once,
-  * return ``ImageDetections`` with pixel boxes (image sizes read from the bytes with Pillow).
+  * return ``Detections`` with pixel boxes (image sizes read from the bytes with Pillow).
 
     with DetectorClient("localhost:8500", "dnet") as client:
         client.check_signature()
@@ -42,19 +42,16 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from dnet_tf.serving.detections import (
-    OUTPUT_KEYS,
-    ImageDetections,
-    detections_from_outputs,
-    image_size,
-)
+from dnet_tf.core import contracts
+from dnet_tf.core.detections import Detections
+from dnet_tf.serving.detections import image_size
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024  # gRPC's 4 MiB default is too small for large images
-DEFAULT_SIGNATURE = "serving_default"
-IMAGE_INPUT = "images"
+DEFAULT_SIGNATURE = contracts.SERVING_DEFAULT
+IMAGE_INPUT = contracts.INPUT_IMAGES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -270,7 +267,7 @@ class DetectorClient:
 
     def detect(
         self, images: Sequence, names: Sequence[str] | None = None, min_score: float = 0.0
-    ) -> list[ImageDetections]:
+    ) -> list[Detections]:
         """Detections for each image (paths or encoded bytes), in one Predict call.
 
         Raises:
@@ -279,7 +276,9 @@ class DetectorClient:
         """
         datas, sources, sizes = _prepare(images, names)
         outputs, version = self.predict_encoded(datas)
-        return detections_from_outputs(outputs, sizes, sources, self.model_name, version, min_score)
+        return Detections.batch_from_outputs(
+            outputs, sizes, sources, self.model_name, version, min_score
+        )
 
     def get_model_metadata(self) -> dict:
         """Signature name -> SignatureDef of the addressed version (GetModelMetadata)."""
@@ -346,7 +345,7 @@ def check_signature_def(signature_defs: dict, signature_name: str = DEFAULT_SIGN
             f"signature {signature_name!r} input 'images' is {tf.dtypes.as_dtype(info.dtype).name}, "
             "expected string (encoded images)"
         )
-    missing = [k for k in OUTPUT_KEYS if k not in sig.outputs]
+    missing = [k for k in contracts.DETECTION_OUTPUTS if k not in sig.outputs]
     if missing:
         raise ValueError(f"signature {signature_name!r} lacks outputs {missing}")
 
@@ -468,7 +467,7 @@ class RestDetectorClient:
             raise ServingCallError(
                 grpc.StatusCode.INTERNAL, f"unexpected :predict reply keys {sorted(reply)}"
             )
-        keys = rows[0].keys() if rows else OUTPUT_KEYS
+        keys = rows[0].keys() if rows else contracts.DETECTION_OUTPUTS
         outputs = {}
         for k in keys:
             values = [r[k] for r in rows]
@@ -481,10 +480,12 @@ class RestDetectorClient:
 
     def detect(
         self, images: Sequence, names: Sequence[str] | None = None, min_score: float = 0.0
-    ) -> list[ImageDetections]:
+    ) -> list[Detections]:
         datas, sources, sizes = _prepare(images, names)
         outputs, version = self.predict_encoded(datas)
-        return detections_from_outputs(outputs, sizes, sources, self.model_name, version, min_score)
+        return Detections.batch_from_outputs(
+            outputs, sizes, sources, self.model_name, version, min_score
+        )
 
     def get_model_metadata(self) -> dict:
         """Signature name -> SignatureDef, parsed from the ``/metadata`` JSON."""

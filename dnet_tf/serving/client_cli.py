@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 from google.protobuf import json_format
 
+from dnet_tf.core.detections import to_json
 from dnet_tf.serving.client import (
     DEFAULT_SIGNATURE,
     DetectorClient,
@@ -28,7 +29,6 @@ from dnet_tf.serving.client import (
     RetryPolicy,
     ServingCallError,
 )
-from dnet_tf.serving.detections import draw_detections, to_json
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,7 +111,7 @@ def run(argv: Sequence[str] | None = None) -> int:
                     out_dir.mkdir(parents=True, exist_ok=True)
                     for path, result in zip(args.images, results):
                         target = out_dir / f"{pathlib.Path(path).stem}.detections.png"
-                        target.write_bytes(draw_detections(pathlib.Path(path).read_bytes(), result))
+                        target.write_bytes(result.draw(pathlib.Path(path).read_bytes()))
                         print(f"wrote {target}", file=sys.stderr)
             elif args.command == "metadata":
                 sigs = client.get_model_metadata()

@@ -2,7 +2,9 @@
 
 Each function mirrors one op of ``dnet_tf.ops`` that ``DetectorModule.detect`` uses, with the same
 frames and the same arithmetic, written to be read and ported (a mobile port can follow it line
-by line). Frames: ``image_yxyx`` absolute pixels, pixel (r, c) covering [r, r+1) x [c, c+1);
+by line). The rules both pipelines share -- the window layout, the search's shape grid and ring,
+box maths, NMS and part demotion -- are ``dnet_tf.core``'s, re-exported here where a port looks
+for them; what stays here is the NumPy mechanics (resampling, the readable search). Frames: ``image_yxyx`` absolute pixels, pixel (r, c) covering [r, r+1) x [c, c+1);
 ``cell_yxyx`` cells of a mask canvas; ``norm_yxyx`` in [0, 1] of a frame.
 
 Scalars that decide a rounding (cell sizes, box shapes) are computed in float32 as the graph does,
@@ -12,13 +14,21 @@ float32), so scores agree to ~1e-6 and only near-exact ties may be ordered diffe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 
-from dnet_tf.config import windows_per_axis
 from dnet_tf.constants import BOTTOM, FULL, LEFT, NUM_MASK_TYPES, RIGHT, TOP
+from dnet_tf.core import boxes as core_boxes
+from dnet_tf.core import policy
+from dnet_tf.core.nms import class_nms, non_max_suppression, top_k  # noqa: F401 (re-exported)
+from dnet_tf.core.search import (  # noqa: F401 (box_shapes re-exported)
+    box_shapes,
+    ring_width,
+    shape_cells,
+    stride_cells,
+)
+from dnet_tf.core.windows import scale_windows, unit_windows  # noqa: F401 (re-exported)
 
 f32 = np.float32
 
@@ -34,63 +44,27 @@ def clip_boxes(boxes_yxyx: np.ndarray, height, width) -> np.ndarray:
 
 
 def scale_about_center(boxes_yxyx: np.ndarray, factor: float) -> np.ndarray:
-    """Grows (factor > 1) boxes [..., 4] about their centres; height and width both x factor."""
-    b = np.asarray(boxes_yxyx, np.float32)
-    factor = f32(factor)
-    cy, cx = (b[..., 0] + b[..., 2]) / f32(2), (b[..., 1] + b[..., 3]) / f32(2)
-    hh, hw = (b[..., 2] - b[..., 0]) * factor / f32(2), (b[..., 3] - b[..., 1]) * factor / f32(2)
-    return np.stack([cy - hh, cx - hw, cy + hh, cx + hw], axis=-1)
+    """Grows (factor > 1) boxes [..., 4] about their centres (``dnet_tf.core.boxes``), float32."""
+    return core_boxes.scale_about_center(np.asarray(boxes_yxyx, np.float32), f32(factor))
 
 
 def from_frame(
     boxes_yxyx: np.ndarray, frame_yxyx: np.ndarray, frame_height, frame_width
 ) -> np.ndarray:
-    """Boxes in a sub-rectangle's frame resized to frame_height x frame_width -> the outer frame.
-
-    Args: boxes_yxyx [..., 4]; frame_yxyx [..., 4] (broadcastable), the sub-rectangle outside.
-    """
-    b = np.asarray(boxes_yxyx, np.float32)
-    fr = np.asarray(frame_yxyx, np.float32)
-    sy = (fr[..., 2] - fr[..., 0]) / f32(frame_height)
-    sx = (fr[..., 3] - fr[..., 1]) / f32(frame_width)
-    scale = np.stack([sy, sx, sy, sx], axis=-1)
-    origin = np.stack([fr[..., 0], fr[..., 1], fr[..., 0], fr[..., 1]], axis=-1)
-    return b * scale + origin
+    """Boxes in a sub-rectangle's frame resized to frame_height x frame_width -> the outer frame
+    (``dnet_tf.core.boxes``), float32."""
+    return core_boxes.from_frame(
+        np.asarray(boxes_yxyx, np.float32),
+        np.asarray(frame_yxyx, np.float32),
+        f32(frame_height),
+        f32(frame_width),
+    )
 
 
 def iou_matrix(a_yxyx: np.ndarray, b_yxyx: np.ndarray) -> np.ndarray:
-    """Pairwise Jaccard [N, M] of boxes [N, 4] and [M, 4] (same frame); 0 where the union is empty."""
-    a = np.asarray(a_yxyx, np.float64)[:, None, :]
-    b = np.asarray(b_yxyx, np.float64)[None, :, :]
-    ih = np.maximum(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0.0)
-    iw = np.maximum(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0.0)
-    inter = ih * iw
-    area_a = np.maximum(a[..., 2] - a[..., 0], 0.0) * np.maximum(a[..., 3] - a[..., 1], 0.0)
-    area_b = np.maximum(b[..., 2] - b[..., 0], 0.0) * np.maximum(b[..., 3] - b[..., 1], 0.0)
-    union = area_a + area_b - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-
-
-def top_k(values: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k largest values along the last axis, best first, ties: lower index first.
-
-    The order of ``tf.math.top_k`` (sorted=True). Args: values float [..., N], k <= N.
-    Returns: int64 [..., k].
-    """
-    values = np.asarray(values, np.float64)
-    n = values.shape[-1]
-    if k >= n or n < 4096:
-        return np.argsort(-values, axis=-1, kind="stable")[..., :k]
-    # Large rows (the search's positions): partition first, then order the few selected exactly.
-    flat = values.reshape(-1, n)
-    out = np.empty((len(flat), k), np.int64)
-    for r, row in enumerate(flat):
-        kth = -np.partition(-row, k - 1)[k - 1]  # the k-th largest value
-        above = np.flatnonzero(row > kth)
-        ties = np.flatnonzero(row == kth)[: k - len(above)]  # lowest indices first
-        chosen = np.concatenate([above, ties])
-        out[r] = chosen[np.lexsort((chosen, -row[chosen]))]
-    return out.reshape(values.shape[:-1] + (k,))
+    """Pairwise Jaccard [N, M] in float64 of boxes [N, 4] and [M, 4] (``dnet_tf.core.boxes``)."""
+    a = np.asarray(a_yxyx, np.float64).reshape(-1, 4)
+    return core_boxes.iou(a, np.asarray(b_yxyx, np.float64).reshape(-1, 4))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -123,30 +97,6 @@ def resize_bilinear(images: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------
 # Windows (dnet_tf.ops.windows).
-
-
-def unit_windows(num_scales: int, overlap: float):
-    """Windows of a 1 x 1 image: (norm_yxyx float32 [N, 4], scale_ids int32 [N]).
-
-    Scale s: windows of side 2^-s at n_s = windows_per_axis(s, overlap) evenly spread positions
-    per axis, linspace(0, 1 - 2^-s, n_s), row-major (y outer, x inner). 3 scales, 20%: 1 + 9 + 25.
-    """
-    boxes, ids = [], []
-    for s in range(num_scales):
-        side = 2.0**-s
-        n = windows_per_axis(s, overlap)
-        starts = np.linspace(0.0, 1.0 - side, n) if n > 1 else np.zeros(1)
-        for y in starts:
-            for x in starts:
-                boxes.append([y, x, y + side, x + side])
-                ids.append(s)
-    return np.asarray(boxes, np.float32), np.asarray(ids, np.int32)
-
-
-def scale_windows(height, width, num_scales: int, overlap: float):
-    """Windows of an H x W image: (windows_image_yxyx float32 [N, 4], scale_ids int32 [N])."""
-    norm, ids = unit_windows(num_scales, overlap)
-    return norm * np.array([height, width, height, width], np.float32), ids
 
 
 # ----------------------------------------------------------------------------------------------
@@ -316,104 +266,6 @@ def paste_max(
 # Non-maximum suppression (dnet_tf.ops.nms: TensorFlow's greedy NonMaxSuppressionV4 kernel).
 
 
-def _nms_iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """IoU of one box [4] with boxes [M, 4] in float32, as TensorFlow's NMS kernel computes it
-    (0 when either box has no area)."""
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    ih = np.maximum(np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0]), f32(0))
-    iw = np.maximum(np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1]), f32(0))
-    inter = ih * iw
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = inter / (area + areas - inter)
-    return np.where((area > 0) & (areas > 0), iou, f32(0))
-
-
-def _greedy_nms(
-    boxes: np.ndarray,
-    scores: np.ndarray,
-    max_output: int,
-    iou_threshold: float,
-    score_threshold: float,
-) -> np.ndarray:
-    """Indices kept by greedy NMS of one set of boxes [N, 4] (ymin <= ymax, xmin <= xmax).
-
-    Boxes are visited by decreasing score (ties: lower index first); boxes with score <=
-    score_threshold are dropped (with -inf, none is); a box is suppressed by a kept one with
-    IoU > iou_threshold; at most max_output are kept, best first.
-    """
-    boxes = np.asarray(boxes, np.float32)
-    scores = np.asarray(scores, np.float32)
-    if not np.isfinite(score_threshold):
-        scores = np.maximum(scores, np.finfo(np.float32).min)  # as the graph: -inf scores kept too
-    alive = scores > f32(score_threshold)
-    keep = []
-    for i in top_k(np.where(alive, scores, -np.inf), len(scores)):
-        if len(keep) >= max_output or not alive[i]:
-            break
-        if keep and (_nms_iou(boxes[i], boxes[keep]) > f32(iou_threshold)).any():
-            continue
-        keep.append(int(i))
-    return np.asarray(keep, np.int64)
-
-
-def non_max_suppression(
-    boxes_yxyx: np.ndarray,
-    scores: np.ndarray,
-    max_output: int,
-    iou_threshold: float,
-    score_threshold: float = float("-inf"),
-):
-    """Greedy NMS per row of a batch, padded to max_output (see ``_greedy_nms`` for the rules).
-
-    Args: boxes_yxyx float [B, N, 4]; scores [B, N].
-    Returns: (indices int64 [B, max_output] into N, best first, padding 0; num_valid int64 [B]).
-    """
-    boxes_yxyx = np.asarray(boxes_yxyx, np.float32)
-    scores = np.asarray(scores, np.float32)
-    idx = np.zeros((len(scores), max_output), np.int64)
-    num = np.zeros(len(scores), np.int64)
-    for b in range(len(scores)):
-        keep = _greedy_nms(boxes_yxyx[b], scores[b], max_output, iou_threshold, score_threshold)
-        idx[b, : len(keep)] = keep
-        num[b] = len(keep)
-    return idx, num
-
-
-def class_nms(
-    boxes_norm_yxyx: np.ndarray,
-    scores: np.ndarray,
-    classes: np.ndarray,
-    max_total: int,
-    iou_threshold: float,
-    score_threshold: float,
-):
-    """Per-class NMS of one image (classes never suppress each other), best first, padded.
-
-    Class c is moved to its own region of the plane (shifted by c times the span of all boxes
-    plus one along both axes), then one class-agnostic NMS runs, as in the graph.
-
-    Args: boxes_norm_yxyx float32 [N, 4]; scores [N] (<= score_threshold: dropped); classes int
-      [N] 0-based; max_total K.
-    Returns: boxes float32 [K, 4], scores float32 [K], classes int64 [K], num int (padding zeroed).
-    """
-    boxes = np.asarray(boxes_norm_yxyx, np.float32)
-    scores = np.asarray(scores, np.float32)
-    classes = np.asarray(classes, np.int64)
-    out_boxes = np.zeros((max_total, 4), np.float32)
-    out_scores = np.zeros(max_total, np.float32)
-    out_classes = np.zeros(max_total, np.int64)
-    if len(boxes) == 0:
-        return out_boxes, out_scores, out_classes, 0
-    lo = boxes.min()
-    span = boxes.max() - lo + f32(1.0)
-    shifted = boxes - lo + classes.astype(np.float32)[:, None] * span
-    keep = _greedy_nms(shifted, scores, max_total, iou_threshold, score_threshold)
-    n = len(keep)
-    out_boxes[:n], out_scores[:n], out_classes[:n] = boxes[keep], scores[keep], classes[keep]
-    return out_boxes, out_scores, out_classes, n
-
-
 def demote_parts(
     boxes_yxyx: np.ndarray,
     scores: np.ndarray,
@@ -424,27 +276,15 @@ def demote_parts(
 ):
     """One image's ``dnet_tf.ops.nms.demote_parts``: the first ``num`` slots hold detections.
 
-    Detection i is a part when a detection j of its class ranks above it (higher score, or equal
-    at a lower index), is larger, and covers at least ``containment`` of i's area; its score is
-    multiplied by ``factor`` (ranks from the scores before any change). Returns boxes [K, 4],
-    scores [K], classes [K] sorted again by decreasing score (stable), detections first.
+    Parts (``dnet_tf.core.policy.part_of``) have their score multiplied by ``factor``. Returns
+    boxes [K, 4], scores [K], classes [K] sorted again by decreasing score (stable), detections
+    first.
     """
     boxes = np.asarray(boxes_yxyx, np.float32)
     scores = np.asarray(scores, np.float32)
-    area = np.maximum(boxes[:, 2] - boxes[:, 0], f32(0)) * np.maximum(
-        boxes[:, 3] - boxes[:, 1], f32(0)
-    )
-    new_scores = scores.copy()
-    for i in range(num):
-        for j in range(num):
-            above = scores[j] > scores[i] or (scores[j] == scores[i] and j < i)
-            if not above or classes[j] != classes[i] or not area[j] > area[i] or not area[i] > 0:
-                continue
-            ih = max(min(boxes[i, 2], boxes[j, 2]) - max(boxes[i, 0], boxes[j, 0]), f32(0))
-            iw = max(min(boxes[i, 3], boxes[j, 3]) - max(boxes[i, 1], boxes[j, 1]), f32(0))
-            if f32(ih * iw) >= f32(containment) * area[i]:
-                new_scores[i] = scores[i] * f32(factor)
-                break
+    valid = np.arange(len(scores)) < num
+    is_part = policy.part_of(boxes, scores, np.asarray(classes), valid, containment)
+    new_scores = policy.demoted_scores(scores, is_part, f32(factor))
     order = np.concatenate(
         [np.argsort(-new_scores[:num], kind="stable"), np.arange(num, len(scores))]
     )
@@ -453,26 +293,6 @@ def demote_parts(
 
 # ----------------------------------------------------------------------------------------------
 # Box search (dnet_tf.ops.box_search, dnet_tf.ops.integral).
-
-
-def box_shapes(
-    mean_side, size_fractions: Sequence[float], aspect_ratios: Sequence[float]
-) -> np.ndarray:
-    """float32 [S * A, 2] (height, width), fraction-major: mean side (w + h) / 2 = f * mean_side, w / h = a."""
-    fractions = np.asarray(size_fractions, np.float32).reshape(-1)
-    ratios = np.asarray(aspect_ratios, np.float32).reshape(-1)
-    f = np.repeat(fractions, ratios.size)
-    a = np.tile(ratios, fractions.size)
-    h = f32(2.0) * f * f32(mean_side) / (f32(1.0) + a)
-    return np.stack([h, a * h], axis=-1).astype(np.float32)
-
-
-def ring_width(side: np.ndarray, ring_margin: float) -> np.ndarray:
-    """Ring width in whole cells: round_half_up(ring_margin * side), at least 1 (0 if margin is 0)."""
-    side = np.asarray(side, np.float32)
-    if ring_margin == 0:
-        return np.zeros_like(side)
-    return np.maximum(np.floor(f32(ring_margin) * side + f32(0.5)), f32(1.0))
 
 
 class SearchResult(NamedTuple):
@@ -570,11 +390,10 @@ def search_boxes(
     i_m, i_v, i_l = integral[..., :k], integral[..., k : 2 * k], integral[..., 2 * k :]
 
     shapes_hw = np.asarray(shapes_hw, np.float32)
-    sh = np.clip(np.floor(shapes_hw[:, 0] + f32(0.5)), 1, height).astype(np.int64)
-    sw = np.clip(np.floor(shapes_hw[:, 1] + f32(0.5)), 1, width).astype(np.int64)
+    sh, sw = (v.astype(np.int64) for v in shape_cells(shapes_hw, height, width))
     gy = ring_width(sh.astype(np.float32), ring_margin).astype(np.int64)
     gx = ring_width(sw.astype(np.float32), ring_margin).astype(np.int64)
-    step = int(max(np.floor(f32(stride) + f32(0.5)), 1.0))
+    step = int(stride_cells(f32(stride)))
 
     all_boxes, all_scores, all_cov = [], [], []
     for h, w, ry, rx in zip(sh, sw, gy, gx):

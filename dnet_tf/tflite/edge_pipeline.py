@@ -42,14 +42,12 @@ import numpy as np
 
 from dnet_tf import constants
 from dnet_tf.config import DetectorConfig
+from dnet_tf.core import policy, windows
+from dnet_tf.core.detections import Detections
+from dnet_tf.core.policy import INVALID_SCORE
 from dnet_tf.tflite import edge_ops
 
 NetworkFn = Callable[[np.ndarray], np.ndarray]
-
-# Score of empty or pruned slots, as in the graph: far below any Eq. (3) score.
-INVALID_SCORE = -1e9
-# Best boxes of a refinement crop's search rescored with the ring read past the crop's edge.
-REFINE_CANDIDATES = 16
 
 
 @dataclasses.dataclass
@@ -57,12 +55,11 @@ class FirstStage:
     """Stage-1 detections of one image, all classes; n = num_scales * top_k_per_scale per class.
 
     boxes_image_yxyx float32 [C, n, 4]; scores float64 [C, n] Eq. (3) (INVALID_SCORE for empty
-    slots); coverage float64 [C, n] Eq. (2); valid bool [C, n].
+    slots); valid bool [C, n].
     """
 
     boxes_image_yxyx: np.ndarray
     scores: np.ndarray
-    coverage: np.ndarray
     valid: np.ndarray
 
 
@@ -73,7 +70,6 @@ class Candidates:
     boxes_image_yxyx: np.ndarray  # float32 [R, 4]
     classes: np.ndarray  # int64 [R], 0-based
     scores: np.ndarray  # float64 [R], Eq. (3)
-    coverage: np.ndarray  # float64 [R], Eq. (2)
     valid: np.ndarray  # bool [R]
 
 
@@ -96,21 +92,12 @@ class EdgePipeline:
         aspect_ratios: Sequence[float],
         config: DetectorConfig,
     ):
-        config.validate()
+        self.class_names, self.aspect_ratios = policy.check_detector_inputs(
+            class_names, aspect_ratios, config
+        )
+        self.num_classes = len(self.class_names)
         self.localizer = localizer
         self.classifier = classifier
-        self.class_names = [str(c) for c in class_names]
-        self.num_classes = len(self.class_names)
-        if self.num_classes != config.model.num_classes:
-            raise ValueError(
-                f"{self.num_classes} class names given but model.num_classes is "
-                f"{config.model.num_classes}"
-            )
-        if len(aspect_ratios) < 1 or min(aspect_ratios) <= 0:
-            raise ValueError(
-                f"aspect_ratios must be a non-empty list of positive w/h values, got {aspect_ratios}"
-            )
-        self.aspect_ratios = [float(a) for a in aspect_ratios]
         self.config = config
         self.windows_per_scale = config.inference.windows_per_scale
 
@@ -135,7 +122,7 @@ class EdgePipeline:
         evaluations = 0
 
         # 1-2. Windows through the localizer.
-        unit_windows, _ = edge_ops.scale_windows(1.0, 1.0, cfg.num_scales, cfg.window_overlap)
+        unit_windows, _ = windows.unit_windows(cfg.num_scales, cfg.window_overlap)
         windows_image_yxyx = unit_windows * np.concatenate([size, size])[None, :]
         window_masks = self._localize(image, windows_image_yxyx)  # [N, d, d, 5, C]
         evaluations += len(windows_image_yxyx)
@@ -204,14 +191,14 @@ class EdgePipeline:
         cell_px = self.canvas_cell_px(size)
         extent_cells = (size / cell_px).astype(np.float32)  # the image's (h, w) in canvas cells
         canvas_hw = np.maximum(np.ceil(extent_cells - np.float32(1e-4)).astype(np.int64), 1)
-        unit_windows, _ = edge_ops.scale_windows(1.0, 1.0, cfg.num_scales, cfg.window_overlap)
+        unit_windows, _ = windows.unit_windows(cfg.num_scales, cfg.window_overlap)
         windows_cell_yxyx = unit_windows * np.concatenate([extent_cells, extent_cells])[None, :]
         mean_side = np.float32((extent_cells[0] + extent_cells[1]) / np.float32(2))
         shapes_hw = edge_ops.box_shapes(mean_side, cfg.size_fractions, self.aspect_ratios)
         stride_cells = np.float32(cfg.stride_px) / cell_px
         flat_masks = window_masks.reshape(-1, d, d, constants.NUM_MASK_TYPES * c)
 
-        parts = {"boxes": [], "scores": [], "coverage": [], "valid": []}
+        parts = {"boxes": [], "scores": [], "valid": []}
         start = 0
         for n in self.windows_per_scale:
             canvas = edge_ops.paste_max(
@@ -237,10 +224,9 @@ class EdgePipeline:
             parts["scores"].append(
                 np.where(slot_ok, np.take_along_axis(scores, keep, axis=1), INVALID_SCORE)
             )
-            parts["coverage"].append(np.take_along_axis(found.coverage, keep, axis=1))
             parts["valid"].append(slot_ok & np.take_along_axis(found.valid, keep, axis=1))
         merged = {key: np.concatenate(v, axis=1) for key, v in parts.items()}
-        return FirstStage(merged["boxes"], merged["scores"], merged["coverage"], merged["valid"])
+        return FirstStage(merged["boxes"], merged["scores"], merged["valid"])
 
     def _search_active(
         self, canvas: np.ndarray, shapes_hw: np.ndarray, stride_cells
@@ -287,7 +273,6 @@ class EdgePipeline:
             boxes_image_yxyx=first.boxes_image_yxyx.reshape(-1, 4)[idx],
             classes=(idx // n).astype(np.int64),
             scores=top_scores,
-            coverage=first.coverage.reshape(-1)[idx],
             valid=top_scores > INVALID_SCORE / 2,
         )
         if k < r:  # fewer slots than max_refine: pad with invalid ones
@@ -296,7 +281,6 @@ class EdgePipeline:
                 np.concatenate([cand.boxes_image_yxyx, np.zeros((pad, 4), np.float32)]),
                 np.concatenate([cand.classes, np.zeros(pad, np.int64)]),
                 np.concatenate([cand.scores, np.full(pad, INVALID_SCORE)]),
-                np.concatenate([cand.coverage, np.zeros(pad)]),
                 np.concatenate([cand.valid, np.zeros(pad, bool)]),
             )
         return cand
@@ -312,7 +296,7 @@ class EdgePipeline:
                 f"classifier returned shape {probs.shape}, expected "
                 f"{(len(boxes_image_yxyx), self.num_classes + 1)}"
             )
-        return probs[np.arange(len(classes)), classes + 1]  # index 0 is background
+        return probs[np.arange(len(classes)), classes + constants.CLASS_ID_OFFSET]
 
     def _refine(self, image, size, boxes_image_yxyx, classes):
         """Best box inside each detection grown by refine_enlarge.
@@ -336,7 +320,7 @@ class EdgePipeline:
             cfg.refine_stride,
             cfg.ring_margin,
             -1.0,
-            REFINE_CANDIDATES,
+            policy.REFINE_CANDIDATES,
         )
         # Rescore those candidates with the ring read past the crop's edge, on edge-replicated
         # masks: beyond a crop's edge the image goes on (unlike beyond the image's edge), and a crop
@@ -356,26 +340,14 @@ class EdgePipeline:
         return edge_ops.clip_boxes(refined, size[0], size[1]), best_eq3
 
     def _refined_agreement(self, first_eq3, refined_eq3):
-        """Eq. (3) score [R] float32 a refined detection is ranked by (InferenceConfig.refine_agreement)."""
+        """Eq. (3) score [R] float32 a refined detection is ranked by (``policy``)."""
         mode = self.config.inference.refine_agreement
-        first_eq3, refined_eq3 = np.float32(first_eq3), np.float32(refined_eq3)
-        if mode == "mean":
-            return np.float32(0.5) * (first_eq3 + refined_eq3)
-        if mode == "min":
-            return np.minimum(first_eq3, refined_eq3)
-        return refined_eq3
+        return policy.refined_agreement(np.float32(first_eq3), np.float32(refined_eq3), mode)
 
     def _confidence(self, class_prob, eq3):
-        """Confidence in [0, 1] from P(class | box) [R] and Eq. (3) scores [R] (InferenceConfig.score_mode)."""
+        """Confidence [R] float32 from P(class | box) [R] and Eq. (3) scores [R] (``policy``)."""
         mode = self.config.inference.score_mode
-        class_prob = np.asarray(class_prob, np.float32)
-        if mode == "classifier":
-            return class_prob
-        # Eq. (3) sums five terms in [-1, 1]; 5 means every mask agrees with the box perfectly.
-        agreement = np.clip(np.asarray(eq3, np.float32) / np.float32(5.0), 0.0, 1.0)
-        if mode == "eq3":
-            return agreement
-        return class_prob * agreement
+        return policy.confidence(np.float32(class_prob), np.float32(eq3), mode)
 
     def _final_outputs(self, boxes_image_yxyx, scores, classes, kept, size) -> dict:
         """Per-class NMS, parts demoted, padding to max_detections; boxes normalized to the image."""
@@ -399,20 +371,15 @@ class EdgePipeline:
             "detection_boxes": np.where(slot_ok[:, None], out_boxes, 0.0).astype(np.float32),
             "detection_scores": np.where(slot_ok, out_scores, 0.0).astype(np.float32),
             "detection_classes": np.where(
-                slot_ok, out_classes.astype(np.float32) + 1.0, 0.0
+                slot_ok, out_classes.astype(np.float32) + constants.CLASS_ID_OFFSET, 0.0
             ).astype(np.float32),
             "detection_class_names": names,
         }
 
 
-def detections_in_pixels(out: dict, height: int, width: int, prefix: str = "detection_") -> dict:
-    """One image's outputs as evaluate_detections' mapping: boxes_yxyx [n, 4] image pixels,
-    scores [n], classes int [n] 0-based. ``prefix`` "first_stage_" picks the first-stage ones."""
-    num_key = "num_detections" if prefix == "detection_" else prefix + "num_detections"
-    n = int(out[num_key])
-    scale = np.array([height, width, height, width], np.float32)
-    return {
-        "boxes_yxyx": np.asarray(out[prefix + "boxes"])[:n] * scale,
-        "scores": np.asarray(out[prefix + "scores"])[:n],
-        "classes": np.asarray(out[prefix + "classes"])[:n].astype(np.int64) - 1,
-    }
+def detections_of(
+    out: dict, height: int, width: int, class_names, prefix: str = "detection_"
+) -> Detections:
+    """One image's ``EdgePipeline.detect`` outputs as ``Detections`` (boxes also in pixels);
+    ``prefix`` "first_stage_" picks the first-stage ones."""
+    return Detections.from_outputs(out, height, width, class_names, prefix=prefix)

@@ -36,6 +36,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from dnet_tf.core import contracts
 from dnet_tf.tflite.convert import (
     NETWORKS,
     VARIANTS,
@@ -47,7 +48,7 @@ from dnet_tf.tflite.convert import (
     tflite_filename,
 )
 
-BUNDLE_FILES = ("config.json", "class_names.txt", "dataset_stats.json")
+BUNDLE_FILES = (contracts.CONFIG, contracts.CLASS_NAMES, contracts.DATASET_STATS)
 REFERENCE = "keras"
 
 
@@ -286,7 +287,7 @@ def evaluate_pipeline(pipeline, records, progress: bool = False, desc: str = "")
     """
     from dnet_tf.evaluation.runner import ground_truth_of, load_image
     from dnet_tf.evaluation.voc_ap import evaluate_detections
-    from dnet_tf.tflite.edge_pipeline import detections_in_pixels
+    from dnet_tf.tflite.edge_pipeline import detections_of
 
     gts, refined, first, seconds, evals = [], [], [], [], []
     items = records
@@ -301,8 +302,9 @@ def evaluate_pipeline(pipeline, records, progress: bool = False, desc: str = "")
         seconds.append(time.perf_counter() - start)
         h, w = image.shape[:2]
         gts.append(ground_truth_of(record))
-        refined.append(detections_in_pixels(out, h, w))
-        first.append(detections_in_pixels(out, h, w, prefix="first_stage_"))
+        names = pipeline.class_names
+        refined.append(detections_of(out, h, w, names).arrays())
+        first.append(detections_of(out, h, w, names, prefix="first_stage_").arrays())
         evals.append(out["network_evaluations"])
     c = len(pipeline.class_names)
     r07 = evaluate_detections(gts, refined, c, use_07_metric=True)
@@ -408,7 +410,7 @@ def build_report(
         )
         for v in pipelines
     }
-    evaluation = pathlib.Path(run_dir) / "eval" / "evaluation.json"
+    evaluation = pathlib.Path(run_dir) / contracts.EVAL_DIR / contracts.EVALUATION_JSON
     if evaluation.is_file():  # the SavedModel graph's own figure, from the evaluation command
         methods = json.loads(evaluation.read_text()).get("methods", {})
         if "DetectorNet" in methods:

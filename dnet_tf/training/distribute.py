@@ -19,6 +19,8 @@ import pathlib
 
 import tensorflow as tf
 
+from dnet_tf.core import contracts
+
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 
 
@@ -123,7 +125,7 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 def checkpoint_dir(strategy: tf.distribute.Strategy, run_dir) -> pathlib.Path:
     """Where this worker saves checkpoints: run_dir/checkpoints on the chief, a per-worker
     scratch folder (run_dir/checkpoints/.worker-<id>) elsewhere."""
-    base = pathlib.Path(run_dir) / "checkpoints"
+    base = pathlib.Path(run_dir) / contracts.CHECKPOINTS
     if is_chief(strategy):
         return base
     return base / f".worker-{task_id(strategy)}"

@@ -27,14 +27,17 @@ import keras
 
 from dnet_tf.config import DetectorConfig
 
-CONFIG = "config.json"
-CLASS_NAMES = "class_names.txt"
-DATASET_STATS = "dataset_stats.json"
-LOCALIZER = "localizer.keras"
-CLASSIFIER = "classifier.keras"
-CHECKPOINTS = "checkpoints"
-LOGS = "logs"
-SUMMARY = "summary.json"
+# The file names are contracts shared with export and evaluation: defined in dnet_tf.core.
+from dnet_tf.core.contracts import (  # noqa: F401 (rd.CONFIG, ...)
+    CHECKPOINTS,
+    CLASS_NAMES,
+    CLASSIFIER,
+    CONFIG,
+    DATASET_STATS,
+    LOCALIZER,
+    LOGS,
+    SUMMARY,
+)
 
 
 @dataclasses.dataclass

@@ -1,0 +1,135 @@
+"""The detection policy: how candidates are scored, ranked and demoted (one definition each).
+
+The paper defines the masks (Eq. (1)), the box scores (Eq. (2)-(3)) and Algorithm 1; it does not
+say how to rank detections for precision-recall, how to combine the first-stage and refinement
+scores, or what to do with a detection lying inside a better one of its class. These rules are
+ours, chosen on validation AP (the README's architecture section gives the numbers), and both
+pipelines take them from here:
+
+  * ``confidence``: P(class | box) x clip(Eq. (3) / 5, 0, 1) (``score_mode`` "product"), or
+    either factor alone ("classifier", "eq3").
+  * ``refined_agreement``: the Eq. (3) score a refined detection is ranked by: the refinement's
+    own ("refined"), the mean of the first-stage and refinement scores ("mean"), or their
+    minimum ("min").
+  * ``part_of``: a detection is a part of another of its class when the other ranks above it, is
+    larger and covers at least ``containment`` of its area; a part's score is multiplied by
+    ``part_score_factor``.
+  * ``INVALID_SCORE``: the score of empty or pruned slots, far below any Eq. (3) score.
+  * Class ids: see ``dnet_tf.constants`` (background 0 in the classifier, 1-based exports).
+
+Elementwise rules are written over an array namespace ``xp`` (``dnet_tf.core.xp``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from dnet_tf.core import boxes
+from dnet_tf.core.xp import NUMPY
+
+# Score of empty or pruned slots: far below any Eq. (3) score (which lies in [-10, 10]).
+INVALID_SCORE = -1e9
+# Eq. (3) sums five terms in [-1, 1]: 5 means every mask agrees with the box perfectly.
+EQ3_MAX = 5.0
+# Best boxes of a refinement crop's search that are rescored with the ring read past the crop's
+# edge (the search clips the ring to the crop, which makes boxes hugging its edge look perfect).
+REFINE_CANDIDATES = 16
+
+SCORE_MODES = ("classifier", "eq3", "product")
+REFINE_AGREEMENTS = ("refined", "mean", "min")
+
+
+def confidence(class_prob, eq3, mode: str, xp=NUMPY):
+    """Detection confidence in [0, 1].
+
+    Args:
+      class_prob: float32 [...], P(class of the detection | crop of its box).
+      eq3: float32 [...], the Eq. (3) score the detection is ranked by.
+      mode: one of SCORE_MODES.
+    Returns:
+      float32 [...].
+    """
+    if mode == "classifier":
+        return class_prob
+    agreement = xp.clip(eq3 / EQ3_MAX, 0.0, 1.0)
+    if mode == "eq3":
+        return agreement
+    if mode != "product":
+        raise ValueError(f"score_mode must be one of {SCORE_MODES}, got {mode!r}")
+    return class_prob * agreement
+
+
+def refined_agreement(first_eq3, refined_eq3, mode: str, xp=NUMPY):
+    """The Eq. (3) score [...] a refined detection is ranked by, from the first-stage box's and
+    the refined box's (both float32 [...])."""
+    if mode == "mean":
+        return 0.5 * (first_eq3 + refined_eq3)
+    if mode == "min":
+        return xp.minimum(first_eq3, refined_eq3)
+    if mode != "refined":
+        raise ValueError(f"refine_agreement must be one of {REFINE_AGREEMENTS}, got {mode!r}")
+    return refined_eq3
+
+
+def part_of(boxes_yxyx, scores, classes, valid, containment: float, xp=NUMPY):
+    """Which detections are parts of a larger, better detection of their class.
+
+    Detection i is a part when some valid detection j of the same class ranks above it (higher
+    score, or an equal score at a lower index), is larger (area_j > area_i), and contains most of
+    it: area(i ∩ j) >= containment * area_i. Ranks are the given scores', so the result does not
+    depend on the order in which parts are found. Per-class NMS leaves such pairs alone (a head
+    inside a whole animal has a low IoU with it).
+
+    Args:
+      boxes_yxyx: float32 [..., K, 4], any frame with equal units on both axes.
+      scores: float32 [..., K]; classes: int [..., K]; valid: bool [..., K].
+      containment: (0, 1].
+    Returns:
+      bool [..., K], True for valid detections that are parts.
+    """
+    area = boxes.area(boxes_yxyx, xp)  # [..., K]
+    inter = boxes.intersection(boxes_yxyx, boxes_yxyx, xp)  # [..., K(i), K(j)]
+    k = scores.shape[-1]
+    index = xp.asarray(list(range(k)))
+    si, sj = scores[..., :, None], scores[..., None, :]
+    above = (sj > si) | ((sj == si) & (index[None, :] < index[:, None]))
+    area_i, area_j = area[..., :, None], area[..., None, :]
+    part = (
+        valid[..., None, :]
+        & (classes[..., :, None] == classes[..., None, :])
+        & above
+        & (area_j > area_i)
+        & (area_i > 0.0)
+        & (inter >= containment * area_i)
+    )
+    return valid & xp.any(part, axis=-1)
+
+
+def demoted_scores(scores, is_part, factor: float, xp=NUMPY):
+    """Scores [..., K] with parts' multiplied by ``factor`` in [0, 1] (1 changes nothing)."""
+    return xp.where(is_part, scores * factor, scores)
+
+
+def check_detector_inputs(class_names: Sequence[str], aspect_ratios: Sequence[float], config):
+    """The arguments both pipelines are built from, checked: (class names, aspect ratios).
+
+    Args:
+      class_names: C names, in class-id order; C must equal config.model.num_classes.
+      aspect_ratios: box-search aspect ratios w / h > 0, at least one.
+      config: the run's DetectorConfig (validated here).
+    Returns:
+      (list of C str, list of float).
+    Raises:
+      ValueError: naming the mismatch.
+    """
+    config.validate()
+    names = [str(c) for c in class_names]
+    if len(names) != config.model.num_classes:
+        raise ValueError(
+            f"{len(names)} class names given but model.num_classes is {config.model.num_classes}"
+        )
+    if len(aspect_ratios) < 1 or min(aspect_ratios) <= 0:
+        raise ValueError(
+            f"aspect_ratios must be a non-empty list of positive w/h values, got {aspect_ratios}"
+        )
+    return names, [float(a) for a in aspect_ratios]
