@@ -23,17 +23,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import pathlib
-import time
 from collections.abc import Callable
 
-import keras
-import numpy as np
 import tensorflow as tf
-from tqdm import tqdm
 
 from dnet_tf.config import DetectorConfig
-from dnet_tf.models.classifier import build_classifier
-from dnet_tf.models.localizer import build_localizer
 from dnet_tf.training import distribute, tb
 from dnet_tf.training import run_dir as rd
 from dnet_tf.training.metrics import evaluate_classifier, evaluate_localizer
@@ -41,34 +35,17 @@ from dnet_tf.training.recipe import (
     classifier_example_loss,
     init_localizer_from_classifier,
     localizer_example_loss,
-    make_optimizer,
-    make_train_step,
 )
 from dnet_tf.training.sources import DataSource, open_source
+from dnet_tf.training.stage import RunContext, StagePlan, StageReport, data_seed, run_stage
+from dnet_tf.training.state import STAGES, TrainingState
+
+__all__ = ["STAGES", "StageReport", "data_seed", "evaluate_run", "heldout_evaluation", "train"]
 
 # Crops of the validation split are drawn with this seed whatever the training seed, so runs are
 # compared on the same held-out crops.
 EVAL_SEED = 2013
 EVAL_BATCH = 32
-STAGES = ("classifier", "localizer")
-
-
-@dataclasses.dataclass
-class StageReport:
-    """What one stage did in this process."""
-
-    name: str
-    start_step: int
-    end_step: int
-    target_steps: int
-    stopped_by_time_budget: bool = False
-    samples_per_s: float | None = None  # steady state, first (tracing) step excluded
-    last_loss: float | None = None
-
-
-def data_seed(seed: int, stage: int, start_step: int) -> int:
-    """Seed of the sample stream of a stage entered at start_step (31-bit, deterministic)."""
-    return int(np.random.SeedSequence([seed, stage, start_step]).generate_state(1)[0] % 2**31)
 
 
 def _config_diff(a: DetectorConfig, b: DetectorConfig) -> list:
@@ -157,6 +134,47 @@ def train(
     if time_budget_s is not None and time_budget_s <= 0:
         raise ValueError(f"time_budget_s must be > 0, got {time_budget_s}")
 
+    source, cfg = open_run(run_dir, data, cfg)
+    if rd.is_complete(run_dir):
+        summary = rd.read_summary(run_dir)
+        log(
+            f"run {run_dir} is complete (classifier {summary['steps']['classifier']} steps, "
+            f"localizer {summary['steps']['localizer']} steps); nothing to do"
+        )
+        return summary
+    if chief:
+        write_run_files(run_dir, source, cfg)
+    replicas = strategy.num_replicas_in_sync
+    if cfg.train.batch_size % replicas:
+        raise ValueError(
+            f"config field 'batch_size': {cfg.train.batch_size} is not divisible by the "
+            f"{replicas} replicas"
+        )
+
+    state = TrainingState.build(cfg, strategy, run_dir)
+    state.restore_latest(log)
+    ctx = RunContext(cfg, strategy, chief, progress, log)
+    reports = {}
+    for plan in stage_plans(cfg, source, run_dir, time_budget_s):
+        if plan.name == "localizer" and not bool(state.done["localizer"].numpy()):
+            if state.step("localizer") == 0:
+                copied = init_localizer_from_classifier(
+                    state.models["localizer"], state.models["classifier"]
+                )
+                log(f"localizer initialised from the classifier: {', '.join(copied)}")
+        reports[plan.name] = run_stage(plan, state, ctx)
+    return finish_run(run_dir, state, reports, source, cfg, ctx, eval_crops)
+
+
+def open_run(run_dir, data, cfg: DetectorConfig | None):
+    """The run's data and config, checked against what the run directory already holds.
+
+    Returns:
+      (DataSource, DetectorConfig with model.num_classes from the data).
+    Raises:
+      ValueError: the stored class list or config differs from the data's or the given one.
+    """
+    run_dir = pathlib.Path(run_dir)
     stored_names = None
     if (run_dir / rd.CLASS_NAMES).is_file():
         stored_names = rd.read_class_names(run_dir / rd.CLASS_NAMES)
@@ -166,145 +184,81 @@ def train(
             f"{run_dir / rd.CLASS_NAMES} lists {list(stored_names)} but the data has "
             f"{list(source.class_names)}"
         )
-    cfg = resolve_config(run_dir, cfg, len(source.class_names))
+    return source, resolve_config(run_dir, cfg, len(source.class_names))
 
-    if rd.is_complete(run_dir):
-        summary = rd.read_summary(run_dir)
-        log(
-            f"run {run_dir} is complete (classifier {summary['steps']['classifier']} steps, "
-            f"localizer {summary['steps']['localizer']} steps); nothing to do"
-        )
-        return summary
 
-    if chief:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if not (run_dir / rd.CONFIG).is_file():
-            rd.atomic_write_text(run_dir / rd.CONFIG, cfg.to_json() + "\n")
-        if not (run_dir / rd.CLASS_NAMES).is_file():
-            rd.write_class_names(run_dir / rd.CLASS_NAMES, source.class_names)
-        if not (run_dir / rd.DATASET_STATS).is_file():
-            rd.atomic_write_json(run_dir / rd.DATASET_STATS, source.dataset_stats(cfg))
+def write_run_files(run_dir: pathlib.Path, source: DataSource, cfg: DetectorConfig) -> None:
+    """Writes the run directory's config, class list and dataset statistics (once each)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / rd.CONFIG).is_file():
+        rd.atomic_write_text(run_dir / rd.CONFIG, cfg.to_json() + "\n")
+    if not (run_dir / rd.CLASS_NAMES).is_file():
+        rd.write_class_names(run_dir / rd.CLASS_NAMES, source.class_names)
+    if not (run_dir / rd.DATASET_STATS).is_file():
+        rd.atomic_write_json(run_dir / rd.DATASET_STATS, source.dataset_stats(cfg))
 
-    batch = cfg.train.batch_size
-    replicas = strategy.num_replicas_in_sync
-    if batch % replicas:
-        raise ValueError(
-            f"config field 'batch_size': {batch} is not divisible by the {replicas} replicas"
-        )
 
-    keras.utils.set_random_seed(cfg.train.seed)
-    with strategy.scope():
-        classifier = build_classifier(cfg.model)
-        localizer = build_localizer(cfg.model)
-        optimizers = {
-            "classifier": make_optimizer(cfg.train),
-            "localizer": make_optimizer(cfg.train),
-        }
-        optimizers["classifier"].build(classifier.trainable_variables)
-        optimizers["localizer"].build(localizer.trainable_variables)
-    models = {"classifier": classifier, "localizer": localizer}
-    if replicas > 1:
-        for model in models.values():
-            distribute.synchronize_batch_norm(model)
-    steps = {n: tf.Variable(0, dtype=tf.int64, trainable=False, name=f"{n}_step") for n in STAGES}
-    done = {n: tf.Variable(False, trainable=False, name=f"{n}_done") for n in STAGES}
-    # Whether a stage ended at the time budget rather than its step target (kept across restarts).
-    budget_stopped = {
-        n: tf.Variable(False, trainable=False, name=f"{n}_budget_stopped") for n in STAGES
-    }
-    elapsed = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="elapsed_s")
-    ckpt = tf.train.Checkpoint(
-        classifier=classifier,
-        localizer=localizer,
-        classifier_optimizer=optimizers["classifier"],
-        localizer_optimizer=optimizers["localizer"],
-        classifier_step=steps["classifier"],
-        localizer_step=steps["localizer"],
-        classifier_done=done["classifier"],
-        localizer_done=done["localizer"],
-        classifier_budget_stopped=budget_stopped["classifier"],
-        localizer_budget_stopped=budget_stopped["localizer"],
-        elapsed_s=elapsed,
-    )
-    manager = tf.train.CheckpointManager(
-        ckpt, str(distribute.checkpoint_dir(strategy, run_dir)), max_to_keep=2
-    )
-    if manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        log(
-            f"resumed from {manager.latest_checkpoint}: classifier step "
-            f"{int(steps['classifier'].numpy())}, localizer step {int(steps['localizer'].numpy())}"
-        )
+def stage_plans(
+    cfg: DetectorConfig, source: DataSource, run_dir: pathlib.Path, time_budget_s: float | None
+) -> list[StagePlan]:
+    """The recipe's two stages in order, with their step targets and time-budget deadlines.
 
-    def save():
-        manager.save(
-            checkpoint_number=int(steps["classifier"].numpy() + steps["localizer"].numpy())
-        )
-
+    The budget is split in proportion to the step targets: the classifier must stop at its
+    share; the localizer may use whatever is left of the whole budget.
+    """
     targets = {"classifier": cfg.train.classifier_steps, "localizer": cfg.train.localizer_steps}
     total = max(1, sum(targets.values()))
-    deadlines = None
+    deadlines = {"classifier": None, "localizer": None}
     if time_budget_s is not None:
         deadlines = {
             "classifier": time_budget_s * targets["classifier"] / total,
             "localizer": float(time_budget_s),
         }
-    example_losses = {
-        "classifier": classifier_example_loss,
-        "localizer": localizer_example_loss(cfg.loss),
-    }
-    dataset_fns = {"classifier": source.classifier_dataset, "localizer": source.localizer_dataset}
-
-    reports = {}
-    for stage_idx, name in enumerate(STAGES):
-        fresh = not bool(done[name].numpy()) and int(steps[name].numpy()) == 0
-        if name == "localizer" and fresh:
-            copied = init_localizer_from_classifier(localizer, classifier)
-            log(f"localizer initialised from the classifier: {', '.join(copied)}")
-        reports[name] = _run_stage(
+    losses = {"classifier": classifier_example_loss, "localizer": localizer_example_loss(cfg.loss)}
+    datasets = {"classifier": source.classifier_dataset, "localizer": source.localizer_dataset}
+    return [
+        StagePlan(
             name=name,
-            stage_idx=stage_idx,
-            cfg=cfg,
-            strategy=strategy,
-            chief=chief,
-            model=models[name],
-            optimizer=optimizers[name],
-            step_var=steps[name],
-            done_var=done[name],
-            stopped_var=budget_stopped[name],
-            elapsed=elapsed,
+            index=index,
             target=targets[name],
-            deadline=None if deadlines is None else deadlines[name],
-            dataset_fn=dataset_fns[name],
-            example_loss=example_losses[name],
-            save=save,
+            deadline=deadlines[name],
+            dataset_fn=datasets[name],
+            example_loss=losses[name],
             log_dir=run_dir / rd.LOGS / name,
-            progress=progress,
-            log=log,
         )
+        for index, name in enumerate(STAGES)
+    ]
 
+
+def finish_run(run_dir, state: TrainingState, reports: dict, source, cfg, ctx, eval_crops):
+    """The run's summary; on the chief also the final models, the held-out evaluation and
+    summary.json (written last: it marks the run complete)."""
+    run_dir = pathlib.Path(run_dir)
+    targets = {n: r.target_steps for n, r in reports.items()}
     summary = {
         "complete": True,
-        "steps": {n: int(steps[n].numpy()) for n in STAGES},
+        "steps": {n: state.step(n) for n in STAGES},
         "target_steps": targets,
-        "stopped_by_time_budget": any(bool(v.numpy()) for v in budget_stopped.values()),
-        "training_wall_s": round(float(elapsed.numpy()), 2),
+        "stopped_by_time_budget": any(bool(v.numpy()) for v in state.budget_stopped.values()),
+        "training_wall_s": round(float(state.elapsed.numpy()), 2),
         "samples_per_s": {n: reports[n].samples_per_s for n in STAGES},
-        "batch_size": batch,
-        "replicas": replicas,
+        "batch_size": cfg.train.batch_size,
+        "replicas": ctx.strategy.num_replicas_in_sync,
         "data": source.describe(),
     }
-    if not chief:
+    if not ctx.chief:
         return summary
+    localizer, classifier = state.models["localizer"], state.models["classifier"]
     rd.atomic_save_model(localizer, run_dir / rd.LOCALIZER)
     rd.atomic_save_model(classifier, run_dir / rd.CLASSIFIER)
     if eval_crops > 0 and source.has_split("val"):
         summary.update(heldout_evaluation(localizer, classifier, source, cfg, eval_crops))
+        total = max(1, sum(targets.values()))
         with tf.summary.create_file_writer(str(run_dir / rd.LOGS / "eval")).as_default():
             tb.scalar("val_mask_iou", summary["val_mask_iou"]["mean_iou"], step=total)
             tb.scalar("val_classifier_accuracy", summary["val_classifier"]["accuracy"], step=total)
     rd.atomic_write_json(run_dir / rd.SUMMARY, summary)
-    log(format_summary(summary))
+    ctx.log(format_summary(summary))
     return summary
 
 
@@ -348,103 +302,6 @@ def evaluate_run(run_dir, data=None, crops: int = 1024) -> dict:
     arts = rd.load_run(run_dir)
     source = open_source(data, class_names=arts.class_names)
     return heldout_evaluation(arts.localizer, arts.classifier, source, arts.config, crops)
-
-
-def _run_stage(
-    *,
-    name,
-    stage_idx,
-    cfg,
-    strategy,
-    chief,
-    model,
-    optimizer,
-    step_var,
-    done_var,
-    stopped_var,
-    elapsed,
-    target,
-    deadline,
-    dataset_fn,
-    example_loss,
-    save,
-    log_dir,
-    progress,
-    log,
-) -> StageReport:
-    start = int(step_var.numpy())
-    report = StageReport(name=name, start_step=start, end_step=start, target_steps=target)
-    if bool(done_var.numpy()):
-        return report
-    batch = cfg.train.batch_size
-    seed = data_seed(cfg.train.seed, stage_idx, start)
-
-    def dataset_for_replica(ctx: tf.distribute.InputContext):
-        return dataset_fn(
-            "train", cfg, ctx.get_per_replica_batch_size(batch), seed + ctx.input_pipeline_id
-        )
-
-    iterator = iter(strategy.distribute_datasets_from_function(dataset_for_replica))
-    step_fn = make_train_step(strategy, model, optimizer, example_loss, batch)
-    writer = (
-        tf.summary.create_file_writer(str(log_dir)) if chief else tf.summary.create_noop_writer()
-    )
-    bar = tqdm(
-        total=target,
-        initial=start,
-        desc=name,
-        unit="step",
-        mininterval=1.0,
-        disable=not (progress and chief),
-    )
-    elapsed0, t0 = float(elapsed.numpy()), time.perf_counter()
-    timed_steps, timed_s = 0, 0.0
-    step = start
-    with writer.as_default():
-        while step < target:
-            if deadline is not None and elapsed0 + time.perf_counter() - t0 >= deadline:
-                report.stopped_by_time_budget = True
-                stopped_var.assign(True)
-                log(f"{name}: time budget reached at step {step} of {target}")
-                break
-            ts = time.perf_counter()
-            loss, correct = step_fn(iterator)
-            loss = float(loss)
-            dt = time.perf_counter() - ts
-            if not math.isfinite(loss):
-                raise FloatingPointError(
-                    f"{name} loss is {loss} at step {step + 1}; lower "
-                    "train.learning_rate or check the data"
-                )
-            step += 1
-            step_var.assign(step)
-            if step > start + 1:  # the first step traces the graph
-                timed_steps, timed_s = timed_steps + 1, timed_s + dt
-            report.last_loss = loss
-            if step % cfg.train.steps_per_log == 0 or step == target:
-                tb.scalar("loss", loss, step=step)
-                if name == "classifier":
-                    tb.scalar("accuracy", float(correct) / batch, step=step)
-                if timed_s > 0:
-                    tb.scalar("samples_per_s", timed_steps * batch / timed_s, step=step)
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
-            if step % cfg.train.steps_per_checkpoint == 0 and step < target:
-                elapsed.assign(elapsed0 + time.perf_counter() - t0)
-                save()
-    bar.close()
-    elapsed.assign(elapsed0 + time.perf_counter() - t0)
-    done_var.assign(True)
-    save()
-    report.end_step = step
-    if timed_s > 0:
-        report.samples_per_s = round(timed_steps * batch / timed_s, 2)
-    if step > start:
-        log(
-            f"{name}: steps {start} -> {step} of {target}, last loss {report.last_loss:.4g}, "
-            f"{report.samples_per_s} samples/s"
-        )
-    return report
 
 
 def format_summary(summary: dict) -> str:
