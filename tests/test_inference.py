@@ -82,13 +82,16 @@ def test_refinement_is_no_worse_than_first_stage(detect_fn):
     h, w = 320, 480
     box = [37, 53, 121, 170]  # off the 5 px grid on purpose
     out = detect_fn(coloured_object_image(h, w, [box])[None])
-    iou = lambda a: float(
-        tf.squeeze(
-            __import__("dnet_tf.ops.boxes", fromlist=["iou"]).iou(
-                tf.constant([a], tf.float32), tf.constant([box], tf.float32)
+
+    def iou(a):
+        return float(
+            tf.squeeze(
+                __import__("dnet_tf.ops.boxes", fromlist=["iou"]).iou(
+                    tf.constant([a], tf.float32), tf.constant([box], tf.float32)
+                )
             )
         )
-    )
+
     refined = iou(top_box_pixels(out, 0, h, w))
     first = iou(out["first_stage_boxes"][0, 0].numpy() * np.array([h, w, h, w]))
     # The first stage only has the 90 shapes (steps of 0.1 x the mean image side = 40 px here);

@@ -17,10 +17,13 @@ float32 arrays or tensors, so both pipelines round the same float32 values.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
+from dnet_tf.constants import BOTTOM, FULL, LEFT, RIGHT, TOP
+from dnet_tf.core.policy import REFINE_CANDIDATES
 from dnet_tf.core.xp import NUMPY
 
 
@@ -92,3 +95,44 @@ def ring_width(side, ring_margin: float, xp=NUMPY):
     if ring_margin == 0:
         return xp.zeros_like(side)
     return xp.maximum(round_half_up(float(ring_margin) * side, xp), 1.0)
+
+
+def eq3(s, ring):
+    """Eq. (3) of a box from its parts' Eq. (2) means: S(bb) = [S(bb, m_full) - S(ring, m_full)]
+    + sum over the halves h of [S(h, m_h) - S(h-bar, m_h)], h-bar the opposite half.
+
+    Args:
+      s: s(part, mask_type) -> S(part, m_type), parts and mask types indexed by FULL, TOP,
+        BOTTOM, LEFT, RIGHT (the part FULL is the box itself).
+      ring: S(ring, m_full).
+    Returns:
+      the score, in [-5, 5] (each bracket lies in [-1, 1]).
+    """
+    return (
+        s(FULL, FULL)
+        - ring
+        + s(TOP, TOP)
+        - s(BOTTOM, TOP)
+        + s(BOTTOM, BOTTOM)
+        - s(TOP, BOTTOM)
+        + s(LEFT, LEFT)
+        - s(RIGHT, LEFT)
+        + s(RIGHT, RIGHT)
+        - s(LEFT, RIGHT)
+    )
+
+
+def refine_ring_pad(ring_margin: float, canvas: int) -> int:
+    """Cells of edge-replicated mask added around a refinement crop's canvas, so that the ring of
+    any box in it is read past the crop's edge (beyond a crop the image goes on, unlike beyond the
+    image's edge: a crop cut from inside an object must not make the box hugging its edge look
+    perfect). At least the widest ring, ring_margin x canvas side rounded up, plus one."""
+    return int(math.ceil(ring_margin * canvas)) + 1
+
+
+def refine_search_args(inference_config) -> tuple:
+    """(stride, ring_margin, coverage_threshold, max_candidates) of the refinement's box search:
+    no coverage threshold (the paper takes the best box of the crop), the REFINE_CANDIDATES best
+    boxes kept for rescoring with the ring past the crop's edge."""
+    cfg = inference_config
+    return (cfg.refine_stride, cfg.ring_margin, -1.0, REFINE_CANDIDATES)

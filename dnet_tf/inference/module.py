@@ -21,7 +21,6 @@ Choices the paper leaves open (documented in the README's architecture section):
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 
 import tensorflow as tf
@@ -29,6 +28,7 @@ import tensorflow as tf
 from dnet_tf import constants
 from dnet_tf.config import DetectorConfig
 from dnet_tf.core import policy
+from dnet_tf.core import search as search_rules
 from dnet_tf.core.policy import INVALID_SCORE
 from dnet_tf.ops import box_search, crops, integral, nms, windows
 from dnet_tf.ops import boxes as box_ops
@@ -301,9 +301,12 @@ class DetectorModule(tf.Module):
         flat_scores = tf.reshape(tf.where(valid, scores, INVALID_SCORE), [batch, c * n])
         k = min(r, c * n)
         top_scores, idx = tf.math.top_k(flat_scores, k=k)
-        pick = lambda t: tf.gather(
-            tf.reshape(t, [batch, c * n] + t.shape[3:].as_list()), idx, batch_dims=1
-        )
+
+        def pick(t):
+            return tf.gather(
+                tf.reshape(t, [batch, c * n] + t.shape[3:].as_list()), idx, batch_dims=1
+            )
+
         classes = tf.cast(idx // n, tf.int32)
         cand = _Candidates(
             boxes_image_yxyx=pick(boxes),
@@ -355,21 +358,13 @@ class DetectorModule(tf.Module):
         shapes_hw = box_search.box_shapes(
             tf.constant(float(rc)), list(cfg.refine_size_fractions), list(cfg.refine_aspect_ratios)
         )
-        # Each crop becomes a "class" of one search call over [rc, rc, 5, B*R]. No coverage
-        # threshold: the paper takes the highest-scoring box of the crop.
+        # Each crop becomes a "class" of one search call over [rc, rc, 5, B*R]; its best boxes
+        # are rescored with the ring read past the crop's edge on edge-replicated masks
+        # (search_rules.refine_ring_pad says why).
         found = box_search.search_boxes(
-            tf.transpose(own, [1, 2, 3, 0]),
-            shapes_hw,
-            cfg.refine_stride,
-            cfg.ring_margin,
-            -1.0,
-            policy.REFINE_CANDIDATES,
+            tf.transpose(own, [1, 2, 3, 0]), shapes_hw, *search_rules.refine_search_args(cfg)
         )
-        # Rescore the best candidates with the ring read past the crop's edge on edge-replicated
-        # masks. The search clips the ring to the canvas, which suits image borders (nothing lies
-        # beyond) but not a crop's: there the image goes on, and a crop cut from inside an object
-        # would otherwise make the box hugging the crop's edge look perfect (no ring to penalise).
-        pad = int(math.ceil(cfg.ring_margin * rc)) + 1
+        pad = search_rules.refine_ring_pad(cfg.ring_margin, rc)
         rows = tf.clip_by_value(tf.range(-pad, rc + pad), 0, rc - 1)
         padded = tf.gather(tf.gather(own, rows, axis=1), rows, axis=2)  # [B*R, rc+2p, rc+2p, 5]
         eq3, _ = box_search.eq3_scores(
@@ -447,9 +442,12 @@ class _Candidates:
 
     def padded(self, r: int) -> _Candidates:
         k = self.classes.shape[1]
-        pad = lambda t, v: tf.pad(
-            t, [[0, 0], [0, r - k]] + [[0, 0]] * (t.shape.rank - 2), constant_values=v
-        )
+
+        def pad(t, v):
+            return tf.pad(
+                t, [[0, 0], [0, r - k]] + [[0, 0]] * (t.shape.rank - 2), constant_values=v
+            )
+
         return _Candidates(
             pad(self.boxes_image_yxyx, 0.0),
             pad(self.classes, 0),

@@ -146,18 +146,7 @@ def eq3_scores(integral: tf.Tensor, boxes_cell_yxyx: tf.Tensor, ring_margin: flo
     full_integral = integral[..., FULL * num_classes : (FULL + 1) * num_classes]
     bb_sums = integral_ops.box_sums(full_integral, boxes)
     ring = _ring_terms(full_integral, boxes, bb_sums, ring_margin)
-    eq3 = (
-        s(FULL, FULL)
-        - ring
-        + s(TOP, TOP)
-        - s(BOTTOM, TOP)
-        + s(BOTTOM, BOTTOM)
-        - s(TOP, BOTTOM)
-        + s(LEFT, LEFT)
-        - s(RIGHT, LEFT)
-        + s(RIGHT, RIGHT)
-        - s(LEFT, RIGHT)
-    )
+    eq3 = search_rules.eq3(s, ring)
     return eq3, s(FULL, FULL)
 
 

@@ -143,5 +143,8 @@ def demote_parts(boxes_yxyx, scores, classes, valid, containment: float, factor:
     order = tf.argsort(
         tf.where(valid, new_scores, -np.inf), axis=1, direction="DESCENDING", stable=True
     )
-    take = lambda t: tf.gather(t, order, batch_dims=1)
+
+    def take(t):
+        return tf.gather(t, order, batch_dims=1)
+
     return take(boxes), take(new_scores), take(classes), take(valid)

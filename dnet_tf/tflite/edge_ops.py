@@ -21,6 +21,7 @@ import numpy as np
 from dnet_tf.constants import BOTTOM, FULL, LEFT, NUM_MASK_TYPES, RIGHT, TOP
 from dnet_tf.core import boxes as core_boxes
 from dnet_tf.core import policy
+from dnet_tf.core import search as search_rules
 from dnet_tf.core.nms import class_nms, non_max_suppression, top_k  # noqa: F401 (re-exported)
 from dnet_tf.core.search import (  # noqa: F401 (box_shapes re-exported)
     box_shapes,
@@ -536,16 +537,5 @@ def eq3_scores(masks: np.ndarray, boxes_cell_yxyx: np.ndarray, ring_margin: floa
     def s(part, mask_type):
         return cov[part][:, mask_type]
 
-    eq3 = (
-        s(FULL, FULL)
-        - ring
-        + s(TOP, TOP)
-        - s(BOTTOM, TOP)
-        + s(BOTTOM, BOTTOM)
-        - s(TOP, BOTTOM)
-        + s(LEFT, LEFT)
-        - s(RIGHT, LEFT)
-        + s(RIGHT, RIGHT)
-        - s(LEFT, RIGHT)
-    )
+    eq3 = search_rules.eq3(s, ring)
     return eq3, s(FULL, FULL)

@@ -35,7 +35,6 @@ discards their results, so the detections are the same and the device does less 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -43,6 +42,7 @@ import numpy as np
 from dnet_tf import constants
 from dnet_tf.config import DetectorConfig
 from dnet_tf.core import policy, windows
+from dnet_tf.core import search as search_rules
 from dnet_tf.core.detections import Detections
 from dnet_tf.core.policy import INVALID_SCORE
 from dnet_tf.tflite import edge_ops
@@ -313,19 +313,12 @@ class EdgePipeline:
         shapes_hw = edge_ops.box_shapes(
             np.float32(rc), cfg.refine_size_fractions, cfg.refine_aspect_ratios
         )
-        # Each crop is one channel of the search; no coverage threshold (the best box of the crop).
+        # Each crop is one channel of the search; its best boxes are rescored with the ring read
+        # past the crop's edge on edge-replicated masks (search_rules.refine_ring_pad says why).
         found = edge_ops.search_boxes(
-            np.transpose(own, (1, 2, 3, 0)),
-            shapes_hw,
-            cfg.refine_stride,
-            cfg.ring_margin,
-            -1.0,
-            policy.REFINE_CANDIDATES,
+            np.transpose(own, (1, 2, 3, 0)), shapes_hw, *search_rules.refine_search_args(cfg)
         )
-        # Rescore those candidates with the ring read past the crop's edge, on edge-replicated
-        # masks: beyond a crop's edge the image goes on (unlike beyond the image's edge), and a crop
-        # cut from inside an object must not make the box hugging its edge look perfect.
-        pad = int(math.ceil(cfg.ring_margin * rc)) + 1
+        pad = search_rules.refine_ring_pad(cfg.ring_margin, rc)
         padded = np.pad(own, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
         best_cell = np.zeros((len(classes), 4), np.float32)
         best_eq3 = np.zeros(len(classes), np.float64)
