@@ -234,7 +234,7 @@ def main(argv=None) -> int:
             call = build_search(mode, classes)
             for kind in args.masks:
                 masks = tf.constant(make_masks(kind, classes, rng))
-                timing = time_call(lambda: call(masks), args.repeats)
+                timing = time_call(lambda call=call, masks=masks: call(masks), args.repeats)
                 scored = per_scale * classes * SCALES
                 result = {
                     "mode": mode,
@@ -305,8 +305,9 @@ def main(argv=None) -> int:
     path = write_json("box_search", payload, args.out)
     print()
     print(
-        f"box search, {IMAGE_HW[1]}x{IMAGE_HW[0]} image, {SCALES} scales of {w}x{h} cells, {len(shapes)} shapes, "
-        f"{per_scale} positions per scale and class; machine: {machine()['cpus']} CPUs, "
+        f"box search, {IMAGE_HW[1]}x{IMAGE_HW[0]} image, {SCALES} scales of {w}x{h} cells, "
+        f"{len(shapes)} shapes, {per_scale} positions per scale and class; "
+        f"machine: {machine()['cpus']} CPUs, "
         f"load {payload_load(payload)}"
     )
     print(
@@ -324,8 +325,8 @@ def main(argv=None) -> int:
     )
     if profile:
         print(
-            f"\nwhere the time goes ({profile['mode']}, C={profile['classes']}, {profile['masks']} masks), "
-            "ms per image by op type:"
+            f"\nwhere the time goes ({profile['mode']}, C={profile['classes']}, "
+            f"{profile['masks']} masks), ms per image by op type:"
         )
         print(format_table(["op", "ms"], profile["ms_per_image_by_op"][:15]))
     print(f"\nwrote {path}")

@@ -133,8 +133,9 @@ def main(argv=None) -> int:
     decode = time_decode(source, args.split, class_names, images=100)
 
     print(
-        f"source {source} ({args.split}), input {cfg.model.input_size}px, masks {cfg.model.mask_size}^2 x 5 x "
-        f"{cfg.model.num_classes}, batch {args.batch_size}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
+        f"source {source} ({args.split}), input {cfg.model.input_size}px, masks "
+        f"{cfg.model.mask_size}^2 x 5 x {cfg.model.num_classes}, batch {args.batch_size}, "
+        f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
     )
     print(f"{'dataset':<11} {'crops/img':>9} {'samples/s':>10} {'ms/batch':>9} {'1st batch s':>11}")
     for r in rows:

@@ -127,7 +127,8 @@ def main(argv=None) -> int:
     )
     rows.append(
         [
-            f"the paper's DetectorNet, ~{PAPER_EVALUATIONS_PER_CLASS} per class x {len(class_names)} classes",
+            f"the paper's DetectorNet, ~{PAPER_EVALUATIONS_PER_CLASS} per class x "
+            f"{len(class_names)} classes",
             "",
             "",
             paper_budget,
@@ -136,7 +137,8 @@ def main(argv=None) -> int:
     )
     headers = ["method", "mAP (VOC07)", "s / image", "network evals / image", "x DetectorNet evals"]
     print(
-        f"{summary['num_images']} {args.split} images of {data} ({len(class_names)} classes), run {run_dir}"
+        f"{summary['num_images']} {args.split} images of {data} ({len(class_names)} classes), "
+        f"run {run_dir}"
     )
     print(format_table(headers, rows))
     path = write_json(

@@ -1,4 +1,5 @@
-"""Runs every benchmark and gathers their tables into BENCHMARKS.md (and their JSON in bench/results/).
+"""Runs every benchmark and gathers their tables into BENCHMARKS.md (and their JSON in
+bench/results/).
 
     python -m bench.run_all            # about 20 minutes on an idle 2-core CPU
     python -m bench.run_all --quick    # fewer repeats, shorter load runs

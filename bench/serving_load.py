@@ -10,7 +10,8 @@ per request, back to back, for the duration. Reported per mode: requests/s, p50/
 error count, and the mean rows per batch the server formed (from its Prometheus metrics).
 A table goes to stdout and everything to JSON (default bench/results/serving_load.json).
 
-Model: --model_base_path, else the exported detector at models/dnet when it holds a version, else the
+Model: --model_base_path, else the exported detector at models/dnet when it holds a version,
+else the
 tests' small contract-conforming model (dnet_tf.serving.toy_model) in a temporary directory —
 the JSON records which. Images: --images, else up to 16 JPEGs of data/synthetic, else generated.
 Timings depend on the machine; the JSON records CPU count and load average next to them.
@@ -248,7 +249,7 @@ def main(argv=None) -> int:
                 retry = RetryPolicy(max_attempts=1)  # errors are measured, not hidden by retries
                 if args.transport == "grpc":
 
-                    def make_client():
+                    def make_client(server=server, retry=retry):
                         return DetectorClient(
                             f"127.0.0.1:{server.grpc_port}",
                             args.model_name,
@@ -257,7 +258,7 @@ def main(argv=None) -> int:
                         )
                 else:
 
-                    def make_client():
+                    def make_client(server=server, retry=retry):
                         return RestDetectorClient(
                             f"http://127.0.0.1:{server.rest_port}",
                             args.model_name,
@@ -301,16 +302,20 @@ def main(argv=None) -> int:
         },
         "results": rows,
     }
-    header = f"{'mode':<10} {'req/s':>8} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7} {'requests':>9} {'rows/batch':>11}"
+    header = (
+        f"{'mode':<10} {'req/s':>8} {'p50 ms':>9} {'p99 ms':>9} {'errors':>7} {'requests':>9} "
+        f"{'rows/batch':>11}"
+    )
     print(
-        f"serving load: {args.clients} {args.transport} clients x {args.duration:g} s, model: {model_source} ({base})"
+        f"serving load: {args.clients} {args.transport} clients x {args.duration:g} s, "
+        f"model: {model_source} ({base})"
     )
     print(header)
     for r in rows:
         rb = r.get("mean_batch_rows")
         print(
             f"{r['mode']:<10} {r['requests_per_s']:>8.2f} {r['p50_ms']:>9.1f} {r['p99_ms']:>9.1f} "
-            f"{r['errors']:>7d} {r['requests']:>9d} {('%.2f' % rb) if rb else '-':>11}"
+            f"{r['errors']:>7d} {r['requests']:>9d} {f'{rb:.2f}' if rb else '-':>11}"
         )
     out = pathlib.Path(args.json_path)
     out.parent.mkdir(parents=True, exist_ok=True)

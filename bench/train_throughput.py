@@ -89,7 +89,7 @@ def bench_one(
             it = iter(localizer_dataset(data, "train", names, cfg, batch, seed=0))
             timing = time_call(lambda: float(step(it)[0]), repeats=steps)
             row["localizer_pipeline_samples_per_s"] = _rates(timing, batch)[0]
-    infer = tf.function(lambda x: localizer(x, training=False))  # compiled, as served
+    infer = tf.function(lambda x, model=localizer: model(x, training=False))  # compiled, as served
     timing = time_call(lambda: infer(images).numpy(), repeats=3)
     row["localizer_inference_ms_per_image"] = round(timing["wall_median_s"] / batch * 1e3, 2)
     del localizer, step
@@ -170,8 +170,8 @@ def main(argv=None) -> int:
         args.name,
         {
             "benchmark": "train_throughput",
-            "note": "median of the timed steps; samples/s is wall time (includes waiting for a core "
-            "on a shared machine), cpu_s_per_sample is process CPU time (load-independent)",
+            "note": "median of the timed steps; samples/s is wall time (includes waiting for a "
+            "core on a shared machine), cpu_s_per_sample is process CPU time (load-independent)",
             "settings": {k: v for k, v in vars(args).items()},
             "seconds": round(time.time() - started, 1),
             "rows": rows,

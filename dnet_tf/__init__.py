@@ -5,7 +5,8 @@ Layout, from the bottom up:
                       windows, paste-back/merge, NMS). No Keras models here.
   dnet_tf.data        Pascal VOC reader, TFRecords, the embedded synthetic dataset, the paper's
                       training-sample pipeline on tf.data.
-  dnet_tf.models      thin Keras models: backbones, the five-head localizer, the classifier; the loss.
+  dnet_tf.models      thin Keras models: backbones, the five-head localizer, the classifier;
+                      the loss.
   dnet_tf.training    the paper's recipe and the resumable training CLI.
   dnet_tf.inference   Algorithm 1 as one tf.function graph (a tf.Module), local detect API/CLI.
   dnet_tf.export      SavedModel export (versioned, atomic, warm-up requests).

@@ -1,6 +1,7 @@
 """Thin entry point: training run directory -> TFLite networks (four variants) + report.
 
-    python export/convert_tflite.py --run_dir runs/default --out runs/default/tflite --data data/synthetic
+    python export/convert_tflite.py --run_dir runs/default --out runs/default/tflite \\
+        --data data/synthetic
 (the logic lives in dnet_tf.tflite; see --help for the flags).
 """
 

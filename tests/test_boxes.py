@@ -79,7 +79,8 @@ def test_voc_conversion_whole_image_and_round_trip():
 
 
 def test_frames_round_trip_and_hand_worked():
-    # Window [100, 200, 200, 400] resized to a 24 x 24 grid: image point (150, 300) -> cell (12, 12).
+    # Window [100, 200, 200, 400] resized to a 24 x 24 grid: image point (150, 300) ->
+    # cell (12, 12).
     window = tf.constant([100.0, 200.0, 200.0, 400.0])
     b = tf.constant([[150.0, 300.0, 200.0, 400.0]])
     cell = boxes.to_frame(b, window, 24, 24)

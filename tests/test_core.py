@@ -17,7 +17,8 @@ from dnet_tf.ops.xp import TENSORFLOW
 def test_core_never_imports_tensorflow():
     code = (
         "import sys, pkgutil, importlib, dnet_tf.core as c\n"
-        "for m in pkgutil.iter_modules(c.__path__): importlib.import_module('dnet_tf.core.' + m.name)\n"
+        "for m in pkgutil.iter_modules(c.__path__):\n"
+        "    importlib.import_module('dnet_tf.core.' + m.name)\n"
         "bad = [m for m in sys.modules if m == 'tensorflow' or m.startswith('tensorflow.')\n"
         "       or m == 'keras']\n"
         "print(bad); sys.exit(1 if bad else 0)\n"

@@ -153,7 +153,7 @@ def test_classes_have_distinct_colours(generated):
     ranges = {k: (np.percentile(v, 5), np.percentile(v, 95)) for k, v in hues.items()}
     assert set(ranges) == {"crate", "star", "blob", "snake"}
     order = sorted(ranges.items(), key=lambda kv: kv[1][0])
-    for (_, (lo_a, hi_a)), (_, (lo_b, hi_b)) in zip(order, order[1:]):
+    for (_, (_, hi_a)), (_, (lo_b, _)) in zip(order, order[1:]):
         assert hi_a < lo_b, ranges
 
 

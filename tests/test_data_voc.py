@@ -1,4 +1,5 @@
-"""Pascal VOC reader: hand-written files (good and bad, fail and skip modes) and the real raccoon set."""
+"""Pascal VOC reader: hand-written files (good and bad, fail and skip modes) and the real raccoon
+set."""
 
 import numpy as np
 import pytest
@@ -25,7 +26,8 @@ def xml_text(objects, width=40, height=30, filename="img.jpg", size=True):
         if size
         else ""
     )
-    return f"<annotation><folder>VOC</folder><filename>{filename}</filename>{size_xml}{objs}</annotation>"
+    head = f"<annotation><folder>VOC</folder><filename>{filename}</filename>"
+    return f"{head}{size_xml}{objs}</annotation>"
 
 
 def make_voc(root, files: dict, images: dict, split="train"):

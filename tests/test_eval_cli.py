@@ -1,4 +1,5 @@
-"""The evaluation command end to end on a hand-made VOC set with a stand-in detector and classifier."""
+"""The evaluation command end to end on a hand-made VOC set with a stand-in detector and
+classifier."""
 
 import json
 
@@ -104,7 +105,8 @@ class FakeDetector:
 
 
 def _colour_classifier(size=16):
-    """P(cat) = half the red fraction of the crop, P(dog) = half the blue fraction, rest background."""
+    """P(cat) = half the red fraction of the crop, P(dog) = half the blue fraction, rest
+    background."""
     inp = keras.Input((size, size, 3))
 
     class Head(keras.layers.Layer):
@@ -242,7 +244,8 @@ def test_cli_subset_chosen_pictures_and_all_point_metric(tmp_path):
     table = json.loads((out / "table.json").read_text())
     assert table["metric"] == "VOC2010 all-point"
     first = {r["method"]: r for r in table["rows"]}["DetectorNet (first stage)"]
-    # img0 and img1 only: cat TP then FP over 2 positives -> all-point AP 1/2; dog (img0) found -> 1.
+    # img0 and img1 only: cat TP then FP over 2 positives -> all-point AP 1/2; dog (img0)
+    # found -> 1.
     assert first["num_images"] == 2 and first["ap"] == {"cat": 0.5, "dog": 1.0}
     assert sorted(p.name for p in (out / "pictures").iterdir()) == [
         "figure3_img1.png",

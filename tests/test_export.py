@@ -111,7 +111,8 @@ def test_tf1_session_loader_in_fresh_process_matches_in_memory(
             mg = tf.compat.v1.saved_model.loader.load(sess, ["serve"], {str(path)!r})
             sig = mg.signature_def["serving_default"]
             names = sorted(sig.outputs)
-            vals = sess.run([sig.outputs[k].name for k in names], {{sig.inputs["images"].name: [data]}})
+            feed = {{sig.inputs["images"].name: [data]}}
+            vals = sess.run([sig.outputs[k].name for k in names], feed)
             np.savez({str(tmp_path / "out.npz")!r}, **dict(zip(names, vals)))
     """)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")

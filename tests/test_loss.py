@@ -1,4 +1,5 @@
-"""The weighted mask loss sum_i (m_i + lambda)(y_i - m_i)^2: hand-worked values and a matrix oracle."""
+"""The weighted mask loss sum_i (m_i + lambda)(y_i - m_i)^2: hand-worked values and a matrix
+oracle."""
 
 import keras
 import numpy as np

@@ -81,7 +81,8 @@ def quarter_masks(rng, h, w, c):
 
 
 def eq1_masks(h, w, box):
-    """Eq. (1) masks [h, w, 5] of one box in cell coordinates: cell fraction covered by each half."""
+    """Eq. (1) masks [h, w, 5] of one box in cell coordinates: cell fraction covered by each
+    half."""
     y0, x0, y1, x1 = box
     ym, xm = (y0 + y1) / 2, (x0 + x1) / 2
     parts = [

@@ -44,7 +44,8 @@ def test_sigterm_finishes_requests_in_flight(tmp_path):
     # A 60 s batch timeout holds the requests in the batch queue, so they are surely in flight when
     # the signal arrives; shutdown must run them at once rather than drop them or wait it out.
     (tmp_path / "batching.txt").write_text(
-        "max_batch_size { value: 16 } batch_timeout_micros { value: 60000000 } num_batch_threads { value: 1 }"
+        "max_batch_size { value: 16 } batch_timeout_micros { value: 60000000 } "
+        "num_batch_threads { value: 1 }"
     )
     (tmp_path / "monitoring.config").write_text(
         'prometheus_config { enable: true path: "/metrics" }'

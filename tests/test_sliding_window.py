@@ -25,7 +25,8 @@ def _small_cfg(**kw):
 def test_grid_count_worked_by_hand():
     # Image 40 x 60 (H x W): mean side M = 50; stride 5 x 2 = 10 px.
     #  s=0.4, r=1: h = w = 2*0.4*50/2 = 20.    rows ceil(20/10)+1 = 3, cols ceil(40/10)+1 = 5 -> 15
-    #  s=0.4, r=2: h = 40/3 = 13.33, w = 26.67. rows ceil(26.67/10)+1 = 4, cols ceil(33.33/10)+1 = 5 -> 20
+    #  s=0.4, r=2: h = 40/3 = 13.33, w = 26.67. rows ceil(26.67/10)+1 = 4,
+    #  cols ceil(33.33/10)+1 = 5 -> 20
     #  s=1.0, r=1: h = w = 50 -> h clipped to 40. rows 1, cols ceil(10/10)+1 = 2 -> 2
     #  s=1.0, r=2: h = 33.33, w = 66.67 -> w clipped to 60. rows ceil(6.67/10)+1 = 2, cols 1 -> 2
     cfg = _small_cfg()
@@ -36,7 +37,8 @@ def test_grid_count_worked_by_hand():
     np.testing.assert_allclose(
         boxes[:15], np.stack([ys.ravel(), xs.ravel(), ys.ravel() + 20, xs.ravel() + 20], 1)
     )
-    # Second shape: 4 rows evenly from 0 to 40 - 13.33 = 26.67 (step 8.89 <= 10), last flush with the edge.
+    # Second shape: 4 rows evenly from 0 to 40 - 13.33 = 26.67 (step 8.89 <= 10), last flush with
+    # the edge.
     np.testing.assert_allclose(np.unique(boxes[15:35, 0]), np.linspace(0, 80 / 3, 4), rtol=1e-6)
     np.testing.assert_allclose(boxes[15:35, 2].max(), 40.0, rtol=1e-6)
     # The two clipped shapes span the image's height and width.

@@ -1,4 +1,5 @@
-"""The edge pipeline's NumPy ops against the graph's TensorFlow ops (dnet_tf.ops), plus hand-worked cases.
+"""The edge pipeline's NumPy ops against the graph's TensorFlow ops (dnet_tf.ops), plus hand-worked
+cases.
 
 The NumPy ops are a port spec: where the graph's arithmetic is float32 end to end (windows,
 crops, paste-back, NMS) they must agree bit for bit; the box search sums in float64 where the

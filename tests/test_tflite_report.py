@@ -24,7 +24,8 @@ def test_output_errors_hand_worked():
 
 
 def write_voc(root: pathlib.Path, objects_per_image):
-    """A VOC directory with one 60 x 80 image per entry; objects as (name, xmin, ymin, xmax, ymax) 1-based."""
+    """A VOC directory with one 60 x 80 image per entry; objects as (name, xmin, ymin, xmax, ymax)
+    1-based."""
     (root / "Annotations").mkdir(parents=True)
     (root / "JPEGImages").mkdir()
     (root / "ImageSets" / "Main").mkdir(parents=True)
@@ -77,7 +78,8 @@ class StubPipeline:
 def test_evaluate_pipeline_hand_worked_map(tmp_path):
     from dnet_tf.data import voc
 
-    # Image 0: a cat at VOC (11, 11)-(40, 30) = yxyx [10, 10, 30, 40]; image 1: a dog at [20, 40, 50, 70].
+    # Image 0: a cat at VOC (11, 11)-(40, 30) = yxyx [10, 10, 30, 40]; image 1: a dog at [20, 40,
+    # 50, 70].
     write_voc(tmp_path, [[("cat", 11, 11, 40, 30)], [("dog", 41, 21, 70, 50)]])
     records = voc.read_voc_split(str(tmp_path), "test", ["cat", "dog"])
     # The cat found exactly; for the dog only a box beside it (IoU 0) -> AP(cat) = 1, AP(dog) = 0.

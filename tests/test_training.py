@@ -113,7 +113,7 @@ def _weights(run_dir):
 def test_same_seed_same_weights_and_a_complete_run_directory(tmp_path):
     cfg = _tiny_cfg()
     src = ToySource(class_names=("cat", "dog"))
-    s1 = train(tmp_path / "a", src, cfg, progress=False, eval_crops=32)
+    train(tmp_path / "a", src, cfg, progress=False, eval_crops=32)
     train(tmp_path / "b", src, cfg, progress=False, eval_crops=0)
     for w1, w2 in zip(_weights(tmp_path / "a"), _weights(tmp_path / "b")):
         np.testing.assert_array_equal(w1, w2)

@@ -60,7 +60,8 @@ def test_false_positive_between_true_positives_11_point_vs_all_point():
     # 2 positives; ranking TP, FP, TP: precision 1, 1/2, 2/3; recall 1/2, 1/2, 1.
     # All-point: recall 0 -> 1/2 at envelope 1, recall 1/2 -> 1 at envelope 2/3:
     #   AP = 1/2 * 1 + 1/2 * 2/3 = 5/6.
-    # 11-point: t in {0, .1, .2, .3, .4, .5} -> 1 (six points), t in {.6, .7, .8, .9, 1} -> 2/3 (five):
+    # 11-point: t in {0, .1, .2, .3, .4, .5} -> 1 (six points), t in {.6, .7, .8, .9, 1} -> 2/3
+    # (five):
     #   AP = (6 * 1 + 5 * 2/3) / 11 = 28/33.
     gt = [_gt([A, B], [0, 0])]
     det = [_det([A, [60, 60, 70, 70], B], [0.9, 0.8, 0.7], [0, 0, 0])]
@@ -81,7 +82,8 @@ def test_recall_exactly_on_eleven_point_thresholds():
     assert average_precision(
         np.array([0.25, 0.5]), np.array([1.0, 1.0]), use_07_metric=True
     ) == pytest.approx(6 / 11)
-    # 10 positives, three TPs: recall 3/10 must reach t = 0.3 -> 4 of 11 points (0, .1, .2, .3) at precision 1.
+    # 10 positives, three TPs: recall 3/10 must reach t = 0.3 -> 4 of 11 points (0, .1, .2, .3) at
+    # precision 1.
     rec = np.array([1, 2, 3]) / 10
     assert average_precision(rec, np.ones(3), use_07_metric=True) == pytest.approx(4 / 11)
 
@@ -151,7 +153,8 @@ def test_class_without_positives_is_nan_and_left_out_of_map():
 
 
 def test_pooled_curve_ranks_all_classes_together():
-    # class 0: A (TP, .9); class 1: FP at .8, B (TP, .7). Pooled ranking TP, FP, TP over 2 positives.
+    # class 0: A (TP, .9); class 1: FP at .8, B (TP, .7). Pooled ranking TP, FP, TP over 2
+    # positives.
     gt = [_gt([A, B], [0, 1])]
     det = [_det([A, [60, 60, 70, 70], B], [0.9, 0.8, 0.7], [0, 1, 1])]
     rec, prec = evaluate_detections(gt, det, 2).pooled_curve()
@@ -223,7 +226,7 @@ def _oracle(gt, det, num_classes):
             prec.append(Fraction(tp, n))
             rec.append(Fraction(tp, npos))
 
-        def best_prec(t):
+        def best_prec(t, prec=prec, rec=rec):
             vals = [p for p, r in zip(prec, rec) if r >= t]
             return max(vals) if vals else Fraction(0)
 
@@ -248,7 +251,8 @@ def _random_case(rng, num_images, num_classes):
         g_boxes = _random_boxes(rng, n)
         g_classes = rng.integers(0, num_classes, n).astype(np.int32)
         gt.append({"boxes_yxyx": g_boxes, "classes": g_classes, "difficult": rng.random(n) < 0.25})
-        # Half the detections are ground-truth boxes moved by -1..1 per side (near-threshold overlaps,
+        # Half the detections are ground-truth boxes moved by -1..1 per side (near-threshold
+        # overlaps,
         # duplicates, hits on difficult boxes), the rest random; scores coarse so that ties occur.
         k_near = int(rng.integers(0, 2 * n + 1))
         src = rng.integers(0, max(n, 1), k_near)

@@ -33,7 +33,8 @@ def windows_per_axis(scale: int, overlap: float) -> int:
 
 
 def windows_per_scale(num_scales: int, overlap: float) -> tuple:
-    """Window count per scale: n_s^2 with n_s = windows_per_axis(s, overlap). 3, 0.2 -> (1, 9, 25)."""
+    """Window count per scale: n_s^2 with n_s = windows_per_axis(s, overlap). 3, 0.2 -> (1, 9,
+    25)."""
     return tuple(windows_per_axis(s, overlap) ** 2 for s in range(int(num_scales)))
 
 

@@ -158,9 +158,8 @@ def main(
     for name, m in summary["methods"].items():
         key = "voc07" if options.use_07_metric else "voc10"
         mean_ap = m[key]["mAP"]
-        print(
-            f"{name}: mAP {'n/a' if mean_ap is None else f'{mean_ap:.3f}'} ({summary['table_metric']})"
-        )
+        shown = "n/a" if mean_ap is None else f"{mean_ap:.3f}"
+        print(f"{name}: mAP {shown} ({summary['table_metric']})")
     print(f"wrote {len(summary['files'])} files to {args.out}", file=sys.stderr)
     return 0
 

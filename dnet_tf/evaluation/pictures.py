@@ -232,7 +232,8 @@ def plot_precision_recall(
                 c = result.per_class[p - 1]
                 recall, precision = c.recall, c.precision
                 label = f"{name} (AP {_fmt(c.ap)})"
-            # Start each curve at recall 0 with its first precision so a single point shows as a line.
+            # Start each curve at recall 0 with its first precision so a single point shows as a
+            # line.
             r = np.concatenate([[0.0], recall]) if len(recall) else np.zeros(0)
             q = np.concatenate([precision[:1], precision]) if len(precision) else np.zeros(0)
             ax.plot(r, q, linewidth=1.2, label=label, drawstyle="steps-post")

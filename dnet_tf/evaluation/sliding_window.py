@@ -12,7 +12,8 @@ Box shapes (the paper: "8 different aspect ratios and 10 different scales ... Th
 * Scale s in {0.1, 0.2, ..., 1.0}: the box's mean side (h + w) / 2 is s times the image's mean
   side (H + W) / 2 — the same size measure as the detector's box search (design §7), extended to
   s = 1.0.
-* Aspect ratio r = w / h in 8 values spaced evenly in log between 1/3 and 3 (``default_aspect_ratios``):
+* Aspect ratio r = w / h in 8 values spaced evenly in log between 1/3 and 3
+  (``default_aspect_ratios``):
   r_k = 3^((2k - 7) / 7), k = 0..7, i.e. 0.333, 0.457, 0.624, 0.855, 1.170, 1.600, 2.188, 3.0.
   Symmetric under w <-> h, so a transposed image gets the transposed boxes. (An even count leaves
   out r = 1; the nearest ratios are 0.855 and 1.170.)
@@ -46,7 +47,8 @@ from dnet_tf.ops.crops import crop_and_resize
 
 
 def default_aspect_ratios(count: int = 8, max_ratio: float = 3.0) -> tuple:
-    """``count`` aspect ratios w / h spaced evenly in log over [1 / max_ratio, max_ratio], ascending."""
+    """``count`` aspect ratios w / h spaced evenly in log over [1 / max_ratio, max_ratio],
+    ascending."""
     if count == 1:
         return (1.0,)
     exps = np.linspace(-1.0, 1.0, count)
@@ -195,7 +197,8 @@ class SlidingWindowDetector:
         # reduce_retracing: image sizes and last-batch sizes vary; one generic trace serves them.
         @tf.function(reduce_retracing=True)
         def score(image, boxes):
-            # Affine crops with half-pixel-centre sampling (dnet_tf.ops.crops); grid boxes lie inside.
+            # Affine crops with half-pixel-centre sampling (dnet_tf.ops.crops); grid boxes lie
+            # inside.
             crops = crop_and_resize(
                 image[None], boxes, tf.zeros(tf.shape(boxes)[:1], tf.int32), size
             )

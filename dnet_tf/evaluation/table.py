@@ -27,7 +27,8 @@ PAPER_ABBREVIATIONS = {
     "tvmonitor": "tv",
 }
 
-# Table 1 of the paper (VOC2007 test, 11-point AP, trained on VOC2012 trainval), in VOC_CLASSES order.
+# Table 1 of the paper (VOC2007 test, 11-point AP, trained on VOC2012 trainval), in VOC_CLASSES
+# order.
 PAPER_TABLE1 = {
     "DetectorNet (paper)": (
         0.292,

@@ -160,7 +160,8 @@ def average_precision(recall: np.ndarray, precision: np.ndarray, use_07_metric: 
             f"recall {recall.shape} and precision {precision.shape} must be equal 1-D shapes"
         )
     if use_07_metric:
-        # Sum first, divide once: eleven additions of p / 11 would give 1.0000000000000002 for p = 1.
+        # Sum first, divide once: eleven additions of p / 11 would give 1.0000000000000002
+        # for p = 1.
         best = [
             precision[recall >= t].max() if np.any(recall >= t) else 0.0
             for t in ELEVEN_POINT_THRESHOLDS

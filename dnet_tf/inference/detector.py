@@ -134,7 +134,8 @@ class Detector:
 
 
 def load_detector(path: str | os.PathLike, inference_overrides: dict | None = None) -> Detector:
-    """Loads an exported SavedModel (version dir or model dir: newest version) or a run directory."""
+    """Loads an exported SavedModel (version dir or model dir: newest version) or a run
+    directory."""
     path = pathlib.Path(path)
     saved = resolve_saved_model_dir(path)
     if saved is not None:

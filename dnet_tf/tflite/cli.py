@@ -1,8 +1,8 @@
 """Convert a training run's networks to TFLite and report size, error, mAP and latency per variant.
 
-    python -m dnet_tf.tflite.cli --run_dir runs/default --out runs/default/tflite [--data data/synthetic]
-        [--variants float32,float16,dynamic_int8,int8] [--eval_images N] [--saved_model models/dnet/1]
-        [--nowhole_pipeline]
+    python -m dnet_tf.tflite.cli --run_dir runs/default --out runs/default/tflite \\
+        [--data data/synthetic] [--variants float32,float16,dynamic_int8,int8] \\
+        [--eval_images N] [--saved_model models/dnet/1] [--nowhole_pipeline]
 
 Writes the edge bundle (localizer_<variant>.tflite, classifier_<variant>.tflite, config.json,
 class_names.txt, dataset_stats.json) and report.json / report.md into --out; see

@@ -1,4 +1,5 @@
-"""Conversion of the localizer and the classifier to TFLite, and a runner over the LiteRT interpreter.
+"""Conversion of the localizer and the classifier to TFLite, and a runner over the LiteRT
+interpreter.
 
 Variants (``VARIANTS``):
   float32       no optimisation; the reference for the others.
@@ -119,14 +120,16 @@ def convert_variants(
     """Converts one network to several TFLite variants (the SavedModel is written once).
 
     Args:
-      model: keras.Model [N, S, S, 3] float32 0..255 -> one float32 output (localizer or classifier).
+      model: keras.Model [N, S, S, 3] float32 0..255 -> one float32 output (localizer or
+        classifier).
       variants: names from VARIANTS.
       representative_images: float32 [M, S, S, 3] pixel values 0..255, the calibration set of
         ``int8`` (M >= 1; a few hundred crops is plenty); unused by the other variants.
     Returns:
       {variant: the .tflite file's bytes}.
     Raises:
-      ValueError: unknown variant, or ``int8`` without representative images (or of the wrong shape).
+      ValueError: unknown variant, or ``int8`` without representative images (or of the wrong
+        shape).
     """
     variants = [check_variant(v) for v in variants]
     if "int8" in variants:
@@ -180,7 +183,8 @@ def sample_crops(
 
 @dataclasses.dataclass(frozen=True)
 class TensorQuantization:
-    """Affine quantization of an interpreter tensor: real = scale * (q - zero_point); scale 0 = float."""
+    """Affine quantization of an interpreter tensor: real = scale * (q - zero_point);
+    scale 0 = float."""
 
     dtype: type
     scale: float

@@ -4,7 +4,9 @@ Each function mirrors one op of ``dnet_tf.ops`` that ``DetectorModule.detect`` u
 frames and the same arithmetic, written to be read and ported (a mobile port can follow it line
 by line). The rules both pipelines share -- the window layout, the search's shape grid and ring,
 box maths, NMS and part demotion -- are ``dnet_tf.core``'s, re-exported here where a port looks
-for them; what stays here is the NumPy mechanics (resampling, the readable search). Frames: ``image_yxyx`` absolute pixels, pixel (r, c) covering [r, r+1) x [c, c+1);
+for them; what stays here is the NumPy mechanics (resampling, the readable search).
+
+Frames: ``image_yxyx`` absolute pixels, pixel (r, c) covering [r, r+1) x [c, c+1);
 ``cell_yxyx`` cells of a mask canvas; ``norm_yxyx`` in [0, 1] of a frame.
 
 Scalars that decide a rounding (cell sizes, box shapes) are computed in float32 as the graph does,
@@ -183,7 +185,8 @@ def crop_and_resize(image: np.ndarray, boxes_image_yxyx: np.ndarray, size: int) 
     centres; inside the image but within half a pixel of its border it reads the border pixel;
     outside the image (p < 0 or p > H: refinement crops grown past the image) it is 0.
 
-    Args: image float [H, W, 3] 0..255; boxes_image_yxyx float32 [N, 4] (may leave the image); size S.
+    Args: image float [H, W, 3] 0..255; boxes_image_yxyx float32 [N, 4] (may leave the image);
+    size S.
     Returns: float32 [N, S, S, 3].
     """
     image = np.asarray(image, np.float32)
@@ -300,7 +303,8 @@ class SearchResult(NamedTuple):
     """Best boxes per channel of ``search_boxes``; M = max_candidates, best first.
 
     boxes_cell_yxyx float32 [K, M, 4] (zeros when invalid); scores float64 [K, M] Eq. (3) (-inf
-    when invalid); coverage float64 [K, M] Eq. (2) on the full mask (0 when invalid); valid bool [K, M].
+    when invalid); coverage float64 [K, M] Eq. (2) on the full mask (0 when invalid); valid bool
+    [K, M].
     """
 
     boxes_cell_yxyx: np.ndarray
@@ -348,7 +352,8 @@ def search_boxes(
     coverage_threshold: float,
     max_candidates: int,
 ) -> SearchResult:
-    """Exhaustive Eq. (3) search of ``dnet_tf.ops.box_search.search_boxes`` (same boxes, same rules).
+    """Exhaustive Eq. (3) search of ``dnet_tf.ops.box_search.search_boxes`` (same boxes, same
+    rules).
 
     Every shape (h, w), rounded half up to whole cells and clipped to the grid, is placed with its
     top-left corner at (i s, j s), s = the stride rounded half up (>= 1), wherever it fits. For a

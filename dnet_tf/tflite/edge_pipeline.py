@@ -173,7 +173,8 @@ class EdgePipeline:
         return masks
 
     def canvas_cell_px(self, size: np.ndarray) -> np.float32:
-        """Image pixels per canvas cell for an image of size (h, w): max(stride, longest / cells)."""
+        """Image pixels per canvas cell for an image of size (h, w): max(stride, longest /
+        cells)."""
         cfg = self.config.inference
         return max(
             np.float32(cfg.stride_px), np.float32(size.max()) / np.float32(cfg.max_canvas_cells)
@@ -343,7 +344,8 @@ class EdgePipeline:
         return policy.confidence(np.float32(class_prob), np.float32(eq3), mode)
 
     def _final_outputs(self, boxes_image_yxyx, scores, classes, kept, size) -> dict:
-        """Per-class NMS, parts demoted, padding to max_detections; boxes normalized to the image."""
+        """Per-class NMS, parts demoted, padding to max_detections; boxes normalized to the
+        image."""
         cfg = self.config.inference
         hw = np.concatenate([size, size])
         norm = np.clip(boxes_image_yxyx / hw, 0.0, 1.0).astype(np.float32)

@@ -149,7 +149,8 @@ def _quantization(q) -> dict:
 
 
 def load_bundle_pipeline(bundle_dir, variant: str, num_threads: int | None = None):
-    """An ``EdgePipeline`` over a bundle's two .tflite files of one variant (and its config files)."""
+    """An ``EdgePipeline`` over a bundle's two .tflite files of one variant (and its config
+    files)."""
     from dnet_tf.tflite.edge_pipeline import EdgePipeline
     from dnet_tf.training import run_dir as rd
 
@@ -171,7 +172,8 @@ def load_bundle_pipeline(bundle_dir, variant: str, num_threads: int | None = Non
 
 
 def output_errors(reference: np.ndarray, outputs: np.ndarray, classifier: bool) -> dict:
-    """Max/mean absolute error of outputs against the reference; arg-max agreement for probabilities."""
+    """Max/mean absolute error of outputs against the reference; arg-max agreement for
+    probabilities."""
     err = np.abs(np.asarray(outputs, np.float64) - np.asarray(reference, np.float64))
     out = {
         "max_abs_error": float(err.max()),
@@ -280,7 +282,8 @@ def latency(run, bundle_dir, options: ReportOptions) -> dict:
 
 
 def evaluate_pipeline(pipeline, records, progress: bool = False, desc: str = "") -> dict:
-    """mAP of an EdgePipeline on VOC records: VOC2007 11-point and all-point, refined and first stage.
+    """mAP of an EdgePipeline on VOC records: VOC2007 11-point and all-point, refined and first
+    stage.
 
     Returns dict: voc07_map, voc10_map, first_stage_voc07_map, per_class_ap07 {name: ap},
     seconds_per_image (mean, whole pipeline), network_evaluations_per_image (mean), num_images.
@@ -443,21 +446,23 @@ def _fmt(x, digits=4):
 def format_report(report: dict) -> str:
     """The report as Markdown tables (sizes and errors, mAP, latency, whole-pipeline attempts)."""
     variants = report["variants"]
+    machine = report["machine"]
     lines = [
         f"# TFLite report: {report['run_dir']}",
         "",
-        f"Machine: {report['machine']['cpus']} CPUs, {report['machine']['platform']}; "
-        f"TensorFlow {report['machine']['tensorflow']}, ai-edge-litert {report['machine']['ai_edge_litert']}.",
+        f"Machine: {machine['cpus']} CPUs, {machine['platform']}; "
+        f"TensorFlow {machine['tensorflow']}, ai-edge-litert {machine['ai_edge_litert']}.",
         "",
     ]
     errors = report["crop_errors"]
     lines += [
         "## Files and output error against Keras (held-out crops)",
         "",
-        f"Localizer: {errors['localizer']['crops']} crops, classifier: {errors['classifier']['crops']} crops "
-        f"of the {errors['localizer']['split']} split.",
+        f"Localizer: {errors['localizer']['crops']} crops, classifier: "
+        f"{errors['classifier']['crops']} crops of the {errors['localizer']['split']} split.",
         "",
-        "| variant | localizer MB | max err | mean err | classifier MB | max err | mean err | arg-max agree |",
+        "| variant | localizer MB | max err | mean err | classifier MB | max err | mean err "
+        "| arg-max agree |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for v in variants:
@@ -472,8 +477,9 @@ def format_report(report: dict) -> str:
         q = report["files"][network].get("int8", {})
         if "input" in q:
             lines.append(
-                f"\nint8 {network} interface: input {q['input']['dtype']} (scale {q['input']['scale']:.6g}, "
-                f"zero point {q['input']['zero_point']}), output {q['output']['dtype']} "
+                f"\nint8 {network} interface: input {q['input']['dtype']} "
+                f"(scale {q['input']['scale']:.6g}, zero point {q['input']['zero_point']}), "
+                f"output {q['output']['dtype']} "
                 f"(scale {q['output']['scale']:.6g}, zero point {q['output']['zero_point']})."
             )
     m = report["map"]
@@ -482,16 +488,16 @@ def format_report(report: dict) -> str:
         "",
         f"## mAP of the edge pipeline ({m['split']} split, {n_images} images)",
         "",
-        "| networks | mAP VOC07 | delta vs float32 | mAP all-point | first stage VOC07 | s / image | "
-        "network evaluations / image |",
+        "| networks | mAP VOC07 | delta vs float32 | mAP all-point | first stage VOC07 "
+        "| s / image | network evaluations / image |",
         "|---|---|---|---|---|---|---|",
     ]
     for name in [REFERENCE] + variants:
         r = m[name]
         lines.append(
             f"| {name} | {_fmt(r['voc07_map'])} | {_fmt(m['delta_vs_float32_voc07'][name], 4)} | "
-            f"{_fmt(r['voc10_map'])} | {_fmt(r['first_stage_voc07_map'])} | {r['seconds_per_image']:.2f} | "
-            f"{r['network_evaluations_per_image']:.1f} |"
+            f"{_fmt(r['voc10_map'])} | {_fmt(r['first_stage_voc07_map'])} | "
+            f"{r['seconds_per_image']:.2f} | {r['network_evaluations_per_image']:.1f} |"
         )
     if "savedmodel_evaluation" in m:
         s = m["savedmodel_evaluation"]
@@ -538,7 +544,8 @@ def format_report(report: dict) -> str:
         lines += [
             "## Whole-pipeline conversion (exported SavedModel signatures)",
             "",
-            "| signature | ops | converted | size MB | runs on LiteRT | ops the converter could not map |",
+            "| signature | ops | converted | size MB | runs on LiteRT "
+            "| ops the converter could not map |",
             "|---|---|---|---|---|---|",
         ]
         for a in report["whole_pipeline"]["attempts"]:
@@ -560,8 +567,8 @@ def format_report(report: dict) -> str:
                 else ""
             )
             lines.append(
-                f"| {a['signature']} | {a['ops_set']} | {'yes' if a['converted'] else 'no'} | {size} | "
-                f"{runs} | {ops} |"
+                f"| {a['signature']} | {a['ops_set']} | {'yes' if a['converted'] else 'no'} "
+                f"| {size} | {runs} | {ops} |"
             )
         lines.append("")
     return "\n".join(lines) + "\n"

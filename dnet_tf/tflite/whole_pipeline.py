@@ -40,7 +40,8 @@ OPS_SETS = {
 
 
 def _op_lists(message: str) -> dict:
-    """The converter's 'Flex ops: ...' and 'Custom ops: ...' lines as lists; the first error line."""
+    """The converter's 'Flex ops: ...' and 'Custom ops: ...' lines as lists; the first error
+    line."""
     out = {}
     for key, label in (("flex_ops", "Flex ops:"), ("unsupported_ops", "Custom ops:")):
         for line in message.splitlines():
@@ -65,7 +66,8 @@ def try_convert_signature(
     ops_set: str,
     out_path: str | os.PathLike | None = None,
 ) -> dict:
-    """Converts one signature of a SavedModel with one ops set; never raises for a failed conversion.
+    """Converts one signature of a SavedModel with one ops set; never raises for a failed
+    conversion.
 
     Args:
       saved_model_dir: a SavedModel version directory (e.g. models/dnet/1).
