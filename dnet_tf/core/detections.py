@@ -323,15 +323,8 @@ def to_json(results: Sequence[Detections], indent: int | None = 2) -> str:
     return json.dumps([r.to_dict() for r in results], indent=indent)
 
 
-PALETTE = (
-    (230, 25, 75),
-    (60, 180, 75),
-    (255, 225, 25),
-    (0, 130, 200),
-    (245, 130, 48),
-    (145, 30, 180),
-    (70, 240, 240),
-    (240, 50, 230),
-    (210, 245, 60),
-    (250, 190, 212),
+# Box colours by class id (cycled): RGB of a ten-colour palette of distinct hues.
+PALETTE = tuple(
+    tuple(int(h[i : i + 2], 16) for i in (0, 2, 4))
+    for h in "e6194b 3cb44b ffe119 0082c8 f58230 911eb4 46f0f0 f032e6 d2f53c fabed4".split()
 )

@@ -16,16 +16,10 @@ import types
 
 import numpy as np
 
-NUMPY = types.SimpleNamespace(
-    name="numpy",
-    floor=np.floor,
-    maximum=np.maximum,
-    minimum=np.minimum,
-    clip=np.clip,
-    where=np.where,
-    stack=np.stack,
-    any=np.any,
-    zeros_like=np.zeros_like,
-    ones_like=np.ones_like,
-    asarray=np.asarray,
-)
+# The functions of the namespace protocol, by their NumPy names.
+FUNCTIONS = (
+    "floor", "maximum", "minimum", "clip", "where", "stack", "any", "zeros_like", "ones_like",
+    "asarray",
+)  # fmt: skip
+
+NUMPY = types.SimpleNamespace(name="numpy", **{f: getattr(np, f) for f in FUNCTIONS})

@@ -56,13 +56,9 @@ class DetectorModule(tf.Module):
         name: str | None = None,
     ):
         super().__init__(name=name)
-        self.class_names, self.aspect_ratios = policy.check_detector_inputs(
-            class_names, aspect_ratios, config
-        )
-        self.num_classes = len(self.class_names)
-        self.localizer = localizer
-        self.classifier = classifier
-        self.config = config
+        self.localizer, self.classifier, self.config = localizer, classifier, config
+        names, self.aspect_ratios = policy.check_detector_inputs(class_names, aspect_ratios, config)
+        self.class_names, self.num_classes = names, len(names)
         cfg = config.inference
         self.windows_per_scale = cfg.windows_per_scale
         self.num_windows = int(sum(self.windows_per_scale))

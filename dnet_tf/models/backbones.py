@@ -114,6 +114,18 @@ def build_trunk(model_cfg: ModelConfig, name: str = "trunk") -> keras.Model:
     return net
 
 
+def image_input_and_trunk(model_cfg: ModelConfig):
+    """The network input "images" [B, S, S, 3] float32 RGB 0..255 and the trunk's features on it
+    (a sub-model named "trunk", shared by name between the classifier and the localizer).
+
+    Raises:
+      ValueError: an invalid config field.
+    """
+    model_cfg.validate()
+    inputs = keras.Input((model_cfg.input_size, model_cfg.input_size, 3), name="images")
+    return inputs, build_trunk(model_cfg)(inputs)
+
+
 def build_embedding(model_cfg: ModelConfig, feature_shape, name: str = "embedding") -> keras.Model:
     """Builds the fully connected part of the backbone.
 

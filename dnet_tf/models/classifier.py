@@ -10,7 +10,7 @@ import keras
 from keras import layers
 
 from dnet_tf.config import ModelConfig
-from dnet_tf.models.backbones import build_embedding, build_trunk
+from dnet_tf.models.backbones import build_embedding, image_input_and_trunk
 
 
 def build_classifier(model_cfg: ModelConfig) -> keras.Model:
@@ -25,10 +25,7 @@ def build_classifier(model_cfg: ModelConfig) -> keras.Model:
     Raises:
       ValueError: an invalid config field.
     """
-    model_cfg.validate()
-    inputs = keras.Input((model_cfg.input_size, model_cfg.input_size, 3), name="images")
-    trunk = build_trunk(model_cfg)
-    features = trunk(inputs)
+    inputs, features = image_input_and_trunk(model_cfg)
     vector = build_embedding(model_cfg, features.shape[1:])(features)
     probs = layers.Dense(
         model_cfg.num_classes + 1, activation="softmax", dtype="float32", name="class_probs"

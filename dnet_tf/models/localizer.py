@@ -10,7 +10,7 @@ from __future__ import annotations
 import keras
 
 from dnet_tf.config import ModelConfig
-from dnet_tf.models.backbones import build_embedding, build_trunk
+from dnet_tf.models.backbones import build_embedding, image_input_and_trunk
 from dnet_tf.models.heads import ConvMaskHead, DenseMaskHead
 
 # Initial pre-sigmoid bias of the mask outputs: sigmoid(-2) = 0.12. Most target cells are 0 (60%
@@ -38,10 +38,7 @@ def build_localizer(model_cfg: ModelConfig) -> keras.Model:
     Raises:
       ValueError: an invalid config field.
     """
-    model_cfg.validate()
-    inputs = keras.Input((model_cfg.input_size, model_cfg.input_size, 3), name="images")
-    trunk = build_trunk(model_cfg)
-    features = trunk(inputs)
+    inputs, features = image_input_and_trunk(model_cfg)
     if model_cfg.head == "dense":
         embedding = build_embedding(model_cfg, features.shape[1:])
         masks = DenseMaskHead(

@@ -6,16 +6,11 @@ import types
 
 import tensorflow as tf
 
+from dnet_tf.core.xp import FUNCTIONS
+
+# NumPy's name -> TensorFlow's function, where the two differ; the rest share the name.
+_RENAMED = {"clip": tf.clip_by_value, "any": tf.reduce_any, "asarray": tf.constant}
+
 TENSORFLOW = types.SimpleNamespace(
-    name="tensorflow",
-    floor=tf.floor,
-    maximum=tf.maximum,
-    minimum=tf.minimum,
-    clip=tf.clip_by_value,
-    where=tf.where,
-    stack=tf.stack,
-    any=tf.reduce_any,
-    zeros_like=tf.zeros_like,
-    ones_like=tf.ones_like,
-    asarray=tf.constant,
+    name="tensorflow", **{f: _RENAMED.get(f) or getattr(tf, f) for f in FUNCTIONS}
 )
