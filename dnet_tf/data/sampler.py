@@ -40,7 +40,7 @@ import math
 import tensorflow as tf
 
 from dnet_tf.config import SamplerConfig
-from dnet_tf.constants import HFLIP_PERMUTATION
+from dnet_tf.constants import BACKGROUND_CLASS_ID, CLASS_ID_OFFSET, HFLIP_PERMUTATION
 from dnet_tf.ops import boxes as box_ops
 
 LOCALIZER_ASPECT_JITTER = 1.5  # crop h/w = image h/w x r, r log-uniform in [1/1.5, 1.5]
@@ -237,7 +237,7 @@ def sample_classifier_crops(
         index,
     )
     best_class = tf.gather(tf.concat([class_ids, [-1]], 0), best_box)
-    labels = tf.where(want_positive, best_class + 1, 0)
+    labels = tf.where(want_positive, best_class + CLASS_ID_OFFSET, BACKGROUND_CLASS_ID)
     return {
         "crops_image_yxyx": crops,
         "labels": tf.cast(labels, tf.int32),
