@@ -375,3 +375,13 @@ def named_config(name: str) -> DetectorConfig:
     if name not in NAMED_CONFIGS:
         raise ValueError(f"unknown config name {name!r}; known: {sorted(NAMED_CONFIGS)}")
     return NAMED_CONFIGS[name]().validate()
+
+
+def from_flags(cls, flags, **overrides):
+    """An instance of the dataclass ``cls`` whose fields are read from ``flags`` (an argparse
+    Namespace or absl FlagValues) where it has an attribute of the field's name; ``overrides``
+    win; fields it lacks keep their defaults."""
+    values = {
+        f.name: getattr(flags, f.name) for f in dataclasses.fields(cls) if hasattr(flags, f.name)
+    }
+    return cls(**(values | overrides))

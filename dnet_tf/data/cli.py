@@ -15,16 +15,10 @@ import time
 
 
 def _make_synthetic(args) -> int:
+    from dnet_tf.config import from_flags
     from dnet_tf.data.synthetic import SyntheticConfig, write_synthetic_voc
 
-    cfg = SyntheticConfig(
-        seed=args.seed,
-        num_train=args.num_train,
-        num_val=args.num_val,
-        num_test=args.num_test,
-        min_side=args.min_side,
-        max_side=args.max_side,
-    )
+    cfg = from_flags(SyntheticConfig, args)
     t0 = time.perf_counter()
     summary = write_synthetic_voc(args.out, cfg, workers=args.workers, progress=not args.quiet)
     dt = time.perf_counter() - t0

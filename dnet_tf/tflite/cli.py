@@ -64,19 +64,11 @@ flags.mark_flag_as_required("out")
 def main(argv) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    from dnet_tf.config import from_flags
     from dnet_tf.tflite.report import ReportOptions, build_report
 
     try:
-        options = ReportOptions(
-            variants=tuple(FLAGS.variants),
-            eval_images=FLAGS.eval_images,
-            eval_split=FLAGS.eval_split,
-            calibration_crops=FLAGS.calibration_crops,
-            held_out_crops=FLAGS.held_out_crops,
-            latency_repeats=FLAGS.latency_repeats,
-            seed=FLAGS.seed,
-            progress=FLAGS.progress,
-        ).validate()
+        options = from_flags(ReportOptions, FLAGS, variants=tuple(FLAGS.variants)).validate()
         with tempfile.TemporaryDirectory(prefix="dnet_tflite_export_") as tmp:
             saved_model = FLAGS.saved_model
             if FLAGS.whole_pipeline and saved_model is None:
