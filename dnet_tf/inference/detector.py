@@ -19,7 +19,9 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+from dnet_tf.inference.budget import RequestBudget
 from dnet_tf.inference.decode import decode_batch
+from dnet_tf.serving.versions import parse_version
 
 
 def resolve_saved_model_dir(path: str | os.PathLike) -> pathlib.Path | None:
@@ -28,9 +30,9 @@ def resolve_saved_model_dir(path: str | os.PathLike) -> pathlib.Path | None:
     if (path / "saved_model.pb").exists():
         return path
     versions = sorted(
-        (int(p.name), p)
+        (parse_version(p.name), p)
         for p in path.glob("*")
-        if p.name.isdigit() and (p / "saved_model.pb").exists()
+        if parse_version(p.name) is not None and (p / "saved_model.pb").exists()
     )
     return versions[-1][1] if versions else None
 
@@ -194,9 +196,9 @@ def load_detector(path: str | os.PathLike, inference_overrides: dict | None = No
         from dnet_tf.export.saved_model import module_from_run
 
         module, _ = module_from_run(path, inference_overrides)
-        max_pixels = module.config.inference.max_image_pixels
+        budget = RequestBudget.from_config(module.config.inference)
         run = tf.function(
-            lambda s: module.detect(*decode_batch(s, max_pixels), with_masks=True),
+            lambda s: module.detect(*decode_batch(s, budget), with_masks=True),
             input_signature=[tf.TensorSpec([None], tf.string)],
         )
         return Detector(run, module.class_names, str(path))
