@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         "--on-error",
         choices=("fail", "skip"),
         default="fail",
-        help="a bad annotation: stop (fail) or drop that image with a warning (skip)",
+        help="a bad annotation or image file: stop (fail) or drop that image with a warning (skip)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -139,6 +139,10 @@ def main(
         )
     except VocError as e:
         return fail(str(e))
+    if records.skipped:
+        print(f"skipped {len(records.skipped)} image(s):", file=sys.stderr)
+        for line in records.skipped:
+            print(f"  {line}", file=sys.stderr)
     if args.max_images is not None:
         records = records[: args.max_images]
     if not records:

@@ -293,6 +293,7 @@ def train(
         "batch_size": batch,
         "replicas": replicas,
         "data": source.describe(),
+        **source.data_report(),
     }
     if not chief:
         return summary
