@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -54,9 +55,11 @@ def decode_tensor(encoded: tf.Tensor) -> tf.Tensor:
 
 
 def _first_line(e: Exception) -> str:
+    """The op's own words: no "{{function_node ...}}" prefix or "[Op:...]" suffix."""
     text = getattr(e, "message", None) or str(e)
-    lines = [ln for ln in text.splitlines() if ln.strip() and "function_node" not in ln]
-    return (lines[0] if lines else text).strip()
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return re.sub(r"\s*\[Op:\w+\].*$", "", lines[0] if lines else text)
 
 
 @functools.lru_cache(maxsize=65536)
