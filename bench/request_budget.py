@@ -119,17 +119,20 @@ class Server:
         except grpc.RpcError as e:
             status = e.code().name
         seconds = time.perf_counter() - t0
-        if self.proc.poll() is not None:
-            cap = (self.killed_at_kib or 0) / 2**20
+        time.sleep(0.1)  # the watchdog polls every 20 ms
+        try:
+            peak = None if self.proc.poll() is not None else adv.vm_kib(pid)["VmHWM"]
+        except (OSError, KeyError):  # exited between the two reads
+            peak = None
+        if peak is None:
+            killed = self.killed_at_kib or 0
             return {
-                "status": f"killed past {cap:.1f} GB",
+                "status": f"killed past {killed / 2**20:.1f} GB" if killed else "exited",
                 "seconds": seconds,
                 "rss_before_mb": before / 1024,
-                "peak_mb": (self.killed_at_kib or 0) / 1024,
-                "growth_mb": ((self.killed_at_kib or 0) - before) / 1024,
+                "peak_mb": killed / 1024,
+                "growth_mb": (killed - before) / 1024,
             }
-        time.sleep(0.05)
-        peak = adv.vm_kib(pid)["VmHWM"]
         return {
             "status": status,
             "seconds": seconds,
@@ -154,6 +157,8 @@ def _requests(name: str, big_side: int) -> dict:
     tiny = [adv.tiny_png(i) for i in range(30)]
     photo = adv.noise_jpeg(375, 500, seed=2, quality=90, cell=25)
     one_k = [adv.noise_jpeg(768, 1024, seed=10 + i, quality=85, cell=40) for i in range(8)]
+    half_k = [adv.noise_jpeg(512, 1024, seed=20 + i, quality=85, cell=40) for i in range(16)]
+    huge = adv.noise_jpeg(6000, 6000, seed=3, quality=30, cell=2000)
     out = {
         "one 500x375 JPEG": adv.predict_request(
             name, "serving_default", adv.string_tensor([photo])
@@ -169,6 +174,13 @@ def _requests(name: str, big_side: int) -> dict:
         ),
         "8 JPEGs of 1024x768": adv.predict_request(
             name, "serving_default", adv.string_tensor(one_k)
+        ),
+        # the budget's worst case: 16 images (the most) filling 8 x 1024^2 padded pixels
+        "16 JPEGs of 1024x512": adv.predict_request(
+            name, "serving_default", adv.string_tensor(half_k)
+        ),
+        "6000^2 JPEG + 100 1x1 PNGs": adv.predict_request(
+            name, "serving_default", adv.string_tensor([huge] + tiny * 3 + tiny[:10])
         ),
         "uint8 [1,12000,12000,3], one int_val": adv.predict_request(
             name, "image_tensor", adv.declared_uint8_tensor()

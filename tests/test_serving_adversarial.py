@@ -99,14 +99,16 @@ def server(tmp_path_factory):
         "channel": channel,
         "lines": lines,
     }
-    _good(srv)  # warm both signatures before memory is measured
-    yield srv
-    channel.close()
-    proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        _good(srv)  # warm both signatures before memory is measured
+        yield srv
+    finally:
+        channel.close()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 GOOD_PIXELS = np.full((24, 32, 3), 51, np.uint8)  # mean 51: toy detection 0 scores 51 / 255 = 0.2
