@@ -164,7 +164,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``dnet-serve`` / ``python -m dnet_tf.serving.server_cli``; returns the exit code."""
+    """Runs the server until SIGTERM or SIGINT; returns the exit code (``main`` exits with it)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
