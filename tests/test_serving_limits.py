@@ -7,6 +7,7 @@ import socket
 import threading
 
 import grpc
+import numpy as np
 import pytest
 from tensorflow_serving.apis import get_model_status_pb2
 
@@ -178,3 +179,43 @@ def test_rest_client_retries_a_refused_connection_and_a_503():
         client.get_model_status()
     sock.close()
     assert counter["connections"] == 3 and e.value.attempts == 3
+
+
+def test_grpc_calls_past_the_cap_get_resource_exhausted_at_once(tmp_path):
+    from dnet_tf.serving.batching import BatchingOptions
+    from dnet_tf.serving.client import DetectorClient
+    from dnet_tf.serving.server import LocalModelServer, ServerOptions
+    from dnet_tf.serving.toy_model import export_toy_model
+
+    export_toy_model(tmp_path, "dnet", 1)
+    opts = ServerOptions(
+        host="127.0.0.1",
+        port=0,
+        rest_api_port=None,
+        model_name="dnet",
+        model_base_path=str(tmp_path / "dnet"),
+        file_system_poll_wait_seconds=0,
+        enable_batching=True,  # a 60 s batch timeout holds the first call in flight
+        batching=BatchingOptions(max_batch_size=8, batch_timeout_micros=60_000_000),
+        grpc_max_concurrent_rpcs=1,
+    )
+    png = adv.encode(np.full((8, 8, 3), 51, np.uint8), "PNG")
+    results = []
+    with LocalModelServer(opts) as srv:
+        target = f"127.0.0.1:{srv.grpc_port}"
+
+        def held():
+            with DetectorClient(target, "dnet", timeout_s=30, retry=RetryPolicy(1)) as c:
+                results.append(c.detect([png])[0].detections[0].score)
+
+        first = threading.Thread(target=held)
+        first.start()
+        while srv.metrics.inflight("GRPC") < 1:
+            threading.Event().wait(0.02)
+        with DetectorClient(target, "dnet", timeout_s=30, retry=RetryPolicy(1)) as c:
+            with pytest.raises(ServingCallError) as e:
+                c.detect([png])
+        assert e.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        srv.stop(5)  # runs the queued batch at once
+        first.join(10)
+    assert results == [pytest.approx(0.2)]

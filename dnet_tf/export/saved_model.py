@@ -11,6 +11,10 @@ Signatures:
   image_tensor       images uint8 [None, None, None, 3] -> the same outputs
   detect_with_masks  images tf.string [None] -> the above, first_stage_*, network_evaluations and
                      merged_masks [B, P, P, 5, C] (for evaluation and pictures)
+
+All three apply the request budget of InferenceConfig (dnet_tf.inference.budget): images brought
+to max_image_side before batching, at most max_images_per_request images and max_request_pixels
+padded pixels, InvalidArgument past them.
 """
 
 from __future__ import annotations
