@@ -76,6 +76,16 @@ BENCHMARKS = (
         ["--repeats", "5"],
     ),
     (
+        "bench.request_budget",
+        "Request budget: hostile requests and memory",
+        "Peak resident memory, status and time of the local server for small requests that ask "
+        "for large allocations (a 3000x3000 JPEG with 1x1 PNGs, declared-huge tensors, a GIF "
+        "frame bomb), the main job's run exported without and with the request budget; and the "
+        "mAP of both on synthetic images of 1,400-2,000 px.",
+        [],
+        ["--accuracy_images", "2"],
+    ),
+    (
         "bench.serving_load",
         "Serving load",
         "Requests/s, p50/p99 latency and errors of the local server, 8 concurrent gRPC clients, "

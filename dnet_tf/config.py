@@ -202,6 +202,14 @@ class InferenceConfig:
     max_detections: int = 100  # padded length of the exported outputs; >= 1
     min_score: float = 0.0  # final detections below this confidence are dropped; [0, 1]
     max_image_pixels: int = 40_000_000  # decoded images larger than this are rejected; >= 1
+    # The request budget (dnet_tf.inference.budget; README "Reliability"). Each image is brought
+    # to at most max_image_side px on its longer side before batching: past input_size x
+    # 2^(num_scales - 1) px (900 by default) no first-stage window gains resolution; >= 32.
+    max_image_side: int = 1024
+    max_images_per_request: int = 16  # images in one request; >= 1
+    # padded pixels of one request, images x largest height x largest width after resizing:
+    # 8 full-size images (TF Serving's max_batch_size in serving/); >= max_image_side^2
+    max_request_pixels: int = 8 * 1024 * 1024
 
     def validate(self) -> InferenceConfig:
         _check(1 <= self.num_scales <= 5, "num_scales", f"must be in [1, 5], got {self.num_scales}")
@@ -266,6 +274,20 @@ class InferenceConfig:
         _check(self.max_detections >= 1, "max_detections", "must be >= 1")
         _check(0.0 <= self.min_score <= 1.0, "min_score", "must be in [0, 1]")
         _check(self.max_image_pixels >= 1, "max_image_pixels", "must be >= 1")
+        _check(
+            self.max_image_side >= 32, "max_image_side", f"must be >= 32, got {self.max_image_side}"
+        )
+        _check(
+            self.max_images_per_request >= 1,
+            "max_images_per_request",
+            f"must be >= 1, got {self.max_images_per_request}",
+        )
+        _check(
+            self.max_request_pixels >= self.max_image_side**2,
+            "max_request_pixels",
+            f"must be >= max_image_side^2 = {self.max_image_side**2} (one image of the largest "
+            f"size), got {self.max_request_pixels}",
+        )
         return self
 
     @property

@@ -10,6 +10,7 @@ import pytest
 import yaml
 from google.protobuf import text_format
 
+from dnet_tf.config import InferenceConfig
 from dnet_tf.serving import config_files
 from dnet_tf.serving.versions import VersionPolicy
 
@@ -70,6 +71,12 @@ def test_batching_parameters_use_documented_fields():
     assert params.max_batch_size.value >= 1 and params.num_batch_threads.value >= 1
     assert 0 < params.batch_timeout_micros.value <= 100_000  # at most 0.1 s of added latency
     assert params.pad_variable_length_inputs is False
+    # a full batch of the largest images fits the graph's request budget (it pads them together)
+    budget = InferenceConfig()
+    assert (
+        params.max_batch_size.value * budget.max_image_side**2 <= budget.max_request_pixels
+        and params.max_batch_size.value <= budget.max_images_per_request
+    )
     text = (SERVING / "batching_parameters.txt").read_text()
     # the choice is written down, not left to the default
     assert "pad_variable_length_inputs: false" in text and "DT_STRING" in text

@@ -58,6 +58,8 @@ def test_layout_version_assets_and_no_temp_dirs(exported):
     assert (path / "assets" / "class_names.txt").read_text().split() == ["cat", "dog"]
     cfg = DetectorConfig.from_json((path / "assets" / "detector_config.json").read_text())
     assert cfg.inference.max_detections == 10
+    # the request budget the graph was built with is recorded beside it
+    assert (cfg.inference.max_image_side, cfg.inference.max_images_per_request) == (1024, 16)
     assert sorted(os.listdir(base / "dnet")) == ["1"]  # the temporary directory is gone
 
 
@@ -179,3 +181,21 @@ def test_image_tensor_signature_matches_string_signature(loaded):
     b = loaded.signatures["serving_default"](images=tf.constant([encode(img, "PNG")]))
     for k in ("num_detections", "detection_boxes", "detection_scores", "detection_classes"):
         np.testing.assert_allclose(a[k].numpy(), b[k].numpy(), atol=1e-5, err_msg=k)
+
+
+def test_request_budget_in_both_signatures(loaded):
+    tiny = encode(np.full((1, 1, 3), 9, np.uint8), "PNG")
+    with pytest.raises(tf.errors.InvalidArgumentError, match="max_images_per_request = 16"):
+        loaded.signatures["serving_default"](images=tf.constant([tiny] * 17))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="max_images_per_request = 16"):
+        loaded.signatures["image_tensor"](images=tf.zeros([17, 2, 2, 3], tf.uint8))
+    # A 1300 x 1600 image is brought to 832 x 1024 in both signatures alike; boxes stay normalized
+    # to the image as sent.
+    img = coloured_object_image(1300, 1600, [[300, 400, 900, 1200]])
+    a = loaded.signatures["image_tensor"](images=tf.constant(img[None]))
+    b = loaded.signatures["serving_default"](images=tf.constant([encode(img, "PNG")]))
+    for k in ("num_detections", "detection_boxes", "detection_scores", "detection_classes"):
+        np.testing.assert_allclose(a[k].numpy(), b[k].numpy(), atol=1e-5, err_msg=k)
+    assert int(a["num_detections"][0]) >= 1
+    best = a["detection_boxes"][0, 0].numpy() * [1300, 1600, 1300, 1600]
+    np.testing.assert_allclose(best, [300, 400, 900, 1200], atol=80)

@@ -16,7 +16,7 @@ from PIL import Image
 from dnet_tf.serving import config_files
 from dnet_tf.serving.batching import BatchingOptions, BatchScheduler
 from dnet_tf.serving.client import RetryPolicy, ServingCallError, call_with_retry
-from dnet_tf.serving.detections import detections_from_outputs, image_size, to_json
+from dnet_tf.serving.detections import Detections, image_size, to_json
 from dnet_tf.serving.errors import ServingError, grpc_code_from_value, http_status
 from dnet_tf.serving.rest import encode_predict_outputs, parse_predict_body
 from dnet_tf.serving.versions import VersionPolicy, scan_versions
@@ -363,7 +363,7 @@ def test_detections_become_pixel_boxes():
             [[b"dog", b"raccoon", b""], [b"raccoon", b"raccoon", b""]], dtype=object
         ),
     }
-    a, b = detections_from_outputs(
+    a, b = Detections.batch_from_outputs(
         outputs, [(40, 100), (10, 20)], ["a.png", "b.png"], "dnet", 3, min_score=0.5
     )
     # image a is H=40, W=100: [0.25, 0.5, 0.75, 1.0] * [40, 100, 40, 100] = [10, 50, 30, 100]
@@ -373,7 +373,7 @@ def test_detections_become_pixel_boxes():
     assert [d.image_yxyx for d in b.detections] == [(5.0, 10.0, 10.0, 20.0)]
     assert '"model_version": 3' in to_json([a, b])
     with pytest.raises(ValueError, match="lack"):
-        detections_from_outputs(
+        Detections.batch_from_outputs(
             {"num_detections": outputs["num_detections"]}, [(1, 1)], ["x"], "m", 1
         )
 
@@ -390,7 +390,7 @@ def test_image_size_and_drawing():
         "detection_classes": np.array([[1.0]]),
         "detection_class_names": np.array([[b"raccoon"]], dtype=object),
     }
-    (result,) = detections_from_outputs(outputs, [(30, 50)], ["x"], "dnet", 1)
+    (result,) = Detections.batch_from_outputs(outputs, [(30, 50)], ["x"], "dnet", 1)
     assert result.detections[0].image_yxyx == pytest.approx((6.0, 10.0, 24.0, 30.0))
     drawn = np.asarray(Image.open(io.BytesIO(result.draw(data))))
     # box [6, 10, 24, 30) drawn as the pixel rectangle x 10..29, y 6..23. Row 21 lies below the

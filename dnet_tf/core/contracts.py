@@ -22,6 +22,7 @@ QUERIES_DIR = "queries"  # the main job's served detections
 
 # -- SavedModel (``<base>/<name>/<version>/``). ------------------------------------------------
 SAVED_MODEL_PB = "saved_model.pb"
+MAX_VERSION = 2**63 - 1  # versions are int64 in ModelSpec and ModelVersionStatus
 ASSETS = "assets"
 ASSET_CLASS_NAMES = "class_names.txt"  # under assets/
 ASSET_DETECTOR_CONFIG = "detector_config.json"  # under assets/: every knob fixed at export
@@ -50,3 +51,16 @@ MERGED_MASKS = "merged_masks"
 TABLE_MD = "table.md"
 TABLE_JSON = "table.json"
 EVALUATION_JSON = "evaluation.json"
+
+
+def parse_version(name: str) -> int | None:
+    """The version a directory name stands for, or None: ASCII digits only, at most MAX_VERSION
+    (TF Serving's file-system source reads version directories so).
+
+    ``str.isdigit`` alone would accept other scripts' digits and superscripts ("²", which int()
+    refuses), and an over-long number would not fit the protos.
+    """
+    if not name or not name.isascii() or not name.isdigit():
+        return None
+    value = int(name)
+    return value if value <= MAX_VERSION else None

@@ -32,8 +32,8 @@ import numpy as np
 import tensorflow as tf
 
 from dnet_tf.config import DetectorConfig
+from dnet_tf.data import image_files, tfrecord, voc
 from dnet_tf.data import sampler as sampler_ops
-from dnet_tf.data import tfrecord, voc
 from dnet_tf.ops.mask_targets import mask_targets_batch
 
 
@@ -121,9 +121,9 @@ def read_annotations(
 
 
 def _decode(encoded: tf.Tensor) -> tf.Tensor:
-    """Encoded JPEG/PNG/GIF/BMP -> uint8 [H, W, 3] (greyscale and palette images become RGB)."""
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
-    return tf.ensure_shape(image, [None, None, 3])
+    """Encoded JPEG/PNG/GIF/BMP -> uint8 [H, W, 3] (greyscale and palette images become RGB;
+    truncated JPEGs as TF recovers them, see image_files)."""
+    return image_files.decode_tensor(encoded)
 
 
 def _voc_images(source, split, class_names, seed, pcfg: PipelineConfig) -> tuple:

@@ -101,7 +101,11 @@ def stats_from_annotations(
 
 
 def compute_dataset_stats(
-    source: str, split: str, class_names: Sequence[str] | None = None, num_aspect_ratios: int = 10
+    source: str,
+    split: str,
+    class_names: Sequence[str] | None = None,
+    num_aspect_ratios: int = 10,
+    on_error: str = "fail",
 ) -> dict:
     """Statistics of a dataset split: the run directory's dataset_stats.json.
 
@@ -110,6 +114,7 @@ def compute_dataset_stats(
       split: VOC split name (unused for TFRecords).
       class_names: the class list; None: the sorted names found in the data.
       num_aspect_ratios: k of the k-means (SamplerConfig.num_aspect_ratios).
+      on_error: the VOC reader's policy for a bad file ("fail" or "skip").
     Returns:
       dict with "aspect_ratios" (k floats, w/h, ascending), "num_images", "num_boxes",
       "class_names", "class_counts" {name: boxes}, "box_size_histogram" {measure, bin_edges,
@@ -119,9 +124,8 @@ def compute_dataset_stats(
 
     if class_names is None:
         class_names = load_class_names(source, split)
-    return stats_from_annotations(
-        read_annotations(source, split, class_names), class_names, num_aspect_ratios
-    )
+    annotations = read_annotations(source, split, class_names, on_error=on_error)
+    return stats_from_annotations(annotations, class_names, num_aspect_ratios)
 
 
 def write_stats(stats: dict, path) -> None:

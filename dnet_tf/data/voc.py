@@ -267,6 +267,33 @@ def available_splits(voc_root) -> list:
     return sorted(p.stem for p in main.glob("*.txt") if "_" not in p.stem)
 
 
+class VocSplit(list):
+    """The VocRecords of a split (a list), with what was left out or repaired on the way.
+
+    Attributes:
+      skipped: one "<image id>: <file>: <problem>" line per image dropped under on_error="skip".
+      recovered: paths of images TF decoded only with its truncated-JPEG recovery (kept).
+    """
+
+    def __init__(self, records=(), skipped=(), recovered=()):
+        super().__init__(records)
+        self.skipped = list(skipped)
+        self.recovered = list(recovered)
+
+    def __getitem__(self, index):
+        got = super().__getitem__(index)
+        return VocSplit(got, self.skipped, self.recovered) if isinstance(index, slice) else got
+
+    def report(self) -> dict:
+        """JSON-able counts and names of skipped and recovered images."""
+        return {
+            "skipped_images": len(self.skipped),
+            "skipped": list(self.skipped),
+            "recovered_images": len(self.recovered),
+            "recovered": list(self.recovered),
+        }
+
+
 def read_voc_split(
     voc_root,
     split: str,
@@ -274,7 +301,8 @@ def read_voc_split(
     on_error: str = "fail",
     check_image: bool = True,
     ignore_unknown_classes: bool = False,
-) -> list:
+    check_decode: bool = True,
+) -> VocSplit:
     """Reads every image of a split.
 
     Args:
@@ -285,26 +313,38 @@ def read_voc_split(
       on_error: "fail" raises the first VocError; "skip" drops each image with a problem and
         warns (VocWarning) with the file and the problem.
       check_image, ignore_unknown_classes: see ``parse_voc_xml``.
+      check_decode: with check_image, decode every image once with the pipeline's decoder
+        (``image_files``): a file TF cannot decode is a problem of its image; a truncated JPEG TF
+        recovers is kept, with a warning.
     Returns:
-      list of VocRecord, in split-file order.
+      VocSplit (a list of VocRecord, in split-file order, with ``skipped`` and ``recovered``).
     """
     if on_error not in ON_ERROR_CHOICES:
         raise ValueError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
     root = pathlib.Path(voc_root)
-    records = []
+    records = VocSplit()
     for image_id in read_split_ids(root, split):
         ann = root / "Annotations" / f"{image_id}.xml"
         try:
             if not ann.is_file():
                 raise VocError(ann, "annotation file not found")
-            records.append(
-                parse_voc_xml(
-                    ann, root / "JPEGImages", class_names, check_image, ignore_unknown_classes
-                )
+            record = parse_voc_xml(
+                ann, root / "JPEGImages", class_names, check_image, ignore_unknown_classes
             )
+            if check_image and check_decode:
+                from dnet_tf.data import image_files  # TensorFlow, only when decoding
+
+                decoded = image_files.check_image_file(record.image_path)
+                if not decoded.ok:
+                    raise VocError(ann, decoded.problem)
+                if decoded.recovered:
+                    records.recovered.append(record.image_path)
+                    warnings.warn(decoded.problem, VocWarning, stacklevel=2)
+            records.append(record)
         except VocError as e:
             if on_error == "fail":
                 raise
+            records.skipped.append(f"{image_id}: {e}")
             warnings.warn(f"skipping image {image_id!r}: {e}", VocWarning, stacklevel=2)
     return records
 

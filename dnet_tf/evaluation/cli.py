@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         "--on-error",
         choices=("fail", "skip"),
         default="fail",
-        help="a bad annotation: stop (fail) or drop that image with a warning (skip)",
+        help="a bad annotation or image file: stop (fail) or drop that image with a warning (skip)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -155,6 +155,11 @@ def main(
         )
     except (VocError, ValueError) as e:
         return fail(str(e))
+    skipped = summary.get("data", {}).get("skipped", [])
+    if skipped:
+        print(f"skipped {len(skipped)} image(s):", file=sys.stderr)
+        for line in skipped:
+            print(f"  {line}", file=sys.stderr)
     for name, m in summary["methods"].items():
         key = "voc07" if options.use_07_metric else "voc10"
         mean_ap = m[key]["mAP"]

@@ -47,12 +47,21 @@ class EvalOptions:
 
 
 def load_image(path) -> np.ndarray:
-    """uint8 [H, W, 3] RGB pixels of an image file."""
+    """uint8 [H, W, 3] RGB pixels of an image file.
+
+    Pillow first; a file it refuses (a truncated JPEG) is decoded as the training pipeline does,
+    with TF's recovery (dnet_tf.data.image_files). ValueError naming the file when neither can.
+    """
     try:
         with Image.open(path) as im:
             return np.asarray(im.convert("RGB"), dtype=np.uint8)
     except OSError as e:
-        raise ValueError(f"{path}: cannot read image ({e})") from e
+        from dnet_tf.data.image_files import read_rgb
+
+        try:
+            return read_rgb(path)
+        except ValueError:
+            raise ValueError(f"{path}: cannot read image ({e})") from e
 
 
 def ground_truth_of(record) -> dict:
@@ -161,6 +170,9 @@ def evaluate_split(
         "table_metric": "VOC2007 11-point" if options.use_07_metric else "VOC2010 all-point",
         "methods": {},
     }
+    skipped = getattr(records, "skipped", None)  # a VocSplit says what its reader left out
+    if skipped is not None:
+        summary["data"] = records.report()
     if baseline is not None:
         summary["sliding_window_config"] = {
             k: (list(v) if isinstance(v, tuple) else v)
@@ -186,7 +198,11 @@ def evaluate_split(
     if is_voc_class_list(class_names) and options.use_07_metric:
         rows += [TableRow.from_paper(name) for name in PAPER_TABLE1]
     table = Table(
-        class_names, rows, metric=summary["table_metric"], iou_threshold=options.iou_threshold
+        class_names,
+        rows,
+        metric=summary["table_metric"],
+        iou_threshold=options.iou_threshold,
+        skipped_images=None if skipped is None else len(skipped),
     )
     files += list(table.write(out_dir))
     files.append(

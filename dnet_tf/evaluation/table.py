@@ -143,12 +143,15 @@ class Table:
       rows: TableRow list, each with C APs.
       metric: e.g. "VOC2007 11-point".
       iou_threshold: matching threshold of the evaluation.
+      skipped_images: image files of the split left out because they could not be read (listed in
+        evaluation.json); None when not known.
     """
 
     class_names: Sequence[str]
     rows: list
     metric: str = "VOC2007 11-point"
     iou_threshold: float = 0.5
+    skipped_images: int | None = None
 
     def __post_init__(self):
         for row in self.rows:
@@ -167,6 +170,8 @@ class Table:
             for i in range(0, max(len(names), 1), max_class_columns)
         ] or [[]]
         lines = [f"Average precision ({self.metric}, IoU >= {self.iou_threshold:g}).", ""]
+        if self.skipped_images:
+            lines[-1:] = [f"{self.skipped_images} unreadable image(s) skipped.", ""]
         for b, cols in enumerate(blocks):
             last = b == len(blocks) - 1
             header = ["method"] + [names[c] for c in cols]
@@ -191,6 +196,7 @@ class Table:
         return {
             "metric": self.metric,
             "iou_threshold": self.iou_threshold,
+            "skipped_images": self.skipped_images,
             "classes": list(self.class_names),
             "rows": [
                 {
@@ -224,7 +230,11 @@ class Table:
             for r in d["rows"]
         ]
         return cls(
-            class_names=names, rows=rows, metric=d["metric"], iou_threshold=d["iou_threshold"]
+            class_names=names,
+            rows=rows,
+            metric=d["metric"],
+            iou_threshold=d["iou_threshold"],
+            skipped_images=d.get("skipped_images"),
         )
 
     def write(self, out_dir: str, stem: str = "table") -> tuple:

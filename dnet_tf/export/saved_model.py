@@ -11,6 +11,10 @@ Signatures:
   image_tensor       images uint8 [None, None, None, 3] -> the same outputs
   detect_with_masks  images tf.string [None] -> the above, first_stage_*, network_evaluations and
                      merged_masks [B, P, P, 5, C] (for evaluation and pictures)
+
+All three apply the request budget of InferenceConfig (dnet_tf.inference.budget): images brought
+to max_image_side before batching, at most max_images_per_request images and max_request_pixels
+padded pixels, InvalidArgument past them.
 """
 
 from __future__ import annotations
@@ -28,9 +32,10 @@ import numpy as np
 import tensorflow as tf
 
 from dnet_tf.core import contracts
+from dnet_tf.inference.budget import RequestBudget, uint8_batch_within
 from dnet_tf.inference.decode import decode_batch
 from dnet_tf.inference.loading import module_from_run
-from dnet_tf.inference.module import DetectorModule, uint8_batch
+from dnet_tf.inference.module import DetectorModule
 
 SERVING_OUTPUTS = contracts.DETECTION_OUTPUTS
 INPUT_NAME = contracts.INPUT_IMAGES
@@ -47,7 +52,7 @@ def build_signatures(module: DetectorModule) -> dict:
     """
     if module in _SIGNATURES:
         return _SIGNATURES[module]
-    max_pixels = module.config.inference.max_image_pixels
+    budget = RequestBudget.from_config(module.config.inference)
 
     def contract(outputs):
         return {k: outputs[k] for k in SERVING_OUTPUTS}
@@ -67,15 +72,15 @@ def build_signatures(module: DetectorModule) -> dict:
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)])
     def serving_default(images):
-        return contract(detect(*decode_batch(images, max_pixels)))
+        return contract(detect(*decode_batch(images, budget)))
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT_NAME)])
     def image_tensor(images):
-        return contract(detect(*uint8_batch(images)))
+        return contract(detect(*uint8_batch_within(images, budget)))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_NAME)])
     def detect_with_masks(images):
-        return detect_masks(*decode_batch(images, max_pixels))
+        return detect_masks(*decode_batch(images, budget))
 
     _SIGNATURES[module] = {
         contracts.SERVING_DEFAULT: serving_default,
@@ -118,7 +123,8 @@ def write_warmup_requests(path: str | os.PathLike, model_name: str, num_requests
 
 def next_version(model_dir: pathlib.Path) -> int:
     """1 + the largest integer version directory under model_dir (1 when there is none)."""
-    versions = [int(p.name) for p in model_dir.glob("*") if p.is_dir() and p.name.isdigit()]
+    versions = [contracts.parse_version(p.name) for p in model_dir.glob("*") if p.is_dir()]
+    versions = [v for v in versions if v is not None]
     return max(versions, default=0) + 1
 
 

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from dnet_tf.core import contracts
 from dnet_tf.core.detections import Detections
+from dnet_tf.inference.budget import RequestBudget
 from dnet_tf.inference.decode import decode_batch
 from dnet_tf.inference.loading import is_run_dir, module_from_run, resolve_saved_model_dir
 
@@ -150,9 +151,9 @@ def load_detector(path: str | os.PathLike, inference_overrides: dict | None = No
         return Detector(lambda s: fn(images=s), [n for n in names if n], str(saved))
     if is_run_dir(path):
         module, _ = module_from_run(path, inference_overrides)
-        max_pixels = module.config.inference.max_image_pixels
+        budget = RequestBudget.from_config(module.config.inference)
         run = tf.function(
-            lambda s: module.detect(*decode_batch(s, max_pixels), with_masks=True),
+            lambda s: module.detect(*decode_batch(s, budget), with_masks=True),
             input_signature=[tf.TensorSpec([None], tf.string)],
         )
         return Detector(run, module.class_names, str(path))

@@ -43,9 +43,9 @@ def resolve_saved_model_dir(path: str | os.PathLike) -> pathlib.Path | None:
     if (path / contracts.SAVED_MODEL_PB).exists():
         return path
     versions = sorted(
-        (int(p.name), p)
+        (contracts.parse_version(p.name), p)
         for p in path.glob("*")
-        if p.name.isdigit() and (p / contracts.SAVED_MODEL_PB).exists()
+        if contracts.parse_version(p.name) is not None and (p / contracts.SAVED_MODEL_PB).exists()
     )
     return versions[-1][1] if versions else None
 

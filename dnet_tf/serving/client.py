@@ -4,9 +4,15 @@
 the REST ``:predict`` call with base64 images ({"b64": ...}). Both:
   * address a model by name and optionally a version or a version label,
   * set a deadline on every call (``timeout_s``),
-  * retry a call that failed with UNAVAILABLE (REST: connection refused or HTTP 503) a bounded
-    number of times with exponential backoff — and nothing else: INVALID_ARGUMENT, NOT_FOUND, ...
-    are the caller's to fix and are raised at once,
+  * retry a call that failed with UNAVAILABLE a bounded number of times with exponential backoff
+    — and nothing else: INVALID_ARGUMENT, NOT_FOUND, ... are the caller's to fix and are raised at
+    once. gRPC: the status UNAVAILABLE (the code gRPC's retry policies and TF Serving's
+    documentation name as retryable). REST: HTTP 503 (TF Serving's UNAVAILABLE) and a connection
+    that failed before the request went out (refused, unreachable, reset while sending); a
+    connection lost after the request was sent, while waiting for or reading the answer, is not
+    retried, because the server may already have run it — the rule of HTTP clients for
+    non-idempotent requests (RFC 9110 section 9.2.2; urllib3 retries a POST only on connect
+    errors). It raises UNAVAILABLE marked ``retryable = False``,
   * return ``Detections`` with pixel boxes (image sizes read from the bytes with Pillow).
 
     with DetectorClient("localhost:8500", "dnet") as client:
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import http.client
 import json
 import logging
 import os
@@ -86,16 +93,29 @@ class RetryPolicy:
 class ServingCallError(RuntimeError):
     """A failed call, with the gRPC status code (REST codes are mapped to their gRPC equivalent).
 
-    Attributes: code (grpc.StatusCode), details (str), attempts (calls made).
+    Attributes: code (grpc.StatusCode), details (str), attempts (calls made), retryable (the
+    client may send the call again: UNAVAILABLE, except after the request has gone out over REST).
     """
 
-    def __init__(self, code: grpc.StatusCode, details: str, attempts: int = 1):
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        details: str,
+        attempts: int = 1,
+        retryable: bool | None = None,
+    ):
         super().__init__(
             f"{code.name}: {details}" + (f" (after {attempts} attempts)" if attempts > 1 else "")
         )
         self.code = code
         self.details = details
         self.attempts = attempts
+        self.retryable = code == grpc.StatusCode.UNAVAILABLE if retryable is None else retryable
+
+
+def is_retryable(error: Exception) -> bool:
+    """The retry rule of both clients (module docstring)."""
+    return isinstance(error, ServingCallError) and error.retryable
 
 
 def call_with_retry(
@@ -240,7 +260,7 @@ class DetectorClient:
             result, self.last_attempts = call_with_retry(
                 once,
                 self.retry,
-                lambda e: isinstance(e, ServingCallError) and e.code == grpc.StatusCode.UNAVAILABLE,
+                is_retryable,
             )
         except ServingCallError as e:
             self.last_attempts = e.attempts
@@ -436,19 +456,27 @@ class RestDetectorClient:
                     _GRPC_BY_HTTP.get(e.code, grpc.StatusCode.UNKNOWN), f"HTTP {e.code}: {message}"
                 ) from e
             except urllib.error.URLError as e:
+                # urllib wraps what fails while connecting and sending: the request never reached
+                # the server whole, so sending it again is safe.
                 if isinstance(e.reason, (TimeoutError,)) or "timed out" in str(e.reason):
                     raise ServingCallError(grpc.StatusCode.DEADLINE_EXCEEDED, str(e.reason)) from e
                 raise ServingCallError(grpc.StatusCode.UNAVAILABLE, str(e.reason)) from e
-            except (ConnectionError, OSError) as e:
+            except (ConnectionError, OSError, http.client.HTTPException) as e:
+                # Raised unwrapped while waiting for or reading the answer: the request was sent.
                 if isinstance(e, TimeoutError):
                     raise ServingCallError(grpc.StatusCode.DEADLINE_EXCEEDED, str(e)) from e
-                raise ServingCallError(grpc.StatusCode.UNAVAILABLE, str(e)) from e
+                raise ServingCallError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    f"connection lost after the request was sent ({type(e).__name__}: {e}); "
+                    "not retried, the server may have run it",
+                    retryable=False,
+                ) from e
 
         try:
             result, self.last_attempts = call_with_retry(
                 once,
                 self.retry,
-                lambda e: isinstance(e, ServingCallError) and e.code == grpc.StatusCode.UNAVAILABLE,
+                is_retryable,
             )
         except ServingCallError as e:
             self.last_attempts = e.attempts

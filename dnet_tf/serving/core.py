@@ -40,6 +40,8 @@ class ServingCore:
       manager: the ModelManager holding the loaded versions.
       batcher: a BatchScheduler, or None to run each request on its own.
       metrics: Metrics to record batch sizes into.
+      max_tensor_bytes: the most bytes one gRPC input tensor may take once built, checked on its
+        declared shape before it is built (a TensorProto can declare far more than it carries).
     """
 
     def __init__(
@@ -47,10 +49,12 @@ class ServingCore:
         manager: ModelManager,
         batcher: BatchScheduler | None = None,
         metrics: Metrics | None = None,
+        max_tensor_bytes: int | None = None,
     ):
         self.manager = manager
         self.batcher = batcher
         self.metrics = metrics or Metrics()
+        self.max_tensor_bytes = max_tensor_bytes  # per input, once built; None = no limit
 
     def resolve(self, model_spec) -> ServableVersion:
         if not model_spec.name:
@@ -91,7 +95,8 @@ class ServingCore:
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         servable.signature(signature_name)  # INVALID_ARGUMENT before decoding any tensor
         arrays = {
-            alias: tensor_proto_to_array(alias, proto) for alias, proto in request.inputs.items()
+            alias: tensor_proto_to_array(alias, proto, self.max_tensor_bytes)
+            for alias, proto in request.inputs.items()
         }
         outputs = self.run(servable, signature_name, arrays, list(request.output_filter))
         response = predict_pb2.PredictResponse()

@@ -12,10 +12,7 @@ import io
 
 from PIL import Image
 
-from dnet_tf.core.contracts import DETECTION_OUTPUTS as OUTPUT_KEYS  # noqa: F401
-from dnet_tf.core.detections import Detection, Detections, to_json  # noqa: F401
-
-detections_from_outputs = Detections.batch_from_outputs
+from dnet_tf.core.detections import Detection, Detections, to_json  # noqa: F401 (re-exported)
 
 
 def image_size(data: bytes) -> tuple[int, int]:

@@ -56,6 +56,12 @@ class ModelManager:
       warmup: replay assets.extra/tf_serving_warmup_requests before a version is served.
       loader: (name, version, path, warmup) -> ServableVersion; replaceable in tests.
       on_change: called with the model name after each swap.
+      max_load_retries, load_retry_interval_seconds: a version whose load failed is tried again
+        up to this many times, this many seconds apart, as TF Serving does (its
+        --max_num_load_retries, --load_retry_interval_micros; defaults 5 and 60 s); the polls in
+        between skip it. Once they are spent it waits for its directory to change (mtime), which
+        starts a fresh round.
+      clock: monotonic seconds; replaceable in tests.
     """
 
     def __init__(
@@ -65,6 +71,9 @@ class ModelManager:
         warmup: bool = True,
         loader: Callable[..., ServableVersion] = _default_loader,
         on_change: Callable[[str], None] | None = None,
+        max_load_retries: int = 5,
+        load_retry_interval_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
     ):
         names = [s.name for s in sources]
         if len(set(names)) != len(names):
@@ -80,9 +89,10 @@ class ModelManager:
         self._on_change = on_change
         self._tables: dict[str, dict[int, ServableVersion]] = {s.name: {} for s in sources}
         self._states: dict[str, dict[int, VersionState]] = {s.name: {} for s in sources}
-        self._failed: dict[str, dict[int, float]] = {
-            s.name: {} for s in sources
-        }  # version -> dir mtime
+        self._max_load_retries = int(max_load_retries)
+        self._retry_seconds = float(load_retry_interval_seconds)
+        self._clock = clock
+        self._failed: dict[str, dict[int, _FailedLoad]] = {s.name: {} for s in sources}
         self._writer_lock = threading.Lock()  # serialises scans/swaps; readers never take it
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -115,8 +125,9 @@ class ModelManager:
         for version in sorted(wanted - set(current), reverse=True):  # newest first
             path = found[version]
             mtime = _mtime(path)
-            if self._failed[source.name].get(version) == mtime:
-                continue  # failed before and unchanged since: do not retry every poll
+            failed = self._failed[source.name].get(version)
+            if failed is not None and not failed.due(mtime, self._clock(), self._max_load_retries):
+                continue  # failed before: wait for the next retry, or for the directory to change
             self._set_state(source.name, VersionState(version, State.LOADING))
             t0 = time.monotonic()
             try:
@@ -125,9 +136,13 @@ class ModelManager:
                 log.error(
                     "model %s version %d failed to load from %s: %s", source.name, version, path, e
                 )
-                self._failed[source.name][version] = mtime
+                retries = failed.retries + 1 if failed and failed.mtime == mtime else 0
+                self._failed[source.name][version] = _FailedLoad(
+                    mtime, retries, self._clock() + self._retry_seconds
+                )
                 self._set_state(source.name, VersionState(version, State.END, f"load failed: {e}"))
                 continue
+            self._failed[source.name].pop(version, None)
             log.info(
                 "model %s version %d loaded in %.2f s", source.name, version, time.monotonic() - t0
             )
@@ -239,6 +254,20 @@ class ModelManager:
         if not states:
             raise not_found(f"Could not find any versions of model {name}")
         return [states[v] for v in sorted(states, reverse=True)]
+
+
+@dataclasses.dataclass(frozen=True)
+class _FailedLoad:
+    """A version whose load failed: its directory's mtime then, retries made, next retry time."""
+
+    mtime: float
+    retries: int
+    next_try: float
+
+    def due(self, mtime: float, now: float, max_retries: int) -> bool:
+        if mtime != self.mtime:
+            return True  # rewritten since: a fresh round of tries
+        return self.retries < max_retries and now >= self.next_try
 
 
 def _mtime(path) -> float:

@@ -10,6 +10,10 @@ server too:
 
 plus one of its own, ``dnet_serving_inflight_requests{entrypoint}`` (a gauge of requests being
 handled), which tests and load runs use to see that requests are in flight.
+
+The model_name label takes only the names of served models (``set_served_models``); any other
+name a client sends counts under UNKNOWN_MODEL_LABEL, so clients cannot grow the series without
+bound.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import threading
 # Latency buckets in microseconds: 1 ms .. ~60 s.
 _LATENCY_BUCKETS_US = tuple(int(1000 * 2 ** (i / 2)) for i in range(0, 32))
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+UNKNOWN_MODEL_LABEL = "__unknown__"  # the model_name of requests naming no served model
 
 
 def _labels(names, values) -> str:
@@ -52,6 +57,15 @@ class Metrics:
         self._latency: dict[tuple, _Histogram] = {}
         self._batch: dict[tuple, _Histogram] = {}
         self._inflight = collections.Counter()  # entrypoint -> n
+        self._served: frozenset | None = None  # None: every name is its own label
+
+    def set_served_models(self, names) -> None:
+        """The model names that get their own label; others count as UNKNOWN_MODEL_LABEL."""
+        self._served = frozenset(str(n) for n in names)
+
+    def _model_label(self, model: str) -> str:
+        served = self._served
+        return model if served is None or model in served else UNKNOWN_MODEL_LABEL
 
     def request_started(self, entrypoint: str) -> None:
         with self._lock:
@@ -60,6 +74,7 @@ class Metrics:
     def request_finished(
         self, entrypoint: str, model: str, api: str, status: str, seconds: float
     ) -> None:
+        model = self._model_label(model)
         with self._lock:
             self._inflight[entrypoint] -= 1
             self._requests[(model, status)] += 1
@@ -67,6 +82,7 @@ class Metrics:
             h.observe(seconds * 1e6)
 
     def batch_run(self, model: str, rows: int) -> None:
+        model = self._model_label(model)
         with self._lock:
             self._batch.setdefault((model,), _Histogram(_BATCH_BUCKETS)).observe(rows)
 

@@ -20,6 +20,8 @@ import http.server
 import json
 import logging
 import re
+import socket
+import threading
 import time
 from typing import Any
 
@@ -32,6 +34,7 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 from dnet_tf.serving.core import SIGNATURE_DEF_FIELD, ServingCore
 from dnet_tf.serving.errors import ServingError, invalid_argument
 from dnet_tf.serving.servable import DEFAULT_SIGNATURE
+from dnet_tf.serving.versions import parse_version
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,7 @@ log = logging.getLogger(__name__)
 _DRAIN_LIMIT = 64 * 1024 * 1024
 _PATH = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)"
-    r"(?:/versions/(?P<version>\d+)|/labels/(?P<label>[^/:]+))?"
+    r"(?:/versions/(?P<version>[0-9]+)|/labels/(?P<label>[^/:]+))?"
     r"(?:(?P<metadata>/metadata)|:(?P<method>[a-zA-Z]+))?/?$"
 )
 
@@ -193,21 +196,133 @@ def _message_json(message) -> dict:
 # ---------------------------------------------------------------------- HTTP
 
 
-class RestServer(http.server.ThreadingHTTPServer):
-    """ThreadingHTTPServer whose ``server_close`` waits for the handler threads in flight."""
+class _Connection:
+    """Bookkeeping of one REST connection: reading its request until ``deadline``, then busy."""
 
-    daemon_threads = False
-    block_on_close = True
+    __slots__ = ("busy", "deadline")
+
+    def __init__(self, deadline: float):
+        self.busy = False
+        self.deadline = deadline
+
+
+class RestServer(http.server.ThreadingHTTPServer):
+    """ThreadingHTTPServer with bounded connections, read deadlines and a bounded ``stop``.
+
+    Each connection must deliver its whole request (headers and body) within ``read_timeout_s``
+    of being accepted, else it is closed: a slow or idle client holds a thread for at most that
+    long. At most ``max_connections`` are open at once; past that a new connection is answered 503
+    (UNAVAILABLE, which clients retry) and closed. ``stop(grace)`` closes the connections still
+    reading at once (they hold no request yet), gives the requests being run up to ``grace``
+    seconds, then closes whatever is left: it returns within grace + about a second whatever the
+    clients do.
+    """
+
+    daemon_threads = True  # a stuck handler never keeps the process alive; stop() bounds the wait
+    block_on_close = False
     request_queue_size = 128
     allow_reuse_address = True
 
     def __init__(
-        self, address, core: ServingCore, max_request_bytes: int, metrics_path: str | None
+        self,
+        address,
+        core: ServingCore,
+        max_request_bytes: int,
+        metrics_path: str | None,
+        max_connections: int = 64,
+        read_timeout_s: float = 30.0,
     ):
         self.core = core
         self.max_request_bytes = int(max_request_bytes)
         self.metrics_path = metrics_path
+        self.max_connections = int(max_connections)
+        self.read_timeout_s = float(read_timeout_s)
+        self._conns: dict[Any, _Connection] = {}
+        self._conns_lock = threading.Lock()
+        self._handler_threads: list[threading.Thread] = []
         super().__init__(address, RestHandler)
+
+    # -- connections
+
+    def process_request(self, request, client_address):
+        with self._conns_lock:
+            full = len(self._conns) >= self.max_connections
+            if not full:
+                self._conns[request] = _Connection(time.monotonic() + self.read_timeout_s)
+        if full:
+            self._refuse(request)
+            return
+        t = threading.Thread(
+            target=self.process_request_thread, args=(request, client_address), daemon=True
+        )
+        self._handler_threads = [x for x in self._handler_threads if x.is_alive()] + [t]
+        t.start()
+
+    def _refuse(self, request) -> None:
+        body = json.dumps({"error": "too many REST connections; retry later"}).encode()
+        head = (
+            "HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        try:
+            request.settimeout(1.0)
+            request.sendall(head + body)
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+    def shutdown_request(self, request):
+        with self._conns_lock:
+            self._conns.pop(request, None)
+        super().shutdown_request(request)
+
+    def mark_busy(self, request) -> None:
+        """The request has been read whole: from now on it is a request in flight."""
+        with self._conns_lock:
+            conn = self._conns.get(request)
+            if conn is not None:
+                conn.busy = True
+
+    def open_connections(self) -> tuple[int, int]:
+        """(connections reading a request, connections running one)."""
+        with self._conns_lock:
+            busy = sum(c.busy for c in self._conns.values())
+            return len(self._conns) - busy, busy
+
+    def _close_sockets(self, only_reading: bool, now: float | None = None) -> None:
+        with self._conns_lock:
+            picked = [
+                sock
+                for sock, c in self._conns.items()
+                if not (only_reading and c.busy) and (now is None or c.deadline <= now)
+            ]
+        for sock in picked:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # the handler's blocked read or write returns
+            except OSError:
+                pass
+
+    def service_actions(self):
+        """Called by serve_forever every poll interval: closes connections past their deadline."""
+        self._close_sockets(only_reading=True, now=time.monotonic())
+
+    def handle_error(self, request, client_address):
+        # A client gone mid-answer, or a connection closed at its deadline or at shutdown.
+        log.debug("REST connection from %s ended with an error", client_address, exc_info=True)
+
+    def stop(self, grace: float) -> None:
+        """Stops accepting, closes idle and half-sent connections, waits up to ``grace`` s for the
+        requests in flight, then closes the rest."""
+        self.shutdown()  # serve_forever leaves its loop: no new connections
+        self.socket.close()
+        self._close_sockets(only_reading=True)
+        deadline = time.monotonic() + max(0.0, grace)
+        while self.open_connections()[1] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self._close_sockets(only_reading=False)
+        end = time.monotonic() + 0.5
+        for t in list(self._handler_threads):
+            t.join(max(0.0, end - time.monotonic()))
 
 
 class RestHandler(http.server.BaseHTTPRequestHandler):
@@ -216,6 +331,12 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
     protocol_version = (
         "HTTP/1.0"  # one request per connection: shutdown never waits on idle keep-alives
     )
+
+    def setup(self):
+        self.timeout = (
+            self.server.read_timeout_s
+        )  # per socket operation; the total: service_actions
+        super().setup()
 
     def log_message(self, fmt, *args):  # route access logs to logging, at debug level
         log.debug("%s - %s", self.address_string(), fmt % args)
@@ -234,6 +355,8 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
     def _route(self, method: str) -> None:
         core = self.server.core
         path = self.path.split("?", 1)[0]
+        if method == "GET":
+            self.server.mark_busy(self.connection)
         if method == "GET" and self.server.metrics_path and path == self.server.metrics_path:
             body = core.metrics.render().encode("utf-8")
             self.send_response(200)
@@ -252,6 +375,11 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
             return
         spec = model_pb2.ModelSpec(name=m["name"])
         if m["version"]:
+            if parse_version(m["version"]) is None:
+                self._send_error(
+                    invalid_argument(f"Malformed request: version {m['version']} is not an int64")
+                )
+                return
             spec.version.value = int(m["version"])
         elif m["label"]:
             spec.version_label = m["label"]
@@ -305,6 +433,13 @@ class RestHandler(http.server.BaseHTTPRequestHandler):
                 http_status=413,
             )
         raw = self.rfile.read(length)
+        if len(raw) != length:
+            self.close_connection = True
+            raise invalid_argument(
+                f"POST body ended after {len(raw)} of its {length} bytes "
+                f"(or took longer than {self.server.read_timeout_s:g} s to arrive)"
+            )
+        self.server.mark_busy(self.connection)
         try:
             body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:

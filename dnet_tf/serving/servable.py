@@ -184,7 +184,7 @@ class ServableVersion:
                     "only predict_log is supported"
                 )
             request = entry.predict_log.request
-            arrays = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+            arrays = {k: tensor_proto_to_array(k, v) for k, v in request.inputs.items()}
             try:
                 self.check_inputs(request.model_spec.signature_name, arrays)
                 self.run(request.model_spec.signature_name, arrays)
@@ -216,8 +216,60 @@ def _numpy_to_tf_dtype(array: np.ndarray):
         return None
 
 
-def tensor_proto_to_array(alias: str, proto) -> np.ndarray:
-    """TensorProto -> ndarray; INVALID_ARGUMENT "tensor parsing error" when malformed (as TF Serving)."""
+# What one DT_STRING element costs once built, beyond its bytes: a NumPy object pointer (8) and
+# the tf.string (tstring, 24) it becomes.
+STRING_ELEMENT_OVERHEAD_BYTES = 32
+
+
+def declared_tensor_bytes(alias: str, proto) -> int:
+    """Bytes a TensorProto would occupy once built, from its shape and dtype alone.
+
+    TensorFlow (and so ``tf.make_ndarray``) fills a tensor whose value list is shorter than its
+    shape with the last value, so a few bytes of proto can declare gigabytes. Numbers: element
+    count x item size. Strings: element count x STRING_ELEMENT_OVERHEAD_BYTES + the string bytes.
+
+    Raises:
+      ServingError INVALID_ARGUMENT for a negative dimension, an unknown rank or dtype.
+    """
+    shape = proto.tensor_shape
+    if shape.unknown_rank:
+        raise invalid_argument(f"tensor parsing error: {alias} (shape of unknown rank)")
+    count = 1
+    for d in shape.dim:
+        if d.size < 0:
+            raise invalid_argument(f"tensor parsing error: {alias} (negative dimension {d.size})")
+        count *= int(d.size)
+    try:
+        dtype = tf.dtypes.as_dtype(proto.dtype)
+    except TypeError as e:
+        raise invalid_argument(f"tensor parsing error: {alias} (dtype {proto.dtype}: {e})") from e
+    if dtype == tf.string:
+        return count * STRING_ELEMENT_OVERHEAD_BYTES + sum(len(v) for v in proto.string_val)
+    if dtype.size == 0 or dtype == tf.resource or dtype == tf.variant:
+        raise invalid_argument(f"tensor parsing error: {alias} (unsupported dtype {dtype.name})")
+    return count * dtype.size
+
+
+def tensor_proto_to_array(alias: str, proto, max_bytes: int | None = None) -> np.ndarray:
+    """TensorProto -> ndarray; INVALID_ARGUMENT "tensor parsing error" when malformed.
+
+    The same code and wording as TF Serving.
+
+    Args:
+      alias: the input's name (for messages).
+      proto: the TensorProto.
+      max_bytes: the most bytes the built array may take (``declared_tensor_bytes``), checked
+        before anything is allocated; None for no limit.
+    """
+    if max_bytes is not None:
+        size = declared_tensor_bytes(alias, proto)
+        if size > max_bytes:
+            dims = [int(d.size) for d in proto.tensor_shape.dim]
+            raise invalid_argument(
+                f"input '{alias}' declares shape {dims} of "
+                f"{tf.dtypes.as_dtype(proto.dtype).name}, {size} bytes once built, more than "
+                f"the server's limit of {max_bytes} bytes (--max_request_bytes)"
+            )
     try:
         return tf.make_ndarray(proto)
     except Exception as e:  # noqa: BLE001 - any decoding failure is the client's malformed tensor

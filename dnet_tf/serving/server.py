@@ -22,6 +22,7 @@ import logging
 import os
 import pathlib
 import threading
+import time
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -64,6 +65,13 @@ class ServerOptions:
     enable_model_warmup: bool = True  # replay assets.extra/tf_serving_warmup_requests
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES  # per request, gRPC message or REST body
     grpc_max_threads: int = 0  # request threads; 0 = max(16, 4 x CPUs) as TF Serving
+    # gRPC calls accepted at once (running or waiting for a thread); more get RESOURCE_EXHAUSTED
+    # at once instead of queueing without bound; 0 = 2 x the request threads
+    grpc_max_concurrent_rpcs: int = 0
+    rest_api_max_connections: int = 64  # open REST connections; more are answered 503
+    rest_api_timeout_in_ms: int = 30_000  # a REST request must arrive whole within this, ms
+    max_num_load_retries: int = 5  # retries of a failed version load (TF Serving's default)
+    load_retry_interval_micros: int = 60_000_000  # between those retries (TF Serving's default)
     shutdown_grace_seconds: float = 30.0  # stop(): time in-flight requests get to finish
 
     def model_sources(self) -> list[ModelSource]:
@@ -121,8 +129,13 @@ class LocalModelServer:
             options.file_system_poll_wait_seconds,
             warmup=options.enable_model_warmup,
             on_change=self._on_models_changed,
+            max_load_retries=options.max_num_load_retries,
+            load_retry_interval_seconds=options.load_retry_interval_micros / 1e6,
         )
-        self.core = ServingCore(self.manager, None, self.metrics)
+        self.metrics.set_served_models(s.name for s in self._sources)
+        self.core = ServingCore(
+            self.manager, None, self.metrics, max_tensor_bytes=int(options.max_request_bytes)
+        )
         self.batcher: BatchScheduler | None = None
         self._health = health.HealthServicer()
         self._grpc: grpc.Server | None = None
@@ -183,6 +196,7 @@ class LocalModelServer:
         limit = int(opts.max_request_bytes)
         self._grpc = grpc.server(
             concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="grpc"),
+            maximum_concurrent_rpcs=opts.grpc_max_concurrent_rpcs or 2 * threads,
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", -1),
@@ -206,7 +220,12 @@ class LocalModelServer:
         if opts.rest_api_port is not None:
             try:
                 self._rest = RestServer(
-                    (opts.host, opts.rest_api_port), self.core, limit, self._metrics_path
+                    (opts.host, opts.rest_api_port),
+                    self.core,
+                    limit,
+                    self._metrics_path,
+                    max_connections=opts.rest_api_max_connections,
+                    read_timeout_s=opts.rest_api_timeout_in_ms / 1000.0,
                 )
             except OSError as e:
                 raise RuntimeError(
@@ -234,21 +253,24 @@ class LocalModelServer:
         """Stops accepting requests, waits up to ``grace`` seconds for those in flight, then closes.
 
         Health turns NOT_SERVING first; new gRPC calls get UNAVAILABLE and new REST connections are
-        refused, while accepted requests (including those queued for a batch) complete.
+        refused, while accepted requests (including those queued for a batch) complete. REST
+        connections that have not sent a whole request (idle, half-sent) are closed at once. It
+        returns within about grace + 1 s whatever the clients do: past the grace period gRPC
+        cancels the calls left and REST closes their connections.
         """
         with self._stop_lock:
             if self._stopped.is_set():
                 return
             grace = self.options.shutdown_grace_seconds if grace is None else grace
+            deadline = time.monotonic() + grace
             self._set_health(False)
             if self.batcher is not None:
                 self.batcher.drain()
             grpc_done = self._grpc.stop(grace) if self._grpc is not None else None
             if self._rest is not None:
-                self._rest.shutdown()  # stop accepting; returns once serve_forever has left its loop
-                self._rest.server_close()  # joins the handler threads in flight
+                self._rest.stop(grace)
             if grpc_done is not None:
-                grpc_done.wait(grace + 5)
+                grpc_done.wait(max(0.0, deadline - time.monotonic()) + 0.5)
             if self.batcher is not None:
                 self.batcher.close()
             self.manager.stop()

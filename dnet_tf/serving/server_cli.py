@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -97,6 +98,36 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"largest accepted gRPC message / REST body (default {DEFAULT_MAX_REQUEST_BYTES})",
     )
     p.add_argument(
+        "--grpc_max_concurrent_rpcs",
+        type=int,
+        default=0,
+        help="gRPC calls accepted at once; more get RESOURCE_EXHAUSTED (0 = 2 x request threads)",
+    )
+    p.add_argument(
+        "--rest_api_max_connections",
+        type=int,
+        default=64,
+        help="open REST connections; more are answered 503 (default 64)",
+    )
+    p.add_argument(
+        "--rest_api_timeout_in_ms",
+        type=int,
+        default=30_000,
+        help="a REST request must arrive whole within this many ms (default 30000)",
+    )
+    p.add_argument(
+        "--max_num_load_retries",
+        type=int,
+        default=5,
+        help="retries of a version whose load failed (default 5, as TF Serving)",
+    )
+    p.add_argument(
+        "--load_retry_interval_micros",
+        type=int,
+        default=60_000_000,
+        help="microseconds between load retries (default 60000000, as TF Serving)",
+    )
+    p.add_argument(
         "--shutdown_grace_seconds",
         type=float,
         default=30.0,
@@ -123,12 +154,17 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         enable_model_warmup=args.enable_model_warmup,
         max_request_bytes=args.max_request_bytes,
         grpc_max_threads=args.grpc_max_threads,
+        grpc_max_concurrent_rpcs=args.grpc_max_concurrent_rpcs,
+        rest_api_max_connections=args.rest_api_max_connections,
+        rest_api_timeout_in_ms=args.rest_api_timeout_in_ms,
+        max_num_load_retries=args.max_num_load_retries,
+        load_retry_interval_micros=args.load_retry_interval_micros,
         shutdown_grace_seconds=args.shutdown_grace_seconds,
     )
 
 
 def run(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``dnet-serve`` / ``python -m dnet_tf.serving.server_cli``; returns the exit code."""
+    """Runs the server until SIGTERM or SIGINT; returns the exit code (``main`` exits with it)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
@@ -153,11 +189,26 @@ def run(argv: Sequence[str] | None = None) -> int:
         + (f", REST port {server.rest_port}" if server.rest_port else ""),
         flush=True,
     )
-    while not stop_requested.wait(0.5):  # a timed wait lets the signal handler run promptly
+    while not stop_requested.wait(0.1):  # a timed wait lets the signal handler run promptly
         pass
     server.stop()
     return 0
 
 
+def _exit_now(code: int) -> None:
+    """Exits without the interpreter's teardown of TensorFlow and the gRPC threads, which can
+    take seconds on a loaded machine: once ``stop`` has returned every answer has been sent, so
+    the exit stays within the grace period (flushing what was logged first)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def main() -> None:
+    """The ``dnet-serve`` console script."""
+    _exit_now(run())
+
+
 if __name__ == "__main__":
-    sys.exit(run())
+    main()

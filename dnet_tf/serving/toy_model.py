@@ -2,8 +2,9 @@
 the serving stack without a trained detector.
 
 Contract (design.md, "The SavedModel contract"): ``serving_default`` takes ``images`` tf.string
-[None] of encoded JPEG/PNG/GIF/BMP (decoded with tf.io.decode_image(channels=3,
-expand_animations=False), so bad bytes raise InvalidArgumentError) and returns, padded to
+[None] of encoded JPEG/PNG/GIF/BMP (decoded as the detector decodes them, dnet_tf.inference.decode,
+within the default InferenceConfig's request budget, so bad bytes and over-budget requests raise
+InvalidArgumentError) and returns, padded to
 ``max_detections`` K:
   num_detections [B] float32, detection_boxes [B, K, 4] float32 norm_yxyx,
   detection_scores [B, K] float32, detection_classes [B, K] float32 (1-based),
@@ -27,6 +28,14 @@ from collections.abc import Sequence
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
+from dnet_tf.config import InferenceConfig
+from dnet_tf.inference.budget import (
+    RequestBudget,
+    check_image_count,
+    fit_images,
+    uint8_batch_within,
+)
+from dnet_tf.inference.decode import decode_rgb
 from dnet_tf.serving.servable import WARMUP_FILE
 
 DEFAULT_CLASS_NAMES = ("raccoon", "dog")
@@ -47,11 +56,13 @@ class ToyDetector(tf.Module):
         self.max_detections = int(max_detections)
         self.num_classes = len(class_names)
         self.marker = float(marker)
+        self.budget = RequestBudget.from_config(InferenceConfig())
         # index 0 is the padding entry, so detection_classes index it directly
         self._names = tf.constant([""] + [str(n) for n in class_names])
 
     def _detect(self, image: tf.Tensor):
-        """uint8 [H, W, 3] -> (num [], boxes [K, 4], scores [K], classes [K], names [K])."""
+        """[H, W, 3] uint8 or float32 0..255 -> (num [], boxes [K, 4], scores [K], classes [K],
+        names [K])."""
         shape = tf.shape(image)
         h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
         k = self.max_detections
@@ -90,15 +101,21 @@ class ToyDetector(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="images")])
     def serve_encoded(self, images):
+        # The detector's decoding and request budget (header checks, image count, image side),
+        # so that the serving stack meets the same refusals as with a real export.
+        with tf.control_dependencies(check_image_count(tf.size(images), self.budget)):
+            images = tf.identity(images)
+
         def one(data):
-            image = tf.io.decode_image(data, channels=3, expand_animations=False)
-            return self._detect(image)
+            image = decode_rgb(data, self.budget.max_image_pixels)
+            return self._detect(fit_images(image, self.budget.max_image_side))
 
         return self._batch(one, images)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
     def serve_pixels(self, images):
-        return self._batch(self._detect, images)
+        fitted, _ = uint8_batch_within(images, self.budget)
+        return self._batch(self._detect, fitted)
 
 
 def write_warmup_file(

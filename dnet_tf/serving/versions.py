@@ -1,8 +1,8 @@
 """Version directories under a model base path and the version policy that picks the served ones.
 
 TF Serving's file-system source treats every directory ``<base_path>/<N>/`` whose name is a
-non-negative integer as version N; anything else (``.tmp-3-...`` staging directories written by an
-atomic export, stray files) is ignored. The policy (``ServableVersionPolicy`` in
+non-negative integer (ASCII digits only, fitting an int64) as version N; anything else
+(``.tmp-3-...`` staging directories written by an atomic export, stray files) is ignored. The policy (``ServableVersionPolicy`` in
 file_system_storage_path_source.proto) chooses among the versions found: the latest N (default
 N = 1), all, or a specific list.
 """
@@ -13,6 +13,8 @@ import dataclasses
 import os
 import pathlib
 from collections.abc import Iterable
+
+from dnet_tf.core.contracts import MAX_VERSION, parse_version  # noqa: F401 (re-exported)
 
 SAVED_MODEL_FILES = ("saved_model.pb", "saved_model.pbtxt")
 
@@ -33,11 +35,15 @@ def scan_versions(base_path: str | os.PathLike) -> dict[int, pathlib.Path]:
     except (FileNotFoundError, NotADirectoryError):
         return found
     for entry in entries:
-        if not entry.name.isdigit() or not entry.is_dir():
+        version = parse_version(entry.name)
+        try:
+            if version is None or not entry.is_dir():
+                continue
+        except OSError:  # vanished or unreadable while scanning: not a version this time
             continue
         path = pathlib.Path(entry.path)
         if any((path / f).is_file() for f in SAVED_MODEL_FILES):
-            found[int(entry.name)] = path
+            found[version] = path
     return found
 
 

@@ -40,6 +40,14 @@ flags.DEFINE_enum(
     "(no files; for smoke tests and throughput checks).",
     **_F,
 )
+flags.DEFINE_enum(
+    "on_error",
+    "fail",
+    ["fail", "skip"],
+    "A bad annotation or image file: stop naming the file (fail), or drop that image with a "
+    "warning and count it in summary.json (skip).",
+    **_F,
+)
 flags.DEFINE_string(
     "classes",
     None,
@@ -159,7 +167,7 @@ def main(argv) -> int:
                     "embedded dataset with: python -m dnet_tf.data.cli "
                     "make-synthetic --out data/synthetic)"
                 )
-            data = PipelineSource(FLAGS.data, class_names=names)
+            data = PipelineSource(FLAGS.data, class_names=names, on_error=FLAGS.on_error)
         train(
             run_dir,
             data,

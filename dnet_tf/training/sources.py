@@ -50,6 +50,10 @@ class DataSource(abc.ABC):
     def describe(self) -> str:
         return type(self).__name__
 
+    def data_report(self) -> dict:
+        """JSON-able account of the files left out or repaired while reading (for the summary)."""
+        return {}
+
 
 class PipelineSource(DataSource):
     """The team's data pipeline (dnet_tf.data) over a VOC root folder or a TFRecord glob.
@@ -58,13 +62,16 @@ class PipelineSource(DataSource):
       source: VOC root (Annotations/, JPEGImages/, ImageSets/Main/<split>.txt) or a TFRecord
         glob, as accepted by dnet_tf.data.pipeline.
       class_names: class list; None reads it from the dataset (dnet_tf.data.voc.read_class_names).
+      on_error: a bad annotation or image file: "fail" stops naming the file, "skip" drops that
+        image with a warning (counted in ``data_report``).
     """
 
-    def __init__(self, source: str, class_names=None):
+    def __init__(self, source: str, class_names=None, on_error: str = "fail"):
         from dnet_tf.data import pipeline, stats  # the data package is optional for toy runs
 
         self._pipeline = pipeline
         self._stats = stats
+        self._pipeline_cfg = pipeline.PipelineConfig(on_error=on_error).validate()
         self.source = str(source)
         if class_names is None:
             class_names = pipeline.discover_class_names(self.source)
@@ -72,12 +79,24 @@ class PipelineSource(DataSource):
 
     def classifier_dataset(self, split, cfg, batch_size, seed):
         return self._pipeline.classifier_dataset(
-            self.source, split, self.class_names, cfg, batch_size=batch_size, seed=seed
+            self.source,
+            split,
+            self.class_names,
+            cfg,
+            batch_size=batch_size,
+            seed=seed,
+            pipeline_cfg=self._pipeline_cfg,
         )
 
     def localizer_dataset(self, split, cfg, batch_size, seed):
         return self._pipeline.localizer_dataset(
-            self.source, split, self.class_names, cfg, batch_size=batch_size, seed=seed
+            self.source,
+            split,
+            self.class_names,
+            cfg,
+            batch_size=batch_size,
+            seed=seed,
+            pipeline_cfg=self._pipeline_cfg,
         )
 
     def has_split(self, split):
@@ -85,11 +104,29 @@ class PipelineSource(DataSource):
 
     def dataset_stats(self, cfg):
         return self._stats.compute_dataset_stats(
-            self.source, "train", self.class_names, num_aspect_ratios=cfg.sampler.num_aspect_ratios
+            self.source,
+            "train",
+            self.class_names,
+            num_aspect_ratios=cfg.sampler.num_aspect_ratios,
+            on_error=self._pipeline_cfg.on_error,
         )
 
     def describe(self):
         return f"dataset {self.source}"
+
+    def data_report(self):
+        from dnet_tf.data import voc
+
+        if not voc.is_voc_dir(self.source):
+            return {}
+        import warnings
+
+        with warnings.catch_warnings():  # warned once already, when the datasets were built
+            warnings.simplefilter("ignore", voc.VocWarning)
+            split = voc.read_voc_split(
+                self.source, "train", self.class_names, on_error=self._pipeline_cfg.on_error
+            )
+        return {"train_split": split.report()}
 
 
 class ToySource(DataSource):

@@ -245,6 +245,7 @@ def finish_run(run_dir, state: TrainingState, reports: dict, source, cfg, ctx, e
         "batch_size": cfg.train.batch_size,
         "replicas": ctx.strategy.num_replicas_in_sync,
         "data": source.describe(),
+        **source.data_report(),
     }
     if not ctx.chief:
         return summary
