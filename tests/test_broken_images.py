@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from dnet_tf.core.detections import Detections
 from dnet_tf.data import image_files, voc
 from dnet_tf.evaluation import cli as eval_cli
+from dnet_tf.inference.detector import DetectionResult
 
 H, W = 96, 128
 CLASSES = ["cat", "dog"]
@@ -98,11 +100,9 @@ class _BoxDetector:
         for image in images:
             assert image.shape == (H, W, 3)
             mask = np.zeros((12, 16, 5, 2), np.float32)
-            res = {"boxes_yxyx": box, "scores": np.array([0.9], np.float32)}
-            res["classes"] = np.array([0], np.int32)
-            res.update({"first_stage_" + k: v for k, v in res.items()})
-            res.update(full_masks=mask, network_evaluations=1)
-            out.append(res)
+            norm = box / np.array([H, W, H, W], np.float32)
+            dets = Detections(H, W, norm, [0], [CLASSES[0]], np.array([0.9], np.float32))
+            out.append(DetectionResult(dets, dets, mask, 1))
         return out
 
 
