@@ -132,6 +132,17 @@ class InferenceConfig:
     # (width) on the top and bottom (left and right), minus bb; (0, 1]
     ring_margin: float = 0.2
     top_k_per_scale: int = 5  # detections kept per class per scale after NMS; >= 1
+    # which boxes of a (scale, class) canvas become the max_candidates fed to NMS: "top_k" = the
+    # best by Eq. (3) (one object's shifted near-copies fill the list and a weaker second object
+    # of the class is crowded out), "local_max" = only boxes scoring at least as high as their 8
+    # neighbours of the same shape one stride away. Chosen by validation AP (README, Ablations).
+    candidate_selection: str = "top_k"
+    # Eq. (3) minus this times the half masks found just outside the box (the strip above the box
+    # on the top mask, below it on the bottom mask, ...; ops.box_search.outside_half_terms, in
+    # [0, 4]): a box inside an object scores ~4 of 5 by Eq. (3), and this is the evidence that
+    # the object goes on past it. 0 = the paper's Eq. (3). Used by the first-stage ranking and
+    # the refinement's choice of box. Chosen by validation AP (README, Ablations); [0, 2].
+    outside_halves_weight: float = 0.0
     max_candidates: int = 100  # best Eq. (3) candidates per class per scale fed to NMS; >= top_k
     nms_iou: float = 0.5  # Jaccard above which a lower-scored box is suppressed; (0, 1]
     # classifier pruning: keep a detection when P(class | crop) >= this; [0, 1]. 0 disables.
@@ -222,6 +233,16 @@ class InferenceConfig:
             self.max_candidates >= self.top_k_per_scale,
             "max_candidates",
             "must be >= top_k_per_scale",
+        )
+        _check(
+            self.candidate_selection in ("top_k", "local_max"),
+            "candidate_selection",
+            f"must be top_k or local_max; got {self.candidate_selection!r}",
+        )
+        _check(
+            0.0 <= self.outside_halves_weight <= 2.0,
+            "outside_halves_weight",
+            f"must be in [0, 2], got {self.outside_halves_weight}",
         )
         _check(0.0 < self.nms_iou <= 1.0, "nms_iou", "must be in (0, 1]")
         _check(0.0 <= self.classifier_threshold <= 1.0, "classifier_threshold", "must be in [0, 1]")
