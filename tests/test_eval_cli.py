@@ -240,9 +240,14 @@ def test_cli_subset_chosen_pictures_and_all_point_metric(tmp_path):
     # img0 and img1 only: cat TP then FP over 2 positives -> all-point AP 1/2; dog (img0) found -> 1.
     assert first["num_images"] == 2 and first["ap"] == {"cat": 0.5, "dog": 1.0}
     assert sorted(p.name for p in (out / "pictures").iterdir()) == [
+        "errors.png",
         "figure3_img1.png",
         "figure4_pr.png",
     ]
+    # The error analysis of the same two images: cat's second detection is the false positive.
+    errors = json.loads((out / "errors.json").read_text())["DetectorNet (first stage)"]
+    assert errors["num_images"] == 2
+    assert errors["per_class"]["dog"]["true_positive"] == 1
 
 
 @pytest.mark.slow
