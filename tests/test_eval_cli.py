@@ -327,3 +327,20 @@ def test_cli_on_a_freshly_trained_run(tmp_path):
         3 * records[0].width,
         records[0].height,
     )
+
+
+def test_set_overrides_parse_json_values_and_name_bad_knobs():
+    from dnet_tf.evaluation.cli import parse_overrides
+
+    got = parse_overrides(
+        ["outside_halves_weight=0.5", "candidate_selection=top_k", "size_fractions=[0.2, 0.4]"]
+    )
+    assert got == {
+        "outside_halves_weight": 0.5,
+        "candidate_selection": "top_k",
+        "size_fractions": [0.2, 0.4],
+    }
+    with pytest.raises(ValueError, match="no knob 'nms'"):
+        parse_overrides(["nms=0.3"])
+    with pytest.raises(ValueError, match="expected KNOB=VALUE"):
+        parse_overrides(["nms_iou"])
