@@ -84,6 +84,9 @@ class SamplerConfig:
     classifier_positive_iou: float = 0.6  # positive if Jaccard >= this with some box; (0, 1]
     max_attempts: int = 64  # rejection-sampling tries per crop before falling back; >= 1
     hflip: bool = True  # random horizontal flip (swaps left/right masks)
+    # random brightness / contrast / saturation per crop (data.sampler.photometric_jitter);
+    # strength in [0, 1], 0 = off
+    photometric: float = 0.0
     num_aspect_ratios: int = 10  # k-means clusters over training-box aspect ratios (w/h); >= 1
 
     def validate(self) -> SamplerConfig:
@@ -111,6 +114,11 @@ class SamplerConfig:
             "must be in [classifier_negative_iou, 1]",
         )
         _check(self.max_attempts >= 1, "max_attempts", "must be >= 1")
+        _check(
+            0.0 <= self.photometric <= 1.0,
+            "photometric",
+            f"must be in [0, 1], got {self.photometric}",
+        )
         _check(self.num_aspect_ratios >= 1, "num_aspect_ratios", "must be >= 1")
         return self
 

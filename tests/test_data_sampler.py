@@ -245,3 +245,24 @@ def test_classifier_samples_labels_match_numpy_iou():
         if v:
             iou = np_iou(crop.astype(np.float64), BOXES.astype(np.float64))
             assert label == (CLASS_IDS[iou.argmax()] + 1 if iou.max() >= 0.6 else 0)
+
+
+def test_photometric_jitter_hand_worked_and_deterministic():
+    seed = tf.constant([3, 4], tf.int64)
+    grey = tf.fill([6, 4, 4, 3], 100.0)
+    # Strength 0: untouched.
+    np.testing.assert_array_equal(sampler.photometric_jitter(grey, 0.0, seed).numpy(), grey.numpy())
+    # A flat grey crop: saturation (about each pixel's grey) and contrast (about the crop's mean)
+    # change nothing, so each crop is 100 + its brightness offset, within +-32 at strength 1,
+    # the same everywhere in the crop, different between crops, and the same for the same seed.
+    out = sampler.photometric_jitter(grey, 1.0, seed).numpy()
+    offsets = out[:, 0, 0, 0] - 100.0
+    assert np.all(np.abs(offsets) <= 32.0) and len(np.unique(offsets)) == 6
+    np.testing.assert_allclose(out, np.broadcast_to(out[:, :1, :1, :1], out.shape), atol=1e-4)
+    np.testing.assert_array_equal(sampler.photometric_jitter(grey, 1.0, seed).numpy(), out)
+    # Half strength halves the offsets (same draws scaled): +-16.
+    half = sampler.photometric_jitter(grey, 0.5, seed).numpy()[:, 0, 0, 0] - 100.0
+    np.testing.assert_allclose(half, offsets / 2, atol=1e-3)
+    # Values stay in 0..255.
+    white = sampler.photometric_jitter(tf.fill([6, 2, 2, 3], 250.0), 1.0, seed).numpy()
+    assert white.max() <= 255.0 and white.min() >= 0.0

@@ -209,6 +209,7 @@ def localizer_samples(example: dict, cfg: DetectorConfig, num_samples: int, seed
     flip = _flip_draw(seed, num_samples) & (s_cfg.hflip if hflip is None else hflip)
     pixels = tf.where(flip[:, None, None, None], tf.reverse(pixels, axis=[2]), pixels)
     masks = tf.where(flip[:, None, None, None, None], sampler_ops.hflip_masks(masks), masks)
+    pixels = sampler_ops.photometric_jitter(pixels, s_cfg.photometric, seed)
     return {"image": pixels, "masks": masks, "crops_image_yxyx": crops, "flipped": flip,
             "is_positive": s["is_positive"], "valid": s["valid"]}
 
@@ -229,6 +230,7 @@ def classifier_samples(example: dict, cfg: DetectorConfig, num_samples: int, see
     pixels = sampler_ops.crop_and_resize(image, s["crops_image_yxyx"], cfg.model.input_size)
     flip = _flip_draw(seed, num_samples) & (s_cfg.hflip if hflip is None else hflip)
     pixels = tf.where(flip[:, None, None, None], tf.reverse(pixels, axis=[2]), pixels)
+    pixels = sampler_ops.photometric_jitter(pixels, s_cfg.photometric, seed)
     return {"image": pixels, "labels": s["labels"], "crops_image_yxyx": s["crops_image_yxyx"],
             "best_iou": s["best_iou"], "flipped": flip, "valid": s["valid"]}
 
