@@ -151,6 +151,11 @@ class InferenceConfig:
     # the object goes on past it. 0 = the paper's Eq. (3). Used by the first-stage ranking and
     # the refinement's choice of box. Chosen by validation AP (README, Ablations); [0, 2].
     outside_halves_weight: float = 0.0
+    # A candidate lying at least this fraction inside a larger, better-ranked candidate of its
+    # (scale, class) canvas is dropped before the first-stage NMS (ops.nms.parts_of_better), so
+    # the interior boxes of one object do not take the top_k_per_scale slots of a second object.
+    # 0 = off (the paper). Chosen by validation AP (README, Ablations); [0, 1].
+    candidate_containment: float = 0.0
     max_candidates: int = 100  # best Eq. (3) candidates per class per scale fed to NMS; >= top_k
     nms_iou: float = 0.5  # Jaccard above which a lower-scored box is suppressed; (0, 1]
     # classifier pruning: keep a detection when P(class | crop) >= this; [0, 1]. 0 disables.
@@ -251,6 +256,11 @@ class InferenceConfig:
             0.0 <= self.outside_halves_weight <= 2.0,
             "outside_halves_weight",
             f"must be in [0, 2], got {self.outside_halves_weight}",
+        )
+        _check(
+            0.0 <= self.candidate_containment <= 1.0,
+            "candidate_containment",
+            f"must be in [0, 1], got {self.candidate_containment}",
         )
         _check(0.0 < self.nms_iou <= 1.0, "nms_iou", "must be in (0, 1]")
         _check(0.0 <= self.classifier_threshold <= 1.0, "classifier_threshold", "must be in [0, 1]")

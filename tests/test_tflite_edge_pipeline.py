@@ -44,7 +44,11 @@ EMPTY = textured(200, 300, [], 2)  # nothing to find
 # The paper's candidates and Eq. (3), and the local maxima with the outside half masks.
 SELECTIONS = {
     "paper": {"candidate_selection": "top_k", "outside_halves_weight": 0.0},
-    "local_max_outside": {"candidate_selection": "local_max", "outside_halves_weight": 1.0},
+    "local_max_outside_containment": {
+        "candidate_selection": "local_max",
+        "outside_halves_weight": 1.0,
+        "candidate_containment": 0.7,
+    },
 }
 
 

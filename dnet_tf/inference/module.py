@@ -225,6 +225,15 @@ class DetectorModule(tf.Module):
         )
         found = self._search_active(canvas, shapes_hw, stride_cells)  # [scales, C, M]
         scores = tf.where(found.valid, self._rescored(canvas, found), _INVALID_SCORE)
+        if cfg.candidate_containment > 0:  # interior boxes of a better candidate: dropped
+            inside = nms.parts_of_better(
+                found.boxes_cell_yxyx,
+                scores,
+                tf.zeros_like(found.valid, tf.int32),
+                found.valid,
+                cfg.candidate_containment,
+            )
+            scores = tf.where(inside, _INVALID_SCORE, scores)
         keep, num_valid = nms.non_max_suppression(
             found.boxes_cell_yxyx,
             scores,

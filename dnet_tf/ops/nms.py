@@ -115,15 +115,48 @@ def class_nms(
 
 
 @_NOT_CONVERTED
-def demote_parts(boxes_yxyx, scores, classes, valid, containment: float, factor: float):
-    """Lowers the score of detections that are parts of a larger, better detection of their class.
+def parts_of_better(boxes_yxyx, scores, classes, valid, containment: float):
+    """Which detections are parts of a larger, better detection of their class.
 
     Detection i is a part when some valid detection j of the same class ranks above it (higher
     score, or an equal score at a lower index), is larger (area_j > area_i), and contains most of
-    it: area(i ∩ j) >= containment * area_i. A part's score is multiplied by ``factor``; the
-    detections are then sorted again. Ranks are taken from the scores before any change, so the
-    result does not depend on the order in which parts are found. Per-class NMS leaves such
-    pairs alone (a head inside a whole animal has a low IoU with it).
+    it: area(i ∩ j) >= containment * area_i.
+
+    Args:
+      boxes_yxyx: float32 [..., K, 4], any frame with the same scale on both axes' ratios.
+      scores: float32 [..., K]; classes: int32 [..., K]; valid: bool [..., K].
+      containment: (0, 1].
+    Returns:
+      bool [..., K], False where not valid.
+    """
+    boxes = tf.convert_to_tensor(boxes_yxyx, tf.float32)
+    scores = tf.convert_to_tensor(scores, tf.float32)
+    classes = tf.convert_to_tensor(classes, tf.int32)
+    valid = tf.convert_to_tensor(valid, tf.bool)
+    area = box_ops.area(boxes)  # [..., K]
+    inter = box_ops.intersection(boxes, boxes)  # [..., K(i), K(j)]
+    index = tf.range(tf.shape(scores)[-1])
+    si, sj = scores[..., :, None], scores[..., None, :]
+    above = (sj > si) | ((sj == si) & (index[None, :] < index[:, None]))
+    part_of = (
+        valid[..., None, :]
+        & (classes[..., :, None] == classes[..., None, :])
+        & above
+        & (area[..., None, :] > area[..., :, None])
+        & (area[..., :, None] > 0.0)
+        & (inter >= containment * area[..., :, None])
+    )
+    return valid & tf.reduce_any(part_of, axis=-1)
+
+
+@_NOT_CONVERTED
+def demote_parts(boxes_yxyx, scores, classes, valid, containment: float, factor: float):
+    """Lowers the score of detections that are parts of a larger, better detection of their class.
+
+    Parts as ``parts_of_better``; a part's score is multiplied by ``factor``; the detections are
+    then sorted again. Ranks are taken from the scores before any change, so the result does not
+    depend on the order in which parts are found. Per-class NMS leaves such pairs alone (a head
+    inside a whole animal has a low IoU with it).
 
     Args:
       boxes_yxyx: float32 [B, K, 4], any frame with the same scale on both axes' ratios
@@ -141,21 +174,7 @@ def demote_parts(boxes_yxyx, scores, classes, valid, containment: float, factor:
     scores = tf.convert_to_tensor(scores, tf.float32)
     classes = tf.convert_to_tensor(classes, tf.int32)
     valid = tf.convert_to_tensor(valid, tf.bool)
-    area = box_ops.area(boxes)  # [B, K]
-    inter = box_ops.intersection(boxes, boxes)  # [B, K(i), K(j)]
-    k = tf.shape(scores)[1]
-    index = tf.range(k)
-    si, sj = scores[:, :, None], scores[:, None, :]
-    above = (sj > si) | ((sj == si) & (index[None, None, :] < index[None, :, None]))
-    part_of = (
-        valid[:, None, :]
-        & (classes[:, :, None] == classes[:, None, :])
-        & above
-        & (area[:, None, :] > area[:, :, None])
-        & (area[:, :, None] > 0.0)
-        & (inter >= containment * area[:, :, None])
-    )
-    is_part = valid & tf.reduce_any(part_of, axis=2)
+    is_part = parts_of_better(boxes, scores, classes, valid, containment)
     new_scores = tf.where(is_part, scores * factor, scores)
     order = tf.argsort(
         tf.where(valid, new_scores, -np.inf), axis=1, direction="DESCENDING", stable=True

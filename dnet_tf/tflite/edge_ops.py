@@ -414,6 +414,45 @@ def class_nms(
     return out_boxes, out_scores, out_classes, n
 
 
+def parts_of_better(
+    boxes_yxyx: np.ndarray, scores: np.ndarray, classes: np.ndarray, num: int, containment: float
+) -> np.ndarray:
+    """``dnet_tf.ops.nms.parts_of_better`` of one row whose first ``num`` slots hold detections.
+
+    Detection i is a part when a detection j of its class ranks above it (higher score, or equal
+    at a lower index), is larger, and covers at least ``containment`` of i's area (float32, as
+    the graph). Returns bool [K], False past ``num``.
+    """
+    boxes = np.asarray(boxes_yxyx, np.float32)[:num]
+    scores = np.asarray(scores, np.float32)[:num]
+    classes = np.asarray(classes)[:num]
+    area = np.maximum(boxes[:, 2] - boxes[:, 0], f32(0)) * np.maximum(
+        boxes[:, 3] - boxes[:, 1], f32(0)
+    )
+    ih = np.maximum(
+        np.minimum(boxes[:, None, 2], boxes[None, :, 2])
+        - np.maximum(boxes[:, None, 0], boxes[None, :, 0]),
+        f32(0),
+    )
+    iw = np.maximum(
+        np.minimum(boxes[:, None, 3], boxes[None, :, 3])
+        - np.maximum(boxes[:, None, 1], boxes[None, :, 1]),
+        f32(0),
+    )
+    index = np.arange(num)
+    above = (scores[None, :] > scores[:, None]) | (
+        (scores[None, :] == scores[:, None]) & (index[None, :] < index[:, None])
+    )
+    part_of = (
+        above
+        & (classes[None, :] == classes[:, None])
+        & (area[None, :] > area[:, None])
+        & (area[:, None] > 0)
+        & (ih * iw >= f32(containment) * area[:, None])
+    )
+    return np.concatenate([part_of.any(axis=1), np.zeros(len(boxes_yxyx) - num, bool)])
+
+
 def demote_parts(
     boxes_yxyx: np.ndarray,
     scores: np.ndarray,
@@ -424,27 +463,14 @@ def demote_parts(
 ):
     """One image's ``dnet_tf.ops.nms.demote_parts``: the first ``num`` slots hold detections.
 
-    Detection i is a part when a detection j of its class ranks above it (higher score, or equal
-    at a lower index), is larger, and covers at least ``containment`` of i's area; its score is
-    multiplied by ``factor`` (ranks from the scores before any change). Returns boxes [K, 4],
-    scores [K], classes [K] sorted again by decreasing score (stable), detections first.
+    Parts as ``parts_of_better``; a part's score is multiplied by ``factor`` (ranks from the
+    scores before any change). Returns boxes [K, 4], scores [K], classes [K] sorted again by
+    decreasing score (stable), detections first.
     """
     boxes = np.asarray(boxes_yxyx, np.float32)
     scores = np.asarray(scores, np.float32)
-    area = np.maximum(boxes[:, 2] - boxes[:, 0], f32(0)) * np.maximum(
-        boxes[:, 3] - boxes[:, 1], f32(0)
-    )
-    new_scores = scores.copy()
-    for i in range(num):
-        for j in range(num):
-            above = scores[j] > scores[i] or (scores[j] == scores[i] and j < i)
-            if not above or classes[j] != classes[i] or not area[j] > area[i] or not area[i] > 0:
-                continue
-            ih = max(min(boxes[i, 2], boxes[j, 2]) - max(boxes[i, 0], boxes[j, 0]), f32(0))
-            iw = max(min(boxes[i, 3], boxes[j, 3]) - max(boxes[i, 1], boxes[j, 1]), f32(0))
-            if f32(ih * iw) >= f32(containment) * area[i]:
-                new_scores[i] = scores[i] * f32(factor)
-                break
+    is_part = parts_of_better(boxes, scores, classes, num, containment)
+    new_scores = np.where(is_part, scores * f32(factor), scores).astype(np.float32)
     order = np.concatenate(
         [np.argsort(-new_scores[:num], kind="stable"), np.arange(num, len(scores))]
     )

@@ -224,6 +224,20 @@ class EdgePipeline:
             canvas = canvas.reshape(canvas_hw[0], canvas_hw[1], constants.NUM_MASK_TYPES, c)
             found = self._search_active(canvas, shapes_hw, stride_cells)
             scores = np.where(found.valid, self._rescored(canvas, found), INVALID_SCORE)
+            if cfg.candidate_containment > 0:  # interior boxes of a better candidate: dropped
+                inside = np.stack(
+                    [
+                        edge_ops.parts_of_better(
+                            found.boxes_cell_yxyx[j],
+                            scores[j],
+                            np.zeros(len(scores[j]), np.int64),
+                            int(found.valid[j].sum()),
+                            cfg.candidate_containment,
+                        )
+                        for j in range(len(scores))
+                    ]
+                )
+                scores = np.where(inside, INVALID_SCORE, scores)
             keep, num_valid = edge_ops.non_max_suppression(
                 found.boxes_cell_yxyx,
                 scores,
