@@ -151,6 +151,9 @@ class InferenceConfig:
     # the object goes on past it. 0 = the paper's Eq. (3). Used by the first-stage ranking and
     # the refinement's choice of box. Chosen by validation AP (README, Ablations); [0, 2].
     outside_halves_weight: float = 0.0
+    # strip mean of a half mask below which that side counts nothing (the mask's blur past an
+    # object's edge is no evidence of more object); [0, 1)
+    outside_halves_floor: float = 0.0
     # A candidate lying at least this fraction inside a larger, better-ranked candidate of its
     # (scale, class) canvas is dropped before the first-stage NMS (ops.nms.parts_of_better), so
     # the interior boxes of one object do not take the top_k_per_scale slots of a second object.
@@ -256,6 +259,11 @@ class InferenceConfig:
             0.0 <= self.outside_halves_weight <= 2.0,
             "outside_halves_weight",
             f"must be in [0, 2], got {self.outside_halves_weight}",
+        )
+        _check(
+            0.0 <= self.outside_halves_floor < 1.0,
+            "outside_halves_floor",
+            f"must be in [0, 1), got {self.outside_halves_floor}",
         )
         _check(
             0.0 <= self.candidate_containment <= 1.0,

@@ -402,3 +402,20 @@ def test_outside_half_terms_hand_worked_whole_box_and_part():
     # Strips outside the grid are empty (0), not a division by zero.
     whole = box_search.outside_half_terms(integ, [[0.0, 0.0, 16.0, 16.0]], MARGIN).numpy()
     np.testing.assert_allclose(whole, [[0.0]], atol=1e-6)
+
+
+def test_outside_half_terms_floor_ignores_a_blur_past_the_edge():
+    # The object [4, 4, 12, 12] with its top mask leaking 0.3 into row 3, just above it. The whole
+    # box's top strip (row 3, ring round(1.6 + 0.5) = 2 cells: rows 2-3) has mean 0.15 -> 0.15
+    # without a floor, 0 with floor 0.5. The centred part keeps its 4: each side's strip mean is
+    # 1, and (1 - 0.5) / (1 - 0.5) = 1.
+    masks = eq1_masks(16, 16, (4, 4, 12, 12))
+    masks[3, 4:12, 1] = 0.3
+    integ = integral.integral_image(masks)
+    boxes = [[4.0, 4.0, 12.0, 12.0], [6.0, 6.0, 10.0, 10.0]]
+    plain = box_search.outside_half_terms(integ, boxes, MARGIN).numpy()[:, 0]
+    floored = box_search.outside_half_terms(integ, boxes, MARGIN, floor=0.5).numpy()[:, 0]
+    np.testing.assert_allclose(plain, [0.15, 4.0], atol=1e-6)
+    np.testing.assert_allclose(floored, [0.0, 4.0], atol=1e-6)
+    with pytest.raises(ValueError, match="floor"):
+        box_search.outside_half_terms(integ, boxes, MARGIN, floor=1.0)

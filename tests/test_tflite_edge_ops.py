@@ -180,6 +180,14 @@ def test_outside_half_terms_equal_the_graph_with_fractional_and_outside_boxes():
     got = edge_ops.outside_half_terms(masks, boxes, 0.2)
     np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
     assert got.max() > 1.0  # boxes with strips inside the grid: not all zeros
+    want = box_search.outside_half_terms(
+        integral.integral_image(tf.constant(masks.reshape(14, 17, 15))),
+        tf.constant(boxes),
+        0.2,
+        0.4,
+    )
+    # The floor scales float32 rounding by 1 / (1 - 0.4).
+    np.testing.assert_allclose(edge_ops.outside_half_terms(masks, boxes, 0.2, 0.4), want, atol=2e-4)
 
 
 def test_eq3_scores_equal_the_graph_with_fractional_and_outside_boxes():

@@ -56,9 +56,7 @@ SELECTIONS = {
 def fakes(request):
     cfg = DetectorConfig(
         model=ModelConfig(num_classes=2),
-        inference=dataclasses.replace(
-            InferenceConfig(), max_refine=6, **SELECTIONS[request.param]
-        ),
+        inference=dataclasses.replace(InferenceConfig(), max_refine=6, **SELECTIONS[request.param]),
     )
     loc, cls = fake_localizer(num_classes=2), fake_classifier(num_classes=2)
     module = DetectorModule(loc, cls, NAMES, ASPECTS, cfg)

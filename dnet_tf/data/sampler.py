@@ -342,9 +342,8 @@ def photometric_jitter(pixels: tf.Tensor, strength: float, seed) -> tf.Tensor:
         return pixels
     pixels = tf.convert_to_tensor(pixels, tf.float32)
     k = tf.shape(pixels)[0]
-    keys = tf.unstack(
-        tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(seed, 31), 3)
-    )
+    own_seed = tf.random.experimental.stateless_fold_in(seed, 31)
+    keys = tf.unstack(tf.random.experimental.stateless_split(own_seed, 3))
     s = float(strength)
     offset = _uniform(keys[0], [k], -s * PHOTOMETRIC_BRIGHTNESS, s * PHOTOMETRIC_BRIGHTNESS)
     contrast = _uniform(keys[1], [k], 1.0 - s * PHOTOMETRIC_FACTOR, 1.0 + s * PHOTOMETRIC_FACTOR)

@@ -61,10 +61,12 @@ def markdown(rows: dict) -> str:
     if not rows:
         return ""
     classes = list(next(iter(rows.values()))["ap"])
-    head = (
-        ["variant", "mAP", "first stage mAP", *classes]
-        + ["part FP / image", "recall touching", "recall isolated", "s / image"]
-    )
+    head = ["variant", "mAP", "first stage mAP", *classes] + [
+        "part FP / image",
+        "recall touching",
+        "recall isolated",
+        "s / image",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
     for label, r in rows.items():
         cells = [label, _fmt(r["mAP"]), _fmt(r["first_stage_mAP"])]

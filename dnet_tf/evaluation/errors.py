@@ -257,7 +257,9 @@ def plot_errors(reports: Mapping[str, ErrorReport], path: str) -> str:
         for kind, colour in zip(kinds, colours):
             values = np.array([r[kind] / max(r["num_positives"], 1) for r in rows], np.float64)
             x = np.arange(len(rows)) + (m - (len(names) - 1) / 2) * width
-            ax.bar(x, values, width * 0.95, bottom=bottom, color=colour, label=kind if m == 0 else None)
+            ax.bar(
+                x, values, width * 0.95, bottom=bottom, color=colour, label=kind if m == 0 else None
+            )
             bottom += values
     ax.set_xticks(np.arange(len(labels)))
     ax.set_xticklabels(labels, fontsize=8)

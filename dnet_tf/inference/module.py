@@ -281,8 +281,9 @@ class DetectorModule(tf.Module):
             return found.scores
         # One "class" per (scale, class) canvas: [S, C, Hc+1, Wc+1, 5].
         per_class = integral.integral_image(tf.transpose(canvas, [0, 4, 1, 2, 3]))
+        cfg = self.config.inference
         outside = box_search.outside_half_terms(
-            per_class, found.boxes_cell_yxyx, self.config.inference.ring_margin
+            per_class, found.boxes_cell_yxyx, cfg.ring_margin, cfg.outside_halves_floor
         )[..., 0]
         return found.scores - weight * outside
 
@@ -417,7 +418,7 @@ class DetectorModule(tf.Module):
         eq3, _ = box_search.eq3_scores(padded_integral, crop_boxes, cfg.ring_margin)
         if cfg.outside_halves_weight > 0:  # a box shrunk onto a part: the halves go on past it
             eq3 -= cfg.outside_halves_weight * box_search.outside_half_terms(
-                padded_integral, crop_boxes, cfg.ring_margin
+                padded_integral, crop_boxes, cfg.ring_margin, cfg.outside_halves_floor
             )
         eq3 = tf.where(found.valid, eq3[..., 0], _INVALID_SCORE)  # [B*R, M]
         best = tf.argmax(eq3, axis=1, output_type=tf.int32)

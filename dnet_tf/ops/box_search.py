@@ -176,7 +176,9 @@ def _outside_strips(boxes: tf.Tensor, ring_margin: float) -> tf.Tensor:
 
 
 @_NOT_CONVERTED
-def outside_half_terms(integral: tf.Tensor, boxes_cell_yxyx: tf.Tensor, ring_margin: float):
+def outside_half_terms(
+    integral: tf.Tensor, boxes_cell_yxyx: tf.Tensor, ring_margin: float, floor: float = 0.0
+):
     """Evidence against a box from its half masks: sum over h of S(out(h), m_h), in [0, 4].
 
     out(top) is the strip just above the box (``_outside_strips``), out(bottom) the strip below,
@@ -184,23 +186,33 @@ def outside_half_terms(integral: tf.Tensor, boxes_cell_yxyx: tf.Tensor, ring_mar
     of it is). For the whole object every half mask ends at the box's side, so the term is ~0;
     for a box inside the object (a part), the top mask goes on above it, the bottom mask below
     it..., and the term approaches 4, the amount by which Eq. (3) overrates such a box (its four
-    halves terms agree as well as the whole box's do).
+    halves terms agree as well as the whole box's do). With ``floor`` f > 0 each side counts
+    max(0, S - f) / (1 - f): a predicted mask blurs a little past the object's edge, and that
+    leak (S well below 1) must not push the best box outwards; an object going on (S near 1)
+    still counts nearly fully.
 
     Args:
       integral: float32 [..., H+1, W+1, 5 * C] as for ``eq3_scores``.
       boxes_cell_yxyx: float32 [..., N, 4] cell_yxyx.
       ring_margin: float >= 0, see ``ring_width``.
+      floor: in [0, 1), the strip mean below which a side counts 0.
     Returns:
       float32 [..., N, C] in [0, 4].
     """
+    if not 0.0 <= floor < 1.0:
+        raise ValueError(f"outside_half_terms: floor must be in [0, 1), got {floor}")
     integral = tf.convert_to_tensor(integral, tf.float32)
     boxes = tf.convert_to_tensor(boxes_cell_yxyx, tf.float32)
     num_classes = tf.shape(integral)[-1] // NUM_MASK_TYPES
     grid_h = tf.cast(tf.shape(integral)[-3] - 1, tf.float32)
     grid_w = tf.cast(tf.shape(integral)[-2] - 1, tf.float32)
     strips = _outside_strips(boxes, ring_margin)  # [..., N, 4 sides, 4]
-    hh = tf.clip_by_value(strips[..., 2], 0.0, grid_h) - tf.clip_by_value(strips[..., 0], 0.0, grid_h)
-    ww = tf.clip_by_value(strips[..., 3], 0.0, grid_w) - tf.clip_by_value(strips[..., 1], 0.0, grid_w)
+    hh = tf.clip_by_value(strips[..., 2], 0.0, grid_h) - tf.clip_by_value(
+        strips[..., 0], 0.0, grid_h
+    )
+    ww = tf.clip_by_value(strips[..., 3], 0.0, grid_w) - tf.clip_by_value(
+        strips[..., 1], 0.0, grid_w
+    )
     area = tf.maximum(hh, 0.0) * tf.maximum(ww, 0.0)  # [..., N, 4]
     inv_area = tf.where(area > 0, 1.0 / tf.where(area > 0, area, 1.0), 0.0)
     total = 0.0
@@ -209,7 +221,8 @@ def outside_half_terms(integral: tf.Tensor, boxes_cell_yxyx: tf.Tensor, ring_mar
             integral[..., mask_type * num_classes : (mask_type + 1) * num_classes],
             strips[..., side, :],
         )  # [..., N, C]
-        total += sums * inv_area[..., side, None]
+        mean = sums * inv_area[..., side, None]
+        total += tf.maximum(mean - floor, 0.0) * (1.0 / (1.0 - floor)) if floor > 0 else mean
     return total
 
 

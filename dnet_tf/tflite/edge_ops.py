@@ -774,14 +774,18 @@ def eq3_scores(masks: np.ndarray, boxes_cell_yxyx: np.ndarray, ring_margin: floa
     return eq3, s(FULL, FULL)
 
 
-def outside_half_terms(masks: np.ndarray, boxes_cell_yxyx: np.ndarray, ring_margin: float):
+def outside_half_terms(
+    masks: np.ndarray, boxes_cell_yxyx: np.ndarray, ring_margin: float, floor: float = 0.0
+):
     """Sum over h of S(out(h), m_h) of ``box_search.outside_half_terms``, in [0, 4].
 
     out(top) is the strip ring_width(h) cells tall just above the box, as wide as the box;
     out(bottom) the strip below, out(left) / out(right) ring_width(w) wide beside it. S is the
-    mask's mean over the strip's part inside the grid (0 when none of it is).
+    mask's mean over the strip's part inside the grid (0 when none of it is); with floor f > 0
+    each side counts max(0, S - f) / (1 - f).
 
-    Args: masks float [H, W, 5, C]; boxes_cell_yxyx float [N, 4]; ring_margin >= 0.
+    Args: masks float [H, W, 5, C]; boxes_cell_yxyx float [N, 4]; ring_margin >= 0;
+      floor in [0, 1).
     Returns: float64 [N, C].
     """
     masks = np.asarray(masks, np.float32)
@@ -801,5 +805,6 @@ def outside_half_terms(masks: np.ndarray, boxes_cell_yxyx: np.ndarray, ring_marg
         ww = np.clip(strip[:, 3], 0, width) - np.clip(strip[:, 1], 0, width)
         area = np.maximum(hh, 0.0).astype(np.float64) * np.maximum(ww, 0.0).astype(np.float64)
         sums = box_sums(_integral(masks[:, :, mask_type]), strip)
-        total += np.where(area[:, None] > 0, sums / np.where(area > 0, area, 1.0)[:, None], 0.0)
+        mean = np.where(area[:, None] > 0, sums / np.where(area > 0, area, 1.0)[:, None], 0.0)
+        total += np.maximum(mean - floor, 0.0) / (1.0 - floor) if floor > 0 else mean
     return total

@@ -265,7 +265,10 @@ class EdgePipeline:
         outside = np.stack(
             [
                 edge_ops.outside_half_terms(
-                    canvas[..., j : j + 1], found.boxes_cell_yxyx[j], cfg.ring_margin
+                    canvas[..., j : j + 1],
+                    found.boxes_cell_yxyx[j],
+                    cfg.ring_margin,
+                    cfg.outside_halves_floor,
                 )[:, 0]
                 for j in range(canvas.shape[3])
             ]
@@ -381,7 +384,7 @@ class EdgePipeline:
             eq3, _ = edge_ops.eq3_scores(padded[i][..., None], crop_boxes, cfg.ring_margin)
             if cfg.outside_halves_weight > 0:  # a box shrunk onto a part: halves go on past it
                 eq3 = eq3 - cfg.outside_halves_weight * edge_ops.outside_half_terms(
-                    padded[i][..., None], crop_boxes, cfg.ring_margin
+                    padded[i][..., None], crop_boxes, cfg.ring_margin, cfg.outside_halves_floor
                 )
             eq3 = np.where(found.valid[i], eq3[:, 0], INVALID_SCORE)
             best = int(np.argmax(eq3))  # the first of equal maxima, as tf.argmax
