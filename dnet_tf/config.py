@@ -148,9 +148,11 @@ class InferenceConfig:
     # Eq. (3) minus this times the half masks found just outside the box (the strip above the box
     # on the top mask, below it on the bottom mask, ...; ops.box_search.outside_half_terms, in
     # [0, 4]): a box inside an object scores ~4 of 5 by Eq. (3), and this is the evidence that
-    # the object goes on past it. 0 = the paper's Eq. (3). Used by the first-stage ranking and
-    # the refinement's choice of box. Chosen by validation AP (README, Ablations); [0, 2].
+    # the object goes on past it. 0 = the paper's Eq. (3). This weight: the first-stage ranking;
+    # refine_outside_halves_weight: the refinement's choice of box in its crop (a refined box
+    # that shrinks onto a part of the object). Chosen by validation AP (README, Ablations); [0, 2].
     outside_halves_weight: float = 0.0
+    refine_outside_halves_weight: float = 0.0
     # strip mean of a half mask below which that side counts nothing (the mask's blur past an
     # object's edge is no evidence of more object); [0, 1)
     outside_halves_floor: float = 0.0
@@ -259,6 +261,11 @@ class InferenceConfig:
             0.0 <= self.outside_halves_weight <= 2.0,
             "outside_halves_weight",
             f"must be in [0, 2], got {self.outside_halves_weight}",
+        )
+        _check(
+            0.0 <= self.refine_outside_halves_weight <= 2.0,
+            "refine_outside_halves_weight",
+            f"must be in [0, 2], got {self.refine_outside_halves_weight}",
         )
         _check(
             0.0 <= self.outside_halves_floor < 1.0,

@@ -47,6 +47,8 @@ SELECTIONS = {
     "local_max_outside_containment": {
         "candidate_selection": "local_max",
         "outside_halves_weight": 1.0,
+        "refine_outside_halves_weight": 1.0,
+        "outside_halves_floor": 0.3,
         "candidate_containment": 0.7,
     },
 }

@@ -416,8 +416,8 @@ class DetectorModule(tf.Module):
         padded_integral = integral.integral_image(padded)
         crop_boxes = found.boxes_cell_yxyx + float(pad)
         eq3, _ = box_search.eq3_scores(padded_integral, crop_boxes, cfg.ring_margin)
-        if cfg.outside_halves_weight > 0:  # a box shrunk onto a part: the halves go on past it
-            eq3 -= cfg.outside_halves_weight * box_search.outside_half_terms(
+        if cfg.refine_outside_halves_weight > 0:  # a box shrunk onto a part: halves go on past it
+            eq3 -= cfg.refine_outside_halves_weight * box_search.outside_half_terms(
                 padded_integral, crop_boxes, cfg.ring_margin, cfg.outside_halves_floor
             )
         eq3 = tf.where(found.valid, eq3[..., 0], _INVALID_SCORE)  # [B*R, M]

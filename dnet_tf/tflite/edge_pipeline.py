@@ -382,8 +382,8 @@ class EdgePipeline:
         for i in range(len(classes)):
             crop_boxes = found.boxes_cell_yxyx[i] + np.float32(pad)
             eq3, _ = edge_ops.eq3_scores(padded[i][..., None], crop_boxes, cfg.ring_margin)
-            if cfg.outside_halves_weight > 0:  # a box shrunk onto a part: halves go on past it
-                eq3 = eq3 - cfg.outside_halves_weight * edge_ops.outside_half_terms(
+            if cfg.refine_outside_halves_weight > 0:  # a box shrunk onto a part
+                eq3 = eq3 - cfg.refine_outside_halves_weight * edge_ops.outside_half_terms(
                     padded[i][..., None], crop_boxes, cfg.ring_margin, cfg.outside_halves_floor
                 )
             eq3 = np.where(found.valid[i], eq3[:, 0], INVALID_SCORE)
