@@ -84,6 +84,10 @@ class SamplerConfig:
     classifier_positive_iou: float = 0.6  # positive if Jaccard >= this with some box; (0, 1]
     max_attempts: int = 64  # rejection-sampling tries per crop before falling back; >= 1
     hflip: bool = True  # random horizontal flip (swaps left/right masks)
+    # Eq. (1) halves: "original" = halves of the whole object box, intersected with the crop's
+    # cells (the paper, §5.1); "clipped" = halves of the box clipped to the crop. Validation AP
+    # (README, Ablations) chose "clipped" in one A/B run each; ops.mask_targets.
+    mask_halves: str = "clipped"
     # random brightness / contrast / saturation per crop (data.sampler.photometric_jitter);
     # strength in [0, 1], 0 = off
     photometric: float = 0.0
@@ -115,6 +119,11 @@ class SamplerConfig:
         )
         _check(self.max_attempts >= 1, "max_attempts", "must be >= 1")
         _check(
+            self.mask_halves in ("original", "clipped"),
+            "mask_halves",
+            f"must be original or clipped; got {self.mask_halves!r}",
+        )
+        _check(
             0.0 <= self.photometric <= 1.0,
             "photometric",
             f"must be in [0, 1], got {self.photometric}",
@@ -144,7 +153,7 @@ class InferenceConfig:
     # best by Eq. (3) (one object's shifted near-copies fill the list and a weaker second object
     # of the class is crowded out), "local_max" = only boxes scoring at least as high as their 8
     # neighbours of the same shape one stride away. Chosen by validation AP (README, Ablations).
-    candidate_selection: str = "top_k"
+    candidate_selection: str = "local_max"
     # Eq. (3) minus this times the half masks found just outside the box (the strip above the box
     # on the top mask, below it on the bottom mask, ...; ops.box_search.outside_half_terms, in
     # [0, 4]): a box inside an object scores ~4 of 5 by Eq. (3), and this is the evidence that
@@ -160,7 +169,7 @@ class InferenceConfig:
     # (scale, class) canvas is dropped before the first-stage NMS (ops.nms.parts_of_better), so
     # the interior boxes of one object do not take the top_k_per_scale slots of a second object.
     # 0 = off (the paper). Chosen by validation AP (README, Ablations); [0, 1].
-    candidate_containment: float = 0.0
+    candidate_containment: float = 0.9
     max_candidates: int = 100  # best Eq. (3) candidates per class per scale fed to NMS; >= top_k
     nms_iou: float = 0.5  # Jaccard above which a lower-scored box is suppressed; (0, 1]
     # classifier pruning: keep a detection when P(class | crop) >= this; [0, 1]. 0 disables.

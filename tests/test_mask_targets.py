@@ -8,7 +8,7 @@ from dnet_tf.constants import BOTTOM, FULL, LEFT, RIGHT, TOP
 from dnet_tf.ops.mask_targets import half_boxes, mask_targets, mask_targets_batch
 
 
-def brute_force(boxes, class_ids, num_classes, d, supersample=None):
+def brute_force(boxes, class_ids, num_classes, d, supersample=None, clip_first=False):
     """Eq. (1) as §5.1 of the paper defines it, cell by cell, object by object:
     m_h(i, j) = area(bb(h) & T(i, j)) / area(T(i, j)), bb(full) the object box and bb(h) "the
     four halves of the original box" — the whole box, wherever it reaches past the crop; T(i, j)
@@ -16,6 +16,8 @@ def brute_force(boxes, class_ids, num_classes, d, supersample=None):
     out = np.zeros((d, d, 5, num_classes), np.float64)
     for box, c in zip(boxes, class_ids):
         y0, x0, y1, x1 = np.asarray(box, np.float64)
+        if clip_first:  # the departure: halves of the box clipped to the crop
+            y0, x0, y1, x1 = np.clip([y0, x0, y1, x1], 0.0, 1.0)
         ym, xm = (y0 + y1) / 2, (x0 + x1) / 2
         parts = [
             (y0, x0, y1, x1),
@@ -108,6 +110,12 @@ def test_window_seeing_only_the_top_of_an_object():
     np.testing.assert_allclose(m[:, :, BOTTOM], np.zeros((4, 4)), atol=1e-6)
     np.testing.assert_allclose(m[:, :, LEFT], lower * [1, 1, 0, 0], atol=1e-6)
     np.testing.assert_allclose(m[:, :, RIGHT], lower * [0, 0, 1, 1], atol=1e-6)
+    # The clipped variant halves [0.5, 1]: top half row 2, bottom half row 3.
+    c = mask_targets_batch(
+        tf.constant([[[0.5, 0.0, 1.5, 1.0]]]), tf.constant([0]), 1, 4, halves_of_original=False
+    ).numpy()[0, ..., 0]
+    np.testing.assert_allclose(c[:, :, TOP], np.repeat([[0.0], [0.0], [1.0], [0.0]], 4, 1))
+    np.testing.assert_allclose(c[:, :, BOTTOM], np.repeat([[0.0], [0.0], [0.0], [1.0]], 4, 1))
 
 
 def test_no_objects_gives_zeros():
@@ -140,6 +148,10 @@ def test_matches_brute_force(seed):
     ids = rng.integers(0, c, n).astype(np.int32)
     got = mask_targets(tf.constant(boxes), tf.constant(ids), c, d).numpy()
     np.testing.assert_allclose(got, brute_force(boxes, ids, c, d), atol=2e-6)
+    clipped = mask_targets_batch(
+        tf.constant(boxes[None]), tf.constant(ids), c, d, halves_of_original=False
+    ).numpy()[0]
+    np.testing.assert_allclose(clipped, brute_force(boxes, ids, c, d, clip_first=True), atol=2e-6)
 
 
 def test_batch_matches_single_crops():

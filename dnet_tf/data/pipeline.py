@@ -205,7 +205,8 @@ def localizer_samples(example: dict, cfg: DetectorConfig, num_samples: int, seed
     crops = s["crops_image_yxyx"]
     pixels = sampler_ops.crop_and_resize(image, crops, m_cfg.input_size)
     masks = mask_targets_batch(sampler_ops.boxes_in_crops(boxes, crops), example["class_ids"],
-                               m_cfg.num_classes, m_cfg.mask_size)
+                               m_cfg.num_classes, m_cfg.mask_size,
+                               halves_of_original=s_cfg.mask_halves == "original")
     flip = _flip_draw(seed, num_samples) & (s_cfg.hflip if hflip is None else hflip)
     pixels = tf.where(flip[:, None, None, None], tf.reverse(pixels, axis=[2]), pixels)
     masks = tf.where(flip[:, None, None, None, None], sampler_ops.hflip_masks(masks), masks)

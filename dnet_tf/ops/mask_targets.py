@@ -17,6 +17,10 @@ sees only the top of an object is taught "top half here, bottom half outside the
 half masks of several windows agree where they are merged by max on one canvas, and a
 refinement crop cut from inside an object does not show what looks like a whole object's halves.
 Only the cells' overlap counts, so nothing outside the crop needs clipping.
+
+``halves_of_original=False`` halves the box clipped to the crop instead (the visible part split
+in two): a departure from the paper kept as a choice, since validation AP has not settled it
+(README, Ablations).
 """
 
 from __future__ import annotations
@@ -64,7 +68,11 @@ def _axis_coverage(lo: tf.Tensor, hi: tf.Tensor, mask_size: int) -> tf.Tensor:
 
 
 def mask_targets_batch(
-    boxes_norm_yxyx: tf.Tensor, class_ids: tf.Tensor, num_classes: int, mask_size: int
+    boxes_norm_yxyx: tf.Tensor,
+    class_ids: tf.Tensor,
+    num_classes: int,
+    mask_size: int,
+    halves_of_original: bool = True,
 ) -> tf.Tensor:
     """Eq. (1) targets for K crops at once, the same N objects seen in each crop's frame.
 
@@ -74,6 +82,7 @@ def mask_targets_batch(
       class_ids: int32 [N] (shared by all K crops) or [K, N], 0-based class ids in [0, num_classes).
       num_classes: C, a Python int >= 1.
       mask_size: d, a Python int >= 1.
+      halves_of_original: halves of the whole box (the paper) or of the box clipped to the crop.
     Returns:
       float32 [K, d, d, 5, C] in [0, 1]; axis 3 in MASK_TYPES order.
     Raises:
@@ -82,6 +91,8 @@ def mask_targets_batch(
     if num_classes < 1 or mask_size < 1:
         raise ValueError(f"num_classes and mask_size must be >= 1, got {num_classes}, {mask_size}")
     boxes = tf.cast(boxes_norm_yxyx, tf.float32)
+    if not halves_of_original:
+        boxes = tf.clip_by_value(boxes, 0.0, 1.0)
     class_ids = tf.cast(class_ids, tf.int32)
     k = tf.shape(boxes)[0]
     n = tf.shape(boxes)[1]
