@@ -1,5 +1,7 @@
 """§6 sampler: positive/negative shares and definitions checked by NumPy, crops, flips, targets."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -197,7 +199,8 @@ def _tiny_cfg():
     return DetectorConfig(model=ModelConfig(num_classes=3, input_size=32, mask_size=4))
 
 
-def test_localizer_samples_wiring_against_numpy():
+@pytest.mark.parametrize("halves", ["clipped", "original"])
+def test_localizer_samples_wiring_against_numpy(halves):
     """Crops, flips and targets of the per-image map agree with independent computations."""
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (300, 400, 3)).astype(np.uint8)
@@ -207,6 +210,7 @@ def test_localizer_samples_wiring_against_numpy():
         "class_ids": tf.constant(CLASS_IDS),
     }
     cfg = _tiny_cfg()
+    cfg = dataclasses.replace(cfg, sampler=dataclasses.replace(cfg.sampler, mask_halves=halves))
     out = pipeline.localizer_samples(example, cfg, 16, tf.constant([11, 12], tf.int64), hflip=True)
     crops = out["crops_image_yxyx"].numpy()
     flipped = out["flipped"].numpy()
@@ -226,6 +230,8 @@ def test_localizer_samples_wiring_against_numpy():
             expected_pixels = unflipped_pixels[k][:, ::-1]
         else:
             expected_pixels = unflipped_pixels[k]
+        if halves == "clipped":  # the visible part of each box, then halved
+            norm = np.clip(norm, 0.0, 1.0)
         expected = mask_targets(norm.astype(np.float32), CLASS_IDS, 3, 4).numpy()
         np.testing.assert_allclose(out["masks"].numpy()[k], expected, atol=1e-5)
         np.testing.assert_allclose(out["image"].numpy()[k], expected_pixels, atol=1e-3)
