@@ -419,3 +419,26 @@ def test_outside_half_terms_floor_ignores_a_blur_past_the_edge():
     np.testing.assert_allclose(floored, [0.0, 4.0], atol=1e-6)
     with pytest.raises(ValueError, match="floor"):
         box_search.outside_half_terms(integ, boxes, MARGIN, floor=1.0)
+
+
+def test_local_max_and_containment_let_the_weaker_of_two_objects_be_detected():
+    # The defaults (local maxima, candidates >= 90% inside a better one dropped before NMS) on
+    # the same two objects: A's interior boxes leave NMS's 5 slots, B gets one. Containment alone
+    # does not help: B's box is not among the best 100 Eq. (3) boxes to begin with.
+    from dnet_tf.ops import nms
+
+    masks, box_a, box_b = two_objects_of_unequal_strength()
+    h, w = masks.shape[:2]
+    shapes = box_search.box_shapes(
+        (h + w) / 2, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], [0.5, 0.75, 1.0, 1.33, 2.0]
+    )
+    for local_max, b_found in ((False, False), (True, True)):
+        found = box_search.search_boxes(masks, shapes, 1.0, MARGIN, 0.5, 100, local_max=local_max)
+        scores = tf.where(found.valid, found.scores, -1e9)
+        no_class = tf.zeros_like(found.valid, tf.int32)
+        inside = nms.parts_of_better(found.boxes_cell_yxyx, scores, no_class, found.valid, 0.9)
+        scores = tf.where(inside, -1e9, scores)
+        keep, num = nms.non_max_suppression(found.boxes_cell_yxyx, scores, 5, 0.5, -5e8)
+        boxes = tf.gather(found.boxes_cell_yxyx, keep, batch_dims=1).numpy()[0][: int(num[0])]
+        assert max(iou(b, box_a) for b in boxes) > 0.95
+        assert (max(iou(b, box_b) for b in boxes) > 0.9) == b_found
