@@ -85,6 +85,13 @@ class SamplerConfig:
     classifier_positive_iou: float = 0.6  # positive if Jaccard >= this with some box; (0, 1]
     max_attempts: int = 64  # rejection-sampling tries per crop before falling back; >= 1
     hflip: bool = True  # random horizontal flip (swaps left/right masks)
+    # Eq. (1) halves: "original" = halves of the whole object box, intersected with the crop's
+    # cells (the paper, §5.1); "clipped" = halves of the box clipped to the crop. Validation AP
+    # (README, Ablations) chose "clipped" in one A/B run each; ops.mask_targets.
+    mask_halves: str = "clipped"
+    # random brightness / contrast / saturation per crop (data.sampler.photometric_jitter);
+    # strength in [0, 1], 0 = off
+    photometric: float = 0.0
     num_aspect_ratios: int = 10  # k-means clusters over training-box aspect ratios (w/h); >= 1
 
     def validate(self) -> SamplerConfig:
@@ -112,6 +119,16 @@ class SamplerConfig:
             "must be in [classifier_negative_iou, 1]",
         )
         _check(self.max_attempts >= 1, "max_attempts", "must be >= 1")
+        _check(
+            self.mask_halves in ("original", "clipped"),
+            "mask_halves",
+            f"must be original or clipped; got {self.mask_halves!r}",
+        )
+        _check(
+            0.0 <= self.photometric <= 1.0,
+            "photometric",
+            f"must be in [0, 1], got {self.photometric}",
+        )
         _check(self.num_aspect_ratios >= 1, "num_aspect_ratios", "must be >= 1")
         return self
 
@@ -133,6 +150,27 @@ class InferenceConfig:
     # (width) on the top and bottom (left and right), minus bb; (0, 1]
     ring_margin: float = 0.2
     top_k_per_scale: int = 5  # detections kept per class per scale after NMS; >= 1
+    # which boxes of a (scale, class) canvas become the max_candidates fed to NMS: "top_k" = the
+    # best by Eq. (3) (one object's shifted near-copies fill the list and a weaker second object
+    # of the class is crowded out), "local_max" = only boxes scoring at least as high as their 8
+    # neighbours of the same shape one stride away. Chosen by validation AP (README, Ablations).
+    candidate_selection: str = "local_max"
+    # Eq. (3) minus this times the half masks found just outside the box (the strip above the box
+    # on the top mask, below it on the bottom mask, ...; ops.box_search.outside_half_terms, in
+    # [0, 4]): a box inside an object scores ~4 of 5 by Eq. (3), and this is the evidence that
+    # the object goes on past it. 0 = the paper's Eq. (3). This weight: the first-stage ranking;
+    # refine_outside_halves_weight: the refinement's choice of box in its crop (a refined box
+    # that shrinks onto a part of the object). Chosen by validation AP (README, Ablations); [0, 2].
+    outside_halves_weight: float = 0.0
+    refine_outside_halves_weight: float = 0.0
+    # strip mean of a half mask below which that side counts nothing (the mask's blur past an
+    # object's edge is no evidence of more object); [0, 1)
+    outside_halves_floor: float = 0.0
+    # A candidate lying at least this fraction inside a larger, better-ranked candidate of its
+    # (scale, class) canvas is dropped before the first-stage NMS (ops.nms.parts_of_better), so
+    # the interior boxes of one object do not take the top_k_per_scale slots of a second object.
+    # 0 = off (the paper). Chosen by validation AP (README, Ablations); [0, 1].
+    candidate_containment: float = 0.9
     max_candidates: int = 100  # best Eq. (3) candidates per class per scale fed to NMS; >= top_k
     nms_iou: float = 0.5  # Jaccard above which a lower-scored box is suppressed; (0, 1]
     # classifier pruning: keep a detection when P(class | crop) >= this; [0, 1]. 0 disables.
@@ -231,6 +269,31 @@ class InferenceConfig:
             self.max_candidates >= self.top_k_per_scale,
             "max_candidates",
             "must be >= top_k_per_scale",
+        )
+        _check(
+            self.candidate_selection in ("top_k", "local_max"),
+            "candidate_selection",
+            f"must be top_k or local_max; got {self.candidate_selection!r}",
+        )
+        _check(
+            0.0 <= self.outside_halves_weight <= 2.0,
+            "outside_halves_weight",
+            f"must be in [0, 2], got {self.outside_halves_weight}",
+        )
+        _check(
+            0.0 <= self.refine_outside_halves_weight <= 2.0,
+            "refine_outside_halves_weight",
+            f"must be in [0, 2], got {self.refine_outside_halves_weight}",
+        )
+        _check(
+            0.0 <= self.outside_halves_floor < 1.0,
+            "outside_halves_floor",
+            f"must be in [0, 1), got {self.outside_halves_floor}",
+        )
+        _check(
+            0.0 <= self.candidate_containment <= 1.0,
+            "candidate_containment",
+            f"must be in [0, 1], got {self.candidate_containment}",
         )
         _check(0.0 < self.nms_iou <= 1.0, "nms_iou", "must be in (0, 1]")
         _check(0.0 <= self.classifier_threshold <= 1.0, "classifier_threshold", "must be in [0, 1]")

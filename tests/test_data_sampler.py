@@ -1,5 +1,7 @@
 """§6 sampler: positive/negative shares and definitions checked by NumPy, crops, flips, targets."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -197,7 +199,8 @@ def _tiny_cfg():
     return DetectorConfig(model=ModelConfig(num_classes=3, input_size=32, mask_size=4))
 
 
-def test_localizer_samples_wiring_against_numpy():
+@pytest.mark.parametrize("halves", ["clipped", "original"])
+def test_localizer_samples_wiring_against_numpy(halves):
     """Crops, flips and targets of the per-image map agree with independent computations."""
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (300, 400, 3)).astype(np.uint8)
@@ -207,6 +210,7 @@ def test_localizer_samples_wiring_against_numpy():
         "class_ids": tf.constant(CLASS_IDS),
     }
     cfg = _tiny_cfg()
+    cfg = dataclasses.replace(cfg, sampler=dataclasses.replace(cfg.sampler, mask_halves=halves))
     out = pipeline.localizer_samples(example, cfg, 16, tf.constant([11, 12], tf.int64), hflip=True)
     crops = out["crops_image_yxyx"].numpy()
     flipped = out["flipped"].numpy()
@@ -226,6 +230,8 @@ def test_localizer_samples_wiring_against_numpy():
             expected_pixels = unflipped_pixels[k][:, ::-1]
         else:
             expected_pixels = unflipped_pixels[k]
+        if halves == "clipped":  # the visible part of each box, then halved
+            norm = np.clip(norm, 0.0, 1.0)
         expected = mask_targets(norm.astype(np.float32), CLASS_IDS, 3, 4).numpy()
         np.testing.assert_allclose(out["masks"].numpy()[k], expected, atol=1e-5)
         np.testing.assert_allclose(out["image"].numpy()[k], expected_pixels, atol=1e-3)
@@ -245,3 +251,24 @@ def test_classifier_samples_labels_match_numpy_iou():
         if v:
             iou = np_iou(crop.astype(np.float64), BOXES.astype(np.float64))
             assert label == (CLASS_IDS[iou.argmax()] + 1 if iou.max() >= 0.6 else 0)
+
+
+def test_photometric_jitter_hand_worked_and_deterministic():
+    seed = tf.constant([3, 4], tf.int64)
+    grey = tf.fill([6, 4, 4, 3], 100.0)
+    # Strength 0: untouched.
+    np.testing.assert_array_equal(sampler.photometric_jitter(grey, 0.0, seed).numpy(), grey.numpy())
+    # A flat grey crop: saturation (about each pixel's grey) and contrast (about the crop's mean)
+    # change nothing, so each crop is 100 + its brightness offset, within +-32 at strength 1,
+    # the same everywhere in the crop, different between crops, and the same for the same seed.
+    out = sampler.photometric_jitter(grey, 1.0, seed).numpy()
+    offsets = out[:, 0, 0, 0] - 100.0
+    assert np.all(np.abs(offsets) <= 32.0) and len(np.unique(offsets)) == 6
+    np.testing.assert_allclose(out, np.broadcast_to(out[:, :1, :1, :1], out.shape), atol=1e-4)
+    np.testing.assert_array_equal(sampler.photometric_jitter(grey, 1.0, seed).numpy(), out)
+    # Half strength halves the offsets (same draws scaled): +-16.
+    half = sampler.photometric_jitter(grey, 0.5, seed).numpy()[:, 0, 0, 0] - 100.0
+    np.testing.assert_allclose(half, offsets / 2, atol=1e-3)
+    # Values stay in 0..255.
+    white = sampler.photometric_jitter(tf.fill([6, 2, 2, 3], 250.0), 1.0, seed).numpy()
+    assert white.max() <= 255.0 and white.min() >= 0.0

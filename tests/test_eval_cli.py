@@ -248,9 +248,14 @@ def test_cli_subset_chosen_pictures_and_all_point_metric(tmp_path):
     # found -> 1.
     assert first["num_images"] == 2 and first["ap"] == {"cat": 0.5, "dog": 1.0}
     assert sorted(p.name for p in (out / "pictures").iterdir()) == [
+        "errors.png",
         "figure3_img1.png",
         "figure4_pr.png",
     ]
+    # The error analysis of the same two images: cat's second detection is the false positive.
+    errors = json.loads((out / "errors.json").read_text())["DetectorNet (first stage)"]
+    assert errors["num_images"] == 2
+    assert errors["per_class"]["dog"]["true_positive"] == 1
 
 
 @pytest.mark.slow
@@ -330,3 +335,20 @@ def test_cli_on_a_freshly_trained_run(tmp_path):
         3 * records[0].width,
         records[0].height,
     )
+
+
+def test_set_overrides_parse_json_values_and_name_bad_knobs():
+    from dnet_tf.evaluation.cli import parse_overrides
+
+    got = parse_overrides(
+        ["outside_halves_weight=0.5", "candidate_selection=top_k", "size_fractions=[0.2, 0.4]"]
+    )
+    assert got == {
+        "outside_halves_weight": 0.5,
+        "candidate_selection": "top_k",
+        "size_fractions": [0.2, 0.4],
+    }
+    with pytest.raises(ValueError, match="no knob 'nms'"):
+        parse_overrides(["nms=0.3"])
+    with pytest.raises(ValueError, match="expected KNOB=VALUE"):
+        parse_overrides(["nms_iou"])

@@ -8,11 +8,16 @@ from dnet_tf.constants import BOTTOM, FULL, LEFT, RIGHT, TOP
 from dnet_tf.ops.mask_targets import half_boxes, mask_targets, mask_targets_batch
 
 
-def brute_force(boxes, class_ids, num_classes, d, supersample=None):
-    """Eq. (1) by explicit rectangle intersection, cell by cell, object by object."""
+def brute_force(boxes, class_ids, num_classes, d, supersample=None, clip_first=False):
+    """Eq. (1) as §5.1 of the paper defines it, cell by cell, object by object:
+    m_h(i, j) = area(bb(h) & T(i, j)) / area(T(i, j)), bb(full) the object box and bb(h) "the
+    four halves of the original box" — the whole box, wherever it reaches past the crop; T(i, j)
+    the cells of the crop."""
     out = np.zeros((d, d, 5, num_classes), np.float64)
     for box, c in zip(boxes, class_ids):
-        y0, x0, y1, x1 = np.clip(np.asarray(box, np.float64), 0.0, 1.0)
+        y0, x0, y1, x1 = np.asarray(box, np.float64)
+        if clip_first:  # the departure: halves of the box clipped to the crop
+            y0, x0, y1, x1 = np.clip([y0, x0, y1, x1], 0.0, 1.0)
         ym, xm = (y0 + y1) / 2, (x0 + x1) / 2
         parts = [
             (y0, x0, y1, x1),
@@ -75,16 +80,42 @@ def test_hand_worked_fractional_box():
 def test_hand_worked_two_classes_max_and_clipping():
     # d = 2. Class 0: box covering the top-left cell exactly, and a second class-0 box covering
     # half of the top-left cell and all of the top-right one -> per cell max, not sum.
-    # Class 1: a box reaching outside the crop, [-0.5, 0.5, 0.5, 1.5] clipped to [0, 0.5, 0.5, 1].
+    # Class 1: a box reaching outside the crop, [-0.5, 0.5, 0.5, 1.5]; its full mask is what the
+    # crop shows of it, [0, 0.5, 0.5, 1].
     boxes = tf.constant([[0.0, 0.0, 0.5, 0.5], [0.0, 0.25, 0.5, 1.0], [-0.5, 0.5, 0.5, 1.5]])
     m = mask_targets(boxes, tf.constant([0, 0, 1]), 2, 2).numpy()
     np.testing.assert_allclose(m[:, :, FULL, 0], [[1.0, 1.0], [0.0, 0.0]], atol=1e-6)
     np.testing.assert_allclose(m[:, :, FULL, 1], [[0.0, 1.0], [0.0, 0.0]], atol=1e-6)
-    # Class 1's clipped box [0, 0.5, 0.5, 1]: top half y in [0, 0.25) covers half of cell (0, 1).
-    np.testing.assert_allclose(m[:, :, TOP, 1], [[0.0, 0.5], [0.0, 0.0]], atol=1e-6)
+    # Class 1's halves are those of the original box [-0.5, 0.5, 0.5, 1.5]: the top half, y in
+    # [-0.5, 0), lies outside the crop; the bottom half, y in [0, 0.5), covers cell (0, 1); the
+    # left half, x in [0.5, 1), too; the right half, x in [1, 1.5), nothing.
+    np.testing.assert_allclose(m[:, :, TOP, 1], [[0.0, 0.0], [0.0, 0.0]], atol=1e-6)
+    np.testing.assert_allclose(m[:, :, BOTTOM, 1], [[0.0, 1.0], [0.0, 0.0]], atol=1e-6)
+    np.testing.assert_allclose(m[:, :, LEFT, 1], [[0.0, 1.0], [0.0, 0.0]], atol=1e-6)
+    np.testing.assert_allclose(m[:, :, RIGHT, 1], [[0.0, 0.0], [0.0, 0.0]], atol=1e-6)
     # Class 0 left halves: box 1 x in [0, 0.25) -> 0.5 of cell (0,0); box 2 x in [0.25, 0.625)
     # -> 0.5 of cell (0,0) and 0.25 of cell (0,1). Max per cell: [0.5, 0.25].
     np.testing.assert_allclose(m[:, :, LEFT, 0], [[0.5, 0.25], [0.0, 0.0]], atol=1e-6)
+
+
+def test_window_seeing_only_the_top_of_an_object():
+    # d = 4; the object [0.5, 0.0, 1.5, 1.0] covers the crop's lower half and goes on below it.
+    # Its top half [0.5, 1.0) fills rows 2-3; its bottom half [1.0, 1.5) lies outside the crop:
+    # "top half here, bottom half outside". (Halving the clipped box [0.5, 1] would put a bottom
+    # half in row 3.) Left and right halves: columns 0-1 and 2-3 of rows 2-3.
+    m = mask_targets(tf.constant([[0.5, 0.0, 1.5, 1.0]]), tf.constant([0]), 1, 4).numpy()[..., 0]
+    lower = np.repeat([[0.0], [0.0], [1.0], [1.0]], 4, 1)
+    np.testing.assert_allclose(m[:, :, FULL], lower, atol=1e-6)
+    np.testing.assert_allclose(m[:, :, TOP], lower, atol=1e-6)
+    np.testing.assert_allclose(m[:, :, BOTTOM], np.zeros((4, 4)), atol=1e-6)
+    np.testing.assert_allclose(m[:, :, LEFT], lower * [1, 1, 0, 0], atol=1e-6)
+    np.testing.assert_allclose(m[:, :, RIGHT], lower * [0, 0, 1, 1], atol=1e-6)
+    # The clipped variant halves [0.5, 1]: top half row 2, bottom half row 3.
+    c = mask_targets_batch(
+        tf.constant([[[0.5, 0.0, 1.5, 1.0]]]), tf.constant([0]), 1, 4, halves_of_original=False
+    ).numpy()[0, ..., 0]
+    np.testing.assert_allclose(c[:, :, TOP], np.repeat([[0.0], [0.0], [1.0], [0.0]], 4, 1))
+    np.testing.assert_allclose(c[:, :, BOTTOM], np.repeat([[0.0], [0.0], [0.0], [1.0]], 4, 1))
 
 
 def test_no_objects_gives_zeros():
@@ -117,6 +148,10 @@ def test_matches_brute_force(seed):
     ids = rng.integers(0, c, n).astype(np.int32)
     got = mask_targets(tf.constant(boxes), tf.constant(ids), c, d).numpy()
     np.testing.assert_allclose(got, brute_force(boxes, ids, c, d), atol=2e-6)
+    clipped = mask_targets_batch(
+        tf.constant(boxes[None]), tf.constant(ids), c, d, halves_of_original=False
+    ).numpy()[0]
+    np.testing.assert_allclose(clipped, brute_force(boxes, ids, c, d, clip_first=True), atol=2e-6)
 
 
 def test_batch_matches_single_crops():

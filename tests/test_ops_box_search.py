@@ -286,3 +286,160 @@ def test_search_traced_with_unknown_canvas_and_dynamic_shapes():
 def test_search_rejects_bad_masks():
     with pytest.raises(ValueError, match=r"\[\.\.\., H, W, 5, C\]"):
         box_search.search_boxes(np.zeros((4, 4, 3, 1), np.float32), SHAPES, 1.0, MARGIN, 0.5, 2)
+
+
+# --- Candidate selection: local maxima of each shape's score map -----------------------------
+
+
+def np_local_max_search(masks, shapes_hw, stride, threshold):
+    """The brute force's boxes that score at least as high as each of their 8 same-shape
+    neighbours one stride away (neighbours off the grid or below the threshold do not count)."""
+    found = np_search(masks, shapes_hw, stride, threshold)
+    score_at = {}
+    for score, box, _ in found:
+        score_at[(box[2] - box[0], box[3] - box[1], box[0], box[1])] = score
+    kept = []
+    for score, box, cov in found:
+        h, w, y, x = box[2] - box[0], box[3] - box[1], box[0], box[1]
+        neighbours = [
+            score_at.get((h, w, y + dy * stride, x + dx * stride), -np.inf)
+            for dy in (-1, 0, 1)
+            for dx in (-1, 0, 1)
+        ]
+        if score >= max(neighbours) - 1e-9:  # float64 rounding of equal values
+            kept.append((score, box, cov))
+    return kept
+
+
+@pytest.mark.parametrize("seed,stride", [(0, 1.0), (3, 1.0), (4, 2.0)])
+def test_local_max_search_matches_brute_force(seed, stride):
+    rng = np.random.default_rng(seed)
+    masks = quarter_masks(rng, 20, 16, 2)
+    m = 10
+    res = box_search.search_boxes(masks, SHAPES, stride, MARGIN, 0.5, m, local_max=True)
+    for c in range(2):
+        got = per_class(res, c)
+        found = np_local_max_search(masks[..., c], SHAPES, int(stride), 0.5)
+        best = sorted((f[0] for f in found), reverse=True)[:m]
+        n_valid = int(got["valid"].sum())
+        assert n_valid == min(m, len(found))
+        np.testing.assert_allclose(got["scores"][:n_valid], best, atol=1e-5)
+        kept_boxes = {tuple(f[1]) for f in found}
+        assert {tuple(b) for b in got["boxes"][:n_valid].astype(int)} <= kept_boxes
+
+
+def two_objects_of_unequal_strength(h=60, w=60):
+    """Perfect Eq. (1) masks of two touching objects of one class: A at 1.0, B at 0.85."""
+    box_a, box_b = (5.0, 5.0, 35.0, 35.0), (30.0, 30.0, 55.0, 55.0)
+    masks = np.maximum(eq1_masks(h, w, box_a), 0.85 * eq1_masks(h, w, box_b))
+    return masks[..., None], box_a, box_b
+
+
+def iou(a, b):
+    iy = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ix = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iy * ix
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union
+
+
+def detected_after_nms(masks, local_max, outside_weight=0.0, m=100, top_k=5):
+    """Boxes [top_k, 4] left by the first stage's rule: search (m candidates), rescoring with
+    the outside half masks, NMS at 0.5."""
+    from dnet_tf.ops import nms
+
+    h, w = masks.shape[:2]
+    shapes = box_search.box_shapes(
+        (h + w) / 2, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], [0.5, 0.75, 1.0, 1.33, 2.0]
+    )
+    found = box_search.search_boxes(masks, shapes, 1.0, MARGIN, 0.5, m, local_max=local_max)
+    outside = box_search.outside_half_terms(
+        integral.integral_image(masks.reshape(h, w, -1)), found.boxes_cell_yxyx[0], MARGIN
+    )
+    scores = found.scores - outside_weight * tf.transpose(outside)
+    scores = tf.where(found.valid, scores, -1e9)
+    keep, num = nms.non_max_suppression(found.boxes_cell_yxyx, scores, top_k, 0.5, -5e8)
+    boxes = tf.gather(found.boxes_cell_yxyx, keep, batch_dims=1).numpy()[0]
+    return boxes[: int(num.numpy()[0])], found
+
+
+def test_local_max_and_outside_halves_let_the_weaker_of_two_objects_be_detected():
+    masks, box_a, box_b = two_objects_of_unequal_strength()
+    # Oracle: B's own box scores 0.85 x 5 less the ring's share of A (3.835). With the best 100
+    # Eq. (3) boxes only, A's shifted near-copies and interior boxes fill the list (the 100th
+    # still beats B's own box), so NMS never sees B, whatever the rescoring.
+    b_score, _ = np_eq3(masks[..., 0], box_b)
+    assert b_score == pytest.approx(3.835, abs=1e-3)
+    for weight in (0.0, 1.0):
+        boxes, found = detected_after_nms(masks, local_max=False, outside_weight=weight)
+        assert found.scores.numpy()[0, -1] > b_score
+        assert max(iou(b, box_b) for b in boxes) < 0.5
+    # Local maxima alone: B reaches NMS, but A's parts (boxes inside A, ~4 by Eq. (3), IoU < 0.5
+    # with A) take the 5 slots before it.
+    boxes, _ = detected_after_nms(masks, local_max=True, outside_weight=0.0)
+    assert max(iou(b, box_b) for b in boxes) < 0.5
+    # Both: the parts lose ~4 to the half masks going on past them, and B is detected.
+    boxes, _ = detected_after_nms(masks, local_max=True, outside_weight=1.0)
+    assert max(iou(b, box_a) for b in boxes) > 0.95
+    assert max(iou(b, box_b) for b in boxes) > 0.9
+
+
+# --- Evidence against a box from the half masks just outside it -------------------------------
+
+
+def test_outside_half_terms_hand_worked_whole_box_and_part():
+    # Masks of the object [4, 4, 12, 12] on a 16 x 16 grid. The whole box: each half mask ends at
+    # its side, nothing outside -> 0. The centred part [6, 6, 10, 10] (side 4: strips of
+    # round(0.8 + 0.5) = 1 cell): the row above it, rows 5..6 x cols 6..10, lies in the object's
+    # top half (rows 4..8): top mask 1; likewise below (bottom mask), left, right -> 4.
+    # The part [4, 4, 8, 12] (the object's top half, 4 x 8; strips 1 and 2 cells): nothing above
+    # the object; below it, rows 8..9, the bottom mask is 1 -> 1; left and right strips outside
+    # the object -> 0. Total 1.
+    masks = eq1_masks(16, 16, (4, 4, 12, 12))[..., None]
+    integ = integral.integral_image(masks.reshape(16, 16, 5))
+    boxes = [[4.0, 4.0, 12.0, 12.0], [6.0, 6.0, 10.0, 10.0], [4.0, 4.0, 8.0, 12.0]]
+    got = box_search.outside_half_terms(integ, boxes, MARGIN).numpy()[:, 0]
+    np.testing.assert_allclose(got, [0.0, 4.0, 1.0], atol=1e-6)
+    # Strips outside the grid are empty (0), not a division by zero.
+    whole = box_search.outside_half_terms(integ, [[0.0, 0.0, 16.0, 16.0]], MARGIN).numpy()
+    np.testing.assert_allclose(whole, [[0.0]], atol=1e-6)
+
+
+def test_outside_half_terms_floor_ignores_a_blur_past_the_edge():
+    # The object [4, 4, 12, 12] with its top mask leaking 0.3 into row 3, just above it. The whole
+    # box's top strip (row 3, ring round(1.6 + 0.5) = 2 cells: rows 2-3) has mean 0.15 -> 0.15
+    # without a floor, 0 with floor 0.5. The centred part keeps its 4: each side's strip mean is
+    # 1, and (1 - 0.5) / (1 - 0.5) = 1.
+    masks = eq1_masks(16, 16, (4, 4, 12, 12))
+    masks[3, 4:12, 1] = 0.3
+    integ = integral.integral_image(masks)
+    boxes = [[4.0, 4.0, 12.0, 12.0], [6.0, 6.0, 10.0, 10.0]]
+    plain = box_search.outside_half_terms(integ, boxes, MARGIN).numpy()[:, 0]
+    floored = box_search.outside_half_terms(integ, boxes, MARGIN, floor=0.5).numpy()[:, 0]
+    np.testing.assert_allclose(plain, [0.15, 4.0], atol=1e-6)
+    np.testing.assert_allclose(floored, [0.0, 4.0], atol=1e-6)
+    with pytest.raises(ValueError, match="floor"):
+        box_search.outside_half_terms(integ, boxes, MARGIN, floor=1.0)
+
+
+def test_local_max_and_containment_let_the_weaker_of_two_objects_be_detected():
+    # The defaults (local maxima, candidates >= 90% inside a better one dropped before NMS) on
+    # the same two objects: A's interior boxes leave NMS's 5 slots, B gets one. Containment alone
+    # does not help: B's box is not among the best 100 Eq. (3) boxes to begin with.
+    from dnet_tf.ops import nms
+
+    masks, box_a, box_b = two_objects_of_unequal_strength()
+    h, w = masks.shape[:2]
+    shapes = box_search.box_shapes(
+        (h + w) / 2, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9], [0.5, 0.75, 1.0, 1.33, 2.0]
+    )
+    for local_max, b_found in ((False, False), (True, True)):
+        found = box_search.search_boxes(masks, shapes, 1.0, MARGIN, 0.5, 100, local_max=local_max)
+        scores = tf.where(found.valid, found.scores, -1e9)
+        no_class = tf.zeros_like(found.valid, tf.int32)
+        inside = nms.parts_of_better(found.boxes_cell_yxyx, scores, no_class, found.valid, 0.9)
+        scores = tf.where(inside, -1e9, scores)
+        keep, num = nms.non_max_suppression(found.boxes_cell_yxyx, scores, 5, 0.5, -5e8)
+        boxes = tf.gather(found.boxes_cell_yxyx, keep, batch_dims=1).numpy()[0][: int(num[0])]
+        assert max(iou(b, box_a) for b in boxes) > 0.95
+        assert (max(iou(b, box_b) for b in boxes) > 0.9) == b_found

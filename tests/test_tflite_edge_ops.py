@@ -153,6 +153,44 @@ def test_search_equals_the_graph_on_random_masks(seed, stride):
     np.testing.assert_allclose(got.coverage[ok], want.coverage.numpy()[ok], atol=1e-5)
 
 
+@pytest.mark.parametrize("seed,stride", [(0, 1.0), (1, 2.0)])
+def test_local_max_search_equals_the_graph_on_random_masks(seed, stride):
+    rng = np.random.default_rng(seed)
+    h, w, k = 16 + seed * 5, 23 - seed * 3, 3
+    masks = rng.uniform(0, 1, (h, w, 5, k)).astype(np.float32)
+    shapes = edge_ops.box_shapes((h + w) / 2, [0.2, 0.35, 0.5], [0.5, 1.0, 1.7])
+    args = (stride, 0.2, 0.3, 15)
+    want = box_search.search_boxes(tf.constant(masks), tf.constant(shapes), *args, local_max=True)
+    got = edge_ops.search_boxes(masks, shapes, *args, local_max=True)
+    np.testing.assert_array_equal(got.valid, want.valid.numpy())
+    np.testing.assert_array_equal(got.boxes_cell_yxyx, want.boxes_cell_yxyx.numpy())
+    ok = got.valid
+    np.testing.assert_allclose(got.scores[ok], want.scores.numpy()[ok], atol=1e-5)
+    # Not vacuous: the local maxima are a different list from the plain best boxes.
+    plain = edge_ops.search_boxes(masks, shapes, *args)
+    assert not np.array_equal(plain.boxes_cell_yxyx, got.boxes_cell_yxyx)
+
+
+def test_outside_half_terms_equal_the_graph_with_fractional_and_outside_boxes():
+    rng = np.random.default_rng(1)
+    masks = rng.uniform(0, 1, (14, 17, 5, 3)).astype(np.float32)
+    boxes = random_boxes(rng, 40, -3.0, 15.0, 0.5, 9.0)
+    want = box_search.outside_half_terms(
+        integral.integral_image(tf.constant(masks.reshape(14, 17, 15))), tf.constant(boxes), 0.2
+    )
+    got = edge_ops.outside_half_terms(masks, boxes, 0.2)
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
+    assert got.max() > 1.0  # boxes with strips inside the grid: not all zeros
+    want = box_search.outside_half_terms(
+        integral.integral_image(tf.constant(masks.reshape(14, 17, 15))),
+        tf.constant(boxes),
+        0.2,
+        0.4,
+    )
+    # The floor scales float32 rounding by 1 / (1 - 0.4).
+    np.testing.assert_allclose(edge_ops.outside_half_terms(masks, boxes, 0.2, 0.4), want, atol=2e-4)
+
+
 def test_eq3_scores_equal_the_graph_with_fractional_and_outside_boxes():
     rng = np.random.default_rng(0)
     masks = rng.uniform(0, 1, (14, 17, 5, 3)).astype(np.float32)

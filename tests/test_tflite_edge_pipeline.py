@@ -41,11 +41,24 @@ IMAGES = [
 EMPTY = textured(200, 300, [], 2)  # nothing to find
 
 
-@pytest.fixture(scope="module")
-def fakes():
+# The paper's candidates and Eq. (3), and the local maxima with the outside half masks.
+SELECTIONS = {
+    "paper": {"candidate_selection": "top_k", "outside_halves_weight": 0.0},
+    "local_max_outside_containment": {
+        "candidate_selection": "local_max",
+        "outside_halves_weight": 1.0,
+        "refine_outside_halves_weight": 1.0,
+        "outside_halves_floor": 0.3,
+        "candidate_containment": 0.7,
+    },
+}
+
+
+@pytest.fixture(scope="module", params=sorted(SELECTIONS))
+def fakes(request):
     cfg = DetectorConfig(
         model=ModelConfig(num_classes=2),
-        inference=dataclasses.replace(InferenceConfig(), max_refine=6),
+        inference=dataclasses.replace(InferenceConfig(), max_refine=6, **SELECTIONS[request.param]),
     )
     loc, cls = fake_localizer(num_classes=2), fake_classifier(num_classes=2)
     module = DetectorModule(loc, cls, NAMES, ASPECTS, cfg)

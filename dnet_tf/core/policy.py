@@ -89,10 +89,9 @@ def part_of(boxes_yxyx, scores, classes, valid, containment: float, xp=NUMPY):
     """
     area = boxes.area(boxes_yxyx, xp)  # [..., K]
     inter = boxes.intersection(boxes_yxyx, boxes_yxyx, xp)  # [..., K(i), K(j)]
-    k = scores.shape[-1]
-    index = xp.asarray(list(range(k)))
+    index = xp.cumsum(xp.ones_like(scores), axis=-1)  # 1, 2, ..., K: any K, static or not
     si, sj = scores[..., :, None], scores[..., None, :]
-    above = (sj > si) | ((sj == si) & (index[None, :] < index[:, None]))
+    above = (sj > si) | ((sj == si) & (index[..., None, :] < index[..., :, None]))
     area_i, area_j = area[..., :, None], area[..., None, :]
     part = (
         valid[..., None, :]

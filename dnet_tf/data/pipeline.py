@@ -262,10 +262,12 @@ def localizer_samples(
         example["class_ids"],
         m_cfg.num_classes,
         m_cfg.mask_size,
+        halves_of_original=s_cfg.mask_halves == "original",
     )
     flip = _flip_draw(seed, num_samples) & (s_cfg.hflip if hflip is None else hflip)
     pixels = tf.where(flip[:, None, None, None], tf.reverse(pixels, axis=[2]), pixels)
     masks = tf.where(flip[:, None, None, None, None], sampler_ops.hflip_masks(masks), masks)
+    pixels = sampler_ops.photometric_jitter(pixels, s_cfg.photometric, seed)
     return {
         "image": pixels,
         "masks": masks,
@@ -299,6 +301,7 @@ def classifier_samples(
     pixels = sampler_ops.crop_and_resize(image, s["crops_image_yxyx"], cfg.model.input_size)
     flip = _flip_draw(seed, num_samples) & (s_cfg.hflip if hflip is None else hflip)
     pixels = tf.where(flip[:, None, None, None], tf.reverse(pixels, axis=[2]), pixels)
+    pixels = sampler_ops.photometric_jitter(pixels, s_cfg.photometric, seed)
     return {
         "image": pixels,
         "labels": s["labels"],

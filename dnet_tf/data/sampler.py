@@ -335,3 +335,40 @@ def hflip_boxes_norm(boxes_norm_yxyx: tf.Tensor) -> tf.Tensor:
     """Mirrors norm_yxyx boxes about the vertical centre line: x -> 1 - x."""
     ymin, xmin, ymax, xmax = tf.unstack(boxes_norm_yxyx, axis=-1)
     return tf.stack([ymin, 1.0 - xmax, ymax, 1.0 - xmin], axis=-1)
+
+
+# Photometric jitter at strength 1: brightness offset up to +-32 grey levels, contrast and
+# saturation factors in [0.7, 1.3]. Real photographs vary in exposure and colour far more than
+# the synthetic set; the masks do not depend on any of it.
+PHOTOMETRIC_BRIGHTNESS = 32.0
+PHOTOMETRIC_FACTOR = 0.3
+
+
+def photometric_jitter(pixels: tf.Tensor, strength: float, seed) -> tf.Tensor:
+    """Random brightness, contrast and saturation per crop; the geometry (and so the masks and
+    labels) unchanged.
+
+    Args:
+      pixels: float32 [K, S, S, 3] RGB in 0..255.
+      strength: in [0, 1]; 0 returns pixels unchanged. At strength s the brightness offset is
+        uniform in +-s x 32 grey levels, and the contrast (about the crop's mean) and saturation
+        (about each pixel's grey) factors uniform in [1 - 0.3 s, 1 + 0.3 s].
+      seed: int64 [2] stateless seed.
+    Returns:
+      float32 [K, S, S, 3] clipped to 0..255.
+    """
+    if strength <= 0:
+        return pixels
+    pixels = tf.convert_to_tensor(pixels, tf.float32)
+    k = tf.shape(pixels)[0]
+    own_seed = tf.random.experimental.stateless_fold_in(seed, 31)
+    keys = tf.unstack(tf.random.experimental.stateless_split(own_seed, 3))
+    s = float(strength)
+    offset = _uniform(keys[0], [k], -s * PHOTOMETRIC_BRIGHTNESS, s * PHOTOMETRIC_BRIGHTNESS)
+    contrast = _uniform(keys[1], [k], 1.0 - s * PHOTOMETRIC_FACTOR, 1.0 + s * PHOTOMETRIC_FACTOR)
+    saturation = _uniform(keys[2], [k], 1.0 - s * PHOTOMETRIC_FACTOR, 1.0 + s * PHOTOMETRIC_FACTOR)
+    grey = tf.reduce_mean(pixels, axis=-1, keepdims=True)
+    out = grey + saturation[:, None, None, None] * (pixels - grey)
+    mean = tf.reduce_mean(out, axis=[1, 2, 3], keepdims=True)
+    out = mean + contrast[:, None, None, None] * (out - mean) + offset[:, None, None, None]
+    return tf.clip_by_value(out, 0.0, 255.0)

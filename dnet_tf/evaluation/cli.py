@@ -68,14 +68,46 @@ def _parser() -> argparse.ArgumentParser:
         default="fail",
         help="a bad annotation or image file: stop (fail) or drop that image with a warning (skip)",
     )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KNOB=VALUE",
+        help="override an InferenceConfig knob of a run directory (VALUE as JSON, else a string), "
+        "e.g. --set candidate_selection=top_k --set outside_halves_weight=0; repeatable",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
 
-def _default_detector_loader(path: str):
+def parse_overrides(items: Sequence[str]) -> dict:
+    """["knob=value", ...] -> {knob: value}; values are JSON (numbers, lists, true) or strings.
+
+    Raises ValueError naming the item without '=' or the knob InferenceConfig lacks."""
+    import dataclasses
+    import json
+
+    from dnet_tf.config import InferenceConfig
+
+    knobs = {f.name for f in dataclasses.fields(InferenceConfig)}
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected KNOB=VALUE")
+        if key not in knobs:
+            raise ValueError(f"--set {item!r}: InferenceConfig has no knob {key!r}")
+        try:
+            out[key] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key] = text
+    return out
+
+
+def _default_detector_loader(path: str, inference_overrides: dict | None = None):
     from dnet_tf.inference.detector import load_detector
 
-    return load_detector(path)
+    return load_detector(path, inference_overrides)
 
 
 def _default_classifier_loader(run_dir: str):
@@ -126,8 +158,15 @@ def main(
                 f"({args.model} is not a run directory)"
             )
     try:
-        detector = detector_loader(args.model)
-    except (FileNotFoundError, ValueError) as e:
+        overrides = parse_overrides(args.set)
+    except ValueError as e:
+        return fail(str(e))
+    try:
+        if overrides:
+            detector = detector_loader(args.model, overrides)
+        else:
+            detector = detector_loader(args.model)
+    except (FileNotFoundError, ValueError, TypeError) as e:
         return fail(f"cannot load model {args.model}: {e}")
     baseline = None
     if args.baseline:

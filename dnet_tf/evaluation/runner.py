@@ -6,6 +6,10 @@ Writes into the output directory:
   evaluation.json         per method: 11-point and all-point AP per class, mAP, counts, timings
   pictures/figure4_pr.png precision-recall curves, first stage against refined (+ baseline if run)
   pictures/figure3_<id>.png  detections with the full-mask heat map and the half masks
+  errors.md, errors.json, pictures/errors.png
+                          error analysis per class and method (``errors``): duplicates, parts,
+                          localization, other class, background, missed; recall of touching
+                          and of isolated objects
 
 Timing: seconds per image are wall-clock seconds of ``detector.detect`` (decode + the whole
 two-stage graph) on this machine, one image at a time, after one untimed warm-up call on the first
@@ -25,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from dnet_tf.core import contracts
+from dnet_tf.evaluation.errors import analyse_errors, write_error_analysis
 from dnet_tf.evaluation.pictures import draw_detections, plot_precision_recall
 from dnet_tf.evaluation.table import PAPER_TABLE1, Table, TableRow, is_voc_class_list
 from dnet_tf.evaluation.voc_ap import evaluate_detections
@@ -178,8 +183,9 @@ def evaluate_split(
             k: (list(v) if isinstance(v, tuple) else v)
             for k, v in dataclasses.asdict(baseline.cfg).items()
         }
-    rows, curves = [], {}
+    rows, curves, errors = [], {}, {}
     for name, (dets, sec, ev) in methods.items():
+        errors[name] = analyse_errors(gts, dets, class_names, options.iou_threshold)
         by_metric = {
             m: evaluate_detections(
                 gts, dets, len(class_names), options.iou_threshold, use_07_metric=m
@@ -194,6 +200,7 @@ def evaluate_split(
             "voc10": by_metric[False].to_dict(class_names),
             "seconds_per_image": sec,
             "network_evaluations_per_image": ev,
+            "errors": errors[name].to_dict(),
         }
     if is_voc_class_list(class_names) and options.use_07_metric:
         rows += [TableRow.from_paper(name) for name in PAPER_TABLE1]
@@ -205,6 +212,7 @@ def evaluate_split(
         skipped_images=None if skipped is None else len(skipped),
     )
     files += list(table.write(out_dir))
+    files += write_error_analysis(errors, out_dir)
     files.append(
         plot_precision_recall(
             {

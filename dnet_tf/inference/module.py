@@ -208,7 +208,16 @@ class DetectorModule(tf.Module):
             [len(canvases), canvas_hw[0], canvas_hw[1], constants.NUM_MASK_TYPES, c],
         )
         found = self._search_active(canvas, shapes_hw, stride_cells)  # [scales, C, M]
-        scores = tf.where(found.valid, found.scores, INVALID_SCORE)
+        scores = tf.where(found.valid, self._rescored(canvas, found), INVALID_SCORE)
+        if cfg.candidate_containment > 0:  # interior boxes of a better candidate: dropped
+            inside = nms.parts_of_better(
+                found.boxes_cell_yxyx,
+                scores,
+                tf.zeros_like(found.valid, tf.int32),
+                found.valid,
+                cfg.candidate_containment,
+            )
+            scores = tf.where(inside, INVALID_SCORE, scores)
         keep, num_valid = nms.non_max_suppression(
             found.boxes_cell_yxyx,
             scores,
@@ -244,6 +253,23 @@ class DetectorModule(tf.Module):
             result["preview"] = tf.reshape(preview, [p, p, constants.NUM_MASK_TYPES, c])
         return result
 
+    def _rescored(self, canvas, found):
+        """The candidates' ranking score [S, C, M]: Eq. (3), less outside_halves_weight times the
+        half masks just outside each box (``box_search.outside_half_terms``) when that is > 0.
+
+        Args: canvas float32 [S, Hc, Wc, 5, C]; found: SearchResult with [S, C, M] fields.
+        """
+        weight = self.config.inference.outside_halves_weight
+        if weight <= 0:
+            return found.scores
+        # One "class" per (scale, class) canvas: [S, C, Hc+1, Wc+1, 5].
+        per_class = integral.integral_image(tf.transpose(canvas, [0, 4, 1, 2, 3]))
+        cfg = self.config.inference
+        outside = box_search.outside_half_terms(
+            per_class, found.boxes_cell_yxyx, cfg.ring_margin, cfg.outside_halves_floor
+        )[..., 0]
+        return found.scores - weight * outside
+
     def _search_active(self, canvas, shapes_hw, stride_cells):
         """The box search of every (scale, class) canvas that can hold a candidate, in one call.
 
@@ -270,6 +296,7 @@ class DetectorModule(tf.Module):
             cfg.ring_margin,
             cfg.coverage_threshold,
             m,
+            local_max=cfg.candidate_selection == "local_max",
         )  # [A, M]
         index = active[:, None]
 
@@ -363,9 +390,13 @@ class DetectorModule(tf.Module):
         pad = search_rules.refine_ring_pad(cfg.ring_margin, rc)
         rows = tf.clip_by_value(tf.range(-pad, rc + pad), 0, rc - 1)
         padded = tf.gather(tf.gather(own, rows, axis=1), rows, axis=2)  # [B*R, rc+2p, rc+2p, 5]
-        eq3, _ = box_search.eq3_scores(
-            integral.integral_image(padded), found.boxes_cell_yxyx + float(pad), cfg.ring_margin
-        )
+        padded_integral = integral.integral_image(padded)
+        crop_boxes = found.boxes_cell_yxyx + float(pad)
+        eq3, _ = box_search.eq3_scores(padded_integral, crop_boxes, cfg.ring_margin)
+        if cfg.refine_outside_halves_weight > 0:  # a box shrunk onto a part: halves go on past it
+            eq3 -= cfg.refine_outside_halves_weight * box_search.outside_half_terms(
+                padded_integral, crop_boxes, cfg.ring_margin, cfg.outside_halves_floor
+            )
         eq3 = tf.where(found.valid, eq3[..., 0], INVALID_SCORE)  # [B*R, M]
         best = tf.argmax(eq3, axis=1, output_type=tf.int32)
         best_cell = tf.reshape(tf.gather(found.boxes_cell_yxyx, best, batch_dims=1), [batch, r, 4])

@@ -113,6 +113,75 @@ def _ring_terms(integral_full: tf.Tensor, boxes: tf.Tensor, bb_sums: tf.Tensor, 
     return (outer_sums - bb_sums) * inv_area[..., None]
 
 
+def _outside_strips(boxes: tf.Tensor, ring_margin: float) -> tf.Tensor:
+    """[..., N, 4] -> [..., N, 4, 4]: the strips just outside each box's top, bottom, left and
+    right side, ring_width(height) cells tall (top, bottom) or ring_width(width) wide (left,
+    right), as long as the side; the regions the ring of the full mask is made of."""
+    ymin, xmin, ymax, xmax = tf.unstack(boxes, axis=-1)
+    gy = ring_width(tf.maximum(ymax - ymin, 0.0), ring_margin)
+    gx = ring_width(tf.maximum(xmax - xmin, 0.0), ring_margin)
+    return tf.stack(
+        [
+            tf.stack([ymin - gy, xmin, ymin, xmax], -1),
+            tf.stack([ymax, xmin, ymax + gy, xmax], -1),
+            tf.stack([ymin, xmin - gx, ymax, xmin], -1),
+            tf.stack([ymin, xmax, ymax, xmax + gx], -1),
+        ],
+        axis=-2,
+    )
+
+
+@_NOT_CONVERTED
+def outside_half_terms(
+    integral: tf.Tensor, boxes_cell_yxyx: tf.Tensor, ring_margin: float, floor: float = 0.0
+):
+    """Evidence against a box from its half masks: sum over h of S(out(h), m_h), in [0, 4].
+
+    out(top) is the strip just above the box (``_outside_strips``), out(bottom) the strip below,
+    and so on; S is the mean of the mask over the strip's part inside the grid (0 when nothing
+    of it is). For the whole object every half mask ends at the box's side, so the term is ~0;
+    for a box inside the object (a part), the top mask goes on above it, the bottom mask below
+    it..., and the term approaches 4, the amount by which Eq. (3) overrates such a box (its four
+    halves terms agree as well as the whole box's do). With ``floor`` f > 0 each side counts
+    max(0, S - f) / (1 - f): a predicted mask blurs a little past the object's edge, and that
+    leak (S well below 1) must not push the best box outwards; an object going on (S near 1)
+    still counts nearly fully.
+
+    Args:
+      integral: float32 [..., H+1, W+1, 5 * C] as for ``eq3_scores``.
+      boxes_cell_yxyx: float32 [..., N, 4] cell_yxyx.
+      ring_margin: float >= 0, see ``ring_width``.
+      floor: in [0, 1), the strip mean below which a side counts 0.
+    Returns:
+      float32 [..., N, C] in [0, 4].
+    """
+    if not 0.0 <= floor < 1.0:
+        raise ValueError(f"outside_half_terms: floor must be in [0, 1), got {floor}")
+    integral = tf.convert_to_tensor(integral, tf.float32)
+    boxes = tf.convert_to_tensor(boxes_cell_yxyx, tf.float32)
+    num_classes = tf.shape(integral)[-1] // NUM_MASK_TYPES
+    grid_h = tf.cast(tf.shape(integral)[-3] - 1, tf.float32)
+    grid_w = tf.cast(tf.shape(integral)[-2] - 1, tf.float32)
+    strips = _outside_strips(boxes, ring_margin)  # [..., N, 4 sides, 4]
+    hh = tf.clip_by_value(strips[..., 2], 0.0, grid_h) - tf.clip_by_value(
+        strips[..., 0], 0.0, grid_h
+    )
+    ww = tf.clip_by_value(strips[..., 3], 0.0, grid_w) - tf.clip_by_value(
+        strips[..., 1], 0.0, grid_w
+    )
+    area = tf.maximum(hh, 0.0) * tf.maximum(ww, 0.0)  # [..., N, 4]
+    inv_area = tf.where(area > 0, 1.0 / tf.where(area > 0, area, 1.0), 0.0)
+    total = 0.0
+    for side, mask_type in enumerate((TOP, BOTTOM, LEFT, RIGHT)):
+        sums = integral_ops.box_sums(
+            integral[..., mask_type * num_classes : (mask_type + 1) * num_classes],
+            strips[..., side, :],
+        )  # [..., N, C]
+        mean = sums * inv_area[..., side, None]
+        total += tf.maximum(mean - floor, 0.0) * (1.0 / (1.0 - floor)) if floor > 0 else mean
+    return total
+
+
 @_NOT_CONVERTED
 def eq3_scores(integral: tf.Tensor, boxes_cell_yxyx: tf.Tensor, ring_margin: float):
     """Eq. (3) and Eq. (2) for explicit boxes, by integral-image lookups (the reference).
@@ -158,6 +227,7 @@ def search_boxes(
     ring_margin: float,
     coverage_threshold: float,
     max_candidates: int,
+    local_max: bool = False,
 ) -> SearchResult:
     """Exhaustive Eq. (3) search over every shape at every stride position, all classes at once.
 
@@ -165,7 +235,11 @@ def search_boxes(
     (i * s, j * s), s = the stride rounded to whole cells (>= 1), for every i, j with the box
     inside the grid. Boxes whose Eq. (2) coverage of the full mask is > coverage_threshold
     (strictly) are candidates; the best ``max_candidates`` per class by Eq. (3) are returned,
-    best first.
+    best first. With ``local_max``, a candidate must also score at least as high as each of its
+    8 neighbours of the same shape (corners one stride away, up, down, left, right and
+    diagonally; neighbours off the grid or below the threshold do not count): one object then
+    gives about one candidate per shape instead of dozens of shifted near-copies, so a weaker
+    second object of the class still reaches the top ``max_candidates``.
 
     How it is fast (the detector's hot path):
       * Classes whose full mask never exceeds the threshold cannot have a candidate (a box's
@@ -191,6 +265,7 @@ def search_boxes(
       ring_margin: float >= 0, see ``ring_width``.
       coverage_threshold: float; candidates need coverage > this (a negative value keeps all).
       max_candidates: int M >= 1.
+      local_max: keep only the local maxima of each shape's score map (see above).
     Returns:
       SearchResult with fields [..., C, M(, 4)]; scores -inf, boxes and coverage 0 where invalid.
     Raises:
@@ -236,7 +311,13 @@ def search_boxes(
     pick = tf.concat([active, tf.fill([padded - num_active], total)], 0)
     with_zero = tf.concat([folded, tf.zeros_like(folded[..., :1])], axis=-1)
     boxes, scores, coverage = _dense_search(
-        tf.gather(with_zero, pick, axis=3), shapes_hw, stride, float(ring_margin), threshold, m
+        tf.gather(with_zero, pick, axis=3),
+        shapes_hw,
+        stride,
+        float(ring_margin),
+        threshold,
+        m,
+        bool(local_max),
     )
     # Back to all K classes; skipped ones are invalid.
     into = active[:, None]
@@ -371,7 +452,31 @@ def _integrals(plane_m, plane_v, plane_l, pad_top, padded_h, pad_left, padded_w)
     )
 
 
-def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m):
+def _keep_local_maxima(score, step):
+    """score float32 [R, X, K] of one shape's positions (rows, columns, classes), -inf or below -5
+    where no candidate -> the same with every value below one of its 8 neighbours `step` positions
+    away set to -inf (equal neighbours both stay; outside the map counts as -inf)."""
+    rows, cols = tf.shape(score)[0], tf.shape(score)[1]
+
+    def any_step():
+        padded = tf.pad(score, [[step, step], [step, step], [0, 0]], constant_values=-np.inf)
+        across = tf.maximum(
+            tf.maximum(padded[:, :cols], padded[:, step : step + cols]),
+            padded[:, 2 * step : 2 * step + cols],
+        )
+        return tf.maximum(
+            tf.maximum(across[:rows], across[step : step + rows]),
+            across[2 * step : 2 * step + rows],
+        )
+
+    def unit_step():  # the common case (one canvas cell = the stride): one pooling op
+        return tf.nn.max_pool2d(score[None], 3, 1, "SAME")[0]
+
+    around = tf.cond(tf.equal(step, 1), unit_step, any_step)
+    return tf.where(score >= around, score, -np.inf)
+
+
+def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m, local_max=False):
     """search_boxes on masks [H, W, 5, K] (K a multiple of 4): boxes [K, M, 4], scores, coverage [K, M]."""
     num_shapes = int(shapes_hw.shape[0])
     mshape = tf.shape(masks)
@@ -489,6 +594,10 @@ def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m):
         # bias[i] = -threshold |bb| 2^33 (-inf off the grid), so their sum is exact near the
         # threshold (Sterbenz) and at least 2^33 ulp(threshold |bb|) >> 11 above it.
         score = tf.minimum(eq3, (b_sum + bias[i, :n]) - 6.0)
+        if local_max:
+            score = tf.reshape(
+                _keep_local_maxima(tf.reshape(score, [rows_per_shape[i], row, k]), step), [-1, k]
+            )
         return tf.reduce_max(tf.reshape(score, [-1, _BLOCK, k]), axis=1)
 
     # The shapes in a while loop: a small graph (the 16 views and ~20 ops of one shape, once).
@@ -517,25 +626,40 @@ def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m):
     y0, x0 = pos // row, pos % row
     cand_shape = tf.broadcast_to(shape_id[..., None], tf.shape(pos))
     bh, bw = tf.gather(shi, cand_shape), tf.gather(swi, cand_shape)
-    ok = real[..., None] & (x0 <= width - bw) & (x0 % step == 0) & (y0 % step == 0)
-
-    # Level 2: the candidates' values gathered from the same views (same numbers as level 1).
-    offset = tf.where(ok, (y0 * row + x0) * k + tf.range(k)[:, None, None], 0)
     cand_starts = tf.gather(starts, cand_shape)  # [K, M, 16, 20 terms]
-    terms = [
-        tf.gather(buffers[group], tf.where(ok, cand_starts[..., j] + offset, 0))
-        for j, (group, *_) in enumerate(_TERMS)
-    ]
-    t_sum = tf.add_n(terms[:_T_TERMS])
-    b_sum = tf.add_n(terms[_T_TERMS : _T_TERMS + _B_TERMS])
-    r_sum = tf.add_n(terms[_T_TERMS + _B_TERMS :])
+    class_index = tf.range(k)[:, None, None]
+    cand_ry, cand_rx = tf.gather(ryi, cand_shape), tf.gather(rxi, cand_shape)
     area = tf.cast(bh * bw, tf.float32)
-    inv_ring = _inverse_ring_area(
-        y0, x0, bh, bw, tf.gather(ryi, cand_shape), tf.gather(rxi, cand_shape), height, width
-    )
-    eq3 = t_sum * (1.0 / area) - r_sum * inv_ring
-    b_sum = b_sum * (1.0 / _VALIDITY_SCALE)  # exact
-    score = tf.where(ok & (b_sum > threshold * area), eq3, -np.inf)
+
+    def exact(y, x):
+        """Score (-inf: no candidate) and Eq. (2) coverage of the shapes at corners (y, x)."""
+        ok = (
+            real[..., None]
+            & (y >= 0)
+            & (x >= 0)
+            & (y <= height - bh)
+            & (x <= width - bw)
+            & (x % step == 0)
+            & (y % step == 0)
+        )
+        offset = tf.where(ok, (y * row + x) * k + class_index, 0)
+        terms = [
+            tf.gather(buffers[group], tf.where(ok, cand_starts[..., j] + offset, 0))
+            for j, (group, *_) in enumerate(_TERMS)
+        ]
+        t_sum = tf.add_n(terms[:_T_TERMS])
+        b_sum = tf.add_n(terms[_T_TERMS : _T_TERMS + _B_TERMS])
+        r_sum = tf.add_n(terms[_T_TERMS + _B_TERMS :])
+        inv_ring = _inverse_ring_area(y, x, bh, bw, cand_ry, cand_rx, height, width)
+        eq3 = t_sum * (1.0 / area) - r_sum * inv_ring
+        b_sum = b_sum * (1.0 / _VALIDITY_SCALE)  # exact
+        return tf.where(ok & (b_sum > threshold * area), eq3, -np.inf), b_sum
+
+    score, b_sum = exact(y0, x0)
+    if local_max:  # the same test as level 1, on the neighbours' exact scores
+        offsets = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
+        neighbours = [exact(y0 + dy * step, x0 + dx * step)[0] for dy, dx in offsets]
+        score = tf.where(score >= tf.reduce_max(tf.stack(neighbours), axis=0), score, -np.inf)
     cand_boxes = tf.cast(tf.stack([y0, x0, y0 + bh, x0 + bw], axis=-1), tf.float32)
     best, idx = tf.math.top_k(tf.reshape(score, [k, m * _BLOCK]), k=m)
     valid = best > -np.inf

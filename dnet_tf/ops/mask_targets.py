@@ -5,16 +5,22 @@ crop's normalized frame (norm_yxyx). The target of mask type h at cell (i, j) is
 
     m_h(i, j) = area(bb(h) ∩ T(i, j)) / area(T(i, j)),
 
-with bb(full) the object box (clipped to the crop) and bb(top), bb(bottom), bb(left), bb(right)
-its four halves. Several objects of one class: the max over those objects, per cell.
+with bb(full) the object box and bb(top), bb(bottom), bb(left), bb(right) "the four halves of the
+original box" (§5.1). Several objects of one class: the max over those objects, per cell.
 
 The ratio is separable for axis-aligned boxes: the overlap of a box with a cell along y times
 its overlap along x, each divided by the cell side 1/d. So one box costs two length-d vectors and
 an outer product, never a d x d rasterisation loop.
 
-Halves are taken of the box *after* clipping to the crop: the masks describe what the crop shows,
-so an object cut by the crop's edge has its visible part split into halves. The box search at
-inference (§5.2) sees the same thing, since it runs on the same crops.
+Halves are taken of the whole (original) box, then intersected with the crop's cells: a crop that
+sees only the top of an object is taught "top half here, bottom half outside the crop", so the
+half masks of several windows agree where they are merged by max on one canvas, and a
+refinement crop cut from inside an object does not show what looks like a whole object's halves.
+Only the cells' overlap counts, so nothing outside the crop needs clipping.
+
+``halves_of_original=False`` halves the box clipped to the crop instead (the visible part split
+in two): a departure from the paper kept as a choice, since validation AP has not settled it
+(README, Ablations).
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ def _axis_coverage(lo: tf.Tensor, hi: tf.Tensor, mask_size: int) -> tf.Tensor:
     """Fraction of each of d cells of [0, 1] covered by the interval [lo, hi).
 
     Args:
-      lo, hi: float [...], normalized coordinates (already clipped to [0, 1]).
+      lo, hi: float [...], normalized coordinates (any values: only [0, 1] holds cells).
     Returns:
       float [..., d] in [0, 1].
     """
@@ -62,16 +68,21 @@ def _axis_coverage(lo: tf.Tensor, hi: tf.Tensor, mask_size: int) -> tf.Tensor:
 
 
 def mask_targets_batch(
-    boxes_norm_yxyx: tf.Tensor, class_ids: tf.Tensor, num_classes: int, mask_size: int
+    boxes_norm_yxyx: tf.Tensor,
+    class_ids: tf.Tensor,
+    num_classes: int,
+    mask_size: int,
+    halves_of_original: bool = True,
 ) -> tf.Tensor:
     """Eq. (1) targets for K crops at once, the same N objects seen in each crop's frame.
 
     Args:
       boxes_norm_yxyx: float32 [K, N, 4], the objects' boxes in each crop's normalized frame
-        (norm_yxyx, [0, 1] = the crop); values outside [0, 1] are clipped to the crop.
+        (norm_yxyx, [0, 1] = the crop); parts outside [0, 1] lie outside every cell.
       class_ids: int32 [N] (shared by all K crops) or [K, N], 0-based class ids in [0, num_classes).
       num_classes: C, a Python int >= 1.
       mask_size: d, a Python int >= 1.
+      halves_of_original: halves of the whole box (the paper) or of the box clipped to the crop.
     Returns:
       float32 [K, d, d, 5, C] in [0, 1]; axis 3 in MASK_TYPES order.
     Raises:
@@ -79,7 +90,9 @@ def mask_targets_batch(
     """
     if num_classes < 1 or mask_size < 1:
         raise ValueError(f"num_classes and mask_size must be >= 1, got {num_classes}, {mask_size}")
-    boxes = tf.clip_by_value(tf.cast(boxes_norm_yxyx, tf.float32), 0.0, 1.0)
+    boxes = tf.cast(boxes_norm_yxyx, tf.float32)
+    if not halves_of_original:
+        boxes = tf.clip_by_value(boxes, 0.0, 1.0)
     class_ids = tf.cast(class_ids, tf.int32)
     k = tf.shape(boxes)[0]
     n = tf.shape(boxes)[1]
@@ -114,8 +127,8 @@ def mask_targets(
     """Eq. (1) targets of one crop: five masks per class, max over objects of the same class.
 
     Args:
-      boxes_norm_yxyx: float32 [N, 4], object boxes in the crop's normalized frame (norm_yxyx);
-        clipped to [0, 1]. N may be 0.
+      boxes_norm_yxyx: float32 [N, 4], object boxes in the crop's normalized frame (norm_yxyx),
+        possibly reaching past the crop. N may be 0.
       class_ids: int32 [N], 0-based class ids in [0, num_classes).
       num_classes: C, a Python int >= 1.
       mask_size: d, a Python int >= 1.

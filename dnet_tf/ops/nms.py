@@ -116,11 +116,31 @@ def class_nms(
 
 
 @_NOT_CONVERTED
+def parts_of_better(boxes_yxyx, scores, classes, valid, containment: float):
+    """Which detections are parts of a larger, better detection of their class.
+
+    The rule is ``dnet_tf.core.policy.part_of``, on tensors.
+
+    Args:
+      boxes_yxyx: float32 [..., K, 4], any frame with the same scale on both axes' ratios.
+      scores: float32 [..., K]; classes: int32 [..., K]; valid: bool [..., K].
+      containment: (0, 1].
+    Returns:
+      bool [..., K], False where not valid.
+    """
+    boxes = tf.convert_to_tensor(boxes_yxyx, tf.float32)
+    scores = tf.convert_to_tensor(scores, tf.float32)
+    classes = tf.convert_to_tensor(classes, tf.int32)
+    valid = tf.convert_to_tensor(valid, tf.bool)
+    return policy.part_of(boxes, scores, classes, valid, containment, TENSORFLOW)
+
+
+@_NOT_CONVERTED
 def demote_parts(boxes_yxyx, scores, classes, valid, containment: float, factor: float):
     """Lowers the score of detections that are parts of a larger, better detection of their class.
 
-    The rule is ``dnet_tf.core.policy.part_of``; a part's score is multiplied by ``factor`` and
-    the detections are sorted again.
+    Parts as ``parts_of_better``; a part's score is multiplied by ``factor``
+    (``dnet_tf.core.policy.demoted_scores``); the detections are then sorted again.
 
     Args:
       boxes_yxyx: float32 [B, K, 4], any frame with the same scale on both axes' ratios
@@ -138,7 +158,7 @@ def demote_parts(boxes_yxyx, scores, classes, valid, containment: float, factor:
     scores = tf.convert_to_tensor(scores, tf.float32)
     classes = tf.convert_to_tensor(classes, tf.int32)
     valid = tf.convert_to_tensor(valid, tf.bool)
-    is_part = policy.part_of(boxes, scores, classes, valid, containment, TENSORFLOW)
+    is_part = parts_of_better(boxes, scores, classes, valid, containment)
     new_scores = policy.demoted_scores(scores, is_part, factor, TENSORFLOW)
     order = tf.argsort(
         tf.where(valid, new_scores, -np.inf), axis=1, direction="DESCENDING", stable=True

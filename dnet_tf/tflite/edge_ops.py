@@ -270,6 +270,17 @@ def paste_max(
 # Non-maximum suppression (dnet_tf.ops.nms: TensorFlow's greedy NonMaxSuppressionV4 kernel).
 
 
+def parts_of_better(
+    boxes_yxyx: np.ndarray, scores: np.ndarray, classes: np.ndarray, num: int, containment: float
+) -> np.ndarray:
+    """``dnet_tf.ops.nms.parts_of_better`` of one row whose first ``num`` slots hold detections
+    (the rule ``dnet_tf.core.policy.part_of``, float32 as the graph). Returns bool [K]."""
+    boxes = np.asarray(boxes_yxyx, np.float32)
+    scores = np.asarray(scores, np.float32)
+    valid = np.arange(len(scores)) < num
+    return policy.part_of(boxes, scores, np.asarray(classes), valid, containment)
+
+
 def demote_parts(
     boxes_yxyx: np.ndarray,
     scores: np.ndarray,
@@ -280,14 +291,13 @@ def demote_parts(
 ):
     """One image's ``dnet_tf.ops.nms.demote_parts``: the first ``num`` slots hold detections.
 
-    Parts (``dnet_tf.core.policy.part_of``) have their score multiplied by ``factor``. Returns
-    boxes [K, 4], scores [K], classes [K] sorted again by decreasing score (stable), detections
-    first.
+    Parts as ``parts_of_better``; a part's score is multiplied by ``factor`` (ranks from the
+    scores before any change). Returns boxes [K, 4], scores [K], classes [K] sorted again by
+    decreasing score (stable), detections first.
     """
     boxes = np.asarray(boxes_yxyx, np.float32)
     scores = np.asarray(scores, np.float32)
-    valid = np.arange(len(scores)) < num
-    is_part = policy.part_of(boxes, scores, np.asarray(classes), valid, containment)
+    is_part = parts_of_better(boxes, scores, classes, num, containment)
     new_scores = policy.demoted_scores(scores, is_part, f32(factor))
     order = np.concatenate(
         [np.argsort(-new_scores[:num], kind="stable"), np.arange(num, len(scores))]
@@ -344,6 +354,17 @@ def _interp_axis(values: np.ndarray, coords: np.ndarray, axis: int) -> np.ndarra
     return _take(values, lower, axis) * (1.0 - frac) + _take(values, lower + 1, axis) * frac
 
 
+def _keep_local_maxima(score: np.ndarray) -> np.ndarray:
+    """[ny, nx, K] scores on one shape's position grid (-inf: no candidate) -> the same with
+    every value below one of its 8 grid neighbours set to -inf (equal neighbours both stay)."""
+    ny, nx = score.shape[:2]
+    padded = np.pad(score, ((1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
+    around = np.max(
+        [padded[dy : dy + ny, dx : dx + nx] for dy in range(3) for dx in range(3)], axis=0
+    )
+    return np.where(score >= around, score, -np.inf)
+
+
 def search_boxes(
     masks: np.ndarray,
     shapes_hw: np.ndarray,
@@ -351,6 +372,7 @@ def search_boxes(
     ring_margin: float,
     coverage_threshold: float,
     max_candidates: int,
+    local_max: bool = False,
 ) -> SearchResult:
     """Exhaustive Eq. (3) search of ``dnet_tf.ops.box_search.search_boxes`` (same boxes, same
     rules).
@@ -367,13 +389,15 @@ def search_boxes(
     S(b, m) = sum of m over b / area(b). The ring is bb grown by ring_width(h) cells up and down
     and ring_width(w) left and right, clipped to the grid, minus bb (S = 0 for an empty ring).
     Boxes with coverage > coverage_threshold are candidates; the best max_candidates by score are
-    returned per channel (ties: shape order, then row, then column).
+    returned per channel (ties: shape order, then row, then column). With ``local_max`` a
+    candidate must also score at least as high as each of its 8 neighbours of the same shape one
+    stride away (neighbours off the grid or below the threshold do not count).
 
     Args:
       masks: float [H, W, 5, K] cell frame (K independent channels: classes, or crops).
       shapes_hw: float [S, 2] (height, width) in cells; stride: cells; ring_margin: >= 0.
       coverage_threshold: candidates need coverage > this (-1 keeps every box).
-      max_candidates: M >= 1.
+      max_candidates: M >= 1; local_max: keep only each shape's local maxima.
     Returns:
       SearchResult with [K, M] fields.
     """
@@ -439,6 +463,8 @@ def search_boxes(
         ring = np.where(ring_area > 0, (outer - bb) / np.where(ring_area > 0, ring_area, 1.0), 0.0)
         score = coverage - ring + halves
         score = np.where(coverage > coverage_threshold, score, -np.inf)
+        if local_max:
+            score = _keep_local_maxima(score)
         boxes = np.stack(
             np.broadcast_arrays(y0[:, None], x0[None, :], y1[:, None], x1[None, :]), axis=-1
         )
@@ -544,3 +570,39 @@ def eq3_scores(masks: np.ndarray, boxes_cell_yxyx: np.ndarray, ring_margin: floa
 
     eq3 = search_rules.eq3(s, ring)
     return eq3, s(FULL, FULL)
+
+
+def outside_half_terms(
+    masks: np.ndarray, boxes_cell_yxyx: np.ndarray, ring_margin: float, floor: float = 0.0
+):
+    """Sum over h of S(out(h), m_h) of ``box_search.outside_half_terms``, in [0, 4].
+
+    out(top) is the strip ring_width(h) cells tall just above the box, as wide as the box;
+    out(bottom) the strip below, out(left) / out(right) ring_width(w) wide beside it. S is the
+    mask's mean over the strip's part inside the grid (0 when none of it is); with floor f > 0
+    each side counts max(0, S - f) / (1 - f).
+
+    Args: masks float [H, W, 5, C]; boxes_cell_yxyx float [N, 4]; ring_margin >= 0;
+      floor in [0, 1).
+    Returns: float64 [N, C].
+    """
+    masks = np.asarray(masks, np.float32)
+    height, width, _, c = masks.shape
+    b = np.asarray(boxes_cell_yxyx, np.float32).reshape(-1, 4)
+    gy = ring_width(np.maximum(b[:, 2] - b[:, 0], f32(0)), ring_margin)
+    gx = ring_width(np.maximum(b[:, 3] - b[:, 1], f32(0)), ring_margin)
+    strips = {
+        TOP: np.stack([b[:, 0] - gy, b[:, 1], b[:, 0], b[:, 3]], -1),
+        BOTTOM: np.stack([b[:, 2], b[:, 1], b[:, 2] + gy, b[:, 3]], -1),
+        LEFT: np.stack([b[:, 0], b[:, 1] - gx, b[:, 2], b[:, 1]], -1),
+        RIGHT: np.stack([b[:, 0], b[:, 3], b[:, 2], b[:, 3] + gx], -1),
+    }
+    total = np.zeros((len(b), c))
+    for mask_type, strip in strips.items():
+        hh = np.clip(strip[:, 2], 0, height) - np.clip(strip[:, 0], 0, height)
+        ww = np.clip(strip[:, 3], 0, width) - np.clip(strip[:, 1], 0, width)
+        area = np.maximum(hh, 0.0).astype(np.float64) * np.maximum(ww, 0.0).astype(np.float64)
+        sums = box_sums(_integral(masks[:, :, mask_type]), strip)
+        mean = np.where(area[:, None] > 0, sums / np.where(area > 0, area, 1.0)[:, None], 0.0)
+        total += np.maximum(mean - floor, 0.0) / (1.0 - floor) if floor > 0 else mean
+    return total

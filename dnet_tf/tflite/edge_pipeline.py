@@ -211,7 +211,21 @@ class EdgePipeline:
             start += n
             canvas = canvas.reshape(canvas_hw[0], canvas_hw[1], constants.NUM_MASK_TYPES, c)
             found = self._search_active(canvas, shapes_hw, stride_cells)
-            scores = np.where(found.valid, found.scores, INVALID_SCORE)
+            scores = np.where(found.valid, self._rescored(canvas, found), INVALID_SCORE)
+            if cfg.candidate_containment > 0:  # interior boxes of a better candidate: dropped
+                inside = np.stack(
+                    [
+                        edge_ops.parts_of_better(
+                            found.boxes_cell_yxyx[j],
+                            scores[j],
+                            np.zeros(len(scores[j]), np.int64),
+                            int(found.valid[j].sum()),
+                            cfg.candidate_containment,
+                        )
+                        for j in range(len(scores))
+                    ]
+                )
+                scores = np.where(inside, INVALID_SCORE, scores)
             keep, num_valid = edge_ops.non_max_suppression(
                 found.boxes_cell_yxyx,
                 scores,
@@ -228,6 +242,25 @@ class EdgePipeline:
             parts["valid"].append(slot_ok & np.take_along_axis(found.valid, keep, axis=1))
         merged = {key: np.concatenate(v, axis=1) for key, v in parts.items()}
         return FirstStage(merged["boxes"], merged["scores"], merged["valid"])
+
+    def _rescored(self, canvas: np.ndarray, found: edge_ops.SearchResult) -> np.ndarray:
+        """Ranking score [C, M]: Eq. (3) less outside_halves_weight times each box's half masks
+        just outside it (``edge_ops.outside_half_terms``), as the graph's ``_rescored``."""
+        cfg = self.config.inference
+        if cfg.outside_halves_weight <= 0:
+            return found.scores
+        outside = np.stack(
+            [
+                edge_ops.outside_half_terms(
+                    canvas[..., j : j + 1],
+                    found.boxes_cell_yxyx[j],
+                    cfg.ring_margin,
+                    cfg.outside_halves_floor,
+                )[:, 0]
+                for j in range(canvas.shape[3])
+            ]
+        )
+        return found.scores - cfg.outside_halves_weight * outside
 
     def _search_active(
         self, canvas: np.ndarray, shapes_hw: np.ndarray, stride_cells
@@ -257,6 +290,7 @@ class EdgePipeline:
                 cfg.ring_margin,
                 cfg.coverage_threshold,
                 m,
+                local_max=cfg.candidate_selection == "local_max",
             )
             for full, part in zip(result, found):
                 full[active] = part
@@ -324,9 +358,12 @@ class EdgePipeline:
         best_cell = np.zeros((len(classes), 4), np.float32)
         best_eq3 = np.zeros(len(classes), np.float64)
         for i in range(len(classes)):
-            eq3, _ = edge_ops.eq3_scores(
-                padded[i][..., None], found.boxes_cell_yxyx[i] + np.float32(pad), cfg.ring_margin
-            )
+            crop_boxes = found.boxes_cell_yxyx[i] + np.float32(pad)
+            eq3, _ = edge_ops.eq3_scores(padded[i][..., None], crop_boxes, cfg.ring_margin)
+            if cfg.refine_outside_halves_weight > 0:  # a box shrunk onto a part
+                eq3 = eq3 - cfg.refine_outside_halves_weight * edge_ops.outside_half_terms(
+                    padded[i][..., None], crop_boxes, cfg.ring_margin, cfg.outside_halves_floor
+                )
             eq3 = np.where(found.valid[i], eq3[:, 0], INVALID_SCORE)
             best = int(np.argmax(eq3))  # the first of equal maxima, as tf.argmax
             best_cell[i], best_eq3[i] = found.boxes_cell_yxyx[i, best], eq3[best]
