@@ -38,14 +38,15 @@ def image_dir(tmp_path_factory):
     return d
 
 
-def _direct(fake_export, paths):
-    """What the SavedModel answers for each file alone, as ImageDetections dicts by source."""
+@pytest.fixture(scope="module")
+def direct(fake_export, image_dir):
+    """What the SavedModel answers for each good file alone, as ImageDetections dicts by path."""
     _, path = fake_export
     fn = tf.saved_model.load(str(path)).signatures["serving_default"]
     want = {}
-    for p in paths:
-        data = p.read_bytes()
-        out = {k: v.numpy() for k, v in fn(images=tf.constant([data])).items()}
+    for name in BOXES:
+        p = image_dir / f"{name}.jpg"
+        out = {k: v.numpy() for k, v in fn(images=tf.constant([p.read_bytes()])).items()}
         h, w = Image.open(p).size[::-1]
         (res,) = detections_from_outputs(out, [(h, w)], [str(p)], "dnet", int(path.name))
         want[str(p)] = res.to_dict()
@@ -79,7 +80,7 @@ def _assert_same(got, want):
 
 
 def test_glob_pipeline_matches_saved_model_and_dead_letters_bad_images(
-    fake_export, image_dir, tmp_path
+    fake_export, image_dir, direct, tmp_path
 ):
     _, model = fake_export
     counters = run(
@@ -92,8 +93,7 @@ def test_glob_pipeline_matches_saved_model_and_dead_letters_bad_images(
             "--write_tfrecord",
         ]
     )
-    good = [image_dir / f"{n}.jpg" for n in BOXES]
-    want = _direct(fake_export, good)
+    want = direct
     got = {r["source"]: r for r in _lines(tmp_path, "detections")}
     _assert_same(got, want)
     # the drawn object is what the top detection found (pixels)
@@ -133,7 +133,7 @@ def test_glob_pipeline_matches_saved_model_and_dead_letters_bad_images(
         assert f[KEYS["height"]].int64_list.value[0] == want[src]["height"]
 
 
-def test_tfrecord_input_pipeline(fake_export, image_dir, tmp_path):
+def test_tfrecord_input_pipeline(fake_export, image_dir, direct, tmp_path):
     _, model = fake_export
     records = []
     for name, (h, w, box) in BOXES.items():
@@ -162,12 +162,8 @@ def test_tfrecord_input_pipeline(fake_export, image_dir, tmp_path):
             "--direct_running_mode=in_memory",
         ]
     )
-    want = {
-        pathlib.Path(k).name: v
-        for k, v in _direct(fake_export, [image_dir / f"{n}.jpg" for n in BOXES]).items()
-    }
-    for v in want.values():
-        v["source"] = pathlib.Path(v["source"]).name  # the Example's image/filename
+    # sources are the Examples' image/filename
+    want = {pathlib.Path(k).name: dict(v, source=pathlib.Path(k).name) for k, v in direct.items()}
     got = {r["source"]: r for r in _lines(tmp_path / "out", "detections")}
     _assert_same(got, want)
     (dead,) = _lines(tmp_path / "out", "dead_letter")

@@ -122,6 +122,7 @@ def train(
     progress: bool = True,
     eval_crops: int = 1024,
     log: Callable[[str], None] | None = None,
+    init_weights: str | None = None,
 ) -> dict:
     """Trains (or resumes, or reports) a run.
 
@@ -138,6 +139,8 @@ def train(
       progress: show a progress bar (chief only).
       eval_crops: validation crops for the end-of-run mask IoU and classifier accuracy; 0 skips.
       log: line printer (default: print on the chief).
+      init_weights: pretrained weights for a fresh run's classifier trunk: "imagenet", a run
+        directory or a Keras weights file (dnet_tf.training.init_weights); ignored on resume.
     Returns:
       the summary dict, also written to run_dir/summary.json.
     Raises:
@@ -235,6 +238,10 @@ def train(
             f"resumed from {manager.latest_checkpoint}: classifier step "
             f"{int(steps['classifier'].numpy())}, localizer step {int(steps['localizer'].numpy())}"
         )
+    elif init_weights:
+        from dnet_tf.training.init_weights import init_classifier_weights
+
+        log(init_classifier_weights(classifier, init_weights, cfg.model))
 
     def save():
         manager.save(
