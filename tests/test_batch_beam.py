@@ -35,6 +35,7 @@ def image_dir(tmp_path_factory):
     good = (d / "a.jpg").read_bytes()
     (d / "truncated.jpg").write_bytes(good[: len(good) // 3])  # header fine, scan data cut
     (d / "notes.jpg").write_bytes(b"not an image at all")
+    (d / "huge.jpg").write_bytes(good + bytes(300_000))  # over --max_image_bytes: never read
     return d
 
 
@@ -91,6 +92,7 @@ def test_glob_pipeline_matches_saved_model_and_dead_letters_bad_images(
             "--batch_size=4",
             "--direct_running_mode=in_memory",
             "--write_tfrecord",
+            "--max_image_bytes=200000",
         ]
     )
     want = direct
@@ -101,14 +103,15 @@ def test_glob_pipeline_matches_saved_model_and_dead_letters_bad_images(
     np.testing.assert_allclose(top["image_yxyx"], BOXES["a"][2], atol=16)
 
     dead = {pathlib.Path(r["source"]).name: r for r in _lines(tmp_path, "dead_letter")}
-    assert dead.keys() == {"truncated.jpg", "notes.jpg"}
+    assert dead.keys() == {"truncated.jpg", "notes.jpg", "huge.jpg"}
+    assert dead["huge.jpg"]["stage"] == "read" and "> limit 200000" in dead["huge.jpg"]["error"]
     assert (
         dead["notes.jpg"]["stage"] == "probe"
         and "not a readable image" in dead["notes.jpg"]["error"]
     )
     assert dead["truncated.jpg"]["stage"] == "model"  # Pillow reads its header; the graph refuses
     assert counters["images_read"] == 5 and counters["images_detected"] == 3
-    assert counters["images_dead_letter"] == 2
+    assert counters["images_dead_letter"] == 3
     assert counters["detections"] == sum(len(w["detections"]) for w in want.values())
 
     # TF OD API detection keys, same boxes (normalized) as the JSON lines

@@ -132,3 +132,41 @@ def test_tensor_proto_to_numpy_matches_make_ndarray(value):
         np.testing.assert_array_equal(
             c_api_loader.tensor_proto_to_numpy(small), tf.make_ndarray(small)
         )
+
+
+@pytest.mark.slow  # a second C API load of the export (~10 s of CPU)
+def test_warmup_failures_fail_the_load_as_in_tf_serving(fake_export, tmp_path):
+    """In this process (the library is the one TensorFlow already loaded): a warm-up request
+    that does not fit the signature, and a corrupt record, fail the replay with their cause."""
+    import shutil
+
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    _, path = fake_export
+    copy = tmp_path / "1"
+    shutil.copytree(path, copy)
+    warmup = copy / "assets.extra" / "tf_serving_warmup_requests"
+    good = warmup.read_bytes()
+    logs = [
+        prediction_log_pb2.PredictionLog.FromString(r.numpy())
+        for r in tf.data.TFRecordDataset(str(warmup))
+    ]
+    for log in logs:  # the input under another name than the signature's
+        req = log.predict_log.request
+        req.inputs["image"].CopyFrom(req.inputs["images"])
+        del req.inputs["images"]
+    with c_api_loader.CApiSession(copy) as sess:  # the replay reads the file when called
+        with tf.io.TFRecordWriter(str(warmup)) as w:
+            for log in logs:
+                w.write(log.SerializeToString())
+        with pytest.raises(ValueError, match=r"takes inputs \['images'\], request has \['image'\]"):
+            sess.replay_warmup()
+        corrupt = bytearray(good)
+        corrupt[-10] ^= 0x40  # inside the last record's data
+        warmup.write_bytes(bytes(corrupt))
+        with pytest.raises(
+            ValueError, match=r"requests: record 1 at byte \d+: data checksum mismatch"
+        ):
+            sess.replay_warmup()
+        warmup.write_bytes(good)
+        assert sess.replay_warmup() == 2

@@ -215,16 +215,40 @@ class SplitResults(beam.DoFn):
             yield inference
 
 
-def read_files(pipeline, file_pattern: str):
-    """(path, bytes) of every file matching a glob (any filesystem Beam knows: local, gs://...)."""
+class ReadFile(beam.DoFn):
+    """A matched file -> (path, bytes); a file over max_bytes (not read) or one that cannot be
+    read goes to dead_letter (stage "read")."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.dead = _counter("images_dead_letter")
+
+    def process(self, readable):
+        path, size = readable.metadata.path, readable.metadata.size_in_bytes
+        if size > self.max_bytes:
+            error = f"{size} bytes > limit {self.max_bytes}"
+        else:
+            try:
+                yield path, readable.read()
+                return
+            except OSError as e:
+                error = f"cannot read: {e}"
+        self.dead.inc()
+        yield beam.pvalue.TaggedOutput(DEAD_LETTER, DetectionFailure(path, "read", error))
+
+
+def read_files(pipeline, file_pattern: str, max_bytes: int):
+    """(path, bytes) of every file matching a glob (any filesystem Beam knows: local, gs://...),
+    and the dead_letter PCollection of files too large or unreadable."""
     from apache_beam.io import fileio
 
-    return (
+    read = (
         pipeline
         | "MatchFiles" >> fileio.MatchFiles(file_pattern)
         | "ReadMatches" >> fileio.ReadMatches()
-        | "ReadBytes" >> beam.Map(lambda f: (f.metadata.path, f.read()))
+        | "ReadFile" >> beam.ParDo(ReadFile(max_bytes)).with_outputs(DEAD_LETTER, main="ok")
     )
+    return read.ok, read[DEAD_LETTER]
 
 
 def example_image(serialized: bytes) -> tuple[str, bytes]:
@@ -323,7 +347,8 @@ def build_pipeline(
         raise ValueError("give exactly one of input_glob and input_tfrecord")
     dead = []
     if input_glob is not None:
-        encoded = read_files(pipeline, input_glob)
+        encoded, dead_read = read_files(pipeline, input_glob, max_image_bytes)
+        dead = [dead_read]
     else:
         parsed = (
             pipeline

@@ -72,8 +72,10 @@ class CApiError(RuntimeError):
 def tensorflow_package_dir() -> pathlib.Path:
     """The installed ``tensorflow`` package directory, found without importing it."""
     loaded = sys.modules.get("tensorflow")
-    if loaded is not None and getattr(loaded, "__path__", None):
-        return pathlib.Path(list(loaded.__path__)[0])  # the real package, or the stub below
+    if getattr(loaded, "__file__", None):  # the real package (its __path__ has more dirs)
+        return pathlib.Path(loaded.__file__).parent
+    if getattr(loaded, "__path__", None):  # the stub of _import_protos
+        return pathlib.Path(list(loaded.__path__)[0])
     spec = importlib.util.find_spec("tensorflow")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("no tensorflow package on sys.path (pip install tensorflow)")
