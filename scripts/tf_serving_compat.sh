@@ -41,7 +41,11 @@ for v in "${versions[@]}"; do
   if [[ ! -f "$site/.installed" ]]; then
     rm -rf "$site"
     # --no-deps: only the wheel's C libraries are used; --target keeps it out of every env.
-    if ! "$PYTHON" -m pip install -q --no-deps --target "$site" "tensorflow-cpu==$v" \
+    # WHEEL_PYTHON=3.10 fetches the wheel built for that Python: releases older than the
+    # project's Python have none for it, and the C libraries do not depend on the interpreter.
+    wheel_py=()
+    [[ -n "${WHEEL_PYTHON:-}" ]] && wheel_py=(--python-version "$WHEEL_PYTHON" --only-binary=:all:)
+    if ! "$PYTHON" -m pip install -q --no-deps --target "$site" "${wheel_py[@]}" "tensorflow-cpu==$v" \
         > "$COMPAT_DIR/tf-$v.log" 2>&1; then
       echo "tensorflow-cpu==$v: not installable" >&2; continue
     fi

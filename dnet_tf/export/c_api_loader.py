@@ -114,17 +114,26 @@ class _Output(ctypes.Structure):
 
 
 def _load_library(lib_dir: pathlib.Path) -> ctypes.CDLL:
-    """libtensorflow_cc.so.2 with libtensorflow_framework.so.2 loaded first, globally (the former
-    resolves symbols such as TF_AllocateTensor in the latter)."""
+    """The library exporting the C API, with libtensorflow_framework.so.2 loaded first, globally
+    (the C API library resolves symbols such as TF_AllocateTensor in it).
+
+    From TensorFlow 2.12 on the wheel ships the C API in libtensorflow_cc.so.2; before, in
+    python/_pywrap_tensorflow_internal.so (the same C++ code, with the Python bindings beside it,
+    which ctypes loads without running them: dlopen calls no module initialiser).
+    """
     framework = lib_dir / "libtensorflow_framework.so.2"
-    cc = lib_dir / "libtensorflow_cc.so.2"
-    for f in (framework, cc):
-        if not f.is_file():
-            raise FileNotFoundError(
-                f"{f}: TensorFlow C library not found (a tensorflow wheel dir?)"
-            )
+    candidates = [
+        lib_dir / "libtensorflow_cc.so.2",
+        lib_dir / "python" / "_pywrap_tensorflow_internal.so",
+    ]
+    c_api = next((f for f in candidates if f.is_file()), None)
+    if not framework.is_file() or c_api is None:
+        raise FileNotFoundError(
+            f"{lib_dir}: no libtensorflow_framework.so.2 and libtensorflow_cc.so.2 "
+            f"(a tensorflow wheel's package directory?)"
+        )
     ctypes.CDLL(str(framework), mode=ctypes.RTLD_GLOBAL)
-    lib = ctypes.CDLL(str(cc), mode=ctypes.RTLD_GLOBAL)
+    lib = ctypes.CDLL(str(c_api), mode=ctypes.RTLD_GLOBAL)
     p, i, s, c = ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t, ctypes.c_char_p
     sigs = {
         "TF_Version": (c, []),
