@@ -46,8 +46,8 @@ for v in "${versions[@]}"; do
     wheel_py=()
     [[ -n "${WHEEL_PYTHON:-}" ]] && wheel_py=(--python-version "$WHEEL_PYTHON" --only-binary=:all:)
     if ! "$PYTHON" -m pip install -q --no-deps --target "$site" "${wheel_py[@]}" "tensorflow-cpu==$v" \
-        > "$COMPAT_DIR/tf-$v.log" 2>&1; then
-      echo "tensorflow-cpu==$v: not installable" >&2; continue
+        > "$COMPAT_DIR/tf-$v.install.log" 2>&1; then
+      echo "tensorflow-cpu==$v: not installable, see $COMPAT_DIR/tf-$v.install.log" >&2; continue
     fi
     touch "$site/.installed"
   fi
