@@ -134,7 +134,6 @@ def test_tensor_proto_to_numpy_matches_make_ndarray(value):
         )
 
 
-@pytest.mark.slow  # a second C API load of the export (~10 s of CPU)
 def test_warmup_failures_fail_the_load_as_in_tf_serving(fake_export, tmp_path):
     """In this process (the library is the one TensorFlow already loaded): a warm-up request
     that does not fit the signature, and a corrupt record, fail the replay with their cause."""
