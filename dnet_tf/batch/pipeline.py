@@ -30,7 +30,8 @@ NAMESPACE = "dnet_tf.batch"
 DEAD_LETTER = "dead_letter"
 SIGNATURE = "serving_default"
 # TF Object Detection API keys of detections in a tf.train.Example (its standard_fields
-# TfExampleFields), beside the input keys of dnet_tf.data.tfrecord.
+# TfExampleFields), beside the input keys of dnet_tf.data.tfrecord. "text" is this package's
+# addition (the API has no detection class-name key), named like image/object/class/text.
 DETECTION_KEYS = {
     "ymin": "image/detection/bbox/ymin",
     "xmin": "image/detection/bbox/xmin",
