@@ -108,7 +108,8 @@ def main(argv=None) -> int:
                 walls.setdefault(name, {})[count] = wall
                 print(f"{name}: {count} images in {wall:.1f} s", file=sys.stderr, flush=True)
     for name, w in walls.items():
-        marginal = (large - small) / max(w[large] - w[small], 1e-9)
+        # None when the larger job was not slower: the machine's load changed between the runs
+        marginal = (large - small) / (w[large] - w[small]) if w[large] > w[small] else None
         job_rate = large / w[large]
         results.append(
             {
@@ -120,19 +121,24 @@ def main(argv=None) -> int:
         )
     cli = next(r for r in results if r["job"] == "inference CLI")
     for r in results:
-        r["marginal_vs_cli"] = r["marginal_images_per_s"] / cli["marginal_images_per_s"]
+        both = r["marginal_images_per_s"] and cli["marginal_images_per_s"]
+        r["marginal_vs_cli"] = (
+            r["marginal_images_per_s"] / cli["marginal_images_per_s"] if both else None
+        )
+        r["job_vs_cli"] = r["job_images_per_s"] / cli["job_images_per_s"]
         rows.append(
             [
                 r["job"],
                 r["wall_s"][str(small)],
                 r["wall_s"][str(large)],
                 r["job_images_per_s"],
-                r["marginal_images_per_s"],
-                r["marginal_vs_cli"],
+                r["job_vs_cli"],
+                "n/a" if r["marginal_images_per_s"] is None else r["marginal_images_per_s"],
+                "n/a" if r["marginal_vs_cli"] is None else r["marginal_vs_cli"],
             ]
         )
-    headers = ["job", f"wall s ({small})", f"wall s ({large})", "job img/s", "marginal img/s"]
-    print(format_table(headers + ["x CLI"], rows))
+    headers = ["job", f"wall s ({small})", f"wall s ({large})", "job img/s", "x CLI"]
+    print(format_table(headers + ["marginal img/s", "x CLI"], rows))
     payload = {
         "model": str(args.model or f"random-weight {args.config} export"),
         "image": "500x375 JPEG",

@@ -172,3 +172,16 @@ def test_tfrecord_input_pipeline(fake_export, image_dir, direct, tmp_path):
     (dead,) = _lines(tmp_path / "out", "dead_letter")
     assert dead["stage"] == "read" and "not a tf.train.Example" in dead["error"]
     assert counters["images_detected"] == 3 and counters["images_dead_letter"] == 1
+
+
+def test_model_path_resolves_to_newest_version(tmp_path):
+    from dnet_tf.batch.pipeline import resolve_model_path
+
+    for v in ("1", "3", "10", "tmp"):
+        (tmp_path / "dnet" / v).mkdir(parents=True)
+        (tmp_path / "dnet" / v / "saved_model.pb").write_bytes(b"")
+    (tmp_path / "dnet" / "20").mkdir()  # no saved_model.pb: not a version
+    assert resolve_model_path(str(tmp_path / "dnet")) == f"{tmp_path}/dnet/10"
+    assert resolve_model_path(f"{tmp_path}/dnet/3/") == f"{tmp_path}/dnet/3"
+    with pytest.raises(FileNotFoundError, match="no saved_model.pb, nor integer version"):
+        resolve_model_path(str(tmp_path))

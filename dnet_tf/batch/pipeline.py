@@ -106,6 +106,30 @@ class LoadedDetector:
         self.version = version
 
 
+def resolve_model_path(path: str) -> str:
+    """The SavedModel directory for ``path`` (itself, or its newest integer version), on any
+    filesystem TensorFlow reads (local, gs://, s3:// ...), as the workers of a remote runner see
+    it.
+
+    Raises:
+      FileNotFoundError: no saved_model.pb there nor in an integer subdirectory.
+    """
+    import tensorflow as tf
+
+    path = path.rstrip("/")
+    if tf.io.gfile.exists(f"{path}/saved_model.pb"):
+        return path
+    versions = []
+    if tf.io.gfile.isdir(path):
+        for entry in tf.io.gfile.listdir(path):
+            entry = entry.rstrip("/")
+            if entry.isdigit() and tf.io.gfile.exists(f"{path}/{entry}/saved_model.pb"):
+                versions.append(int(entry))
+    if not versions:
+        raise FileNotFoundError(f"{path}: no saved_model.pb, nor integer version directories")
+    return f"{path}/{max(versions)}"
+
+
 class SavedModelDetectionHandler(ModelHandler[EncodedImage, PredictionResult, LoadedDetector]):
     """RunInference handler: loads the exported SavedModel once per worker and calls its
     ``serving_default`` signature (tf.string [B] -> the contract outputs) on each batch.
@@ -135,14 +159,11 @@ class SavedModelDetectionHandler(ModelHandler[EncodedImage, PredictionResult, Lo
     def load_model(self):
         import tensorflow as tf
 
-        from dnet_tf.inference.detector import resolve_saved_model_dir
-
-        saved = resolve_saved_model_dir(self.model_path)
-        if saved is None:
-            raise FileNotFoundError(f"{self.model_path}: no SavedModel (saved_model.pb) found")
-        loaded = tf.saved_model.load(str(saved))
-        version = int(saved.name) if saved.name.isdigit() else None
-        name = saved.parent.name if version is not None else saved.name
+        saved = resolve_model_path(self.model_path)
+        loaded = tf.saved_model.load(saved)
+        parts = saved.rstrip("/").split("/")
+        version = int(parts[-1]) if parts[-1].isdigit() else None
+        name = parts[-2] if version is not None and len(parts) > 1 else parts[-1]
         return LoadedDetector(loaded, name, version)
 
     def _detect(
