@@ -212,3 +212,29 @@ def test_kubernetes_manifests_agree():
     (pdb,) = kinds["PodDisruptionBudget"]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"]  # a drain can always proceed
+
+
+def _tf_serving_version(dockerfile):
+    args = dict(
+        a.split("=", 1) for i, a in _dockerfile(DOCKER / dockerfile) if i == "ARG" and "=" in a
+    )
+    return args["TF_SERVING_VERSION"]
+
+
+def test_kserve_inference_service_runs_the_same_tf_serving_model():
+    (isvc,) = _yaml_docs(DOCKER / "k8s" / "kserve" / "inferenceservice.yaml")
+    assert (isvc["apiVersion"], isvc["kind"]) == ("serving.kserve.io/v1beta1", "InferenceService")
+    model = _the_model()
+    # KServe's TensorFlow runtime names the TF Serving model after the InferenceService, so the
+    # clients' model_spec.name and /v1/models/<name> stay those of models.config.
+    assert isvc["metadata"]["name"] == model.name
+    predictor = isvc["spec"]["predictor"]
+    tf_spec = predictor["tensorflow"]
+    versions = {_tf_serving_version(f) for f in ("Dockerfile.cpu", "Dockerfile.gpu")}
+    assert versions == {tf_spec["runtimeVersion"]}  # one TF Serving release everywhere
+    assert tuple(int(p) for p in tf_spec["runtimeVersion"].split(".")) >= (2, 13, 0)
+    # the storage URI is the model base path (its <version>/ dirs), as base_path in models.config
+    uri = tf_spec["storageUri"]
+    assert "://" in uri and uri.rstrip("/").split("/")[-1] == pathlib.PurePath(model.base_path).name
+    assert 1 <= predictor["minReplicas"] <= predictor["maxReplicas"]
+    assert "cpu" in tf_spec["resources"]["requests"]

@@ -1,8 +1,10 @@
 """Training command: the paper's recipe over a resumable run directory.
 
   python -m dnet_tf.training.cli --run_dir runs/x --data data/synthetic
-      [--config paper|compact|paper_full] [--classifier_steps N --localizer_steps N --batch_size B --seed S]
+      [--config paper|compact|paper_full]
+      [--classifier_steps N --localizer_steps N --batch_size B --seed S]
       [--time_budget_s T] [--backbone NAME --head dense|conv --width W --input_size S --mask_size D]
+      [--init_weights imagenet|RUN_DIR|FILE.keras|FILE.weights.h5]
 
 Started again with the same command after a crash or a kill, it resumes from the latest
 checkpoint; on a finished run it only reports that the run is complete. Without --config, a run
@@ -95,6 +97,14 @@ flags.DEFINE_integer(
     "eval_crops", 1024, "Validation crops for the end-of-run summary; 0 skips.", lower_bound=0, **_F
 )
 flags.DEFINE_bool("progress", True, "Show a progress bar.", **_F)
+flags.DEFINE_string(
+    "init_weights",
+    None,
+    "Pretrained weights for a fresh run's classifier trunk (and so the localizer's): "
+    "'imagenet' (backbones keras.applications has weights for), an earlier run directory, "
+    "a .keras model or a trunk's .weights.h5 file. Ignored when resuming.",
+    **_F,
+)
 
 _TRAIN_FLAGS = (
     "classifier_steps",
@@ -176,6 +186,7 @@ def main(argv) -> int:
             time_budget_s=FLAGS.time_budget_s,
             progress=FLAGS.progress,
             eval_crops=FLAGS.eval_crops,
+            init_weights=FLAGS.init_weights,
         )
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -99,6 +99,7 @@ def train(
     progress: bool = True,
     eval_crops: int = 1024,
     log: Callable[[str], None] | None = None,
+    init_weights: str | None = None,
 ) -> dict:
     """Trains (or resumes, or reports) a run.
 
@@ -115,6 +116,8 @@ def train(
       progress: show a progress bar (chief only).
       eval_crops: validation crops for the end-of-run mask IoU and classifier accuracy; 0 skips.
       log: line printer (default: print on the chief).
+      init_weights: pretrained weights for a fresh run's classifier trunk: "imagenet", a run
+        directory or a Keras weights file (dnet_tf.training.init_weights); ignored on resume.
     Returns:
       the summary dict, also written to run_dir/summary.json.
     Raises:
@@ -152,7 +155,10 @@ def train(
         )
 
     state = TrainingState.build(cfg, strategy, run_dir)
-    state.restore_latest(log)
+    if not state.restore_latest(log) and init_weights:  # a fresh run: pretrained trunk first
+        from dnet_tf.training.init_weights import init_classifier_weights
+
+        log(init_classifier_weights(state.models["classifier"], init_weights, cfg.model))
     ctx = RunContext(cfg, strategy, chief, progress, log)
     reports = {}
     for plan in stage_plans(cfg, source, run_dir, time_budget_s):
