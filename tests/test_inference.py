@@ -151,10 +151,18 @@ def test_batch_of_different_sizes_equals_one_by_one(run_encoded):
         assert (same >= 0.95).all(), same
 
 
-def test_network_evaluations_count(module, detect_fn):
-    out = detect_fn(np.zeros((2, 64, 64, 3), np.uint8))
-    # 1 + 9 + 25 windows, then max_refine crops through the localizer and the classifier each.
-    assert out["network_evaluations"].numpy().tolist() == [35 + 2 * 6] * 2
+def test_network_evaluations_follow_the_candidates(module, detect_fn):
+    empty = np.zeros((64, 64, 3), np.uint8)
+    one = coloured_object_image(64, 64, [[10, 12, 50, 40]])
+    out = detect_fn(np.stack([empty, one]))
+    # 1 + 9 + 25 windows always; then each valid first-stage candidate through the classifier
+    # and each one it keeps through the localizer again (max_refine = 6 a cap, not a count).
+    evals = out["network_evaluations"].numpy().tolist()
+    assert evals[0] == 35
+    assert int(out["num_detections"][1]) >= 1
+    kept = int(np.sum(out["first_stage_scores"][1].numpy() > 0))
+    assert 35 + 2 * kept <= evals[1] <= 35 + 2 * 6
+    assert module.max_network_evaluations == 35 + 2 * 6
 
 
 def test_tiny_image_does_not_crash_and_boxes_stay_in_unit_square(detect_fn):

@@ -14,7 +14,7 @@ image, with NumPy in place of TensorFlow (``dnet_tf.tflite.edge_ops``):
                  full-mask coverage > coverage_threshold; per-class NMS keeps top_k_per_scale.
   5. candidates  the best max_refine first-stage boxes of all classes and scales.
   6. classifier  P(class | crop of the box); kept when >= classifier_threshold.
-  7. refinement  each box grown by refine_enlarge, cropped, through the localizer once; its own
+  7. refinement  each kept box grown by refine_enlarge, cropped, through the localizer once; its own
                  class's masks resized to refine_canvas x refine_canvas; the best 16 Eq. (3)
                  boxes rescored with the ring read past the crop's edge; the best one kept.
   8. output      confidence (score_mode: classifier probability, Eq. (3) / 5, or both
@@ -26,10 +26,9 @@ NumPy outputs (localizer [N, d, d, 5, C] masks, classifier [N, C + 1] probabilit
 ``convert.keras_network(model)`` for Keras models and ``convert.TFLiteNetwork(path)`` for .tflite
 files; any callable with that contract works (a device's own interpreter binding, a fake).
 
-One difference from the graph, on purpose: candidates that are padding (fewer valid first-stage
-boxes than max_refine) are not sent through the networks. The graph runs them (fixed shapes) and
-discards their results, so the detections are the same and the device does less work;
-``network_evaluations`` counts what was actually run.
+As in the graph, only the candidates that exist go through the classifier (fewer valid
+first-stage boxes than max_refine leave padding slots) and only those it keeps through the
+refinement; ``network_evaluations`` counts what was actually run.
 """
 
 from __future__ import annotations
@@ -147,16 +146,19 @@ class EdgePipeline:
         # 6. Classifier pruning, on the valid candidates only.
         run = np.flatnonzero(cand.valid)
         class_prob = np.zeros(len(cand.valid), np.float32)
+        if run.size:
+            class_prob[run] = self._classify(image, cand.boxes_image_yxyx[run], cand.classes[run])
+            evaluations += run.size
+        kept = cand.valid & (class_prob >= cfg.classifier_threshold)
+        # 7. Refinement, of the kept candidates only (pruned ones never reach the outputs).
+        run = np.flatnonzero(kept)
         refined_image_yxyx = np.zeros_like(cand.boxes_image_yxyx)
         refined_eq3 = np.full(len(cand.valid), INVALID_SCORE)
         if run.size:
-            class_prob[run] = self._classify(image, cand.boxes_image_yxyx[run], cand.classes[run])
-            # 7. Refinement.
             refined_image_yxyx[run], refined_eq3[run] = self._refine(
                 image, size, cand.boxes_image_yxyx[run], cand.classes[run]
             )
-            evaluations += 2 * run.size
-        kept = cand.valid & (class_prob >= cfg.classifier_threshold)
+            evaluations += run.size
 
         # 8. Outputs.
         first_scores = self._confidence(class_prob, cand.scores)
