@@ -8,8 +8,10 @@ the compact MobileNetV3-Small; the paper's full-width network with its dense hea
 detector (VOC's count) with random weights is exported and reloaded with
 tf.saved_model.load; serving_default is timed on one ~500x375 JPEG (p50/p95 over --repeats),
 then on batches of 1/4/16 images (throughput). Network time is measured separately by running the
-localizer and the classifier alone on as many crops as the graph feeds them (windows + refinement
-crops, and the classifier crops), batched the same way; "rest" = total - network.
+localizer and the classifier alone on as many crops as the graph fed them for that image (the
+``network_evaluations`` output: the windows, then the valid candidates through the classifier and
+the kept ones through the localizer again, counted here as half each), batched the same way;
+"rest" = total - network.
 
 Random weights give masks around 0.5 everywhere, the worst case for the box search (every class
 has candidates), so "rest" is an upper bound of what a trained model costs.
@@ -62,11 +64,9 @@ def test_jpeg(h=375, w=500) -> bytes:
     return buf.getvalue()
 
 
-def bench_config(config_name: str, num_classes: int, repeats: int, batch_sizes, tmp) -> dict:
-    import tensorflow as tf
-
+def random_module(config_name: str, num_classes: int):
+    """A DetectorModule of a named config with random weights and ``num_classes`` classes."""
     from dnet_tf.config import named_config
-    from dnet_tf.export.saved_model import export_module
     from dnet_tf.inference.module import DetectorModule
     from dnet_tf.models.classifier import build_classifier
     from dnet_tf.models.localizer import build_localizer
@@ -78,20 +78,35 @@ def bench_config(config_name: str, num_classes: int, repeats: int, batch_sizes, 
     localizer, classifier = build_localizer(cfg.model), build_classifier(cfg.model)
     names = [f"class{i}" for i in range(num_classes)]
     aspects = list(np.geomspace(0.5, 2.0, 10))
-    module = DetectorModule(localizer, classifier, names, aspects, cfg)
+    return DetectorModule(localizer, classifier, names, aspects, cfg)
+
+
+def bench_config(config_name: str, num_classes: int, repeats: int, batch_sizes, tmp) -> dict:
+    import tensorflow as tf
+
+    from dnet_tf.export.saved_model import export_module
+
+    module = random_module(config_name, num_classes)
+    cfg, localizer, classifier = module.config, module.localizer, module.classifier
     path = export_module(module, tmp, config_name)
-    fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+    loaded = tf.saved_model.load(str(path))
+    fn = loaded.signatures["serving_default"]
     jpeg = tf.constant([test_jpeg()])
     lat = timed(lambda: fn(images=jpeg), repeats)
+    # The crops the graph sent through a network for this image: the windows, then the valid
+    # candidates through the classifier and the kept ones through the localizer again.
+    evals = int(loaded.signatures["detect_with_masks"](images=jpeg)["network_evaluations"][0])
+    n_cls = (evals - module.num_windows + 1) // 2  # the split is not an output: half each
+    n_ref = evals - module.num_windows - n_cls
+    n_loc = module.num_windows + n_ref
 
     s = cfg.model.input_size
-    n_loc = module.num_windows + cfg.inference.max_refine
-    n_cls = cfg.inference.max_refine
     windows = tf.random.uniform([module.num_windows, s, s, 3], 0, 255)
-    crops = tf.random.uniform([cfg.inference.max_refine, s, s, 3], 0, 255)
+    cls_crops = tf.random.uniform([n_cls, s, s, 3], 0, 255)
+    ref_crops = tf.random.uniform([n_ref, s, s, 3], 0, 255)
     loc = tf.function(lambda x: localizer(x, training=False))
     cls = tf.function(lambda x: classifier(x, training=False))
-    net = timed(lambda: (loc(windows), loc(crops), cls(crops)), repeats)
+    net = timed(lambda: (loc(windows), loc(ref_crops), cls(cls_crops)), repeats)
 
     throughput = {}
     for b in batch_sizes:
@@ -110,11 +125,12 @@ def bench_config(config_name: str, num_classes: int, repeats: int, batch_sizes, 
         "network_p50_s": net50,
         "rest_p50_s": max(p50 - net50, 0.0),
         "rest_fraction": max(p50 - net50, 0.0) / p50,
-        "network_evaluations_per_image": module.max_network_evaluations,
+        "network_evaluations_per_image": evals,
+        "max_network_evaluations_per_image": module.max_network_evaluations,
         "localizer_evaluations": n_loc,
         "classifier_evaluations": n_cls,
         "windows": module.num_windows,
-        "refinement_crops": cfg.inference.max_refine,
+        "refinement_crops": n_ref,
         "batch_throughput": throughput,
     }
 

@@ -346,15 +346,22 @@ class DetectorModule(tf.Module):
         other slots get 0.
         """
         slots = tf.cast(tf.where(cand.valid), tf.int32)  # [V, 2] (image, slot)
-        patches = crops.crop_and_resize(
-            images,
-            tf.gather_nd(cand.boxes_image_yxyx, slots),
-            slots[:, 0],
-            self.config.model.input_size,
-        )
-        probs = self.classifier(patches, training=False)  # [V, C + 1]
-        # Class k (0-based) sits at index k + 1: index 0 is background.
-        own = tf.gather(probs, tf.gather_nd(cand.classes, slots) + 1, batch_dims=1)  # [V]
+        classes = tf.gather_nd(cand.classes, slots)  # [V]
+
+        def classify():
+            patches = crops.crop_and_resize(
+                images,
+                tf.gather_nd(cand.boxes_image_yxyx, slots),
+                slots[:, 0],
+                self.config.model.input_size,
+            )
+            probs = self.classifier(patches, training=False)  # [V, C + 1]
+            # Class k (0-based) sits at index k + 1: index 0 is background.
+            return tf.gather(probs, classes + 1, batch_dims=1)  # [V]
+
+        # Networks must not see an empty batch: the CPU's fused convolution + batch norm fails
+        # on one (and there is nothing to run).
+        own = tf.cond(tf.shape(slots)[0] > 0, classify, lambda: tf.zeros([0]))
         return tf.scatter_nd(slots, own, tf.shape(cand.classes))
 
     def _refine(self, images, sizes_f, cand, kept):
@@ -370,7 +377,7 @@ class DetectorModule(tf.Module):
         boxes = tf.gather_nd(cand.boxes_image_yxyx, slots)  # [V, 4]
         classes = tf.gather_nd(cand.classes, slots)  # [V]
         hw = tf.gather(sizes_f, slots[:, 0])  # [V, 2]
-        # The search below cannot take an empty batch (its top-k needs candidates): skip it.
+        # Neither the localizer nor the search below takes an empty batch: skip them.
         refined, eq3 = tf.cond(
             tf.shape(slots)[0] > 0,
             lambda: self._refine_boxes(images, boxes, slots[:, 0], classes, hw),
