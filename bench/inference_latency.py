@@ -64,8 +64,11 @@ def test_jpeg(h=375, w=500) -> bytes:
     return buf.getvalue()
 
 
-def random_module(config_name: str, num_classes: int):
-    """A DetectorModule of a named config with random weights and ``num_classes`` classes."""
+def random_module(config_name: str, num_classes: int, seed: int = 0):
+    """A DetectorModule of a named config with random weights (seeded) and ``num_classes``
+    classes. How many candidates random masks give depends on the draw, hence the seed."""
+    import keras
+
     from dnet_tf.config import named_config
     from dnet_tf.inference.module import DetectorModule
     from dnet_tf.models.classifier import build_classifier
@@ -75,6 +78,7 @@ def random_module(config_name: str, num_classes: int):
     cfg = dataclasses.replace(
         cfg, model=dataclasses.replace(cfg.model, num_classes=num_classes)
     ).validate()
+    keras.utils.set_random_seed(seed)
     localizer, classifier = build_localizer(cfg.model), build_classifier(cfg.model)
     names = [f"class{i}" for i in range(num_classes)]
     aspects = list(np.geomspace(0.5, 2.0, 10))
