@@ -151,7 +151,10 @@ def main(argv=None) -> int:
     print(
         format_table(
             ["op type", "executions / image", "ms / image", "share"],
-            [[op, c / runs, us / runs / 1e3, f"{100 * us / total:.1f}%"] for op, (c, us) in op_rows],
+            [
+                [op, c / runs, us / runs / 1e3, f"{100 * us / total:.1f}%"]
+                for op, (c, us) in op_rows
+            ],
         )
     )
     stage_rows = sorted(per_stage.items(), key=lambda kv: -kv[1])
