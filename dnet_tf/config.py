@@ -140,6 +140,11 @@ class InferenceConfig:
         1.2  # refinement crop = detection grown by this factor about its centre; >= 1
     )
     max_refine: int = 30  # detections per image refined (best first, all classes); >= 1
+    # An object is found at several scales: before the best max_refine candidates are taken, a
+    # class's first-stage boxes overlapping a better one of any scale by more than this Jaccard
+    # are dropped, so the classifier and the refinement see each object about once. (0, 1];
+    # 1 turns it off (the paper: each scale's top 5 go on).
+    candidate_nms_iou: float = 1.0
     refine_canvas: int = 48  # cells per side of the refinement crop's search canvas; >= mask_size/2
     refine_stride: float = 1.0  # canvas cells between candidate boxes inside a refinement crop; > 0
     # Box shapes searched inside a refinement crop's square canvas. The crop is the detection grown
@@ -227,6 +232,7 @@ class InferenceConfig:
         _check(0.0 <= self.classifier_threshold <= 1.0, "classifier_threshold", "must be in [0, 1]")
         _check(self.refine_enlarge >= 1.0, "refine_enlarge", "must be >= 1")
         _check(self.max_refine >= 1, "max_refine", "must be >= 1")
+        _check(0.0 < self.candidate_nms_iou <= 1.0, "candidate_nms_iou", "must be in (0, 1]")
         _check(self.refine_canvas >= 2, "refine_canvas", "must be >= 2")
         _check(self.refine_stride > 0, "refine_stride", "must be > 0")
         _check(

@@ -117,6 +117,28 @@ def test_network_evaluations_count_only_what_runs(fakes):
         assert 35 + 2 <= edge["network_evaluations"] <= 35 + 2 * 6
 
 
+def test_candidates_deduplicated_across_scales_equal_the_graph(fakes):
+    # candidate_nms_iou < 1: one box per object and class goes on instead of one per scale; the
+    # graph and the pipeline agree on the detections and on the (smaller) evaluation count.
+    cfg, outputs, _ = fakes
+    cfg = dataclasses.replace(
+        cfg, inference=dataclasses.replace(cfg.inference, candidate_nms_iou=0.5)
+    )
+    loc, cls = fake_localizer(num_classes=2), fake_classifier(num_classes=2)
+    module = DetectorModule(loc, cls, NAMES, ASPECTS, cfg)
+    edge = EdgePipeline(keras_network(loc), keras_network(cls), NAMES, ASPECTS, cfg)
+    graph = tf.function(lambda images: module.detect(*uint8_batch(images)))
+    image = IMAGES[1]  # two objects
+    g = {k: v.numpy()[0] for k, v in graph(image[None]).items()}
+    e = edge.detect(image)
+    n = int(g["num_detections"])
+    assert n >= 2 and e["num_detections"] == n
+    np.testing.assert_allclose(e["detection_scores"], g["detection_scores"], atol=1e-5)
+    np.testing.assert_array_equal(e["detection_classes"], g["detection_classes"])
+    assert int(g["network_evaluations"]) == e["network_evaluations"]
+    assert e["network_evaluations"] < outputs[1][1]["network_evaluations"]
+
+
 def test_bad_inputs_and_networks_fail_clearly():
     cfg = DetectorConfig(model=ModelConfig(num_classes=2))
     loc, cls = fake_localizer(num_classes=2), fake_classifier(num_classes=2)

@@ -321,6 +321,8 @@ class DetectorModule(tf.Module):
         c = self.num_classes
         n = boxes.shape[2]
         batch = tf.shape(boxes)[0]
+        if self.config.inference.candidate_nms_iou < 1.0:
+            boxes, scores, coverage, valid = self._across_scales_nms(boxes, scores, coverage, valid)
         flat_scores = tf.reshape(tf.where(valid, scores, _INVALID_SCORE), [batch, c * n])
         k = min(r, c * n)
         top_scores, idx = tf.math.top_k(flat_scores, k=k)
@@ -338,6 +340,25 @@ class DetectorModule(tf.Module):
         if k < r:  # fewer candidate slots than max_refine: pad with invalid ones
             cand = cand.padded(r)
         return cand
+
+    def _across_scales_nms(self, boxes, scores, coverage, valid):
+        """Per-class NMS over all scales' first-stage boxes (InferenceConfig.candidate_nms_iou).
+
+        Args and returns: boxes [B, C, n, 4] image_yxyx, scores and coverage [B, C, n], valid
+        bool [B, C, n]; the kept boxes of each class come first, best first.
+        """
+        n = boxes.shape[2]
+        ranked = tf.where(valid, scores, _INVALID_SCORE)
+        keep, num = nms.non_max_suppression(
+            boxes,
+            ranked,
+            n,
+            self.config.inference.candidate_nms_iou,
+            score_threshold=_INVALID_SCORE / 2,
+        )
+        ok = tf.range(n) < num[..., None]
+        pick = lambda t: tf.gather(t, keep, batch_dims=2)  # noqa: E731
+        return pick(boxes), tf.where(ok, pick(ranked), _INVALID_SCORE), pick(coverage), ok
 
     def _classify(self, images, cand):
         """P(class of the detection | crop of the first-stage box): float32 [B, R].

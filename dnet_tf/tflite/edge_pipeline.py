@@ -281,6 +281,8 @@ class EdgePipeline:
         """The best max_refine first-stage detections over all classes (ties: class, then slot)."""
         r = self.config.inference.max_refine
         c, n = first.scores.shape
+        if self.config.inference.candidate_nms_iou < 1.0:
+            first = self._across_scales_nms(first)
         flat = np.where(first.valid, first.scores, INVALID_SCORE).reshape(-1)
         k = min(r, c * n)
         idx = edge_ops.top_k(flat, k)
@@ -302,6 +304,24 @@ class EdgePipeline:
                 np.concatenate([cand.valid, np.zeros(pad, bool)]),
             )
         return cand
+
+    def _across_scales_nms(self, first: FirstStage) -> FirstStage:
+        """Per-class NMS over all scales' boxes (candidate_nms_iou), as the graph."""
+        n = first.scores.shape[1]
+        ranked = np.where(first.valid, first.scores, INVALID_SCORE)
+        keep, num = edge_ops.non_max_suppression(
+            first.boxes_image_yxyx,
+            ranked,
+            n,
+            self.config.inference.candidate_nms_iou,
+            score_threshold=INVALID_SCORE / 2,
+        )
+        ok = np.arange(n)[None, :] < num[:, None]
+        pick = lambda t: np.take_along_axis(t, keep, axis=1)  # noqa: E731
+        boxes = np.take_along_axis(first.boxes_image_yxyx, keep[..., None], axis=1)
+        return FirstStage(
+            boxes, np.where(ok, pick(ranked), INVALID_SCORE), pick(first.coverage), ok
+        )
 
     def _classify(self, image, boxes_image_yxyx, classes) -> np.ndarray:
         """P(class of each box | its crop): float32 [R']."""
