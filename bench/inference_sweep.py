@@ -2,6 +2,7 @@
 
     python -m bench.inference_sweep                          # runs/default on the validation split
     python -m bench.inference_sweep --split test --settings default   # evaluations on test
+    python -m bench.inference_sweep --settings "default;2 scales"     # names separated by ';'
 
 For each setting (InferenceConfig overrides of the trained run; no retraining) the detector is
 built from the run directory, run on every image of the split (the JPEG files, one at a time),
@@ -43,6 +44,10 @@ SETTINGS = {
     "refine stride 2": {"refine_stride": 2.0},
     "refine canvas 32": {"refine_canvas": 32},
     "coarse refine shapes": _COARSE_REFINE_SHAPES,
+    "candidate NMS 0.5": {"candidate_nms_iou": 0.5},
+    "candidate NMS 0.7": {"candidate_nms_iou": 0.7},
+    "candidate NMS 0.5, max_refine 20": {"candidate_nms_iou": 0.5, "max_refine": 20},
+    "candidate NMS 0.5, 2 scales": {"candidate_nms_iou": 0.5, "num_scales": 2},
     "2 scales, max_refine 10": {"num_scales": 2, "max_refine": 10},
     "2 scales, refine canvas 32, coarse refine shapes": {
         "num_scales": 2,
@@ -90,7 +95,8 @@ def main(argv=None) -> int:
     p.add_argument("--run_dir", default=str(REPO / "runs" / "default"))
     p.add_argument("--data", default=str(REPO / "data" / "synthetic"))
     p.add_argument("--split", default="val")
-    p.add_argument("--settings", default=",".join(SETTINGS), help="comma-separated names")
+    p.add_argument("--settings", default=";".join(SETTINGS), help="names separated by ';'")
+    p.add_argument("--tag", default="", help="suffix of the JSON file name")
     p.add_argument("--max_images", type=int, default=None)
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -103,10 +109,14 @@ def main(argv=None) -> int:
     names = load_run(args.run_dir).class_names
     records = read_voc_split(args.data, args.split, names)[: args.max_images]
     rows = {}
-    for name in args.settings.split(","):
+    for name in args.settings.split(";"):
         rows[name] = run_setting(args.run_dir, records, SETTINGS[name])
         r = rows[name]
-        print(f"  {name}: mAP {r['mAP']:.3f}, p50 {r['p50_s'] * 1e3:.0f} ms", flush=True)
+        print(
+            f"  {name}: mAP {r['mAP']:.3f}, p50 {r['p50_s'] * 1e3:.0f} ms, "
+            f"evaluations {r['evaluations_mean']:.1f}",
+            flush=True,
+        )
     base = rows.get("default", next(iter(rows.values())))
     print(
         f"run {pathlib.Path(args.run_dir).name}, {args.split} split ({len(records)} images), "
@@ -131,7 +141,7 @@ def main(argv=None) -> int:
             ],
         )
     )
-    out = write_json(f"inference_sweep_{args.split}", {"run": args.run_dir, "rows": rows})
+    out = write_json(f"inference_sweep_{args.split}{args.tag}", {"run": args.run_dir, "rows": rows})
     print(f"wrote {out.relative_to(REPO)}")
     return 0
 

@@ -64,7 +64,7 @@ BENCHMARKS = (
         "run change (no retraining), on the validation split: the measurement behind the named "
         "inference settings in dnet_tf.config.",
         [],
-        ["--max_images", "10", "--settings", "default,2 scales"],
+        ["--max_images", "10", "--settings", "default;2 scales"],
     ),
     (
         "bench.detector_vs_baseline",
