@@ -4,7 +4,7 @@
     python bench/inference_latency.py --repeats 5 --batch_sizes 1
 
 For each named config (the CPU default: the paper's backbone at width 0.25 with the conv head;
-the compact MobileNetV3-Small; the paper's full-width network with its dense head) a 20-class
+MobileNetV3-Small; the paper's full-width network with its dense head) a 20-class
 detector (VOC's count) with random weights is exported and reloaded with
 tf.saved_model.load; serving_default is timed on one ~500x375 JPEG (p50/p95 over --repeats),
 then on batches of 1/4/16 images (throughput). Network time is measured separately by running the
@@ -39,8 +39,8 @@ sys.path.insert(0, str(REPO))
 from bench.common import machine  # noqa: E402
 
 # Named configs (dnet_tf.config.NAMED_CONFIGS): the CPU default (paper backbone at width 0.25,
-# conv head), the compact MobileNetV3-Small, and the paper's full-width network with its dense head.
-CONFIGS = ("paper", "compact", "paper_full")
+# conv head), MobileNetV3-Small, and the paper's full-width network with its dense head.
+CONFIGS = ("paper", "mobilenet_v3_small", "paper_full")
 
 
 def timed(fn, repeats: int) -> list[float]:

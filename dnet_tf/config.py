@@ -26,7 +26,7 @@ class ModelConfig:
     num_classes: int = 6  # object classes C (background excluded); >= 1
     input_size: int = 225  # px, side of the square network input (receptive field); 32..1024
     mask_size: int = 24  # d, cells per side of each output mask; 1..input_size
-    backbone: str = "paper"  # "paper" (5 conv + 2 FC) or a compact one, see models.backbones
+    backbone: str = "paper"  # "paper" (5 conv + 2 FC) or another one, see models.backbones
     # "dense" (the paper's regression layer, no convolutional structure) or "conv" (1x1 convs on the
     # feature map resized to d x d: far fewer parameters; the default, chosen by measured mask IoU
     # and speed in a 10-minute CPU run, see README "Results")
@@ -382,8 +382,11 @@ class DetectorConfig:
 NAMED_CONFIGS = {
     # The paper's numbers; the default.
     "paper": lambda: DetectorConfig(),
-    # The compact backbone for edge use, with the cheaper head.
-    "compact": lambda: DetectorConfig(
+    # MobileNetV3-Small (keras.applications) with the conv head. Not smaller or faster here: on
+    # the 2-core CPU it takes twice the default's time (TF and TFLite, BENCHMARKS.md) and its
+    # localizer is 4.4 MB against 1 MB; kept as the standard mobile architecture, for devices
+    # whose delegates are built for it.
+    "mobilenet_v3_small": lambda: DetectorConfig(
         model=ModelConfig(backbone="mobilenet_v3_small", head="conv", width=1.0)
     ),
     # The paper's network at full width with its dense regression head (for accelerators).
