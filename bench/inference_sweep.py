@@ -88,7 +88,9 @@ def run_setting(run_dir, records, overrides: dict) -> dict:
         "evaluations_p90": float(np.percentile(evals, 90)),
         "evaluations_min": int(evals.min()),
         "evaluations_max": int(evals.max()),
-        "evaluations_histogram": {int(v): int(c) for v, c in zip(*np.unique(evals, return_counts=True))},
+        "evaluations_histogram": {
+            int(v): int(c) for v, c in zip(*np.unique(evals, return_counts=True))
+        },
     }
 
 
