@@ -50,6 +50,17 @@ SETTINGS = {
     "candidate NMS 0.7": {"candidate_nms_iou": 0.7},
     "candidate NMS 0.5, max_refine 20": {"candidate_nms_iou": 0.5, "max_refine": 20},
     "candidate NMS 0.5, 2 scales": {"candidate_nms_iou": 0.5, "num_scales": 2},
+    "refine canvas 32, coarse refine shapes, candidate NMS 0.5": {
+        "refine_canvas": 32,
+        "candidate_nms_iou": 0.5,
+        **_COARSE_REFINE_SHAPES,
+    },
+    "refine canvas 32, coarse refine shapes, candidate NMS 0.5, stride 10 px": {
+        "refine_canvas": 32,
+        "candidate_nms_iou": 0.5,
+        "stride_px": 10.0,
+        **_COARSE_REFINE_SHAPES,
+    },
     "2 scales, max_refine 10": {"num_scales": 2, "max_refine": 10},
     "2 scales, refine canvas 32, coarse refine shapes": {
         "num_scales": 2,
