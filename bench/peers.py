@@ -4,8 +4,8 @@
     python -m bench.peers --images 10 --repeats 5
 
 Rows (each timed as bytes in, detections out, batch 1):
-  * the main job's export (models/dnet, the newest version) when it exists: serving_default,
-    trained weights, the default configuration;
+  * the main job's export (models/dnet, the newest version) when it exists, or the SavedModels
+    given with --exports: serving_default, trained weights;
   * the default configuration with random weights, 20 classes (the bound of the box search:
     random masks give candidates on many canvases);
   * KerasHub RetinaNet with a ResNet-18 backbone at 384 x 384 and a ResNet-50 backbone at
@@ -108,6 +108,11 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=10)
     p.add_argument("--repeats", type=int, default=3, help="passes over the images")
     p.add_argument("--random_config", default="paper")
+    p.add_argument(
+        "--exports",
+        default="",
+        help="comma-separated SavedModel dirs (default: models/dnet newest)",
+    )
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
@@ -115,10 +120,14 @@ def main(argv=None) -> int:
     jpegs, image_label = test_images(args.images)
     models, evals = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        export = newest_export()
-        if export is not None:
+        exports = [pathlib.Path(e) for e in args.exports.split(",") if e] or [newest_export()]
+        for export in exports:
+            if export is None:
+                continue
             loaded = tf.saved_model.load(str(export))
-            models[f"this detector, main-job export ({export.relative_to(REPO)})"] = (
+            where = export.resolve()
+            where = where.relative_to(REPO) if where.is_relative_to(REPO) else where
+            models[f"this detector, export {where}"] = (
                 loaded.signatures["serving_default"],
                 loaded.signatures["detect_with_masks"],
             )
