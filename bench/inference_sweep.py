@@ -61,6 +61,20 @@ SETTINGS = {
         "stride_px": 10.0,
         **_COARSE_REFINE_SHAPES,
     },
+    "window overlap 0": {"window_overlap": 0.0},
+    "window overlap 0, refine canvas 32, coarse refine shapes, candidate NMS 0.3": {
+        "window_overlap": 0.0,
+        "refine_canvas": 32,
+        "candidate_nms_iou": 0.3,
+        **_COARSE_REFINE_SHAPES,
+    },
+    "window overlap 0, refine canvas 32, coarse refine shapes, candidate NMS 0.3, stride 10 px": {
+        "window_overlap": 0.0,
+        "refine_canvas": 32,
+        "candidate_nms_iou": 0.3,
+        "stride_px": 10.0,
+        **_COARSE_REFINE_SHAPES,
+    },
     "2 scales, max_refine 10": {"num_scales": 2, "max_refine": 10},
     "2 scales, refine canvas 32, coarse refine shapes": {
         "num_scales": 2,
