@@ -61,6 +61,11 @@ SETTINGS = {
         "stride_px": 10.0,
         **_COARSE_REFINE_SHAPES,
     },
+    "coarse search": {
+        "stride_px": 10.0,
+        "refine_canvas": 32,
+        **_COARSE_REFINE_SHAPES,
+    },
     "window overlap 0": {"window_overlap": 0.0},
     "window overlap 0, refine canvas 32, coarse refine shapes, candidate NMS 0.3": {
         "window_overlap": 0.0,
