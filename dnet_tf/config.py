@@ -390,6 +390,20 @@ NAMED_CONFIGS = {
     "mobilenet_v3_small": lambda: DetectorConfig(
         model=ModelConfig(backbone="mobilenet_v3_small", head="conv", width=1.0)
     ),
+    # The default with coarser box searches, for a run trained with the default ("paper"): the
+    # first stage every 10 px instead of 5, the refinement on a 32-cell canvas with 6 x 8
+    # shapes instead of 48 cells and 11 x 15. Inference-time knobs only (the networks are the
+    # default's), chosen as the cheapest setting within 0.03 validation mAP of the default
+    # (bench.inference_sweep; README, Results); fewer windows or scales lost more.
+    "paper_coarse_search": lambda: DetectorConfig(
+        inference=dataclasses.replace(
+            InferenceConfig(),
+            stride_px=10.0,
+            refine_canvas=32,
+            refine_size_fractions=(0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+            refine_aspect_ratios=(0.5, 0.61, 0.743, 0.906, 1.104, 1.346, 1.641, 2.0),
+        )
+    ),
     # The paper's network at full width with its dense regression head (for accelerators).
     "paper_full": lambda: DetectorConfig(model=ModelConfig(width=1.0, head="dense")),
 }

@@ -63,3 +63,13 @@ def test_bad_field_is_named(section, field, value):
 def test_unknown_json_field_is_refused():
     with pytest.raises(ValueError, match="unknown field"):
         DetectorConfig.from_dict({"model": {"num_clases": 3}})
+
+
+def test_coarse_search_config_changes_inference_knobs_only():
+    # It applies to a run trained with the default: same networks, cheaper searches.
+    coarse, paper = named_config("paper_coarse_search"), named_config("paper")
+    assert coarse.model == paper.model and coarse.train == paper.train
+    assert coarse.inference.stride_px == 2 * paper.inference.stride_px
+    assert coarse.inference.refine_canvas < paper.inference.refine_canvas
+    shapes = lambda inf: len(inf.refine_size_fractions) * len(inf.refine_aspect_ratios)  # noqa: E731
+    assert shapes(coarse.inference) == 48 < shapes(paper.inference) == 165
