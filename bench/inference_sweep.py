@@ -61,6 +61,8 @@ SETTINGS = {
         "stride_px": 10.0,
         **_COARSE_REFINE_SHAPES,
     },
+    "refine canvas 32, coarse refine shapes": {"refine_canvas": 32, **_COARSE_REFINE_SHAPES},
+    "refine canvas 32, refine stride 2": {"refine_canvas": 32, "refine_stride": 2.0},
     "coarse search": {
         "stride_px": 10.0,
         "refine_canvas": 32,
