@@ -65,11 +65,11 @@ def test_unknown_json_field_is_refused():
         DetectorConfig.from_dict({"model": {"num_clases": 3}})
 
 
-def test_coarse_search_config_changes_inference_knobs_only():
-    # It applies to a run trained with the default: same networks, cheaper searches.
-    coarse, paper = named_config("paper_coarse_search"), named_config("paper")
+def test_coarse_refinement_config_changes_inference_knobs_only():
+    # It applies to a run trained with the default: same networks, a cheaper refinement search.
+    coarse, paper = named_config("paper_coarse_refinement"), named_config("paper")
     assert coarse.model == paper.model and coarse.train == paper.train
-    assert coarse.inference.stride_px == 2 * paper.inference.stride_px
-    assert coarse.inference.refine_canvas < paper.inference.refine_canvas
-    shapes = lambda inf: len(inf.refine_size_fractions) * len(inf.refine_aspect_ratios)  # noqa: E731
-    assert shapes(coarse.inference) == 48 < shapes(paper.inference) == 165
+    positions = lambda inf: (inf.refine_canvas / inf.refine_stride) ** 2  # noqa: E731
+    assert positions(coarse.inference) == 16**2 and positions(paper.inference) == 48**2
+    rest = lambda inf: dataclasses.replace(inf, refine_canvas=0, refine_stride=0)  # noqa: E731
+    assert rest(coarse.inference) == rest(paper.inference)
