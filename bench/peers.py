@@ -6,8 +6,8 @@
 Rows (each timed as bytes in, detections out, batch 1):
   * the main job's export (models/dnet, the newest version) when it exists, or the SavedModels
     given with --exports: serving_default, trained weights;
-  * the default configuration with random weights, 20 classes (the bound of the box search:
-    random masks give candidates on many canvases);
+  * the default configuration with random weights, 20 classes, the coverage threshold at 0 so
+    that every (scale, class) canvas is searched (the bound of the box search);
   * KerasHub RetinaNet with a ResNet-18 backbone at 384 x 384 and a ResNet-50 backbone at
     512 x 512, 20 classes, random initialisation (built from the class constructors: no preset,
     nothing downloaded); decode, resize, normalisation, forward pass, box decoding and NMS in one
@@ -136,7 +136,8 @@ def main(argv=None) -> int:
         module = random_module(args.random_config, PEER_CLASSES)
         path = export_module(module, tmp, args.random_config)
         loaded_random = tf.saved_model.load(str(path))
-        models[f"this detector, {args.random_config}, {PEER_CLASSES} classes, random weights"] = (
+        label = f"this detector, {args.random_config}, {PEER_CLASSES} classes, random weights"
+        models[label + ", every canvas searched"] = (
             loaded_random.signatures["serving_default"],
             loaded_random.signatures["detect_with_masks"],
         )
