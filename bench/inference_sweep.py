@@ -44,6 +44,7 @@ SETTINGS = {
     "refine stride 2": {"refine_stride": 2.0},
     "refine canvas 32": {"refine_canvas": 32},
     "coarse refine shapes": _COARSE_REFINE_SHAPES,
+    "candidate NMS off": {"candidate_nms_iou": 1.0},
     "candidate NMS 0.3": {"candidate_nms_iou": 0.3},
     "candidate NMS 0.4": {"candidate_nms_iou": 0.4},
     "candidate NMS 0.5": {"candidate_nms_iou": 0.5},
