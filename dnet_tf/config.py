@@ -396,7 +396,7 @@ NAMED_CONFIGS = {
     # ("paper"): each refinement crop searched on a 32-cell canvas every 2 cells (256 positions
     # per shape) instead of 48 cells every cell (2,304). Inference-time knobs only (the networks
     # are the default's): the cheapest setting measured within 0.03 validation mAP of the default
-    # (0.698 against 0.694; bench.inference_sweep, README "Results"). Cutting the windows (2
+    # (0.707 against 0.694; bench.inference_sweep, README "Results"). Cutting the windows (2
     # scales, no overlap) or the first-stage stride lost 0.04-0.06.
     "paper_coarse_refinement": lambda: DetectorConfig(
         inference=dataclasses.replace(InferenceConfig(), refine_canvas=32, refine_stride=2.0)
