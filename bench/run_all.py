@@ -63,7 +63,11 @@ BENCHMARKS = (
         "mAP, time and network evaluations per image when inference-time knobs of the main job's "
         "run change (no retraining), on the validation split: the measurement behind the named "
         "inference settings in dnet_tf.config.",
-        [],
+        [
+            "--settings",
+            "default;candidate NMS off;candidate NMS 0.3;2 scales;window overlap 0;"
+            "stride 10 px;refine canvas 32, refine stride 2",
+        ],
         ["--max_images", "10", "--settings", "default;2 scales"],
     ),
     (
