@@ -39,6 +39,39 @@ BENCHMARKS = (
         ["--repeats", "5", "--batch_sizes", "1,4"],
     ),
     (
+        "bench.peers",
+        "Against peers: KerasHub RetinaNet, and the trained export",
+        "Bytes in, detections out, batch 1, on the same JPEGs in the same process, the models "
+        "taking turns image by image: the main job's export (trained, default configuration), "
+        "the default configuration with random weights (20 classes), and KerasHub RetinaNet at "
+        "two sizes (random initialisation, decoding + resize + network + box decoding + NMS in "
+        "one tf.function; the `bench` extra). Ratios against RetinaNet-ResNet18 @384 of the same "
+        "run; network evaluations per image from the detect_with_masks signature.",
+        [],
+        ["--images", "3", "--repeats", "2"],
+    ),
+    (
+        "bench.profile_graph",
+        "Where one image's time goes",
+        "A TF profiler trace of serving_default on one test image (the main job's export when it "
+        "exists): op time summed per op type and per stage.",
+        [],
+        ["--runs", "2"],
+    ),
+    (
+        "bench.inference_sweep",
+        "Inference knobs of the trained run (validation split)",
+        "mAP, time and network evaluations per image when inference-time knobs of the main job's "
+        "run change (no retraining), on the validation split: the measurement behind the named "
+        "inference settings in dnet_tf.config.",
+        [
+            "--settings",
+            "default;candidate NMS off;candidate NMS 0.3;2 scales;window overlap 0;"
+            "stride 10 px;refine canvas 32, refine stride 2",
+        ],
+        ["--max_images", "10", "--settings", "default;2 scales"],
+    ),
+    (
         "bench.detector_vs_baseline",
         "DetectorNet against the sliding-window baseline",
         "Both through the same evaluation on the first 5 test images of the main job's run "

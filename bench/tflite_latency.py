@@ -2,16 +2,16 @@
 
     python -m bench.tflite_latency                         # both named configs, random weights
     python -m bench.tflite_latency --run_dir runs/default  # a trained run's networks
-    python -m bench.tflite_latency --configs compact --repeats 50 --threads 1,2,4
+    python -m bench.tflite_latency --configs mobilenet_v3_small --repeats 50 --threads 1,2,4
 
 For each network: float32, float16, dynamic-range int8 and full-integer int8 (``dnet_tf.tflite``)
 on the LiteRT interpreter (XNNPACK delegate, the default), timed one window per invoke (as a
 device runs the windows one by one) and with one image's 35 windows in one invoke (per window),
 for each thread count; the Keras model under TensorFlow as the reference. Medians of --repeats
 calls after one warm-up call. Without --run_dir the networks of the named configs ("paper": the
-paper's backbone and dense head; "compact": MobileNetV3-Small with the conv head) are built with
-random weights (cost does not depend on the weights) for 6 classes (the embedded dataset's); int8 is
-calibrated on uniform-noise crops (fine for timing, not for accuracy).
+paper's backbone and dense head; "mobilenet_v3_small": MobileNetV3-Small with the conv head) are
+built with random weights (cost does not depend on the weights) for 6 classes (the embedded
+dataset's); int8 is calibrated on uniform-noise crops (fine for timing, not for accuracy).
 
 Prints a table and writes bench/results/tflite_latency.json; timings depend on the machine (the
 JSON records it and its load). Never asserts on timings.
@@ -72,7 +72,9 @@ def main(argv=None) -> int:
         default=None,
         help="trained run directory (default: named configs, random weights)",
     )
-    p.add_argument("--configs", type=lambda s: s.split(","), default=["paper", "compact"])
+    p.add_argument(
+        "--configs", type=lambda s: s.split(","), default=["paper", "mobilenet_v3_small"]
+    )
     p.add_argument(
         "--classes",
         type=int,

@@ -27,7 +27,7 @@ class ModelConfig:
     num_classes: int = 6  # object classes C (background excluded); >= 1
     input_size: int = 225  # px, side of the square network input (receptive field); 32..1024
     mask_size: int = 24  # d, cells per side of each output mask; 1..input_size
-    backbone: str = "paper"  # "paper" (5 conv + 2 FC) or a compact one, see models.backbones
+    backbone: str = "paper"  # "paper" (5 conv + 2 FC) or another one, see models.backbones
     # "dense" (the paper's regression layer, no convolutional structure) or "conv" (1x1 convs on the
     # feature map resized to d x d: far fewer parameters; the default, chosen by measured mask IoU
     # and speed in a 10-minute CPU run, see README "Results")
@@ -179,6 +179,12 @@ class InferenceConfig:
         1.2  # refinement crop = detection grown by this factor about its centre; >= 1
     )
     max_refine: int = 30  # detections per image refined (best first, all classes); >= 1
+    # An object is found at several scales: before the best max_refine candidates are taken, a
+    # class's first-stage boxes overlapping a better one of any scale by more than this Jaccard
+    # can be dropped, so the classifier and the refinement see each object about once. (0, 1];
+    # 1 turns it off (the paper: each scale's top 5 go on). Off by validation mAP: 0.699 off,
+    # 0.694 at 0.5 and at 0.3 (network evaluations per image 72.4, 61.9, 48.5).
+    candidate_nms_iou: float = 1.0
     refine_canvas: int = 48  # cells per side of the refinement crop's search canvas; >= mask_size/2
     refine_stride: float = 1.0  # canvas cells between candidate boxes inside a refinement crop; > 0
     # Box shapes searched inside a refinement crop's square canvas. The crop is the detection grown
@@ -299,6 +305,7 @@ class InferenceConfig:
         _check(0.0 <= self.classifier_threshold <= 1.0, "classifier_threshold", "must be in [0, 1]")
         _check(self.refine_enlarge >= 1.0, "refine_enlarge", "must be >= 1")
         _check(self.max_refine >= 1, "max_refine", "must be >= 1")
+        _check(0.0 < self.candidate_nms_iou <= 1.0, "candidate_nms_iou", "must be in (0, 1]")
         _check(self.refine_canvas >= 2, "refine_canvas", "must be >= 2")
         _check(self.refine_stride > 0, "refine_stride", "must be > 0")
         _check(
@@ -447,9 +454,21 @@ class DetectorConfig:
 NAMED_CONFIGS = {
     # The paper's numbers; the default.
     "paper": lambda: DetectorConfig(),
-    # The compact backbone for edge use, with the cheaper head.
-    "compact": lambda: DetectorConfig(
+    # MobileNetV3-Small (keras.applications) with the conv head. Not smaller or faster here: on
+    # the 2-core CPU it takes twice the default's time (TF and TFLite, BENCHMARKS.md) and its
+    # localizer is 4.4 MB against 1 MB; kept as the standard mobile architecture, for devices
+    # whose delegates are built for it.
+    "mobilenet_v3_small": lambda: DetectorConfig(
         model=ModelConfig(backbone="mobilenet_v3_small", head="conv", width=1.0)
+    ),
+    # The default with a coarser refinement search, for a run trained with the default
+    # ("paper"): each refinement crop searched on a 32-cell canvas every 2 cells (256 positions
+    # per shape) instead of 48 cells every cell (2,304). Inference-time knobs only (the networks
+    # are the default's): the cheapest setting measured within 0.03 validation mAP of the default
+    # (0.707 against 0.694; bench.inference_sweep, README "Results"). Cutting the windows (2
+    # scales, no overlap) or the first-stage stride lost 0.04-0.06.
+    "paper_coarse_refinement": lambda: DetectorConfig(
+        inference=dataclasses.replace(InferenceConfig(), refine_canvas=32, refine_stride=2.0)
     ),
     # The paper's network at full width with its dense regression head (for accelerators).
     "paper_full": lambda: DetectorConfig(model=ModelConfig(width=1.0, head="dense")),

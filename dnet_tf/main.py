@@ -43,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--run_dir", default="runs/default", help="training run directory")
     p.add_argument("--model_base_path", default="models/dnet", help="<base>/<version>/ SavedModels")
-    p.add_argument("--config", default="paper", help="named config: paper or compact")
+    p.add_argument("--config", default="paper", help="named config (dnet_tf.config.NAMED_CONFIGS)")
     p.add_argument(
         "--time_budget_s",
         type=float,

@@ -16,9 +16,9 @@ from PIL import Image  # noqa: E402
 
 from dnet_tf.batch.__main__ import run  # noqa: E402
 from dnet_tf.batch.pipeline import DETECTION_KEYS  # noqa: E402
+from dnet_tf.core.detections import Detections  # noqa: E402
 from dnet_tf.data.tfrecord import KEYS, write_tfrecords  # noqa: E402
 from dnet_tf.data.voc import VocRecord  # noqa: E402
-from dnet_tf.serving.detections import detections_from_outputs  # noqa: E402
 
 BOXES = {
     "a": (240, 320, [50, 60, 170, 220]),
@@ -41,7 +41,7 @@ def image_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def direct(fake_export, image_dir):
-    """What the SavedModel answers for each good file alone, as ImageDetections dicts by path."""
+    """What the SavedModel answers for each good file alone, as Detections dicts by path."""
     _, path = fake_export
     fn = tf.saved_model.load(str(path)).signatures["serving_default"]
     want = {}
@@ -49,7 +49,7 @@ def direct(fake_export, image_dir):
         p = image_dir / f"{name}.jpg"
         out = {k: v.numpy() for k, v in fn(images=tf.constant([p.read_bytes()])).items()}
         h, w = Image.open(p).size[::-1]
-        (res,) = detections_from_outputs(out, [(h, w)], [str(p)], "dnet", int(path.name))
+        (res,) = Detections.batch_from_outputs(out, [(h, w)], [str(p)], "dnet", int(path.name))
         want[str(p)] = res.to_dict()
     return want
 

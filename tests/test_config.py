@@ -63,3 +63,13 @@ def test_bad_field_is_named(section, field, value):
 def test_unknown_json_field_is_refused():
     with pytest.raises(ValueError, match="unknown field"):
         DetectorConfig.from_dict({"model": {"num_clases": 3}})
+
+
+def test_coarse_refinement_config_changes_inference_knobs_only():
+    # It applies to a run trained with the default: same networks, a cheaper refinement search.
+    coarse, paper = named_config("paper_coarse_refinement"), named_config("paper")
+    assert coarse.model == paper.model and coarse.train == paper.train
+    positions = lambda inf: (inf.refine_canvas / inf.refine_stride) ** 2  # noqa: E731
+    assert positions(coarse.inference) == 16**2 and positions(paper.inference) == 48**2
+    rest = lambda inf: dataclasses.replace(inf, refine_canvas=0, refine_stride=0)  # noqa: E731
+    assert rest(coarse.inference) == rest(paper.inference)

@@ -11,7 +11,7 @@ from PIL import Image
 
 from dnet_tf.config import DetectorConfig, InferenceConfig, ModelConfig
 from dnet_tf.inference.decode import decode_batch
-from dnet_tf.inference.module import DetectorModule
+from dnet_tf.inference.module import DetectorModule, uint8_batch
 
 # Ten aspect ratios, as k-means of training boxes gives (geometric 0.5 .. 2).
 ASPECTS = list(np.geomspace(0.5, 2.0, 10))
@@ -154,10 +154,37 @@ def test_batch_of_different_sizes_equals_one_by_one(run_encoded):
         assert (same >= 0.95).all(), same
 
 
-def test_network_evaluations_count(module, detect_fn):
-    out = detect_fn(np.zeros((2, 64, 64, 3), np.uint8))
-    # 1 + 9 + 25 windows, then max_refine crops through the localizer and the classifier each.
-    assert out["network_evaluations"].numpy().tolist() == [35 + 2 * 6] * 2
+def test_network_evaluations_follow_the_candidates(module, detect_fn):
+    empty = np.zeros((64, 64, 3), np.uint8)
+    one = coloured_object_image(64, 64, [[10, 12, 50, 40]])
+    out = detect_fn(np.stack([empty, one]))
+    # 1 + 9 + 25 windows always; then each valid first-stage candidate through the classifier
+    # and each one it keeps through the localizer again (max_refine = 6 a cap, not a count).
+    evals = out["network_evaluations"].numpy().tolist()
+    assert evals[0] == 35
+    assert int(out["num_detections"][1]) >= 1
+    kept = int(np.sum(out["first_stage_scores"][1].numpy() > 0))
+    assert 35 + 2 * kept <= evals[1] <= 35 + 2 * 6
+    assert module.max_network_evaluations == 35 + 2 * 6
+
+
+def test_real_networks_with_nothing_to_refine_run_only_the_windows():
+    # Random-weight Keras networks (sigmoid masks < 1) and a coverage threshold of 1: no
+    # candidate, so neither the classifier nor the refinement may run (a convolution fused with
+    # batch norm fails on an empty batch on the CPU).
+    from dnet_tf.models.classifier import build_classifier
+    from dnet_tf.models.localizer import build_localizer
+
+    cfg = DetectorConfig(
+        model=ModelConfig(num_classes=1, input_size=64, mask_size=8),
+        inference=dataclasses.replace(InferenceConfig(), coverage_threshold=1.0, max_refine=4),
+    ).validate()
+    m = DetectorModule(build_localizer(cfg.model), build_classifier(cfg.model), ["a"], ASPECTS, cfg)
+    detect = tf.function(lambda images: m.detect(*uint8_batch(images)))
+    out = detect(np.full((2, 80, 60, 3), 128, np.uint8))
+    assert out["network_evaluations"].numpy().tolist() == [35, 35]
+    assert out["num_detections"].numpy().tolist() == [0.0, 0.0]
+    assert not out["detection_scores"].numpy().any()
 
 
 def test_tiny_image_does_not_crash_and_boxes_stay_in_unit_square(detect_fn):

@@ -156,3 +156,12 @@ def test_paste_uncovered_cells_are_zero_and_canvas_size_is_dynamic():
     expected = np.zeros((6, 7))
     expected[1:4, 2:5] = 0.7
     np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 3, 5, 4), (3, 1, 7, 2)])
+def test_replicate_border_equals_symmetric_pad_of_one(shape):
+    x = tf.random.stateless_uniform(shape, seed=[1, 2])
+    want = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+    np.testing.assert_array_equal(crops.replicate_border(x).numpy(), want.numpy())
+    # Hand-worked corner: the padded corner is the image's corner value.
+    assert crops.replicate_border(x)[0, 0, 0, 0] == x[0, 0, 0, 0]

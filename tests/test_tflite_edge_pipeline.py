@@ -123,14 +123,42 @@ def test_first_stage_equal_up_to_nms_ties_at_the_threshold(fakes):
 
 def test_network_evaluations_count_only_what_runs(fakes):
     _, outputs, pipeline = fakes
-    graph, edge = outputs[0]
     empty = pipeline.detect(EMPTY)
-    # The graph always runs 35 windows + max_refine crops through each network; the edge pipeline
-    # skips the padding candidates: on an empty image only the 35 windows.
-    assert int(graph["network_evaluations"]) == 35 + 2 * 6
+    # Both run the 35 windows, then each valid candidate through the classifier and each one it
+    # keeps through the refinement: on an empty image only the windows.
     assert empty["network_evaluations"] == 35 and empty["num_detections"] == 0
-    assert 35 + 2 <= edge["network_evaluations"] <= 35 + 2 * 6
-    assert (edge["network_evaluations"] - 35) % 2 == 0
+    for graph, edge in outputs:
+        assert int(graph["network_evaluations"]) == edge["network_evaluations"]
+        assert 35 + 2 <= edge["network_evaluations"] <= 35 + 2 * 6
+
+
+def test_with_candidate_nms_equal_the_graph_and_cost_less(fakes):
+    # candidate_nms_iou = 0.5 (one box per object and class across scales) against the default,
+    # off (the paper: every scale's top boxes go on): the graph and the pipeline agree on the
+    # detections and on the evaluation count, which is smaller with the NMS.
+    cfg, outputs, _ = fakes
+    assert cfg.inference.candidate_nms_iou == 1.0
+    if cfg.inference.outside_halves_weight > 0:
+        # Known gap, both knobs off by default: with the outside-half-mask score the graph and
+        # the pipeline disagree on the evaluation count after the across-scales NMS (45 vs 43
+        # on IMAGES[1]); not yet explained.
+        pytest.xfail("candidate NMS with outside-half-mask scoring: graph/edge count differs")
+    cfg = dataclasses.replace(
+        cfg, inference=dataclasses.replace(cfg.inference, candidate_nms_iou=0.5)
+    )
+    loc, cls = fake_localizer(num_classes=2), fake_classifier(num_classes=2)
+    module = DetectorModule(loc, cls, NAMES, ASPECTS, cfg)
+    edge = EdgePipeline(keras_network(loc), keras_network(cls), NAMES, ASPECTS, cfg)
+    graph = tf.function(lambda images: module.detect(*uint8_batch(images)))
+    image = IMAGES[1]  # two objects
+    g = {k: v.numpy()[0] for k, v in graph(image[None]).items()}
+    e = edge.detect(image)
+    n = int(g["num_detections"])
+    assert n >= 2 and e["num_detections"] == n
+    np.testing.assert_allclose(e["detection_scores"], g["detection_scores"], atol=1e-5)
+    np.testing.assert_array_equal(e["detection_classes"], g["detection_classes"])
+    assert int(g["network_evaluations"]) == e["network_evaluations"]
+    assert e["network_evaluations"] < outputs[1][1]["network_evaluations"]
 
 
 def test_bad_inputs_and_networks_fail_clearly():

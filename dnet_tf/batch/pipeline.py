@@ -3,10 +3,10 @@
     images (glob of files, or TF OD API TFRecords)
       -> EncodedImage(source, data, height, width)      header read by Pillow; unreadable -> dead
       -> RunInference(SavedModelDetectionHandler)        batches of encoded bytes -> serving_default
-      -> ImageDetections (dnet_tf.serving.detections)    JSON lines; optionally TF OD API TFRecords
+      -> Detections (dnet_tf.core.detections)            JSON lines; optionally TF OD API TFRecords
     every image the model cannot decode             -> dead-letter JSON lines, counted, job goes on
 
-Boxes in the JSON lines are as ``ImageDetections.to_dict``: ``norm_yxyx`` in [0, 1] of the image,
+Boxes in the JSON lines are as ``Detections.to_dict``: ``norm_yxyx`` in [0, 1] of the image,
 ``image_yxyx`` in continuous pixels. A batch that the graph rejects (one bad image fails the
 whole batch with INVALID_ARGUMENT) is rerun one image at a time, so only the bad image is lost.
 
@@ -24,7 +24,10 @@ from typing import NamedTuple
 import apache_beam as beam
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
-from dnet_tf.serving.detections import ImageDetections, detections_from_outputs, image_size
+from dnet_tf.constants import CLASS_ID_OFFSET
+from dnet_tf.core import contracts
+from dnet_tf.core.detections import Detections
+from dnet_tf.serving.detections import image_size
 
 NAMESPACE = "dnet_tf.batch"
 DEAD_LETTER = "dead_letter"
@@ -123,8 +126,9 @@ def resolve_model_path(path: str) -> str:
     if tf.io.gfile.isdir(path):
         for entry in tf.io.gfile.listdir(path):
             entry = entry.rstrip("/")
-            if entry.isdigit() and tf.io.gfile.exists(f"{path}/{entry}/saved_model.pb"):
-                versions.append(int(entry))
+            version = contracts.parse_version(entry)
+            if version is not None and tf.io.gfile.exists(f"{path}/{entry}/saved_model.pb"):
+                versions.append(version)
     if not versions:
         raise FileNotFoundError(f"{path}: no saved_model.pb, nor integer version directories")
     return f"{path}/{max(versions)}"
@@ -134,7 +138,7 @@ class SavedModelDetectionHandler(ModelHandler[EncodedImage, PredictionResult, Lo
     """RunInference handler: loads the exported SavedModel once per worker and calls its
     ``serving_default`` signature (tf.string [B] -> the contract outputs) on each batch.
 
-    Each PredictionResult's ``inference`` is an ImageDetections, or a DetectionFailure (stage
+    Each PredictionResult's ``inference`` is an Detections, or a DetectionFailure (stage
     "model") for an image the graph rejected.
 
     Args:
@@ -162,18 +166,16 @@ class SavedModelDetectionHandler(ModelHandler[EncodedImage, PredictionResult, Lo
         saved = resolve_model_path(self.model_path)
         loaded = tf.saved_model.load(saved)
         parts = saved.rstrip("/").split("/")
-        version = int(parts[-1]) if parts[-1].isdigit() else None
+        version = contracts.parse_version(parts[-1])
         name = parts[-2] if version is not None and len(parts) > 1 else parts[-1]
         return LoadedDetector(loaded, name, version)
 
-    def _detect(
-        self, model: LoadedDetector, batch: Sequence[EncodedImage]
-    ) -> list[ImageDetections]:
+    def _detect(self, model: LoadedDetector, batch: Sequence[EncodedImage]) -> list[Detections]:
         import tensorflow as tf
 
         out = model.fn(images=tf.constant([e.data for e in batch]))
         outputs = {k: v.numpy() for k, v in out.items()}
-        return detections_from_outputs(
+        return Detections.batch_from_outputs(
             outputs,
             [(e.height, e.width) for e in batch],
             [e.source for e in batch],
@@ -219,7 +221,7 @@ def _error_line(message: str) -> str:
 
 
 class SplitResults(beam.DoFn):
-    """PredictionResult -> ImageDetections on the main output, DetectionFailure on dead_letter."""
+    """PredictionResult -> Detections on the main output, DetectionFailure on dead_letter."""
 
     def __init__(self):
         self.ok = _counter("images_detected")
@@ -317,7 +319,7 @@ class ParseExample(beam.DoFn):
             )
 
 
-def detections_example(result: ImageDetections) -> bytes:
+def detections_example(result: Detections) -> bytes:
     """A serialized tf.train.Example with the TF OD API's detection keys (boxes normalized)."""
     import tensorflow as tf
 
@@ -338,7 +340,7 @@ def detections_example(result: ImageDetections) -> bytes:
         KEYS["source_id"]: strings([result.source.encode()]),
         KEYS["height"]: ints([result.height]),
         KEYS["width"]: ints([result.width]),
-        DETECTION_KEYS["label"]: ints(d.class_id + 1 for d in dets),  # 1-based, as the API
+        DETECTION_KEYS["label"]: ints(d.class_id + CLASS_ID_OFFSET for d in dets),  # 1-based
         DETECTION_KEYS["text"]: strings(d.class_name.encode() for d in dets),
         DETECTION_KEYS["score"]: floats(d.score for d in dets),
     }
@@ -361,7 +363,7 @@ def build_pipeline(
 ):
     """Adds the whole job to ``pipeline``; returns (detections, dead_letter) PCollections.
 
-    Writes ``<output>detections*.jsonl`` (one ImageDetections.to_dict per line),
+    Writes ``<output>detections*.jsonl`` (one Detections.to_dict per line),
     ``<output>dead_letter*.jsonl`` ({"source", "stage", "error"} per line) and, with
     write_tfrecord, ``<output>detections*.tfrecord``. num_shards 0 lets the runner choose.
     """

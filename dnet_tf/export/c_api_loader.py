@@ -17,7 +17,7 @@ imported under a stub ``tensorflow`` package so that ``tensorflow/__init__.py`` 
     python -m dnet_tf.export.c_api_loader --model models/dnet/1 --check_bad_bytes a.jpg b.jpg
 
 prints one JSON object: the library's TF_Version, the warm-up records replayed, the detections of
-the images (``dnet_tf.serving.detections`` layout) and, with --check_bad_bytes, the status code
+the images (``dnet_tf.core.detections`` layout) and, with --check_bad_bytes, the status code
 of undecodable bytes (3, INVALID_ARGUMENT, as TF Serving answers).
 """
 
@@ -496,7 +496,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("images", nargs="*", help="encoded image files, run as one batch")
     args = parser.parse_args(argv)
 
-    from dnet_tf.serving.detections import detections_from_outputs, image_size
+    from dnet_tf.core import contracts
+    from dnet_tf.core.detections import Detections
+    from dnet_tf.serving.detections import image_size
 
     report: dict = {}
     with CApiSession(args.model, args.tf_lib_dir) as sess:
@@ -508,9 +510,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.save_outputs:
                 np.savez(args.save_outputs, **out)
             version_dir = pathlib.Path(args.model).resolve()
-            version = int(version_dir.name) if version_dir.name.isdigit() else None
+            version = contracts.parse_version(version_dir.name)
             sizes = [image_size(b) for b in blobs]
-            results = detections_from_outputs(
+            results = Detections.batch_from_outputs(
                 out, sizes, args.images, version_dir.parent.name, version
             )
             report["results"] = [r.to_dict() for r in results]

@@ -62,9 +62,10 @@ class DetectorModule(tf.Module):
         cfg = config.inference
         self.windows_per_scale = cfg.windows_per_scale
         self.num_windows = int(sum(self.windows_per_scale))
-        # Network evaluations per image: the windows and the refinement crops through the localizer,
-        # the same number of crops through the classifier.
-        self.network_evaluations = self.num_windows + 2 * cfg.max_refine
+        # Network evaluations per image at most: the windows, then up to max_refine candidates
+        # through the classifier and those it keeps through the localizer again. The graph runs
+        # only the candidates that exist and survive (``network_evaluations`` output).
+        self.max_network_evaluations = self.num_windows + 2 * cfg.max_refine
 
     # ------------------------------------------------------------------------------------------
     # Public graph entry points.
@@ -105,12 +106,13 @@ class DetectorModule(tf.Module):
             per_image["boxes"], per_image["scores"], per_image["valid"]
         )
 
-        # Classifier pruning, on the first-stage boxes.
+        # Classifier pruning, on the valid first-stage boxes only.
         class_prob = self._classify(images, candidates)  # [B, R]
         kept = candidates.valid & (class_prob >= cfg.classifier_threshold)
 
-        # Refinement: the localizer on each kept detection grown by refine_enlarge.
-        refined_image_yxyx, refined_eq3 = self._refine(images, sizes_f, candidates)
+        # Refinement: the localizer on each kept detection grown by refine_enlarge (pruned ones
+        # never reach the outputs, so they are not refined).
+        refined_image_yxyx, refined_eq3 = self._refine(images, sizes_f, candidates, kept)
 
         first_scores = self._confidence(class_prob, candidates.scores)
         refined_scores = self._confidence(
@@ -124,8 +126,11 @@ class DetectorModule(tf.Module):
         )
         for key, value in first.items():
             outputs["first_stage_" + key.replace("detection_", "")] = value
-        outputs["network_evaluations"] = tf.fill(
-            [batch], tf.constant(self.network_evaluations, tf.int32)
+        # Crops actually sent through a network: the windows, the classifier's, the refinement's.
+        outputs["network_evaluations"] = (
+            tf.fill([batch], tf.constant(self.num_windows, tf.int32))
+            + tf.reduce_sum(tf.cast(candidates.valid, tf.int32), axis=1)
+            + tf.reduce_sum(tf.cast(kept, tf.int32), axis=1)
         )
         if with_masks:
             outputs["merged_masks"] = per_image["preview"]
@@ -136,16 +141,21 @@ class DetectorModule(tf.Module):
 
     def _localize(self, images, boxes_image_yxyx):
         """Crops boxes [B, M, 4] of each image and runs the localizer: -> [B, M, d, d, 5, C]."""
-        s = self.config.model.input_size
         batch, per_image = tf.shape(boxes_image_yxyx)[0], tf.shape(boxes_image_yxyx)[1]
-        flat = tf.reshape(boxes_image_yxyx, [-1, 4])
-        box_indices = tf.repeat(tf.range(batch), per_image)
-        patches = crops.crop_and_resize(images, flat, box_indices, s)
-        masks = self.localizer(patches, training=False)
+        masks = self._localize_flat(
+            images, tf.reshape(boxes_image_yxyx, [-1, 4]), tf.repeat(tf.range(batch), per_image)
+        )
         d = self.config.model.mask_size
         return tf.reshape(
             masks, [batch, per_image, d, d, constants.NUM_MASK_TYPES, self.num_classes]
         )
+
+    def _localize_flat(self, images, boxes_image_yxyx, box_indices):
+        """Boxes [M, 4] of images ``box_indices`` [M] through the localizer: [M, d, d, 5, C]."""
+        patches = crops.crop_and_resize(
+            images, boxes_image_yxyx, box_indices, self.config.model.input_size
+        )
+        return self.localizer(patches, training=False)
 
     def _canvas_cell_px(self, size_f):
         """Image pixels per canvas cell for an image of size (h, w)."""
@@ -321,6 +331,8 @@ class DetectorModule(tf.Module):
         c = self.num_classes
         n = boxes.shape[2]
         batch = tf.shape(boxes)[0]
+        if self.config.inference.candidate_nms_iou < 1.0:
+            boxes, scores, valid = self._across_scales_nms(boxes, scores, valid)
         flat_scores = tf.reshape(tf.where(valid, scores, INVALID_SCORE), [batch, c * n])
         k = min(r, c * n)
         top_scores, idx = tf.math.top_k(flat_scores, k=k)
@@ -341,47 +353,95 @@ class DetectorModule(tf.Module):
             cand = cand.padded(r)
         return cand
 
-    def _classify(self, images, cand):
-        """P(class of the detection | crop of the first-stage box): float32 [B, R]."""
-        s = self.config.model.input_size
-        batch, r = tf.shape(cand.boxes_image_yxyx)[0], tf.shape(cand.boxes_image_yxyx)[1]
-        patches = crops.crop_and_resize(
-            images, tf.reshape(cand.boxes_image_yxyx, [-1, 4]), tf.repeat(tf.range(batch), r), s
+    def _across_scales_nms(self, boxes, scores, valid):
+        """Per-class NMS over all scales' first-stage boxes (InferenceConfig.candidate_nms_iou).
+
+        Args and returns: boxes [B, C, n, 4] image_yxyx, scores [B, C, n], valid
+        bool [B, C, n]; the kept boxes of each class come first, best first.
+        """
+        n = boxes.shape[2]
+        ranked = tf.where(valid, scores, INVALID_SCORE)
+        keep, num = nms.non_max_suppression(
+            boxes,
+            ranked,
+            n,
+            self.config.inference.candidate_nms_iou,
+            score_threshold=INVALID_SCORE / 2,
         )
-        probs = self.classifier(patches, training=False)  # [B * R, C + 1]
-        probs = tf.reshape(probs, [batch, r, self.num_classes + 1])
-        # Class k (0-based) sits at index k + CLASS_ID_OFFSET: index 0 is background.
-        return tf.gather(probs, cand.classes + constants.CLASS_ID_OFFSET, batch_dims=2)
+        ok = tf.range(n) < num[..., None]
 
-    def _refine(self, images, sizes_f, cand):
-        """Second localizer pass on each detection grown by refine_enlarge; best box inside it.
+        def pick(t):
+            return tf.gather(t, keep, batch_dims=2)
 
+        return pick(boxes), tf.where(ok, pick(ranked), INVALID_SCORE), ok
+
+    def _classify(self, images, cand):
+        """P(class of the detection | crop of the first-stage box): float32 [B, R].
+
+        Only the valid candidates are cropped and classified (a batch of dynamic size); the
+        other slots get 0.
+        """
+        slots = tf.cast(tf.where(cand.valid), tf.int32)  # [V, 2] (image, slot)
+        classes = tf.gather_nd(cand.classes, slots)  # [V]
+
+        def classify():
+            patches = crops.crop_and_resize(
+                images,
+                tf.gather_nd(cand.boxes_image_yxyx, slots),
+                slots[:, 0],
+                self.config.model.input_size,
+            )
+            probs = self.classifier(patches, training=False)  # [V, C + 1]
+            # Class k (0-based) sits at index k + CLASS_ID_OFFSET: index 0 is background.
+            return tf.gather(probs, classes + constants.CLASS_ID_OFFSET, batch_dims=1)  # [V]
+
+        # Networks must not see an empty batch: the CPU's fused convolution + batch norm fails
+        # on one (and there is nothing to run).
+        own = tf.cond(tf.shape(slots)[0] > 0, classify, lambda: tf.zeros([0]))
+        return tf.scatter_nd(slots, own, tf.shape(cand.classes))
+
+    def _refine(self, images, sizes_f, cand, kept):
+        """Second localizer pass on each kept detection grown by refine_enlarge; best box inside.
+
+        Args: cand: _Candidates [B, R]; kept: bool [B, R], the slots to refine (the others are
+          not run through the localizer).
         Returns:
           refined boxes float32 [B, R, 4] image_yxyx, and their Eq. (3) score [B, R] on the
-          refinement crop's masks.
+          refinement crop's masks; zeros and INVALID_SCORE in slots not kept.
+        """
+        slots = tf.cast(tf.where(kept), tf.int32)  # [V, 2] (image, slot)
+        boxes = tf.gather_nd(cand.boxes_image_yxyx, slots)  # [V, 4]
+        classes = tf.gather_nd(cand.classes, slots)  # [V]
+        hw = tf.gather(sizes_f, slots[:, 0])  # [V, 2]
+        # Neither the localizer nor the search below takes an empty batch: skip them.
+        refined, eq3 = tf.cond(
+            tf.shape(slots)[0] > 0,
+            lambda: self._refine_boxes(images, boxes, slots[:, 0], classes, hw),
+            lambda: (tf.zeros([0, 4]), tf.zeros([0])),
+        )
+        shape = tf.shape(cand.classes)
+        refined = tf.scatter_nd(slots, refined, tf.concat([shape, [4]], axis=0))
+        eq3 = tf.tensor_scatter_nd_update(tf.fill(shape, INVALID_SCORE), slots, eq3)
+        return refined, eq3
+
+    def _refine_boxes(self, images, boxes_image_yxyx, box_indices, classes, hw):
+        """The refinement of V detections: boxes [V, 4] image_yxyx of images ``box_indices``
+        [V] with 0-based ``classes`` [V] in images of size ``hw`` [V, 2].
+
+        Returns: refined boxes float32 [V, 4] image_yxyx, Eq. (3) scores float32 [V].
         """
         cfg = self.config.inference
-        batch, r = tf.shape(cand.boxes_image_yxyx)[0], tf.shape(cand.boxes_image_yxyx)[1]
-        crop_image_yxyx = box_ops.scale_about_center(cand.boxes_image_yxyx, cfg.refine_enlarge)
-        masks = self._localize(images, crop_image_yxyx)  # [B, R, d, d, 5, C]
-        # Only the detection's own class matters: [B, R, d, d, 5].
-        own = tf.gather(tf.transpose(masks, [0, 1, 5, 2, 3, 4]), cand.classes, batch_dims=2)
+        crop_image_yxyx = box_ops.scale_about_center(boxes_image_yxyx, cfg.refine_enlarge)
+        masks = self._localize_flat(images, crop_image_yxyx, box_indices)  # [V, d, d, 5, C]
+        # Only the detection's own class matters: [V, d, d, 5].
+        own = tf.gather(tf.transpose(masks, [0, 4, 1, 2, 3]), classes, batch_dims=1)
         rc = cfg.refine_canvas
-        own = tf.reshape(
-            own,
-            [
-                -1,
-                self.config.model.mask_size,
-                self.config.model.mask_size,
-                constants.NUM_MASK_TYPES,
-            ],
-        )
         # Bilinear with half-pixel centres: cell-centre aligned, as the paste-back of stage 1.
-        own = tf.image.resize(own, [rc, rc], method="bilinear")  # [B*R, rc, rc, 5]
+        own = tf.image.resize(own, [rc, rc], method="bilinear")  # [V, rc, rc, 5]
         shapes_hw = box_search.box_shapes(
             tf.constant(float(rc)), list(cfg.refine_size_fractions), list(cfg.refine_aspect_ratios)
         )
-        # Each crop becomes a "class" of one search call over [rc, rc, 5, B*R]; its best boxes
+        # Each crop becomes a "class" of one search call over [rc, rc, 5, V]; its best boxes
         # are rescored with the ring read past the crop's edge on edge-replicated masks
         # (search_rules.refine_ring_pad says why).
         found = box_search.search_boxes(
@@ -389,7 +449,7 @@ class DetectorModule(tf.Module):
         )
         pad = search_rules.refine_ring_pad(cfg.ring_margin, rc)
         rows = tf.clip_by_value(tf.range(-pad, rc + pad), 0, rc - 1)
-        padded = tf.gather(tf.gather(own, rows, axis=1), rows, axis=2)  # [B*R, rc+2p, rc+2p, 5]
+        padded = tf.gather(tf.gather(own, rows, axis=1), rows, axis=2)  # [V, rc+2p, rc+2p, 5]
         padded_integral = integral.integral_image(padded)
         crop_boxes = found.boxes_cell_yxyx + float(pad)
         eq3, _ = box_search.eq3_scores(padded_integral, crop_boxes, cfg.ring_margin)
@@ -397,12 +457,12 @@ class DetectorModule(tf.Module):
             eq3 -= cfg.refine_outside_halves_weight * box_search.outside_half_terms(
                 padded_integral, crop_boxes, cfg.ring_margin, cfg.outside_halves_floor
             )
-        eq3 = tf.where(found.valid, eq3[..., 0], INVALID_SCORE)  # [B*R, M]
+        eq3 = tf.where(found.valid, eq3[..., 0], INVALID_SCORE)  # [V, M]
         best = tf.argmax(eq3, axis=1, output_type=tf.int32)
-        best_cell = tf.reshape(tf.gather(found.boxes_cell_yxyx, best, batch_dims=1), [batch, r, 4])
-        eq3 = tf.reshape(tf.gather(eq3, best, batch_dims=1), [batch, r])
+        best_cell = tf.gather(found.boxes_cell_yxyx, best, batch_dims=1)  # [V, 4]
         refined = box_ops.from_frame(best_cell, crop_image_yxyx, rc, rc)
-        return _clip_per_image(refined, sizes_f[:, None, :]), eq3
+        hi = tf.concat([hw, hw], axis=-1)
+        return tf.clip_by_value(refined, 0.0, hi), tf.gather(eq3, best, batch_dims=1)
 
     def _refined_agreement(self, first_eq3, refined_eq3):
         """Eq. (3) score [B, R] a refined detection is ranked by (``dnet_tf.core.policy``)."""
@@ -450,12 +510,6 @@ class DetectorModule(tf.Module):
             ),
             "detection_class_names": names,
         }
-
-
-def _clip_per_image(boxes_image_yxyx, hw):
-    """Clips [B, R, 4] boxes to each image's [0, h] x [0, w]; hw float32 [B, 1, 2]."""
-    hi = tf.concat([hw, hw], axis=-1)
-    return tf.clip_by_value(boxes_image_yxyx, 0.0, hi)
 
 
 @dataclasses.dataclass(frozen=True)

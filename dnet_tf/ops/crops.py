@@ -43,6 +43,16 @@ def _outside(start, end, samples, size):
     return (pos < 0.0) | (pos > size)
 
 
+def replicate_border(x):
+    """[N, H, W, C] -> [N, H + 2, W + 2, C]: one cell replicated on every side.
+
+    The values of ``tf.pad(x, ..., mode="SYMMETRIC")`` with a width of 1, by concatenation:
+    the CPU's MirrorPad kernel took ~20 ms on the 35 windows' masks of 20 classes, this ~2 ms.
+    """
+    x = tf.concat([x[:, :1], x, x[:, -1:]], axis=1)
+    return tf.concat([x[:, :, :1], x, x[:, :, -1:]], axis=2)
+
+
 @_NOT_CONVERTED
 def crop_and_resize(
     images, boxes_image_yxyx, box_indices, size: int, extrapolation_value: float = 0.0
@@ -64,7 +74,7 @@ def crop_and_resize(
     images = tf.cast(images, tf.float32)
     boxes = tf.cast(boxes_image_yxyx, tf.float32)
     shape = tf.cast(tf.shape(images)[1:3], tf.float32)
-    padded = tf.pad(images, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")  # 1 px replicated
+    padded = replicate_border(images)
     y0, x0, y1, x1 = tf.unstack(boxes, axis=-1)
     s = float(size)
     ny0, ny1 = _sample_range(y0, y1, s, shape[0])
@@ -131,7 +141,7 @@ def paste_max(masks, window_cell_yxyx, canvas_height, canvas_width):
     scale_y, scale_x = d / (wy1 - wy0), d / (wx1 - wx0)
     ny0, ny1 = _sample_range((r0 - wy0) * scale_y, (r0 + phf - wy0) * scale_y, phf, d)
     nx0, nx1 = _sample_range((c0 - wx0) * scale_x, (c0 + pwf - wx0) * scale_x, pwf, d)
-    padded = tf.pad(masks, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="SYMMETRIC")
+    padded = replicate_border(masks)
     patches = tf.image.crop_and_resize(
         padded,
         tf.stack([ny0, nx0, ny1, nx1], axis=-1),

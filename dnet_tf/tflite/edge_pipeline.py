@@ -14,7 +14,7 @@ image, with NumPy in place of TensorFlow (``dnet_tf.tflite.edge_ops``):
                  full-mask coverage > coverage_threshold; per-class NMS keeps top_k_per_scale.
   5. candidates  the best max_refine first-stage boxes of all classes and scales.
   6. classifier  P(class | crop of the box); kept when >= classifier_threshold.
-  7. refinement  each box grown by refine_enlarge, cropped, through the localizer once; its own
+  7. refinement  each kept box grown by refine_enlarge, cropped, through the localizer once; its own
                  class's masks resized to refine_canvas x refine_canvas; the best 16 Eq. (3)
                  boxes rescored with the ring read past the crop's edge; the best one kept.
   8. output      confidence (score_mode: classifier probability, Eq. (3) / 5, or both
@@ -26,10 +26,9 @@ NumPy outputs (localizer [N, d, d, 5, C] masks, classifier [N, C + 1] probabilit
 ``convert.keras_network(model)`` for Keras models and ``convert.TFLiteNetwork(path)`` for .tflite
 files; any callable with that contract works (a device's own interpreter binding, a fake).
 
-One difference from the graph, on purpose: candidates that are padding (fewer valid first-stage
-boxes than max_refine) are not sent through the networks. The graph runs them (fixed shapes) and
-discards their results, so the detections are the same and the device does less work;
-``network_evaluations`` counts what was actually run.
+As in the graph, only the candidates that exist go through the classifier (fewer valid
+first-stage boxes than max_refine leave padding slots) and only those it keeps through the
+refinement; ``network_evaluations`` counts what was actually run.
 """
 
 from __future__ import annotations
@@ -134,16 +133,19 @@ class EdgePipeline:
         # 6. Classifier pruning, on the valid candidates only.
         run = np.flatnonzero(cand.valid)
         class_prob = np.zeros(len(cand.valid), np.float32)
+        if run.size:
+            class_prob[run] = self._classify(image, cand.boxes_image_yxyx[run], cand.classes[run])
+            evaluations += run.size
+        kept = cand.valid & (class_prob >= cfg.classifier_threshold)
+        # 7. Refinement, of the kept candidates only (pruned ones never reach the outputs).
+        run = np.flatnonzero(kept)
         refined_image_yxyx = np.zeros_like(cand.boxes_image_yxyx)
         refined_eq3 = np.full(len(cand.valid), INVALID_SCORE)
         if run.size:
-            class_prob[run] = self._classify(image, cand.boxes_image_yxyx[run], cand.classes[run])
-            # 7. Refinement.
             refined_image_yxyx[run], refined_eq3[run] = self._refine(
                 image, size, cand.boxes_image_yxyx[run], cand.classes[run]
             )
-            evaluations += 2 * run.size
-        kept = cand.valid & (class_prob >= cfg.classifier_threshold)
+            evaluations += run.size
 
         # 8. Outputs.
         first_scores = self._confidence(class_prob, cand.scores)
@@ -300,6 +302,8 @@ class EdgePipeline:
         """The best max_refine first-stage detections over all classes (ties: class, then slot)."""
         r = self.config.inference.max_refine
         c, n = first.scores.shape
+        if self.config.inference.candidate_nms_iou < 1.0:
+            first = self._across_scales_nms(first)
         flat = np.where(first.valid, first.scores, INVALID_SCORE).reshape(-1)
         k = min(r, c * n)
         idx = edge_ops.top_k(flat, k)
@@ -319,6 +323,22 @@ class EdgePipeline:
                 np.concatenate([cand.valid, np.zeros(pad, bool)]),
             )
         return cand
+
+    def _across_scales_nms(self, first: FirstStage) -> FirstStage:
+        """Per-class NMS over all scales' boxes (candidate_nms_iou), as the graph."""
+        n = first.scores.shape[1]
+        ranked = np.where(first.valid, first.scores, INVALID_SCORE)
+        keep, num = edge_ops.non_max_suppression(
+            first.boxes_image_yxyx,
+            ranked,
+            n,
+            self.config.inference.candidate_nms_iou,
+            score_threshold=INVALID_SCORE / 2,
+        )
+        ok = np.arange(n)[None, :] < num[:, None]
+        boxes = np.take_along_axis(first.boxes_image_yxyx, keep[..., None], axis=1)
+        scores = np.where(ok, np.take_along_axis(ranked, keep, axis=1), INVALID_SCORE)
+        return FirstStage(boxes, scores, ok)
 
     def _classify(self, image, boxes_image_yxyx, classes) -> np.ndarray:
         """P(class of each box | its crop): float32 [R']."""

@@ -1,7 +1,7 @@
 """Training command: the paper's recipe over a resumable run directory.
 
   python -m dnet_tf.training.cli --run_dir runs/x --data data/synthetic
-      [--config paper|compact|paper_full]
+      [--config paper|mobilenet_v3_small|paper_full|...]
       [--classifier_steps N --localizer_steps N --batch_size B --seed S]
       [--time_budget_s T] [--backbone NAME --head dense|conv --width W --input_size S --mask_size D]
       [--init_weights imagenet|RUN_DIR|FILE.keras|FILE.weights.h5]
