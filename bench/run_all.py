@@ -33,7 +33,8 @@ BENCHMARKS = (
         "SavedModel p50/p95 on one 500x375 JPEG with a 20-class detector, network vs the rest, "
         "network evaluations per image (the paper: ~120 per class, i.e. ~2,400 for 20 classes), "
         "images/s at batch sizes 1/4/16. Random weights give masks near 0.5 everywhere, so every "
-        "(scale, class) canvas is searched: the worst case of the box search (a trained detector skips "
+        "(scale, class) canvas is searched: the worst case of the box search (a trained detector "
+        "skips "
         'the canvases no mask reaches). "rest" = everything but the two networks.',
         [],
         ["--repeats", "5", "--batch_sizes", "1,4"],
@@ -75,7 +76,8 @@ BENCHMARKS = (
         "bench.detector_vs_baseline",
         "DetectorNet against the sliding-window baseline",
         "Both through the same evaluation on the first 5 test images of the main job's run "
-        "(runs/default): mAP, seconds and network evaluations per image, counted; the baseline's count "
+        "(runs/default): mAP, seconds and network evaluations per image, counted; the baseline's "
+        "count "
         "at the paper's 5 px stride and the paper's ~120 evaluations per class for comparison.",
         [],
         ["--images", "2"],

@@ -24,7 +24,8 @@ def _make_synthetic(args) -> int:
     dt = time.perf_counter() - t0
     print(
         f"wrote {sum(summary['images'].values())} images ({summary['images']}), "
-        f"{sum(summary['objects'].values())} objects, classes {summary['classes']} to {args.out} in {dt:.1f} s"
+        f"{sum(summary['objects'].values())} objects, classes {summary['classes']} to {args.out} "
+        f"in {dt:.1f} s"
     )
     return 0
 
@@ -47,7 +48,8 @@ def _to_tfrecord(args) -> int:
         records, class_names, args.out, args.shards, progress=not args.quiet
     )
     print(
-        f"wrote {len(records)} examples of {len(class_names)} classes to {len(paths)} file(s): {paths[0]} ..."
+        f"wrote {len(records)} examples of {len(class_names)} classes to {len(paths)} file(s): "
+        f"{paths[0]} ..."
     )
     return 0
 

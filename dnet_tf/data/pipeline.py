@@ -326,7 +326,8 @@ def _samples_dataset(
     k = pcfg.samples_per_image
     ds = decoded_images(source, split, class_names, seed, pcfg)
 
-    @tf.autograph.experimental.do_not_convert  # straight-line TF code: skip autograph's tracing cost
+    # Straight-line TF code: skip autograph's tracing cost.
+    @tf.autograph.experimental.do_not_convert
     def per_image(counter, example):
         return make(example, cfg, k, tf.stack([tf.constant(seed, tf.int64), counter]))
 

@@ -187,7 +187,8 @@ def sample_classifier_crops(
     Returns:
       dict with
         crops_image_yxyx: float32 [K, 4];
-        labels: int32 [K] in [0, C]: 0 = background, else 1 + class id of the box of highest Jaccard;
+        labels: int32 [K] in [0, C]: 0 = background, else 1 + class id of the box of highest
+          Jaccard;
         best_iou: float32 [K], the crop's highest Jaccard with any box (0 when N = 0);
         valid: bool [K], the crop qualifies for the kind drawn for it.
     """
@@ -248,7 +249,8 @@ def sample_classifier_crops(
 
 @tf.autograph.experimental.do_not_convert  # plain Python dispatch; nothing for autograph to convert
 def crop_and_resize(image: tf.Tensor, crops_image_yxyx: tf.Tensor, size: int) -> tf.Tensor:
-    """K crops of one image resized to size x size: the team op ``dnet_tf.ops.crops.crop_and_resize``
+    """K crops of one image resized to size x size: the team op
+    ``dnet_tf.ops.crops.crop_and_resize``
     when that module exists, else ``crop_and_resize_local`` (same sampling convention).
 
     Args:
@@ -307,7 +309,8 @@ def boxes_in_crops(boxes_image_yxyx: tf.Tensor, crops_image_yxyx: tf.Tensor) -> 
     """Object boxes seen in each crop's normalized frame (unclipped).
 
     Args:
-      boxes_image_yxyx: float32 [N, 4]; crops_image_yxyx: float32 [K, 4], both continuous image_yxyx.
+      boxes_image_yxyx: float32 [N, 4]; crops_image_yxyx: float32 [K, 4], both continuous
+        image_yxyx.
     Returns:
       float32 [K, N, 4] norm_yxyx of each crop ([0, 1] = the crop).
     """

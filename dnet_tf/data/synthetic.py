@@ -320,7 +320,8 @@ def _class_aspect(rng, name: str) -> float:
     return float(a if rng.uniform() < 0.5 else 1.0 / a)
 
 
-# ----------------------------------------------------------------------------- background & distractors
+# ----------------------------------------------------------------------------- background &
+# distractors
 
 
 def _background(rng, h, w) -> np.ndarray:
@@ -713,7 +714,8 @@ def write_synthetic_voc(
     Args:
       out_dir: target directory (created; files of the same names are overwritten).
       cfg: generator settings; defaults to SyntheticConfig().
-      workers: processes drawing images; default min(2, cpu count). The output does not depend on it.
+      workers: processes drawing images; default min(2, cpu count). The output does not depend
+        on it.
       progress: show a tqdm bar.
     Returns:
       summary dict: {"images": {split: n}, "objects": {split: n}, "classes": [...], "seed": ...},

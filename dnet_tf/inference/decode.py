@@ -91,7 +91,8 @@ def declared_size(encoded: tf.Tensor, fmt: tf.Tensor) -> tf.Tensor:
             [_le_uint(_header_bytes(encoded, 8, 2)), _le_uint(_header_bytes(encoded, 6, 2))]
         )
 
-    def bmp():  # BITMAPINFOHEADER: width then height, little-endian int32 at 18..26; height < 0 = top-down
+    # BITMAPINFOHEADER: width then height, little-endian int32 at 18..26; height < 0 = top-down.
+    def bmp():
         h = _le_uint(_header_bytes(encoded, 22, 4))
         h = tf.where(h >= 2**31, 2**32 - h, h)
         return tf.stack([h, _le_uint(_header_bytes(encoded, 18, 4))])

@@ -475,7 +475,8 @@ class DetectorModule(tf.Module):
         return policy.confidence(class_prob, eq3, mode, TENSORFLOW)
 
     def _final_outputs(self, boxes_image_yxyx, scores, classes, kept, sizes_f):
-        """Per-class NMS, parts demoted, padding to max_detections; boxes normalized to the image."""
+        """Per-class NMS, parts demoted, padding to max_detections; boxes normalized to the
+        image."""
         cfg = self.config.inference
         hw = sizes_f[:, None, :]
         norm = boxes_image_yxyx / tf.concat([hw, hw], axis=-1)

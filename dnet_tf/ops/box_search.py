@@ -286,7 +286,8 @@ def search_boxes(
     shapes_hw = tf.convert_to_tensor(shapes_hw, tf.float32)
     if shapes_hw.shape.rank != 2 or shapes_hw.shape[0] is None or shapes_hw.shape[1] != 2:
         raise ValueError(
-            f"search_boxes: shapes_hw must be [S, 2] with S known at trace time, got {shapes_hw.shape}"
+            "search_boxes: shapes_hw must be [S, 2] with S known at trace time, got "
+            f"{shapes_hw.shape}"
         )
     m = int(max_candidates)
     threshold = float(coverage_threshold)
@@ -477,7 +478,8 @@ def _keep_local_maxima(score, step):
 
 
 def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m, local_max=False):
-    """search_boxes on masks [H, W, 5, K] (K a multiple of 4): boxes [K, M, 4], scores, coverage [K, M]."""
+    """search_boxes on masks [H, W, 5, K] (K a multiple of 4): boxes [K, M, 4], scores, coverage
+    [K, M]."""
     num_shapes = int(shapes_hw.shape[0])
     mshape = tf.shape(masks)
     height, width, k = mshape[0], mshape[1], mshape[3]
@@ -565,7 +567,8 @@ def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m, local_max
         - area[:, None, None]
     )
     inv_ring = tf.reshape(tf.math.divide_no_nan(1.0, ring), [num_shapes, -1, 1])  # 0: no ring
-    # The bias as a row term plus a column term: 0 / -inf by row, -threshold |bb| 2^33 / -inf by column.
+    # The bias as a row term plus a column term: 0 / -inf by row, -threshold |bb| 2^33 / -inf by
+    # column.
     row_term = tf.where((yy % step == 0) & (yy <= height - h3), 0.0, -np.inf)  # [S, H]
     col_term = tf.where(
         (xx % step == 0) & (xx <= width - w3),

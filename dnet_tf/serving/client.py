@@ -362,7 +362,8 @@ def check_signature_def(signature_defs: dict, signature_name: str = DEFAULT_SIGN
     info = sig.inputs[IMAGE_INPUT]
     if info.dtype != tf.string.as_datatype_enum:
         raise ValueError(
-            f"signature {signature_name!r} input 'images' is {tf.dtypes.as_dtype(info.dtype).name}, "
+            f"signature {signature_name!r} input 'images' is "
+            f"{tf.dtypes.as_dtype(info.dtype).name}, "
             "expected string (encoded images)"
         )
     missing = [k for k in contracts.DETECTION_OUTPUTS if k not in sig.outputs]
@@ -484,7 +485,8 @@ class RestDetectorClient:
         return result
 
     def predict_encoded(self, encoded: Sequence[bytes]) -> tuple[dict[str, np.ndarray], None]:
-        """Raw :predict on encoded images; (alias -> ndarray, None) — REST does not name the version."""
+        """Raw :predict on encoded images; (alias -> ndarray, None) — REST does not name the
+        version."""
         body = {
             "signature_name": self.signature_name,
             "instances": [{"b64": base64.b64encode(d).decode("ascii")} for d in encoded],

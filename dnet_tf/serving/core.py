@@ -136,7 +136,8 @@ class ServingCore:
         response = get_model_status_pb2.GetModelStatusResponse()
         for st in self.manager.status(request.model_spec.name, version, label):
             entry = response.model_version_status.add(version=st.version, state=st.state)
-            # error_code uses tensorflow.error.Code: 0 OK, 2 UNKNOWN (TF Serving's code for a failed load)
+            # error_code uses tensorflow.error.Code: 0 OK, 2 UNKNOWN (TF Serving's code for a failed
+            # load)
             entry.status.error_code = 2 if st.error else 0
             entry.status.error_message = st.error
         return response

@@ -58,7 +58,8 @@ class ServingError(Exception):
 
 
 def grpc_code_from_value(value: int) -> grpc.StatusCode:
-    """gRPC status for an integer code (e.g. ``tf.errors.OpError.error_code``); UNKNOWN if unmapped."""
+    """gRPC status for an integer code (e.g. ``tf.errors.OpError.error_code``); UNKNOWN if
+    unmapped."""
     return _GRPC_BY_VALUE.get(int(value), grpc.StatusCode.UNKNOWN)
 
 

@@ -52,7 +52,10 @@ def _shape_error(alias: str, info: meta_graph_pb2.TensorInfo, shape: tuple) -> s
     want = [d.size for d in ts.dim]
     if len(want) != len(shape) or any(w >= 0 and w != s for w, s in zip(want, shape)):
         pretty = "[" + ",".join("?" if w < 0 else str(w) for w in want) + "]"
-        return f"input '{alias}' has shape {list(shape)}, which is incompatible with the signature's {pretty}"
+        return (
+            f"input '{alias}' has shape {list(shape)}, which is incompatible with the "
+            f"signature's {pretty}"
+        )
     return None
 
 
@@ -80,7 +83,8 @@ class ServableVersion:
         return f"ServableVersion({self.name!r}, {self.version}, {str(self.path)!r})"
 
     def signature(self, signature_name: str) -> meta_graph_pb2.SignatureDef:
-        """The named SignatureDef ("" = serving_default); INVALID_ARGUMENT if absent (as TF Serving)."""
+        """The named SignatureDef ("" = serving_default); INVALID_ARGUMENT if absent (as TF
+        Serving)."""
         name = signature_name or DEFAULT_SIGNATURE
         if name not in self.signature_defs or name not in self._functions:
             raise invalid_argument(f'Serving signature name: "{name}" not found in signature def')
@@ -164,7 +168,8 @@ class ServableVersion:
         return {k: v.numpy() for k, v in outputs.items()}
 
     def warmup(self) -> int:
-        """Replays ``assets.extra/tf_serving_warmup_requests`` (PredictionLog TFRecords) as TF Serving
+        """Replays ``assets.extra/tf_serving_warmup_requests`` (PredictionLog TFRecords) as TF
+        Serving
         does before marking a version available.
 
         Returns:

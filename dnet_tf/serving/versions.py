@@ -2,7 +2,8 @@
 
 TF Serving's file-system source treats every directory ``<base_path>/<N>/`` whose name is a
 non-negative integer (ASCII digits only, fitting an int64) as version N; anything else
-(``.tmp-3-...`` staging directories written by an atomic export, stray files) is ignored. The policy (``ServableVersionPolicy`` in
+(``.tmp-3-...`` staging directories written by an atomic export, stray files) is ignored. The
+policy (``ServableVersionPolicy`` in
 file_system_storage_path_source.proto) chooses among the versions found: the latest N (default
 N = 1), all, or a specific list.
 """
