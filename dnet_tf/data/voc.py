@@ -127,6 +127,22 @@ def _find_image(
     return None
 
 
+def _parse_xml(path: pathlib.Path) -> Element:
+    """The root element of an annotation file, parsed with defusedxml.
+
+    Raises:
+      VocError naming the file: unsafe XML (entities, DTD), malformed XML, unreadable file.
+    """
+    try:
+        return SafeET.parse(str(path)).getroot()
+    except DefusedXmlException as e:
+        raise VocError(path, f"refused unsafe XML ({type(e).__name__}: {e})") from None
+    except SafeET.ParseError as e:
+        raise VocError(path, f"malformed XML ({e})") from None
+    except OSError as e:
+        raise VocError(path, f"cannot read annotation ({e})") from None
+
+
 def parse_voc_xml(
     annotation_path,
     image_dir,
@@ -153,14 +169,7 @@ def parse_voc_xml(
     """
     path = pathlib.Path(annotation_path)
     image_dir = pathlib.Path(image_dir)
-    try:
-        root = SafeET.parse(str(path)).getroot()
-    except DefusedXmlException as e:
-        raise VocError(path, f"refused unsafe XML ({type(e).__name__}: {e})") from None
-    except SafeET.ParseError as e:
-        raise VocError(path, f"malformed XML ({e})") from None
-    except OSError as e:
-        raise VocError(path, f"cannot read annotation ({e})") from None
+    root = _parse_xml(path)
     if root.tag != "annotation":
         raise VocError(path, f"root element is <{root.tag}>, expected <annotation>")
 
@@ -359,15 +368,7 @@ def read_class_names(voc_root, split: str) -> list:
     names = set()
     for image_id in read_split_ids(root, split):
         path = root / "Annotations" / f"{image_id}.xml"
-        try:
-            tree = SafeET.parse(str(path)).getroot()
-        except DefusedXmlException as e:
-            raise VocError(path, f"refused unsafe XML ({type(e).__name__}: {e})") from None
-        except SafeET.ParseError as e:
-            raise VocError(path, f"malformed XML ({e})") from None
-        except OSError as e:
-            raise VocError(path, f"cannot read annotation ({e})") from None
-        for obj in tree.findall("object"):
+        for obj in _parse_xml(path).findall("object"):
             names.add(_text(obj, "name", path))
     return sorted(names)
 

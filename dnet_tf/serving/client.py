@@ -171,7 +171,76 @@ def _prepare(images: Sequence, names: Sequence[str] | None):
     return datas, sources, sizes
 
 
-class DetectorClient:
+class _ModelClient:
+    """What both clients share: the addressed model, the deadline, retries, ``detect``.
+
+    Args (keyword): version / version_label: pin a version (at most one; default the newest
+      served); signature_name: the signature to call (serving_default takes encoded images);
+      timeout_s: deadline of every call, seconds (> 0); retry: RetryPolicy for UNAVAILABLE.
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        version: int | None = None,
+        version_label: str | None = None,
+        signature_name: str = DEFAULT_SIGNATURE,
+        timeout_s: float = 30.0,
+        retry: RetryPolicy = RetryPolicy(),
+    ):
+        if version is not None and version_label:
+            raise ValueError("give a version or a version_label, not both")
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        self.model_name = model_name
+        self.version = version
+        self.version_label = version_label
+        self.signature_name = signature_name
+        self.timeout_s = float(timeout_s)
+        self.retry = retry
+        self.last_attempts = 0  # calls made by the latest method call (> 1 after retries)
+
+    def predict_encoded(self, encoded: Sequence[bytes]):
+        raise NotImplementedError
+
+    def get_model_metadata(self) -> dict:
+        raise NotImplementedError
+
+    def detect(
+        self, images: Sequence, names: Sequence[str] | None = None, min_score: float = 0.0
+    ) -> list[Detections]:
+        """Detections for each image (paths or encoded bytes), in one Predict call.
+
+        Raises:
+          ValueError: an image cannot be read or identified.
+          ServingCallError: the call failed.
+        """
+        datas, sources, sizes = _prepare(images, names)
+        outputs, version = self.predict_encoded(datas)
+        return Detections.batch_from_outputs(
+            outputs, sizes, sources, self.model_name, version, min_score
+        )
+
+    def check_signature(self) -> None:
+        """Checks the served signature takes ``images`` DT_STRING [None] and returns the contract's
+        outputs, so a misconfigured endpoint fails here and not on the first real request.
+
+        Raises:
+          ValueError: naming what differs.
+        """
+        check_signature_def(self.get_model_metadata(), self.signature_name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        pass
+
+
+class DetectorClient(_ModelClient):
     """gRPC client for the detector's SavedModel contract.
 
     Args:
@@ -192,26 +261,13 @@ class DetectorClient:
         target: str = "localhost:8500",
         model_name: str = "dnet",
         *,
-        version: int | None = None,
-        version_label: str | None = None,
-        signature_name: str = DEFAULT_SIGNATURE,
-        timeout_s: float = 30.0,
-        retry: RetryPolicy = RetryPolicy(),
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         credentials=None,
         lb_policy: str | None = None,
+        **address,
     ):
-        if version is not None and version_label:
-            raise ValueError("give a version or a version_label, not both")
-        if timeout_s <= 0:
-            raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        super().__init__(model_name, **address)
         self.target = target
-        self.model_name = model_name
-        self.version = version
-        self.version_label = version_label
-        self.signature_name = signature_name
-        self.timeout_s = float(timeout_s)
-        self.retry = retry
         options = [
             ("grpc.max_send_message_length", int(max_message_bytes)),
             ("grpc.max_receive_message_length", int(max_message_bytes)),
@@ -222,7 +278,6 @@ class DetectorClient:
         ]
         if lb_policy:
             options.append(("grpc.lb_policy_name", lb_policy))
-        self.last_attempts = 0  # calls made by the latest method call (> 1 after retries)
         self._channel = (
             grpc.secure_channel(target, credentials, options)
             if credentials is not None
@@ -233,12 +288,6 @@ class DetectorClient:
 
     def close(self) -> None:
         self._channel.close()
-
-    def __enter__(self) -> DetectorClient:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def _spec(self, spec, signature: bool = True) -> None:
         spec.name = self.model_name
@@ -285,21 +334,6 @@ class DetectorClient:
         )
         return outputs, version
 
-    def detect(
-        self, images: Sequence, names: Sequence[str] | None = None, min_score: float = 0.0
-    ) -> list[Detections]:
-        """Detections for each image (paths or encoded bytes), in one Predict call.
-
-        Raises:
-          ValueError: an image cannot be read or identified.
-          ServingCallError: the call failed.
-        """
-        datas, sources, sizes = _prepare(images, names)
-        outputs, version = self.predict_encoded(datas)
-        return Detections.batch_from_outputs(
-            outputs, sizes, sources, self.model_name, version, min_score
-        )
-
     def get_model_metadata(self) -> dict:
         """Signature name -> SignatureDef of the addressed version (GetModelMetadata)."""
         request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
@@ -311,16 +345,6 @@ class DetectorClient:
                 grpc.StatusCode.INTERNAL, "metadata 'signature_def' is not a SignatureDefMap"
             )
         return dict(sig_map.signature_def)
-
-    def check_signature(self) -> None:
-        """Checks the served signature takes ``images`` DT_STRING [None] and returns the contract's
-        outputs, so a misconfigured endpoint fails here and not on the first real request.
-
-        Raises:
-          ValueError: naming what differs.
-        """
-        sigs = self.get_model_metadata()
-        check_signature_def(sigs, self.signature_name)
 
     def get_model_status(self) -> list[dict]:
         """[{"version": int, "state": "AVAILABLE"|..., "error_code": int, "error_message": str}]."""
@@ -388,7 +412,7 @@ _GRPC_BY_HTTP = {
 }
 
 
-class RestDetectorClient:
+class RestDetectorClient(_ModelClient):
     """REST client: ``POST /v1/models/<name>[/versions/<v>|/labels/<l>]:predict`` with
     {"signature_name": ..., "instances": [{"b64": ...}, ...]}.
 
@@ -396,35 +420,10 @@ class RestDetectorClient:
     """
 
     def __init__(
-        self,
-        base_url: str = "http://localhost:8501",
-        model_name: str = "dnet",
-        *,
-        version: int | None = None,
-        version_label: str | None = None,
-        signature_name: str = DEFAULT_SIGNATURE,
-        timeout_s: float = 30.0,
-        retry: RetryPolicy = RetryPolicy(),
+        self, base_url: str = "http://localhost:8501", model_name: str = "dnet", **address
     ):
-        if version is not None and version_label:
-            raise ValueError("give a version or a version_label, not both")
+        super().__init__(model_name, **address)
         self.base_url = base_url.rstrip("/")
-        self.model_name = model_name
-        self.version = version
-        self.version_label = version_label
-        self.signature_name = signature_name
-        self.timeout_s = float(timeout_s)
-        self.retry = retry
-        self.last_attempts = 0  # calls made by the latest method call (> 1 after retries)
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self) -> RestDetectorClient:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        pass
 
     def _model_url(self) -> str:
         url = f"{self.base_url}/v1/models/{self.model_name}"
@@ -508,15 +507,6 @@ class RestDetectorClient:
             )
         return outputs, None
 
-    def detect(
-        self, images: Sequence, names: Sequence[str] | None = None, min_score: float = 0.0
-    ) -> list[Detections]:
-        datas, sources, sizes = _prepare(images, names)
-        outputs, version = self.predict_encoded(datas)
-        return Detections.batch_from_outputs(
-            outputs, sizes, sources, self.model_name, version, min_score
-        )
-
     def get_model_metadata(self) -> dict:
         """Signature name -> SignatureDef, parsed from the ``/metadata`` JSON."""
         reply = self._request(f"{self._model_url()}/metadata")
@@ -533,10 +523,6 @@ class RestDetectorClient:
                 grpc.StatusCode.INTERNAL, "metadata 'signature_def' is not a SignatureDefMap"
             )
         return dict(sig_map.signature_def)
-
-    def check_signature(self) -> None:
-        """As DetectorClient.check_signature, over REST."""
-        check_signature_def(self.get_model_metadata(), self.signature_name)
 
     def get_model_status(self) -> list[dict]:
         """As DetectorClient.get_model_status, from the ``GET /v1/models/...`` JSON."""

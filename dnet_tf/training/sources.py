@@ -77,8 +77,8 @@ class PipelineSource(DataSource):
             class_names = pipeline.discover_class_names(self.source)
         self.class_names = tuple(class_names)
 
-    def classifier_dataset(self, split, cfg, batch_size, seed):
-        return self._pipeline.classifier_dataset(
+    def _dataset(self, make, split, cfg, batch_size, seed):
+        return make(
             self.source,
             split,
             self.class_names,
@@ -88,16 +88,11 @@ class PipelineSource(DataSource):
             pipeline_cfg=self._pipeline_cfg,
         )
 
+    def classifier_dataset(self, split, cfg, batch_size, seed):
+        return self._dataset(self._pipeline.classifier_dataset, split, cfg, batch_size, seed)
+
     def localizer_dataset(self, split, cfg, batch_size, seed):
-        return self._pipeline.localizer_dataset(
-            self.source,
-            split,
-            self.class_names,
-            cfg,
-            batch_size=batch_size,
-            seed=seed,
-            pipeline_cfg=self._pipeline_cfg,
-        )
+        return self._dataset(self._pipeline.localizer_dataset, split, cfg, batch_size, seed)
 
     def has_split(self, split):
         return self._pipeline.has_split(self.source, split)
