@@ -28,6 +28,8 @@ CPU_ONLY_OPS = {
     "RaggedTensorToVariant": "decoding: the batch's decoded images, of different sizes, as one "
     "ragged uint8 tensor (tf.map_fn over the request)",
     "RaggedTensorToTensor": "decoding: that ragged batch zero-padded into one uint8 tensor",
+    "ScaleAndTranslate": "decoding: the request budget's antialiased downscale of an image "
+    "larger than max_image_side, once per such image, before the batch is formed",
     "StringJoin": "string op of the checkpoint-saving function (temporary file names)",
     "StaticRegexFullMatch": "string op of the checkpoint-saving function (device-name check)",
     "SaveV2": "writes checkpoints; not on the serving path",
