@@ -200,6 +200,15 @@ class _ModelClient:
         self.retry = retry
         self.last_attempts = 0  # calls made by the latest method call (> 1 after retries)
 
+    def _with_retries(self, once):
+        """``once()`` under the retry policy; records the attempts made in ``last_attempts``."""
+        try:
+            result, self.last_attempts = call_with_retry(once, self.retry, is_retryable)
+        except ServingCallError as e:
+            self.last_attempts = e.attempts
+            raise
+        return result
+
     def predict_encoded(self, encoded: Sequence[bytes]):
         raise NotImplementedError
 
@@ -305,16 +314,7 @@ class DetectorClient(_ModelClient):
             except grpc.RpcError as e:
                 raise ServingCallError(e.code(), e.details() or "") from e
 
-        try:
-            result, self.last_attempts = call_with_retry(
-                once,
-                self.retry,
-                is_retryable,
-            )
-        except ServingCallError as e:
-            self.last_attempts = e.attempts
-            raise
-        return result
+        return self._with_retries(once)
 
     def predict_encoded(self, encoded: Sequence[bytes]) -> tuple[dict[str, np.ndarray], int | None]:
         """Raw Predict on encoded images.
@@ -472,16 +472,7 @@ class RestDetectorClient(_ModelClient):
                     retryable=False,
                 ) from e
 
-        try:
-            result, self.last_attempts = call_with_retry(
-                once,
-                self.retry,
-                is_retryable,
-            )
-        except ServingCallError as e:
-            self.last_attempts = e.attempts
-            raise
-        return result
+        return self._with_retries(once)
 
     def predict_encoded(self, encoded: Sequence[bytes]) -> tuple[dict[str, np.ndarray], None]:
         """Raw :predict on encoded images; (alias -> ndarray, None) — REST does not name the
