@@ -339,12 +339,7 @@ class DetectorClient(_ModelClient):
         request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
         self._spec(request.model_spec, signature=False)
         response = self._call(self._predict.GetModelMetadata, request)
-        sig_map = get_model_metadata_pb2.SignatureDefMap()
-        if not response.metadata["signature_def"].Unpack(sig_map):
-            raise ServingCallError(
-                grpc.StatusCode.INTERNAL, "metadata 'signature_def' is not a SignatureDefMap"
-            )
-        return dict(sig_map.signature_def)
+        return _signature_defs(response)
 
     def get_model_status(self) -> list[dict]:
         """[{"version": int, "state": "AVAILABLE"|..., "error_code": int, "error_message": str}]."""
@@ -352,6 +347,16 @@ class DetectorClient(_ModelClient):
         self._spec(request.model_spec, signature=False)
         response = self._call(self._models.GetModelStatus, request)
         return _status_list(response)
+
+
+def _signature_defs(response) -> dict:
+    """Signature name -> SignatureDef of a GetModelMetadataResponse."""
+    sig_map = get_model_metadata_pb2.SignatureDefMap()
+    if not response.metadata["signature_def"].Unpack(sig_map):
+        raise ServingCallError(
+            grpc.StatusCode.INTERNAL, "metadata 'signature_def' is not a SignatureDefMap"
+        )
+    return dict(sig_map.signature_def)
 
 
 def _status_list(response) -> list[dict]:
@@ -508,12 +513,7 @@ class RestDetectorClient(_ModelClient):
             raise ServingCallError(
                 grpc.StatusCode.INTERNAL, f"unexpected metadata reply: {e}"
             ) from e
-        sig_map = get_model_metadata_pb2.SignatureDefMap()
-        if not response.metadata["signature_def"].Unpack(sig_map):
-            raise ServingCallError(
-                grpc.StatusCode.INTERNAL, "metadata 'signature_def' is not a SignatureDefMap"
-            )
-        return dict(sig_map.signature_def)
+        return _signature_defs(response)
 
     def get_model_status(self) -> list[dict]:
         """As DetectorClient.get_model_status, from the ``GET /v1/models/...`` JSON."""
