@@ -25,7 +25,6 @@ import argparse
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from bench import adversarial_inputs as adv  # noqa: E402
 from bench.common import format_table, write_json  # noqa: E402
+from dnet_tf.serving.server_cli import free_port, server_command  # noqa: E402
 
 UNBOUNDED = {
     "max_image_side": 100_000,
@@ -45,28 +45,19 @@ UNBOUNDED = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     """server_cli in a subprocess, with a watchdog on its resident memory."""
 
     def __init__(self, base_path: pathlib.Path, name: str, rss_cap_kib: int):
-        self.port = _free_port()
-        cmd = [
-            sys.executable,
-            "-m",
-            "dnet_tf.serving.server_cli",
-            "--host=127.0.0.1",
-            f"--model_base_path={base_path / name}",
-            f"--model_name={name}",
-            f"--port={self.port}",
+        self.port = free_port()
+        cmd = server_command(
+            base_path / name,
+            name,
+            self.port,
+            None,
             "--file_system_poll_wait_seconds=0",
             "--enable_model_warmup=false",
-        ]
+        )
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
         self.proc = subprocess.Popen(
             cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

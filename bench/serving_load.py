@@ -27,7 +27,6 @@ import pathlib
 import platform
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,13 +39,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dnet_tf.serving.client import DetectorClient, RestDetectorClient, RetryPolicy  # noqa: E402
+from dnet_tf.serving.server_cli import free_port, server_command  # noqa: E402
 from dnet_tf.serving.versions import scan_versions  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def percentile(values, q: float) -> float:
@@ -91,28 +85,16 @@ class ServerProcess:
     """The local server in a subprocess, ready when it prints its ready line."""
 
     def __init__(self, base_path: pathlib.Path, name: str, batching_file: str | None):
-        self.grpc_port, self.rest_port = _free_port(), _free_port()
-        cmd = [
-            sys.executable,
-            "-m",
-            "dnet_tf.serving.server_cli",
-            "--host",
-            "127.0.0.1",
-            "--model_base_path",
-            str(base_path),
-            "--model_name",
+        self.grpc_port, self.rest_port = free_port(), free_port()
+        cmd = server_command(
+            base_path,
             name,
-            "--port",
-            str(self.grpc_port),
-            "--rest_api_port",
-            str(self.rest_port),
-            "--file_system_poll_wait_seconds",
-            "0",
-            "--monitoring_config_file",
-            str(REPO / "serving" / "monitoring.config"),
-            "--log_level",
-            "WARNING",
-        ]
+            self.grpc_port,
+            self.rest_port,
+            "--file_system_poll_wait_seconds=0",
+            f"--monitoring_config_file={REPO / 'serving' / 'monitoring.config'}",
+            "--log_level=WARNING",
+        )
         if batching_file:
             cmd += ["--enable_batching", "--batching_parameters_file", batching_file]
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")

@@ -18,7 +18,6 @@ import argparse
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,12 +27,6 @@ from dnet_tf.core import contracts
 
 def stage(n: int, total: int, text: str) -> None:
     print(f"\n[{n}/{total}] {text}", flush=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -164,23 +157,10 @@ def export(run_dir: pathlib.Path, base: pathlib.Path) -> pathlib.Path:
 def serve_and_query(base: pathlib.Path, run_dir: pathlib.Path, data: pathlib.Path, n: int) -> None:
     from dnet_tf.core.detections import to_json
     from dnet_tf.serving.client import DetectorClient
+    from dnet_tf.serving.server_cli import free_port, server_command
 
-    port, rest = _free_port(), _free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "dnet_tf.serving.server_cli",
-        "--model_base_path",
-        str(base),
-        "--model_name",
-        base.name,
-        "--port",
-        str(port),
-        "--rest_api_port",
-        str(rest),
-        "--host",
-        "127.0.0.1",
-    ]
+    port, rest = free_port(), free_port()
+    cmd = server_command(base, base.name, port, rest)
     print("starting:", " ".join(cmd[1:]))
     server = subprocess.Popen(cmd, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     try:

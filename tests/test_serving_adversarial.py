@@ -16,7 +16,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -30,6 +29,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from bench import adversarial_inputs as adv
 from dnet_tf.serving.client import DetectorClient, RestDetectorClient, RetryPolicy
+from dnet_tf.serving.server_cli import free_port, server_command
 from dnet_tf.serving.toy_model import export_toy_model
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -41,33 +41,23 @@ MEMORY_BOUND_KIB = 80 * 1024
 TIME_BOUND_S = 2.0  # generous: each is refused in milliseconds on an idle machine
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start(tmp_path, extra=()):
     export_toy_model(tmp_path / "models", "dnet", 1)
     (tmp_path / "monitoring.config").write_text(
         'prometheus_config { enable: true path: "/metrics" }'
     )
-    grpc_port, rest_port = _free_port(), _free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "dnet_tf.serving.server_cli",
-        "--host=127.0.0.1",
-        f"--model_base_path={tmp_path / 'models' / 'dnet'}",
-        "--model_name=dnet",
-        f"--port={grpc_port}",
-        f"--rest_api_port={rest_port}",
+    grpc_port, rest_port = free_port(), free_port()
+    cmd = server_command(
+        tmp_path / "models" / "dnet",
+        "dnet",
+        grpc_port,
+        rest_port,
         "--file_system_poll_wait_seconds=0",
         f"--monitoring_config_file={tmp_path / 'monitoring.config'}",
         f"--rest_api_timeout_in_ms={READ_TIMEOUT_MS}",
         f"--rest_api_max_connections={MAX_CONNECTIONS}",
         *extra,
-    ]
+    )
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(REPO))
     proc = subprocess.Popen(
         cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

@@ -9,7 +9,6 @@ directory or need a server that is down start their own.
 import base64
 import io
 import json
-import socket
 import threading
 import time
 import urllib.error
@@ -34,6 +33,7 @@ from dnet_tf.serving.batching import BatchingOptions
 from dnet_tf.serving.client import DetectorClient, RestDetectorClient, RetryPolicy, ServingCallError
 from dnet_tf.serving.servable import read_signature_defs
 from dnet_tf.serving.server import LocalModelServer, ServerOptions
+from dnet_tf.serving.server_cli import free_port
 from dnet_tf.serving.toy_model import export_toy_model
 
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
@@ -564,14 +564,8 @@ def test_versions_and_labels_on_request(tmp_path, images):
 # ----------------------------------------------------------------------------- retries
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_client_retries_unavailable_until_the_server_is_up(model_dir, images, direct):
-    grpc_port, rest_port = _free_port(), _free_port()
+    grpc_port, rest_port = free_port(), free_port()
     opts = ServerOptions(
         host="127.0.0.1",
         port=grpc_port,
@@ -623,7 +617,7 @@ def test_client_retries_unavailable_until_the_server_is_up(model_dir, images, di
     _assert_same(outputs, direct([images["png"]]))
     # with no server at all, the attempts run out and UNAVAILABLE is raised
     with DetectorClient(
-        f"127.0.0.1:{_free_port()}",
+        f"127.0.0.1:{free_port()}",
         "dnet",
         timeout_s=5,
         retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.01, max_backoff_s=0.02),

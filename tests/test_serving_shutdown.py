@@ -6,9 +6,7 @@ import os
 import pathlib
 import re
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -19,15 +17,10 @@ import pytest
 from PIL import Image
 
 from dnet_tf.serving.client import DetectorClient, RestDetectorClient, RetryPolicy, ServingCallError
+from dnet_tf.serving.server_cli import free_port, server_command
 from dnet_tf.serving.toy_model import export_toy_model
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _inflight(rest_port):
@@ -50,31 +43,18 @@ def test_sigterm_finishes_requests_in_flight(tmp_path):
     (tmp_path / "monitoring.config").write_text(
         'prometheus_config { enable: true path: "/metrics" }'
     )
-    grpc_port, rest_port = _free_port(), _free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "dnet_tf.serving.server_cli",
-        "--host",
-        "127.0.0.1",
-        "--model_base_path",
-        str(tmp_path / "models" / "dnet"),
-        "--model_name",
+    grpc_port, rest_port = free_port(), free_port()
+    cmd = server_command(
+        tmp_path / "models" / "dnet",
         "dnet",
-        "--port",
-        str(grpc_port),
-        "--rest_api_port",
-        str(rest_port),
-        "--file_system_poll_wait_seconds",
-        "0",
+        grpc_port,
+        rest_port,
+        "--file_system_poll_wait_seconds=0",
         "--enable_batching",
-        "--batching_parameters_file",
-        str(tmp_path / "batching.txt"),
-        "--monitoring_config_file",
-        str(tmp_path / "monitoring.config"),
-        "--shutdown_grace_seconds",
-        "20",
-    ]
+        f"--batching_parameters_file={tmp_path / 'batching.txt'}",
+        f"--monitoring_config_file={tmp_path / 'monitoring.config'}",
+        "--shutdown_grace_seconds=20",
+    )
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.Popen(
         cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

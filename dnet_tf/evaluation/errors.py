@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from dnet_tf.core import boxes as core_boxes
 from dnet_tf.evaluation.voc_ap import iou_matrix
 
 ERROR_TYPES = ("duplicate", "part", "localization", "other_class", "background")
@@ -63,12 +64,11 @@ class ErrorReport:
 def containment(a_yxyx: np.ndarray, b_yxyx: np.ndarray) -> np.ndarray:
     """Fraction of each box of a inside each box of b: area(a & b) / area(a), float64 [N, M]
     (0 for an empty a)."""
-    a = np.asarray(a_yxyx, np.float64).reshape(-1, 4)[:, None, :]
-    b = np.asarray(b_yxyx, np.float64).reshape(-1, 4)[None, :, :]
-    ih = np.maximum(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0.0)
-    iw = np.maximum(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0.0)
-    area_a = np.maximum(a[..., 2] - a[..., 0], 0.0) * np.maximum(a[..., 3] - a[..., 1], 0.0)
-    return np.where(area_a > 0, ih * iw / np.where(area_a > 0, area_a, 1.0), 0.0)
+    a = np.asarray(a_yxyx, np.float64).reshape(-1, 4)
+    b = np.asarray(b_yxyx, np.float64).reshape(-1, 4)
+    inter = core_boxes.intersection(a, b)  # [N, M]
+    area_a = core_boxes.area(a)[:, None]
+    return np.where(area_a > 0, inter / np.where(area_a > 0, area_a, 1.0), 0.0)
 
 
 def touching(boxes_yxyx: np.ndarray, gap_px: float = TOUCH_GAP_PX) -> np.ndarray:

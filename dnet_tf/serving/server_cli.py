@@ -17,6 +17,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Sequence
@@ -24,6 +25,32 @@ from collections.abc import Sequence
 from dnet_tf.serving.server import DEFAULT_MAX_REQUEST_BYTES, LocalModelServer, ServerOptions
 
 log = logging.getLogger("dnet_tf.serving")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` now (the OS picks it), for a server started next."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def server_command(
+    model_base_path, model_name: str, port: int, rest_api_port: int | None = None, *extra: str
+) -> list[str]:
+    """The command line that starts this server on localhost in a subprocess (``python -m``)
+    for one model; ``extra`` are further flags (``--flag=value``)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "dnet_tf.serving.server_cli",
+        "--host=127.0.0.1",
+        f"--model_base_path={model_base_path}",
+        f"--model_name={model_name}",
+        f"--port={port}",
+    ]
+    if rest_api_port is not None:
+        cmd.append(f"--rest_api_port={rest_api_port}")
+    return cmd + list(extra)
 
 
 def _bool(text: str) -> bool:
