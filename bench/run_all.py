@@ -124,9 +124,10 @@ BENCHMARKS = (
         "bench.serving_load",
         "Serving load",
         "Requests/s, p50/p99 latency and errors of the local server, 8 concurrent gRPC clients, "
-        "with and without server-side batching (models/dnet when exported, else a stand-in model).",
+        "with and without server-side batching, beside the same SavedModel called directly from "
+        "8 threads in the same rounds (models/dnet when exported, else a stand-in model).",
         [],
-        ["--duration", "10"],
+        ["--rounds", "2", "--duration", "5"],
     ),
 )
 

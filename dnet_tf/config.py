@@ -252,7 +252,7 @@ class InferenceConfig:
     max_image_side: int = 1024
     max_images_per_request: int = 16  # images in one request; >= 1
     # padded pixels of one request, images x largest height x largest width after resizing:
-    # 8 full-size images (TF Serving's max_batch_size in serving/); >= max_image_side^2
+    # 8 full-size images (>= TF Serving's max_batch_size in serving/); >= max_image_side^2
     max_request_pixels: int = 8 * 1024 * 1024
 
     def validate(self) -> InferenceConfig:

@@ -9,6 +9,9 @@ directory or need a server that is down start their own.
 import base64
 import io
 import json
+import pathlib
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -35,6 +38,8 @@ from dnet_tf.serving.servable import read_signature_defs
 from dnet_tf.serving.server import LocalModelServer, ServerOptions
 from dnet_tf.serving.server_cli import free_port
 from dnet_tf.serving.toy_model import export_toy_model
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
 
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
 H1, W1 = 60, 80  # the PNG
@@ -712,6 +717,31 @@ def test_server_cli_flags_mirror_tensorflow_model_server():
         "b.txt",
     )
     assert server_cli.run(["--model_base_path", "/nonexistent/dnet", "--port", "0"]) == 2
+
+
+def test_server_cli_sizes_tensorflow_thread_pools_before_loading():
+    args = server_cli.build_parser().parse_args(
+        ["--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism", "3"]
+    )
+    assert (args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism) == (1, 3)
+    with pytest.raises(ValueError, match="--tensorflow_inter_op_parallelism must be >= 0"):
+        server_cli.set_tensorflow_threads(0, -1)
+    server_cli.set_tensorflow_threads(0, 0)  # TensorFlow's choice: nothing to set, no error
+    tf.constant(1.0) + 1.0  # once an op has run, the pools are fixed, and the error says so
+    with pytest.raises(ValueError, match="thread pools"):
+        server_cli.set_tensorflow_threads(2, 0)
+    # a fresh process, as the server command line is: the pools take the sizes given
+    code = (
+        "import tensorflow as tf; from dnet_tf.serving import server_cli; "
+        "server_cli.set_tensorflow_threads(1, 3); tf.constant(1.0) + 1.0; "
+        "t = tf.config.threading; "
+        "print(t.get_intra_op_parallelism_threads(), t.get_inter_op_parallelism_threads())"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["1", "3"]
 
 
 def test_start_fails_cleanly_on_a_busy_port(model_dir, server):

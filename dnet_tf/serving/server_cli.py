@@ -160,8 +160,43 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="on SIGTERM, seconds requests in flight get to finish (default 30)",
     )
+    p.add_argument(
+        "--tensorflow_intra_op_parallelism",
+        type=int,
+        default=0,
+        help="threads one op may use; 0 = TensorFlow's choice (the CPU count) (default 0)",
+    )
+    p.add_argument(
+        "--tensorflow_inter_op_parallelism",
+        type=int,
+        default=0,
+        help="threads running independent ops; 0 = TensorFlow's choice (default 0)",
+    )
     p.add_argument("--log_level", default="INFO", help="Python logging level (default INFO)")
     return p
+
+
+def set_tensorflow_threads(intra_op: int, inter_op: int) -> None:
+    """Sizes TensorFlow's thread pools for this process, as tensorflow_model_server's flags of the
+    same names do; 0 leaves a pool to TensorFlow. Must run before the first model is loaded.
+
+    Raises:
+      ValueError: a negative count, or TensorFlow already started (its pools are fixed then).
+    """
+    for name, value in (("intra_op", intra_op), ("inter_op", inter_op)):
+        if value < 0:
+            raise ValueError(f"--tensorflow_{name}_parallelism must be >= 0, got {value}")
+    if not (intra_op or inter_op):
+        return
+    import tensorflow as tf
+
+    try:
+        if intra_op:
+            tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+        if inter_op:
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+    except RuntimeError as e:
+        raise ValueError(f"cannot size TensorFlow's thread pools now: {e}") from e
 
 
 def options_from_args(args: argparse.Namespace) -> ServerOptions:
@@ -198,6 +233,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        set_tensorflow_threads(
+            args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism
+        )
         server = LocalModelServer(options_from_args(args))
         server.start()
     except (ValueError, RuntimeError, OSError) as e:
