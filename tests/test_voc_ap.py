@@ -302,3 +302,37 @@ def test_matches_exact_oracle_on_random_cases(seed):
                 defined.append(float(exp[slot]))
         if defined:
             assert res.mean_ap == pytest.approx(np.mean(defined), abs=1e-12)
+
+
+def test_size_subset_small_objects_worked_by_hand():
+    """AP over small objects (COCO's rule): in a 100 x 100 image, small = side < 0.15 of the
+    image's, i.e. box area < 225 px². Ground truth: S1, S2 (10 x 10, small) and L (40 x 40,
+    large). Detections, best first: L (matches large ground truth: ignored), a large false
+    positive far away (outside the range, matches nothing: ignored), S1 (true positive), a small
+    false positive (counted), then nothing for S2.
+    Ranked and kept: TP, FP -> precision 1, 1/2 at recall 1/2, 1/2; 11-point AP = 6/11 * 1 = 6/11
+    (recall levels 0 .. 0.5 reach precision 1, levels 0.6 .. 1 none)."""
+    from dnet_tf.evaluation.voc_ap import size_subset
+
+    s1, s2, big = [0, 0, 10, 10], [50, 50, 60, 60], [20, 20, 60, 60]
+    big_fp, small_fp = [60, 0, 100, 40], [80, 80, 90, 90]
+    gt = [_gt([s1, s2, big], [0, 0, 0])]
+    det = [_det([big, big_fp, s1, small_fp], [0.9, 0.8, 0.7, 0.6], [0, 0, 0, 0])]
+    sub_gt, sub_det = size_subset(gt, det, [(100, 100)], max_side=0.15)
+    np.testing.assert_array_equal(sub_gt[0]["difficult"], [False, False, True])
+    np.testing.assert_array_equal(sub_det[0]["ignore_unmatched"], [True, True, False, False])
+    res = evaluate_detections(sub_gt, sub_det, 1, use_07_metric=True)
+    assert res.per_class[0].num_positives == 2
+    np.testing.assert_array_equal(res.per_class[0].tp, [True, False])
+    assert res.per_class[0].ap == pytest.approx(6 / 11, abs=1e-12)
+    # Without the subset the same detections score on all three objects: TP, FP, TP, FP ->
+    # recall 1/3, 1/3, 2/3, 2/3, precision 1, 1/2, 2/3, 1/2: the flags change the result.
+    full = evaluate_detections(gt, det, 1, use_07_metric=True)
+    np.testing.assert_array_equal(full.per_class[0].tp, [True, False, True, False])
+
+
+def test_size_subset_checks_lengths():
+    from dnet_tf.evaluation.voc_ap import size_subset
+
+    with pytest.raises(ValueError, match="differ in length"):
+        size_subset([_gt([A], [0])], [_det([A], [1.0], [0])], [])

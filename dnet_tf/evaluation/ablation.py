@@ -46,6 +46,9 @@ def summarize(eval_dir: str) -> dict:
         "ap": {c: v["ap"] for c, v in refined[key]["per_class"].items()},
         "first_stage_ap": {c: v["ap"] for c, v in first[key]["per_class"].items()},
         "seconds_per_image": refined.get("seconds_per_image"),
+        # objects below runner.SMALL_OBJECT_SIDE of the image's side (absent in older files)
+        "small_mAP": refined.get("voc07_small", {}).get("mAP"),
+        "first_stage_small_mAP": first.get("voc07_small", {}).get("mAP"),
     }
     for prefix, method in (("", refined), ("first_stage_", first)):
         errors = method.get("errors")
@@ -62,6 +65,7 @@ def markdown(rows: dict) -> str:
         return ""
     classes = list(next(iter(rows.values()))["ap"])
     head = ["variant", "mAP", "first stage mAP", *classes] + [
+        "small mAP",
         "part FP / image",
         "recall touching",
         "recall isolated",
@@ -72,6 +76,7 @@ def markdown(rows: dict) -> str:
         cells = [label, _fmt(r["mAP"]), _fmt(r["first_stage_mAP"])]
         cells += [_fmt(r["ap"].get(c)) for c in classes]
         cells += [
+            _fmt(r.get("small_mAP")),
             _fmt(r.get("part_fp_per_image"), 2),
             _fmt(r.get("recall_touching")),
             _fmt(r.get("recall_isolated")),
@@ -80,7 +85,10 @@ def markdown(rows: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     first = next(iter(rows.values()))
     lines.append("")
-    lines.append(f"{first['metric']}, {first['num_images']} images; AP per class: refined.")
+    lines.append(
+        f"{first['metric']}, {first['num_images']} images; AP per class: refined; small mAP: "
+        "objects with a box side below 0.15 of the image's (COCO's rule for a size range)."
+    )
     return "\n".join(lines) + "\n"
 
 

@@ -32,7 +32,7 @@ from dnet_tf.core import contracts
 from dnet_tf.evaluation.errors import analyse_errors, write_error_analysis
 from dnet_tf.evaluation.pictures import draw_detections, plot_precision_recall
 from dnet_tf.evaluation.table import PAPER_TABLE1, Table, TableRow, is_voc_class_list
-from dnet_tf.evaluation.voc_ap import evaluate_detections
+from dnet_tf.evaluation.voc_ap import evaluate_detections, size_subset
 
 REFINED = "DetectorNet"
 FIRST_STAGE = "DetectorNet (first stage)"
@@ -49,6 +49,11 @@ class EvalOptions:
     pictures: int = 0  # Figure 3 pictures for the first N images (or picture_ids); >= 0
     picture_ids: Sequence[str] | None = None  # image ids to picture instead of the first N
     progress: bool = True  # a tqdm bar on stderr
+
+
+# "Small" objects: box side below this fraction of the image's, sqrt(box area / image area)
+# (a third of the synthetic set's objects; the finest windows are a quarter of the image's side).
+SMALL_OBJECT_SIDE = 0.15
 
 
 def load_image(path) -> np.ndarray:
@@ -184,6 +189,7 @@ def evaluate_split(
             for k, v in dataclasses.asdict(baseline.cfg).items()
         }
     rows, curves, errors = [], {}, {}
+    image_hw = [(r.height, r.width) for r in records]
     for name, (dets, sec, ev) in methods.items():
         errors[name] = analyse_errors(gts, dets, class_names, options.iou_threshold)
         by_metric = {
@@ -201,6 +207,13 @@ def evaluate_split(
             "seconds_per_image": sec,
             "network_evaluations_per_image": ev,
             "errors": errors[name].to_dict(),
+            # VOC07 AP over the objects with side < SMALL_OBJECT_SIDE of the image's
+            "voc07_small": evaluate_detections(
+                *size_subset(gts, dets, image_hw, max_side=SMALL_OBJECT_SIDE),
+                len(class_names),
+                options.iou_threshold,
+                use_07_metric=True,
+            ).to_dict(class_names),
         }
     if is_voc_class_list(class_names) and options.use_07_metric:
         rows += [TableRow.from_paper(name) for name in PAPER_TABLE1]

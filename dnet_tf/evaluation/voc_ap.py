@@ -26,6 +26,9 @@ Follows the official devkit (``VOCevaldet.m`` of VOCdevkit 2007-2012, and the Py
   ``np.arange(0, 1.1, 0.1)`` in the Python port gives 0.30000000000000004 and misses it.
 * VOC2010+ all-point AP: area under the precision envelope p_interp(r) = max_{r' >= r} p(r'),
   summed over the recall steps.
+* AP over a size range (``size_subset``, COCO's rule for "small" objects): ground truth outside
+  the range counts as difficult, and a detection outside it that matches no ground truth of the
+  range is ignored instead of counted false (field "ignore_unmatched").
 * A class with no non-difficult ground truth has no defined AP (the devkit divides by zero);
   here its AP is NaN and it is left out of mAP, which is the mean over the remaining classes.
 """
@@ -222,7 +225,9 @@ def evaluate_detections(
         "boxes_yxyx": float [N, 4] image_yxyx, "classes": int [N] 0-based class ids,
         "difficult": bool [N] (optional, default all False).
       detections: one mapping per image, same image order, with
-        "boxes_yxyx": float [K, 4] image_yxyx, "scores": float [K], "classes": int [K] 0-based.
+        "boxes_yxyx": float [K, 4] image_yxyx, "scores": float [K], "classes": int [K] 0-based,
+        "ignore_unmatched": bool [K] (optional, default all False): a detection that is not a
+        true positive is ignored instead of counted false (``size_subset``).
       num_classes: C, number of object classes.
       iou_threshold: a detection matches a box when IoU >= this; (0, 1].
       use_07_metric: True: VOC2007 11-point AP (the paper's Table 1, VOC2007 test);
@@ -261,11 +266,16 @@ def evaluate_detections(
                 f"{dw}: boxes_yxyx, scores and classes have different lengths "
                 f"({len(d_boxes)}, {len(d_scores)}, {len(d_classes)})"
             )
+        d_ignore = _as_array(
+            d, "ignore_unmatched", dw, bool, (), default=np.zeros(len(d_boxes), bool)
+        )
+        if not len(d_boxes) == len(d_scores) == len(d_classes) == len(d_ignore):
+            raise ValueError(f"{dw}: field 'ignore_unmatched' has a different length")
         if not np.all(np.isfinite(d_scores)):
             raise ValueError(f"{dw}: field 'scores' has non-finite values")
         _check_classes(d_classes, num_classes, dw)
         gts.append((g_boxes, g_classes, g_difficult))
-        dets.append((d_boxes, d_scores, d_classes))
+        dets.append((d_boxes, d_scores, d_classes, d_ignore))
 
     per_class = [
         _evaluate_class(c, gts, dets, iou_threshold, use_07_metric) for c in range(num_classes)
@@ -290,15 +300,17 @@ def _evaluate_class(cls: int, gts, dets, iou_threshold: float, use_07_metric: bo
         gt_boxes.append(boxes[keep])
         gt_difficult.append(difficult[keep])
         num_positives += int(np.count_nonzero(~difficult[keep]))
-    image_ids, boxes_l, scores_l = [], [], []
-    for i, (boxes, scores, classes) in enumerate(dets):
+    image_ids, boxes_l, scores_l, ignore_l = [], [], [], []
+    for i, (boxes, scores, classes, ignore_unmatched) in enumerate(dets):
         keep = classes == cls
         image_ids.append(np.full(int(keep.sum()), i, dtype=np.int64))
         boxes_l.append(boxes[keep])
         scores_l.append(scores[keep])
+        ignore_l.append(ignore_unmatched[keep])
     image_ids = np.concatenate(image_ids) if image_ids else np.zeros(0, np.int64)
     det_boxes = np.concatenate(boxes_l) if boxes_l else np.zeros((0, 4))
     det_scores = np.concatenate(scores_l) if scores_l else np.zeros(0)
+    det_ignore = np.concatenate(ignore_l) if ignore_l else np.zeros(0, bool)
 
     order = np.argsort(-det_scores, kind="stable")
     taken = [np.zeros(len(b), dtype=bool) for b in gt_boxes]
@@ -323,6 +335,7 @@ def _evaluate_class(cls: int, gts, dets, iou_threshold: float, use_07_metric: bo
         else:
             fp[rank] = True
 
+    ignored |= fp & det_ignore[order]  # outside a size range and matching nothing of it
     kept = ~ignored
     tp, fp = tp[kept], fp[kept]
     recall, precision = _curve(tp, fp, num_positives)
@@ -337,3 +350,41 @@ def _evaluate_class(cls: int, gts, dets, iou_threshold: float, use_07_metric: bo
         recall=recall,
         precision=precision,
     )
+
+
+def size_subset(
+    ground_truth: Sequence[Mapping],
+    detections: Sequence[Mapping],
+    image_hw: Sequence,
+    min_side: float = 0.0,
+    max_side: float = float("inf"),
+) -> tuple:
+    """Ground truth and detections restricted to one object size range, for AP over that range
+    (COCO's "small": ground truth outside the range is difficult, detections outside it that
+    match nothing of the range are ignored).
+
+    Size = sqrt(box area / image area), the box's side relative to the image's (a box of a
+    quarter of a square image's side has size 0.25).
+
+    Args:
+      ground_truth, detections: as ``evaluate_detections``, per image.
+      image_hw: per image (height, width) in px.
+      min_side, max_side: the range [min_side, max_side) of sizes kept.
+    Returns:
+      (ground_truth, detections): new mappings for ``evaluate_detections``.
+    """
+    if not len(ground_truth) == len(detections) == len(image_hw):
+        raise ValueError("size_subset: ground_truth, detections and image_hw differ in length")
+
+    def outside(boxes, hw):
+        boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        size = np.sqrt(np.maximum(core_boxes.area(boxes), 0.0) / float(hw[0] * hw[1]))
+        return (size < min_side) | (size >= max_side)
+
+    gts, dets = [], []
+    for g, d, hw in zip(ground_truth, detections, image_hw):
+        g_boxes = np.asarray(g["boxes_yxyx"]).reshape(-1, 4)
+        difficult = np.asarray(g.get("difficult", np.zeros(len(g_boxes), bool)), bool)
+        gts.append(dict(g, difficult=difficult | outside(g_boxes, hw)))
+        dets.append(dict(d, ignore_unmatched=outside(d["boxes_yxyx"], hw)))
+    return gts, dets
