@@ -23,7 +23,6 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from dnet_tf.config import DetectorConfig
 from dnet_tf.models.shared_head import (
     build_class_head,
     build_head_trainer,

@@ -27,7 +27,8 @@ class TrainingState:
     """Models, optimizers and per-stage counters of a run, with their checkpoint.
 
     Attributes:
-      models, optimizers: {stage name: keras.Model / keras.Optimizer} for STAGES.
+      models, optimizers: {stage name: keras.Model / keras.Optimizer}: STAGES for a run
+        (``build``), the shared head for its own stage (training.shared_head).
       steps: {stage: tf.Variable int64}, optimisation steps done.
       done: {stage: tf.Variable bool}, the stage finished (target or time budget).
       budget_stopped: {stage: tf.Variable bool}, it ended at the time budget (kept across

@@ -38,7 +38,7 @@ from dnet_tf.training.recipe import (
     init_localizer_from_classifier,
     localizer_example_loss,
 )
-from dnet_tf.training.shared_head import trained_steps, train_shared_head
+from dnet_tf.training.shared_head import train_shared_head, trained_steps
 from dnet_tf.training.sources import DataSource, open_source
 from dnet_tf.training.stage import RunContext, StagePlan, StageReport, data_seed, run_stage
 from dnet_tf.training.state import STAGES, TrainingState
