@@ -121,50 +121,60 @@ def _tiny_run_cfg(**train):
     )
 
 
-def test_stage_added_to_a_finished_run_leaves_its_networks_and_separate_detections_as_before(
-    tmp_path,
-):
-    src = ToySource(("a", "b"))
-    cfg = _tiny_run_cfg()
-    train(tmp_path, src, cfg, progress=False, eval_crops=0)
+def _run_with_stage(run_dir, steps, log=None):
+    cfg = _tiny_run_cfg(shared_head_steps=steps)
+    return train(run_dir, ToySource(("a", "b")), cfg, progress=False, eval_crops=16, log=log)
+
+
+def test_stage_added_to_a_finished_run_trains_the_head_only_and_resumes(tmp_path):
+    train(tmp_path, ToySource(("a", "b")), _tiny_run_cfg(), progress=False, eval_crops=0)
     before = rd.load_run(tmp_path)
     assert before.class_head is None  # a run without the stage loads as before
-    image = coloured_object_image(80, 60, [[10, 12, 50, 40]])[None]
-    overrides = {"coverage_threshold": 0.0, "max_refine": 3}
-    separate_before = _detect(module_from_run(tmp_path, overrides)[0], image)
 
     lines = []
-    with_head = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, shared_head_steps=3))
-    summary = train(tmp_path, src, with_head, progress=False, eval_crops=16, log=lines.append)
+    summary = _run_with_stage(tmp_path, 3, lines.append)
     assert summary["steps"] == {"classifier": 3, "localizer": 3, "shared_head": 3}
     assert 0.0 <= summary["val_shared_head"]["accuracy"] <= 1.0
     assert any("initialised from the classifier: embedding, class_probs" in s for s in lines)
     after = rd.load_run(tmp_path)
     assert after.config.train.shared_head_steps == 3  # config.json records the stage
-    for a, b in zip(
+    pairs = zip(
         before.localizer.weights + before.classifier.weights,
         after.localizer.weights + after.classifier.weights,
-    ):
+    )
+    for a, b in pairs:
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     # The head was trained: its output layer left the classifier's.
     assert not np.allclose(
         after.class_head.get_layer("class_probs").get_weights()[0],
         after.classifier.get_layer("class_probs").get_weights()[0],
     )
-    separate_after = _detect(module_from_run(tmp_path, overrides)[0], image)
-    for key, value in separate_before.items():
-        np.testing.assert_array_equal(value.numpy(), separate_after[key].numpy(), err_msg=key)
 
     # Asked for more steps, the stage resumes from its checkpoint.
     lines.clear()
-    more = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, shared_head_steps=5))
-    summary = train(tmp_path, src, more, progress=False, eval_crops=0, log=lines.append)
+    summary = _run_with_stage(tmp_path, 5, lines.append)
     assert summary["steps"]["shared_head"] == 5
     assert any("resumed from" in s and "shared_head step 3" in s for s in lines)
 
+
+@pytest.mark.slow
+def test_separate_detections_of_a_run_are_unchanged_by_the_stage(tmp_path):
+    train(tmp_path, ToySource(("a", "b")), _tiny_run_cfg(), progress=False, eval_crops=0)
+    image = coloured_object_image(80, 60, [[10, 12, 50, 40]])[None]
+    overrides = {"coverage_threshold": 0.0, "max_refine": 3}
+    separate_before = _detect(module_from_run(tmp_path, overrides)[0], image)
+    _run_with_stage(tmp_path, 2)
+    separate_after = _detect(module_from_run(tmp_path, overrides)[0], image)
+    for key, value in separate_before.items():
+        np.testing.assert_array_equal(value.numpy(), separate_after[key].numpy(), err_msg=key)
     shared, _ = module_from_run(tmp_path, {**overrides, "classifier": "shared"})
     trunk = localizer_trunk(shared.localizer)
     assert {id(v) for v in trunk.weights} <= {id(v) for v in shared.joint.weights}
+    # Coverage threshold 0: every box is a candidate, so max_refine = 3 of them go on; the
+    # separate graph runs 3 classifier crops and one refinement per kept one, the shared 3.
+    out = _detect(shared, image)
+    assert int(out["network_evaluations"][0]) == WINDOWS + 3
+    assert WINDOWS + 3 <= int(separate_before["network_evaluations"][0]) <= WINDOWS + 6
 
 
 # -- The inference graph. ----------------------------------------------------------------------
@@ -238,3 +248,25 @@ def test_config_fields_are_validated_by_name():
 
     with pytest.raises(ValueError, match="'classifier'"):
         EdgePipeline(lambda x: x, lambda x: x, ["c0"], ASPECTS, cfg)
+
+
+@pytest.mark.slow
+def test_export_with_the_shared_head_keeps_the_signatures_and_the_graphs_outputs(tmp_path):
+    from dnet_tf.core import contracts
+    from dnet_tf.export.saved_model import export_module
+
+    module = _fake_module("shared", max_detections=10)
+    version = export_module(module, tmp_path, "dnet")
+    loaded = tf.saved_model.load(str(version))
+    assert set(loaded.signatures) == {
+        contracts.SERVING_DEFAULT,
+        contracts.IMAGE_TENSOR,
+        contracts.DETECT_WITH_MASKS,
+    }
+    image = coloured_object_image(64, 64, [[10, 12, 50, 40]])[None]
+    exported = loaded.signatures[contracts.IMAGE_TENSOR](images=tf.constant(image))
+    assert set(exported) == set(contracts.DETECTION_OUTPUTS)
+    in_memory = _detect(module, image)
+    assert int(in_memory["num_detections"][0]) >= 1
+    for key in ("num_detections", "detection_boxes", "detection_scores", "detection_classes"):
+        np.testing.assert_allclose(exported[key], in_memory[key], atol=1e-5, err_msg=key)
