@@ -34,55 +34,87 @@ SETTINGS = {
 }
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def time_interleaved(run, data, split, num_images, repeats, settings: dict) -> tuple[dict, int]:
+    """Median seconds per image of each setting's detector, timed image by image in turn.
+
+    Args:
+      run: training run directory; data: its VOC root; split: the images' split.
+      num_images: the first images of the split; repeats: passes over them.
+      settings: {name: InferenceConfig overrides of the run}; the first is the ratios' base.
+    Returns:
+      ({name: {overrides, median_s, ratio, n, network_evaluations_mean}}, images used).
+    """
+    from dnet_tf.data.voc import read_voc_split
+    from dnet_tf.evaluation.runner import load_image
+    from dnet_tf.inference.detector import load_detector
+
+    detectors = {name: load_detector(run, o or None) for name, o in settings.items()}
+    names = next(iter(detectors.values())).class_names
+    records = read_voc_split(data, split, names, ignore_unknown_classes=True)
+    images = [load_image(r.image_path) for r in records[:num_images]]
+    for det in detectors.values():
+        det.detect(images[:1])  # tracing
+    seconds = {name: [] for name in detectors}
+    evaluations = {name: [] for name in detectors}
+    for _ in range(repeats):
+        for image in images:
+            for name, det in detectors.items():
+                t0 = time.perf_counter()
+                result = det.detect([image])[0]
+                seconds[name].append(time.perf_counter() - t0)
+                evaluations[name].append(result.network_evaluations)
+    first = statistics.median(seconds[next(iter(seconds))])
+    results = {}
+    for name, values in seconds.items():
+        med = statistics.median(values)
+        results[name] = {
+            "overrides": settings[name],
+            "median_s": med,
+            "ratio": med / first,
+            "n": len(values),
+            "network_evaluations_mean": statistics.mean(evaluations[name]),
+        }
+    return results, len(images)
+
+
+def print_and_write(name: str, args, results: dict, num_images: int) -> None:
+    """The table of ``time_interleaved``'s results, and bench/results/<name>.json."""
+    rows = [
+        [k, f"{r['median_s']:.3f}", f"{r['ratio']:.2f}", f"{r['network_evaluations_mean']:.1f}"]
+        + [r["n"]]
+        for k, r in results.items()
+    ]
+    headers = ["setting", "median s / image", "ratio", "network evals / image", "n"]
+    print(format_table(headers, rows))
+    path = write_json(
+        name,
+        {
+            "machine": machine(),
+            "run": args.run,
+            "split": args.split,
+            "images": num_images,
+            "results": results,
+        },
+    )
+    print(f"wrote {path}")
+
+
+def parse_args(argv, doc: str):
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     p.add_argument("--run", required=True, help="training run directory")
     p.add_argument("--data", required=True, help="VOC root")
     p.add_argument("--split", default="val")
     p.add_argument("--images", type=int, default=20)
     p.add_argument("--repeats", type=int, default=3, help="passes over the images")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    from dnet_tf.data.voc import read_voc_split
-    from dnet_tf.evaluation.runner import load_image
-    from dnet_tf.inference.detector import load_detector
 
-    detectors = {name: load_detector(args.run, o or None) for name, o in SETTINGS.items()}
-    names = next(iter(detectors.values())).class_names
-    records = read_voc_split(args.data, args.split, names, ignore_unknown_classes=True)
-    images = [load_image(r.image_path) for r in records[: args.images]]
-    for det in detectors.values():
-        det.detect(images[:1])  # tracing
-    seconds = {name: [] for name in detectors}
-    for _ in range(args.repeats):
-        for image in images:
-            for name, det in detectors.items():
-                t0 = time.perf_counter()
-                det.detect([image])
-                seconds[name].append(time.perf_counter() - t0)
-    first = statistics.median(seconds[next(iter(seconds))])
-    rows, results = [], {}
-    for name, values in seconds.items():
-        med = statistics.median(values)
-        results[name] = {
-            "overrides": SETTINGS[name],
-            "median_s": med,
-            "ratio": med / first,
-            "n": len(values),
-        }
-        rows.append([name, f"{med:.3f}", f"{med / first:.2f}", len(values)])
-    print(format_table(["setting", "median s / image", "ratio", "n"], rows))
-    path = write_json(
-        "selection_latency",
-        {
-            "machine": machine(),
-            "run": args.run,
-            "split": args.split,
-            "images": len(images),
-            "results": results,
-        },
+def main(argv=None) -> int:
+    args = parse_args(argv, __doc__)
+    results, n = time_interleaved(
+        args.run, args.data, args.split, args.images, args.repeats, SETTINGS
     )
-    print(f"wrote {path}")
+    print_and_write("selection_latency", args, results, n)
     return 0
 
 

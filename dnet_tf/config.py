@@ -175,6 +175,12 @@ class InferenceConfig:
     nms_iou: float = 0.5  # Jaccard above which a lower-scored box is suppressed; (0, 1]
     # classifier pruning: keep a detection when P(class | crop) >= this; [0, 1]. 0 disables.
     classifier_threshold: float = 0.1
+    # which network gives P(class | crop): "separate" = the paper's classifier (own backbone) on
+    # the first-stage box, then the localizer on the kept ones' refinement crops (two network
+    # evaluations per candidate); "shared" = a class head on the localizer's trunk, run with the
+    # masks on the refinement crop in one forward (one evaluation per candidate; needs the run's
+    # shared_head.keras, TrainConfig.shared_head_steps). README "Results" compares them.
+    classifier: str = "separate"
     refine_enlarge: float = (
         1.2  # refinement crop = detection grown by this factor about its centre; >= 1
     )
@@ -303,6 +309,11 @@ class InferenceConfig:
         )
         _check(0.0 < self.nms_iou <= 1.0, "nms_iou", "must be in (0, 1]")
         _check(0.0 <= self.classifier_threshold <= 1.0, "classifier_threshold", "must be in [0, 1]")
+        _check(
+            self.classifier in policy.CLASSIFIERS,
+            "classifier",
+            f"must be one of {list(policy.CLASSIFIERS)}; got {self.classifier!r}",
+        )
         _check(self.refine_enlarge >= 1.0, "refine_enlarge", "must be >= 1")
         _check(self.max_refine >= 1, "max_refine", "must be >= 1")
         _check(0.0 < self.candidate_nms_iou <= 1.0, "candidate_nms_iou", "must be in (0, 1]")
@@ -374,6 +385,9 @@ class TrainConfig:
     batch_size: int = 32  # samples per step (global, across replicas); >= 1
     classifier_steps: int = 600  # optimisation steps for the classifier stage; >= 0
     localizer_steps: int = 1500  # optimisation steps for the localizer stage; >= 0
+    # optional third stage: steps of the class head on the localizer's frozen trunk
+    # (InferenceConfig.classifier = "shared"); 0 = none (the paper's two networks only); >= 0
+    shared_head_steps: int = 0
     optimizer: str = "adagrad"  # "adagrad" (the paper's), "adam" or "sgd"
     learning_rate: float = (
         0.01  # initial learning rate (AdaGrad's, measured on the synthetic set); > 0
@@ -386,6 +400,7 @@ class TrainConfig:
         _check(self.batch_size >= 1, "batch_size", "must be >= 1")
         _check(self.classifier_steps >= 0, "classifier_steps", "must be >= 0")
         _check(self.localizer_steps >= 0, "localizer_steps", "must be >= 0")
+        _check(self.shared_head_steps >= 0, "shared_head_steps", "must be >= 0")
         _check(
             self.optimizer in ("adagrad", "adam", "sgd"),
             "optimizer",

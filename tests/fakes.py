@@ -71,3 +71,19 @@ def coloured_object_image(height, width, boxes_image_yxyx):
         img[y0 : (y0 + y1) // 2, x0:x1, 1] = 255
         img[y0:y1, x0 : (x0 + x1) // 2, 2] = 255
     return img
+
+
+def fake_localizer_with_trunk(input_size=225, mask_size=24, num_classes=1):
+    """``fake_localizer`` split as models.localizer builds it: a "trunk" sub-model (the identity:
+    its features are the crop itself) and the "masks" layer on its features."""
+    t_in = keras.Input((input_size, input_size, 3))
+    trunk = keras.Model(t_in, keras.layers.Identity()(t_in), name="trunk")
+    inp = keras.Input((input_size, input_size, 3))
+    masks = CoverageMasks(mask_size, num_classes, name="masks")(trunk(inp))
+    return keras.Model(inp, masks, name="localizer")
+
+
+def fake_class_head(input_size=225, num_classes=1):
+    """A class head over the identity trunk's features: the red fraction of the crop."""
+    inp = keras.Input((input_size, input_size, 3))
+    return keras.Model(inp, RedFraction(num_classes)(inp), name="class_head")

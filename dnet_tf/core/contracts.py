@@ -14,6 +14,9 @@ CLASS_NAMES = "class_names.txt"  # one class name per line, in class-id order
 DATASET_STATS = "dataset_stats.json"  # {"aspect_ratios": [...], ...}
 LOCALIZER = "localizer.keras"
 CLASSIFIER = "classifier.keras"
+# optional: the class head on the localizer's trunk (features -> [B, C + 1]), present when the
+# run trained it (TrainConfig.shared_head_steps > 0)
+SHARED_HEAD = "shared_head.keras"
 CHECKPOINTS = "checkpoints"  # tf.train.CheckpointManager
 LOGS = "logs"  # TensorBoard, one folder per stage
 SUMMARY = "summary.json"  # written last: {"complete": true, ...}

@@ -37,6 +37,10 @@ REFINE_CANDIDATES = 16
 
 SCORE_MODES = ("classifier", "eq3", "product")
 REFINE_AGREEMENTS = ("refined", "mean", "min")
+# Where P(class | crop) comes from (InferenceConfig.classifier): the paper's own network on the
+# first-stage box, or a head on the localizer's trunk on the refinement crop.
+CLASSIFIERS = ("separate", "shared")
+SHARED = "shared"
 
 
 def confidence(class_prob, eq3, mode: str, xp=NUMPY):

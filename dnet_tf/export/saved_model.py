@@ -166,7 +166,8 @@ def export_module(
     try:
         archive = keras.export.ExportArchive()
         archive.track(module.localizer)
-        archive.track(module.classifier)
+        # The networks the graph runs: the separate classifier, or the head on the trunk.
+        archive.track(module.class_head if module.shared else module.classifier)
         for sig_name, fn in build_signatures(module).items():
             archive.add_endpoint(sig_name, fn)
         archive.write_out(str(tmp / "saved"), verbose=False)

@@ -31,7 +31,12 @@ def module_from_run(run_dir, inference_overrides: dict | None = None):
     stats_path = pathlib.Path(run_dir) / contracts.DATASET_STATS
     stats = json.loads(stats_path.read_text()) if stats_path.exists() else {}
     module = DetectorModule(
-        run.localizer, run.classifier, run.class_names, run.aspect_ratios, config
+        run.localizer,
+        run.classifier,
+        run.class_names,
+        run.aspect_ratios,
+        config,
+        class_head=run.class_head,
     )
     return module, stats
 

@@ -44,6 +44,9 @@ class DetectorModule(tf.Module):
       class_names: C names, in class-id order.
       aspect_ratios: box aspect ratios (w / h) for the box search, e.g. k-means of training boxes.
       config: the run's DetectorConfig; its ``inference`` part fixes every knob of the graph.
+      class_head: the head on the localizer's trunk (models.shared_head), features -> [N, C + 1];
+        required when ``config.inference.classifier`` is "shared" (then ``classifier`` is not
+        run and may be None), unused otherwise.
     """
 
     def __init__(
@@ -54,9 +57,23 @@ class DetectorModule(tf.Module):
         aspect_ratios: Sequence[float],
         config: DetectorConfig,
         name: str | None = None,
+        class_head=None,
     ):
         super().__init__(name=name)
         self.localizer, self.classifier, self.config = localizer, classifier, config
+        self.shared = config.inference.classifier == policy.SHARED
+        self.class_head = class_head if self.shared else None
+        if self.shared:
+            if class_head is None:
+                raise ValueError(
+                    "config field 'classifier': 'shared' needs the class head on the localizer's "
+                    "trunk (the run directory's shared_head.keras, trained with "
+                    "TrainConfig.shared_head_steps > 0)"
+                )
+            from dnet_tf.models.shared_head import build_joint_model
+
+            # One trunk call per refinement crop gives both the masks and P(class | crop).
+            self.joint = build_joint_model(localizer, class_head)
         names, self.aspect_ratios = policy.check_detector_inputs(class_names, aspect_ratios, config)
         self.class_names, self.num_classes = names, len(names)
         cfg = config.inference
@@ -65,7 +82,9 @@ class DetectorModule(tf.Module):
         # Network evaluations per image at most: the windows, then up to max_refine candidates
         # through the classifier and those it keeps through the localizer again. The graph runs
         # only the candidates that exist and survive (``network_evaluations`` output).
-        self.max_network_evaluations = self.num_windows + 2 * cfg.max_refine
+        # With the shared head, one joint evaluation per candidate instead.
+        per_candidate = 1 if self.shared else 2
+        self.max_network_evaluations = self.num_windows + per_candidate * cfg.max_refine
 
     # ------------------------------------------------------------------------------------------
     # Public graph entry points.
@@ -106,13 +125,20 @@ class DetectorModule(tf.Module):
             per_image["boxes"], per_image["scores"], per_image["valid"]
         )
 
-        # Classifier pruning, on the valid first-stage boxes only.
-        class_prob = self._classify(images, candidates)  # [B, R]
-        kept = candidates.valid & (class_prob >= cfg.classifier_threshold)
+        if self.shared:
+            # Pruning and refinement from one joint forward on each refinement crop.
+            class_prob, refined_image_yxyx, refined_eq3 = self._classify_and_refine(
+                images, sizes_f, candidates
+            )
+            kept = candidates.valid & (class_prob >= cfg.classifier_threshold)
+        else:
+            # Classifier pruning, on the valid first-stage boxes only.
+            class_prob = self._classify(images, candidates)  # [B, R]
+            kept = candidates.valid & (class_prob >= cfg.classifier_threshold)
 
-        # Refinement: the localizer on each kept detection grown by refine_enlarge (pruned ones
-        # never reach the outputs, so they are not refined).
-        refined_image_yxyx, refined_eq3 = self._refine(images, sizes_f, candidates, kept)
+            # Refinement: the localizer on each kept detection grown by refine_enlarge (pruned
+            # ones never reach the outputs, so they are not refined).
+            refined_image_yxyx, refined_eq3 = self._refine(images, sizes_f, candidates, kept)
 
         first_scores = self._confidence(class_prob, candidates.scores)
         refined_scores = self._confidence(
@@ -126,12 +152,13 @@ class DetectorModule(tf.Module):
         )
         for key, value in first.items():
             outputs["first_stage_" + key.replace("detection_", "")] = value
-        # Crops actually sent through a network: the windows, the classifier's, the refinement's.
-        outputs["network_evaluations"] = (
-            tf.fill([batch], tf.constant(self.num_windows, tf.int32))
-            + tf.reduce_sum(tf.cast(candidates.valid, tf.int32), axis=1)
-            + tf.reduce_sum(tf.cast(kept, tf.int32), axis=1)
-        )
+        # Crops actually sent through a network: the windows, the classifier's, the refinement's
+        # (with the shared head, one joint evaluation per valid candidate).
+        outputs["network_evaluations"] = tf.fill(
+            [batch], tf.constant(self.num_windows, tf.int32)
+        ) + tf.reduce_sum(tf.cast(candidates.valid, tf.int32), axis=1)
+        if not self.shared:
+            outputs["network_evaluations"] += tf.reduce_sum(tf.cast(kept, tf.int32), axis=1)
         if with_masks:
             outputs["merged_masks"] = per_image["preview"]
         return outputs
@@ -419,10 +446,57 @@ class DetectorModule(tf.Module):
             lambda: self._refine_boxes(images, boxes, slots[:, 0], classes, hw),
             lambda: (tf.zeros([0, 4]), tf.zeros([0])),
         )
+        return _scatter_refined(slots, refined, eq3, tf.shape(cand.classes))
+
+    def _classify_and_refine(self, images, sizes_f, cand):
+        """The shared head's pruning and the refinement of every valid candidate in one joint
+        forward on its refinement crop (InferenceConfig.classifier = "shared").
+
+        Args: cand: _Candidates [B, R].
+        Returns:
+          P(class of the detection | refinement crop) float32 [B, R] (0 in invalid slots), and
+          as ``_refine`` the refined boxes [B, R, 4] image_yxyx and Eq. (3) scores [B, R] of the
+          slots whose probability reaches classifier_threshold (the only ones searched).
+        """
+        cfg = self.config.inference
+        slots = tf.cast(tf.where(cand.valid), tf.int32)  # [V, 2] (image, slot)
+        classes = tf.gather_nd(cand.classes, slots)  # [V]
+        hw = tf.gather(sizes_f, slots[:, 0])  # [V, 2]
+        crop_image_yxyx = box_ops.scale_about_center(
+            tf.gather_nd(cand.boxes_image_yxyx, slots), cfg.refine_enlarge
+        )
+
+        def run():
+            patches = crops.crop_and_resize(
+                images, crop_image_yxyx, slots[:, 0], self.config.model.input_size
+            )
+            out = self.joint(patches, training=False)
+            own = tf.gather(
+                out["class_probs"], classes + constants.CLASS_ID_OFFSET, batch_dims=1
+            )  # [V]
+            keep = tf.cast(tf.where(own >= cfg.classifier_threshold)[:, 0], tf.int32)  # [K] of V
+            refined, eq3 = tf.cond(
+                tf.shape(keep)[0] > 0,
+                lambda: self._best_box_in_crops(
+                    tf.gather(out["masks"], keep),
+                    tf.gather(crop_image_yxyx, keep),
+                    tf.gather(classes, keep),
+                    tf.gather(hw, keep),
+                ),
+                lambda: (tf.zeros([0, 4]), tf.zeros([0])),
+            )
+            return own, keep, refined, eq3
+
+        # The networks and the search take no empty batch (see _classify).
+        own, keep, refined, eq3 = tf.cond(
+            tf.shape(slots)[0] > 0,
+            run,
+            lambda: (tf.zeros([0]), tf.zeros([0], tf.int32), tf.zeros([0, 4]), tf.zeros([0])),
+        )
         shape = tf.shape(cand.classes)
-        refined = tf.scatter_nd(slots, refined, tf.concat([shape, [4]], axis=0))
-        eq3 = tf.tensor_scatter_nd_update(tf.fill(shape, INVALID_SCORE), slots, eq3)
-        return refined, eq3
+        class_prob = tf.scatter_nd(slots, own, shape)
+        refined, eq3 = _scatter_refined(tf.gather(slots, keep), refined, eq3, shape)
+        return class_prob, refined, eq3
 
     def _refine_boxes(self, images, boxes_image_yxyx, box_indices, classes, hw):
         """The refinement of V detections: boxes [V, 4] image_yxyx of images ``box_indices``
@@ -433,6 +507,16 @@ class DetectorModule(tf.Module):
         cfg = self.config.inference
         crop_image_yxyx = box_ops.scale_about_center(boxes_image_yxyx, cfg.refine_enlarge)
         masks = self._localize_flat(images, crop_image_yxyx, box_indices)  # [V, d, d, 5, C]
+        return self._best_box_in_crops(masks, crop_image_yxyx, classes, hw)
+
+    def _best_box_in_crops(self, masks, crop_image_yxyx, classes, hw):
+        """The best box of each refinement crop by its own class's masks.
+
+        Args: masks float32 [V, d, d, 5, C] of crops ``crop_image_yxyx`` [V, 4] image_yxyx;
+          0-based ``classes`` [V]; image sizes ``hw`` [V, 2].
+        Returns: refined boxes float32 [V, 4] image_yxyx, Eq. (3) scores float32 [V].
+        """
+        cfg = self.config.inference
         # Only the detection's own class matters: [V, d, d, 5].
         own = tf.gather(tf.transpose(masks, [0, 4, 1, 2, 3]), classes, batch_dims=1)
         rc = cfg.refine_canvas
@@ -511,6 +595,14 @@ class DetectorModule(tf.Module):
             ),
             "detection_class_names": names,
         }
+
+
+def _scatter_refined(slots, refined, eq3, shape):
+    """Refined boxes [K, 4] and Eq. (3) scores [K] of ``slots`` [K, 2] (image, slot) into the
+    [B, R] candidate slots ``shape``: zeros and INVALID_SCORE elsewhere."""
+    refined = tf.scatter_nd(slots, refined, tf.concat([shape, [4]], axis=0))
+    eq3 = tf.tensor_scatter_nd_update(tf.fill(shape, INVALID_SCORE), slots, eq3)
+    return refined, eq3
 
 
 @dataclasses.dataclass(frozen=True)

@@ -81,6 +81,8 @@ class EdgePipeline:
       class_names: C names in class-id order.
       aspect_ratios: box-search aspect ratios (w / h) of the run (dataset_stats.json).
       config: the run's DetectorConfig (model sizes and every inference knob).
+    Raises:
+      ValueError: InferenceConfig.classifier is "shared" (not supported here).
     """
 
     def __init__(
@@ -91,6 +93,12 @@ class EdgePipeline:
         aspect_ratios: Sequence[float],
         config: DetectorConfig,
     ):
+        if config.inference.classifier == policy.SHARED:
+            raise ValueError(
+                "config field 'classifier': the edge pipeline runs the separate classifier only "
+                "(set InferenceConfig.classifier = 'separate'); the shared head runs in the "
+                "SavedModel graph"
+            )
         self.class_names, self.aspect_ratios = policy.check_detector_inputs(
             class_names, aspect_ratios, config
         )

@@ -71,6 +71,14 @@ flags.DEFINE_integer(
 flags.DEFINE_integer(
     "localizer_steps", None, "Localizer-stage steps (TrainConfig).", lower_bound=0, **_F
 )
+flags.DEFINE_integer(
+    "shared_head_steps",
+    None,
+    "Steps of the optional third stage, a class head on the localizer's trunk (TrainConfig); "
+    "can be added to a complete run.",
+    lower_bound=0,
+    **_F,
+)
 flags.DEFINE_integer("batch_size", None, "Global batch size (TrainConfig).", lower_bound=1, **_F)
 flags.DEFINE_integer("seed", None, "Random seed (TrainConfig).", lower_bound=0, **_F)
 flags.DEFINE_float("learning_rate", None, "Learning rate (TrainConfig).", **_F)
@@ -109,6 +117,7 @@ flags.DEFINE_string(
 _TRAIN_FLAGS = (
     "classifier_steps",
     "localizer_steps",
+    "shared_head_steps",
     "batch_size",
     "seed",
     "learning_rate",

@@ -6,6 +6,8 @@ Layout (team contract):
   dataset_stats.json   {"aspect_ratios": [10 floats, w / h, ascending], ...}
   localizer.keras      final localizer (input [B, S, S, 3] float32 0..255 -> [B, d, d, 5, C])
   classifier.keras     final classifier (-> [B, C + 1] softmax, 0 = background)
+  shared_head.keras    optional: the class head on the localizer's trunk (features -> [B, C + 1];
+                       TrainConfig.shared_head_steps > 0, training.shared_head)
   checkpoints/         training state (tf.train.CheckpointManager)
   logs/                TensorBoard event files, one folder per stage
   summary.json         written last: {"complete": true, steps, throughput, mask IoU, ...}
@@ -36,6 +38,7 @@ from dnet_tf.core.contracts import (  # noqa: F401 (rd.CONFIG, ...)
     DATASET_STATS,
     LOCALIZER,
     LOGS,
+    SHARED_HEAD,
     SUMMARY,
 )
 
@@ -49,6 +52,8 @@ class RunArtifacts:
       class_names: tuple of str, class id k (0-based) = class_names[k].
       aspect_ratios: tuple of float, w / h of the box-search shapes, ascending.
       localizer, classifier: the loaded Keras models.
+      class_head: the shared head (models.shared_head) when the run has shared_head.keras,
+        else None.
     """
 
     config: DetectorConfig
@@ -56,6 +61,7 @@ class RunArtifacts:
     aspect_ratios: tuple
     localizer: keras.Model
     classifier: keras.Model
+    class_head: keras.Model | None = None
 
 
 def _umask() -> int:
@@ -191,7 +197,7 @@ def load_run(run_dir) -> RunArtifacts:
     Args:
       run_dir: folder written by dnet_tf.training.train.
     Returns:
-      RunArtifacts(config, class_names, aspect_ratios, localizer, classifier).
+      RunArtifacts(config, class_names, aspect_ratios, localizer, classifier, class_head).
     Raises:
       FileNotFoundError: a required file is missing (named in the message).
       ValueError: inconsistent content, e.g. class count != config.model.num_classes, or model
@@ -228,10 +234,19 @@ def load_run(run_dir) -> RunArtifacts:
             f"{run_dir / CLASSIFIER}: output shape {classifier.output_shape[1:]} "
             f"!= ({m.num_classes + 1},) from config.json"
         )
+    class_head = None
+    if (run_dir / SHARED_HEAD).is_file():
+        class_head = keras.saving.load_model(run_dir / SHARED_HEAD, compile=False)
+        if tuple(class_head.output_shape[1:]) != (m.num_classes + 1,):
+            raise ValueError(
+                f"{run_dir / SHARED_HEAD}: output shape {class_head.output_shape[1:]} "
+                f"!= ({m.num_classes + 1},) from config.json"
+            )
     return RunArtifacts(
         config=config,
         class_names=class_names,
         aspect_ratios=aspect_ratios,
         localizer=localizer,
         classifier=classifier,
+        class_head=class_head,
     )

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from dnet_tf.config import DetectorConfig
 from dnet_tf.training import tb
-from dnet_tf.training.recipe import make_train_step
+from dnet_tf.training.recipe import classifier_example_loss, make_train_step
 from dnet_tf.training.state import TrainingState
 
 
@@ -62,6 +62,11 @@ class RunContext:
     chief: bool
     progress: bool
     log: Callable[[str], None]
+
+
+def outputs_classes(plan: StagePlan) -> bool:
+    """Whether the stage's model gives class probabilities (its accuracy is logged)."""
+    return plan.example_loss is classifier_example_loss
 
 
 def data_seed(seed: int, stage: int, start_step: int) -> int:
@@ -136,7 +141,7 @@ def run_stage(plan: StagePlan, state: TrainingState, ctx: RunContext) -> StageRe
             report.last_loss = loss
             if step % cfg.train.steps_per_log == 0 or step == plan.target:
                 tb.scalar("loss", loss, step=step)
-                if name == "classifier":
+                if outputs_classes(plan):
                     tb.scalar("accuracy", float(correct) / batch, step=step)
                 if timed_s > 0:
                     tb.scalar("samples_per_s", timed_steps * batch / timed_s, step=step)

@@ -27,7 +27,8 @@ class TrainingState:
     """Models, optimizers and per-stage counters of a run, with their checkpoint.
 
     Attributes:
-      models, optimizers: {stage name: keras.Model / keras.Optimizer} for STAGES.
+      models, optimizers: {stage name: keras.Model / keras.Optimizer}: STAGES for a run
+        (``build``), the shared head for its own stage (training.shared_head).
       steps: {stage: tf.Variable int64}, optimisation steps done.
       done: {stage: tf.Variable bool}, the stage finished (target or time budget).
       budget_stopped: {stage: tf.Variable bool}, it ended at the time budget (kept across
@@ -62,25 +63,36 @@ class TrainingState:
         if strategy.num_replicas_in_sync > 1:
             for model in models.values():
                 distribute.synchronize_batch_norm(model)
+        return cls.of(models, optimizers, distribute.checkpoint_dir(strategy, run_dir))
+
+    @classmethod
+    def of(cls, models: dict, optimizers: dict, directory, checkpointed: dict | None = None):
+        """The state of the stages named by ``models``' keys, checkpointed under ``directory``.
+
+        Args:
+          models, optimizers: {stage: keras.Model / built keras.Optimizer}.
+          checkpointed: {stage: the object saved for that stage} where it is not the model
+            itself (e.g. only the trained head of a model whose other layers are frozen).
+        """
+        names = tuple(models)
+        saved = {**models, **(checkpointed or {})}
 
         def flags(kind, **kw):
-            return {n: tf.Variable(trainable=False, name=f"{n}_{kind}", **kw) for n in STAGES}
+            return {n: tf.Variable(trainable=False, name=f"{n}_{kind}", **kw) for n in names}
 
         steps = flags("step", initial_value=0, dtype=tf.int64)
         done = flags("done", initial_value=False)
         budget_stopped = flags("budget_stopped", initial_value=False)
         elapsed = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="elapsed_s")
         ckpt = tf.train.Checkpoint(
-            **{n: models[n] for n in STAGES},
-            **{f"{n}_optimizer": optimizers[n] for n in STAGES},
-            **{f"{n}_step": steps[n] for n in STAGES},
-            **{f"{n}_done": done[n] for n in STAGES},
-            **{f"{n}_budget_stopped": budget_stopped[n] for n in STAGES},
+            **{n: saved[n] for n in names},
+            **{f"{n}_optimizer": optimizers[n] for n in names},
+            **{f"{n}_step": steps[n] for n in names},
+            **{f"{n}_done": done[n] for n in names},
+            **{f"{n}_budget_stopped": budget_stopped[n] for n in names},
             elapsed_s=elapsed,
         )
-        manager = tf.train.CheckpointManager(
-            ckpt, str(distribute.checkpoint_dir(strategy, run_dir)), max_to_keep=2
-        )
+        manager = tf.train.CheckpointManager(ckpt, str(directory), max_to_keep=2)
         return cls(models, optimizers, steps, done, budget_stopped, elapsed, manager)
 
     def restore_latest(self, log: Callable[[str], None]) -> bool:
@@ -89,10 +101,7 @@ class TrainingState:
         if not latest:
             return False
         self.manager.checkpoint.restore(latest).assert_existing_objects_matched()
-        log(
-            f"resumed from {latest}: classifier step {self.step('classifier')}, "
-            f"localizer step {self.step('localizer')}"
-        )
+        log(f"resumed from {latest}: " + ", ".join(f"{n} step {self.step(n)}" for n in self.steps))
         return True
 
     def step(self, stage: str) -> int:
@@ -100,4 +109,4 @@ class TrainingState:
 
     def save(self) -> None:
         """Checkpoints everything, numbered by the total steps done."""
-        self.manager.save(checkpoint_number=sum(self.step(n) for n in STAGES))
+        self.manager.save(checkpoint_number=sum(self.step(n) for n in self.steps))

@@ -2,7 +2,9 @@
 
 Stages: (1) the classifier, ``cfg.train.classifier_steps`` steps on classifier crops;
 (2) the localizer, its trunk (and embedding) copied from the classifier at its step 0, then
-``cfg.train.localizer_steps`` steps on the weighted mask loss, all layers trained.
+``cfg.train.localizer_steps`` steps on the weighted mask loss, all layers trained; (3) only when
+``cfg.train.shared_head_steps`` > 0, after the run is complete: a class head on the localizer's
+frozen trunk (training.shared_head), which can also be added to a finished run later.
 
 Resumability: both models, both optimizers and the step counters live in one
 tf.train.Checkpoint saved every ``steps_per_checkpoint`` steps and at the end of each stage
@@ -36,6 +38,7 @@ from dnet_tf.training.recipe import (
     init_localizer_from_classifier,
     localizer_example_loss,
 )
+from dnet_tf.training.shared_head import train_shared_head, trained_steps
 from dnet_tf.training.sources import DataSource, open_source
 from dnet_tf.training.stage import RunContext, StagePlan, StageReport, data_seed, run_stage
 from dnet_tf.training.state import STAGES, TrainingState
@@ -48,13 +51,18 @@ EVAL_SEED = 2013
 EVAL_BATCH = 32
 
 
+# Fields a run may change when resumed: the optional stage after the two networks, which reads
+# them from the run directory and leaves them as they are (training.shared_head).
+RESUMABLE_CHANGES = (("train", "shared_head_steps"),)
+
+
 def _config_diff(a: DetectorConfig, b: DetectorConfig) -> list:
     da, db = a.to_dict(), b.to_dict()
     out = []
     for section in sorted(set(da) | set(db)):
         for key in sorted(set(da.get(section, {})) | set(db.get(section, {}))):
             va, vb = da.get(section, {}).get(key), db.get(section, {}).get(key)
-            if va != vb:
+            if va != vb and (section, key) not in RESUMABLE_CHANGES:
                 out.append(f"{section}.{key}: {va!r} != {vb!r}")
     return out
 
@@ -140,6 +148,15 @@ def train(
     source, cfg = open_run(run_dir, data, cfg)
     if rd.is_complete(run_dir):
         summary = rd.read_summary(run_dir)
+        if chief and cfg.train.shared_head_steps > trained_steps(summary):
+            return train_shared_head(
+                run_dir,
+                source,
+                cfg.train.shared_head_steps,
+                progress=progress,
+                eval_crops=eval_crops,
+                log=log,
+            )
         log(
             f"run {run_dir} is complete (classifier {summary['steps']['classifier']} steps, "
             f"localizer {summary['steps']['localizer']} steps); nothing to do"
@@ -169,7 +186,17 @@ def train(
                 )
                 log(f"localizer initialised from the classifier: {', '.join(copied)}")
         reports[plan.name] = run_stage(plan, state, ctx)
-    return finish_run(run_dir, state, reports, source, cfg, ctx, eval_crops)
+    summary = finish_run(run_dir, state, reports, source, cfg, ctx, eval_crops)
+    if chief and cfg.train.shared_head_steps > 0:
+        summary = train_shared_head(
+            run_dir,
+            source,
+            cfg.train.shared_head_steps,
+            progress=progress,
+            eval_crops=eval_crops,
+            log=log,
+        )
+    return summary
 
 
 def open_run(run_dir, data, cfg: DetectorConfig | None):
