@@ -8,7 +8,9 @@ The run needs shared_head.keras (TrainConfig.shared_head_steps > 0, or ``dnet_tf
 then the localizer on the kept ones' refinement crops (two network evaluations per candidate);
 "shared": one joint forward on each refinement crop (one per candidate). Both graphs are the run
 directory's, timed image by image in turn (A, B, A, B, ...); the table gives the median seconds
-per image, the ratio to "separate" and the mean network evaluations per image.
+per image, the ratio to "separate" and the mean network evaluations per image. "shared + coarse
+refinement" adds the compact configuration's coarser refinement search
+(``shared_head_coarse_refinement``).
 Writes bench/results/shared_head.json.
 """
 
@@ -22,7 +24,16 @@ sys.path.insert(0, str(REPO))
 
 from bench.selection_latency import parse_args, print_and_write, time_interleaved  # noqa: E402
 
-SETTINGS = {"separate": {"classifier": "separate"}, "shared": {"classifier": "shared"}}
+SETTINGS = {
+    "separate": {"classifier": "separate"},
+    "shared": {"classifier": "shared"},
+    # the compact configuration's inference knobs (config "shared_head_coarse_refinement")
+    "shared + coarse refinement": {
+        "classifier": "shared",
+        "refine_canvas": 32,
+        "refine_stride": 2.0,
+    },
+}
 
 
 def main(argv=None) -> int:
