@@ -8,9 +8,9 @@ The run needs shared_head.keras (TrainConfig.shared_head_steps > 0, or ``dnet_tf
 then the localizer on the kept ones' refinement crops (two network evaluations per candidate);
 "shared": one joint forward on each refinement crop (one per candidate). Both graphs are the run
 directory's, timed image by image in turn (A, B, A, B, ...); the table gives the median seconds
-per image, the ratio to "separate" and the mean network evaluations per image. "shared + coarse
-refinement" adds the compact configuration's coarser refinement search
-(``shared_head_coarse_refinement``).
+per image, the ratio to "separate" and the mean network evaluations per image. "coarse
+refinement" is the compact configuration (``paper_coarse_refinement``: the separate classifier and
+a coarser refinement search).
 Writes bench/results/shared_head.json.
 """
 
@@ -27,12 +27,8 @@ from bench.selection_latency import parse_args, print_and_write, time_interleave
 SETTINGS = {
     "separate": {"classifier": "separate"},
     "shared": {"classifier": "shared"},
-    # the compact configuration's inference knobs (config "shared_head_coarse_refinement")
-    "shared + coarse refinement": {
-        "classifier": "shared",
-        "refine_canvas": 32,
-        "refine_stride": 2.0,
-    },
+    # the compact configuration's coarser refinement search (config "paper_coarse_refinement")
+    "coarse refinement": {"refine_canvas": 32, "refine_stride": 2.0},
 }
 
 
