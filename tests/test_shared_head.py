@@ -207,19 +207,21 @@ def test_shared_probability_is_the_joint_models_on_the_refinement_crop(outputs):
     assert n >= 1
     h, w = images.shape[1:3]
     boxes = out["first_stage_boxes"][1, :n].numpy() * np.array([h, w, h, w], np.float32)
-    crop = box_ops.scale_about_center(tf.constant(boxes), 1.2)
+    enlarge = shared.config.inference.refine_enlarge
+    crop = box_ops.scale_about_center(tf.constant(boxes), enlarge)
     patches = crops.crop_and_resize(
         tf.constant(images, tf.float32), crop, tf.ones([n], tf.int32), 225
     )
     probs = shared.joint(patches, training=False)["class_probs"][:, 1].numpy()
     # score_mode "classifier": the first-stage score is P(class | refinement crop).
     np.testing.assert_allclose(out["first_stage_scores"][1, :n], probs, atol=1e-4)
-    # The red object fills ~1 / 1.2^2 of its enlarged crop, all of its own box's.
+    # The red object fills ~1 / enlarge^2 of its enlarged crop, all of its own box's.
     assert out["first_stage_scores"][1, 0] < 0.8 <= out_separate["first_stage_scores"][1, 0]
 
 
 def test_shared_head_prunes_on_the_refinement_crop():
-    # A threshold of 0.8: the enlarged crop's red fraction (~0.69) is below it, the box's not.
+    # A threshold of 0.8: the enlarged crop's red fraction (~1 / refine_enlarge^2) is below it,
+    # the box's not.
     image = coloured_object_image(64, 64, [[10, 12, 50, 40]])[None]
     shared = _detect(_fake_module("shared", classifier_threshold=0.8), image)
     separate = _detect(_fake_module("separate", classifier_threshold=0.8), image)
