@@ -109,13 +109,19 @@ def parse_args(argv, doc: str):
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv, __doc__)
+def run(name: str, settings: dict, argv, doc: str) -> int:
+    """The command of an interleaved timing benchmark: ``settings`` (label -> InferenceConfig
+    overrides) timed on a run's images, the table printed and bench/results/<name>.json written."""
+    args = parse_args(argv, doc)
     results, n = time_interleaved(
-        args.run, args.data, args.split, args.images, args.repeats, SETTINGS
+        args.run, args.data, args.split, args.images, args.repeats, settings
     )
-    print_and_write("selection_latency", args, results, n)
+    print_and_write(name, args, results, n)
     return 0
+
+
+def main(argv=None) -> int:
+    return run("selection_latency", SETTINGS, argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import sys
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.selection_latency import parse_args, print_and_write, time_interleaved  # noqa: E402
+from bench.selection_latency import run  # noqa: E402
 
 SETTINGS = {
     "separate": {"classifier": "separate"},
@@ -33,12 +33,7 @@ SETTINGS = {
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv, __doc__)
-    results, n = time_interleaved(
-        args.run, args.data, args.split, args.images, args.repeats, SETTINGS
-    )
-    print_and_write("shared_head", args, results, n)
-    return 0
+    return run("shared_head", SETTINGS, argv, __doc__)
 
 
 if __name__ == "__main__":

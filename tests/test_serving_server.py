@@ -724,8 +724,13 @@ def test_server_cli_sizes_tensorflow_thread_pools_before_loading():
         ["--tensorflow_intra_op_parallelism=1", "--tensorflow_inter_op_parallelism", "3"]
     )
     assert (args.tensorflow_intra_op_parallelism, args.tensorflow_inter_op_parallelism) == (1, 3)
-    with pytest.raises(ValueError, match="--tensorflow_inter_op_parallelism must be >= 0"):
+    with pytest.raises(
+        ValueError, match=r"--tensorflow_inter_op_parallelism must be in \[0, 1024\]"
+    ):
         server_cli.set_tensorflow_threads(0, -1)
+    # a declared-huge pool is refused before TensorFlow creates a thread
+    with pytest.raises(ValueError, match=r"--tensorflow_intra_op_parallelism .* got 1000000"):
+        server_cli.set_tensorflow_threads(10**6, 0)
     server_cli.set_tensorflow_threads(0, 0)  # TensorFlow's choice: nothing to set, no error
     tf.constant(1.0) + 1.0  # once an op has run, the pools are fixed, and the error says so
     with pytest.raises(ValueError, match="thread pools"):

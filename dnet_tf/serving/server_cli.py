@@ -176,16 +176,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Upper bound of each TensorFlow thread-pool flag: far above any machine's cores.
+MAX_TENSORFLOW_THREADS = 1024
+
+
 def set_tensorflow_threads(intra_op: int, inter_op: int) -> None:
     """Sizes TensorFlow's thread pools for this process, as tensorflow_model_server's flags of the
     same names do; 0 leaves a pool to TensorFlow. Must run before the first model is loaded.
 
     Raises:
-      ValueError: a negative count, or TensorFlow already started (its pools are fixed then).
+      ValueError: a count outside [0, MAX_TENSORFLOW_THREADS] (a typo of a few digits must not
+        start a million threads), or TensorFlow already started (its pools are fixed then).
     """
     for name, value in (("intra_op", intra_op), ("inter_op", inter_op)):
-        if value < 0:
-            raise ValueError(f"--tensorflow_{name}_parallelism must be >= 0, got {value}")
+        if not 0 <= value <= MAX_TENSORFLOW_THREADS:
+            raise ValueError(
+                f"--tensorflow_{name}_parallelism must be in [0, {MAX_TENSORFLOW_THREADS}], "
+                f"got {value}"
+            )
     if not (intra_op or inter_op):
         return
     import tensorflow as tf

@@ -146,17 +146,21 @@ def train(
         raise ValueError(f"time_budget_s must be > 0, got {time_budget_s}")
 
     source, cfg = open_run(run_dir, data, cfg)
+
+    def shared_head_stage() -> dict:  # the optional third stage, on the run's saved networks
+        return train_shared_head(
+            run_dir,
+            source,
+            cfg.train.shared_head_steps,
+            progress=progress,
+            eval_crops=eval_crops,
+            log=log,
+        )
+
     if rd.is_complete(run_dir):
         summary = rd.read_summary(run_dir)
         if chief and cfg.train.shared_head_steps > trained_steps(summary):
-            return train_shared_head(
-                run_dir,
-                source,
-                cfg.train.shared_head_steps,
-                progress=progress,
-                eval_crops=eval_crops,
-                log=log,
-            )
+            return shared_head_stage()
         log(
             f"run {run_dir} is complete (classifier {summary['steps']['classifier']} steps, "
             f"localizer {summary['steps']['localizer']} steps); nothing to do"
@@ -188,14 +192,7 @@ def train(
         reports[plan.name] = run_stage(plan, state, ctx)
     summary = finish_run(run_dir, state, reports, source, cfg, ctx, eval_crops)
     if chief and cfg.train.shared_head_steps > 0:
-        summary = train_shared_head(
-            run_dir,
-            source,
-            cfg.train.shared_head_steps,
-            progress=progress,
-            eval_crops=eval_crops,
-            log=log,
-        )
+        summary = shared_head_stage()
     return summary
 
 
