@@ -623,51 +623,79 @@ def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m, local_max
     shape_id = tf.reshape(shape_id, tf.shape(block_ids))
     real = shape_id < num_shapes
     shape_id = tf.minimum(shape_id, num_shapes - 1)
-    pos = (block_ids - tf.gather(block_starts, shape_id))[..., None] * _BLOCK + tf.range(
-        _BLOCK
-    )  # [K, M, 16]
-    y0, x0 = pos // row, pos % row
-    cand_shape = tf.broadcast_to(shape_id[..., None], tf.shape(pos))
-    bh, bw = tf.gather(shi, cand_shape), tf.gather(swi, cand_shape)
-    cand_starts = tf.gather(starts, cand_shape)  # [K, M, 16, 20 terms]
-    class_index = tf.range(k)[:, None, None]
-    cand_ry, cand_rx = tf.gather(ryi, cand_shape), tf.gather(rxi, cand_shape)
-    area = tf.cast(bh * bw, tf.float32)
+    # Each chosen block: 16 positions of one row of one shape's score map, from (y0, xb).
+    first = (block_ids - tf.gather(block_starts, shape_id)) * _BLOCK  # [K, M]
+    y0, xb = first // row, first % row
+    bh, bw = tf.gather(shi, shape_id), tf.gather(swi, shape_id)
+    block_terms = tf.gather(starts, shape_id)  # [K, M, 20 terms]
+    class_index = tf.range(k)[:, None]
+    block_ry, block_rx = tf.gather(ryi, shape_id), tf.gather(rxi, shape_id)
 
-    def exact(y, x):
-        """Score (-inf: no candidate) and Eq. (2) coverage of the shapes at corners (y, x)."""
+    def exact(dy, dx):
+        """Score (-inf: no candidate) and Eq. (2) coverage of every block's shape at corners
+        (y0 + dy, xb + dx), dy int32 [R], dx int32 [X]: float32 [K, M, R, X] each."""
+
+        def per_block(t):  # [K, M] -> [K, M, 1, 1]
+            return t[..., None, None]
+
+        y = per_block(y0) + dy[:, None]
+        x = per_block(xb) + dx[None, :]
+        h, w = per_block(bh), per_block(bw)
         ok = (
-            real[..., None]
+            per_block(real)
             & (y >= 0)
             & (x >= 0)
-            & (y <= height - bh)
-            & (x <= width - bw)
+            & (y <= height - h)
+            & (x <= width - w)
             & (x % step == 0)
             & (y % step == 0)
         )
-        offset = tf.where(ok, (y * row + x) * k + class_index, 0)
+        # Where not ok the offset is 0: the index is the view's start, inside its buffer.
+        offset = tf.where(ok, (y * row + x) * k + per_block(class_index), 0)
         terms = [
-            tf.gather(buffers[group], tf.where(ok, cand_starts[..., j] + offset, 0))
+            tf.gather(buffers[group], per_block(block_terms[..., j]) + offset)
             for j, (group, *_) in enumerate(_TERMS)
         ]
         t_sum = tf.add_n(terms[:_T_TERMS])
         b_sum = tf.add_n(terms[_T_TERMS : _T_TERMS + _B_TERMS])
         r_sum = tf.add_n(terms[_T_TERMS + _B_TERMS :])
-        inv_ring = _inverse_ring_area(y, x, bh, bw, cand_ry, cand_rx, height, width)
+        area = tf.cast(h * w, tf.float32)
+        inv_ring = _inverse_ring_area(
+            y, x, h, w, per_block(block_ry), per_block(block_rx), height, width
+        )
         eq3 = t_sum * (1.0 / area) - r_sum * inv_ring
         b_sum = b_sum * (1.0 / _VALIDITY_SCALE)  # exact
-        return tf.where(ok & (b_sum > threshold * area), eq3, -np.inf), b_sum
+        return tf.where(ok & (b_sum > threshold * area), eq3, -np.inf), b_sum / area
 
-    score, b_sum = exact(y0, x0)
-    if local_max:  # the same test as level 1, on the neighbours' exact scores
-        offsets = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0)]
-        neighbours = [exact(y0 + dy * step, x0 + dx * step)[0] for dy, dx in offsets]
-        score = tf.where(score >= tf.reduce_max(tf.stack(neighbours), axis=0), score, -np.inf)
+    columns = tf.range(_BLOCK)
+    if local_max:
+        # The same test as level 1 on exact scores. The 8 neighbours of the block's positions lie
+        # in the rows y0 - step, y0, y0 + step and the columns xb - step .. xb + 15 + step: one
+        # evaluation of that 3 x (16 + 2 step) window (each neighbour a slice of it) instead of
+        # one per neighbour and position.
+        window = exact(tf.stack([-step, 0, step]), tf.range(-step, _BLOCK + step))
+        centre = window[0][:, :, 1, step : step + _BLOCK]
+        coverage = window[1][:, :, 1, step : step + _BLOCK]
+        neighbours = [
+            window[0][:, :, r, c * step : c * step + _BLOCK]
+            for r in range(3)
+            for c in range(3)
+            if (r, c) != (1, 1)
+        ]
+        score = tf.where(centre >= tf.reduce_max(tf.stack(neighbours), axis=0), centre, -np.inf)
+    else:
+        score, coverage = (t[:, :, 0] for t in exact(tf.zeros([1], tf.int32), columns))
+    x0 = xb[..., None] + columns  # [K, M, 16]
+    y0 = tf.broadcast_to(y0[..., None], tf.shape(x0))
+    bh, bw = (
+        tf.broadcast_to(bh[..., None], tf.shape(x0)),
+        tf.broadcast_to(bw[..., None], tf.shape(x0)),
+    )
     cand_boxes = tf.cast(tf.stack([y0, x0, y0 + bh, x0 + bw], axis=-1), tf.float32)
     best, idx = tf.math.top_k(tf.reshape(score, [k, m * _BLOCK]), k=m)
     valid = best > -np.inf
     boxes = tf.gather(tf.reshape(cand_boxes, [k, m * _BLOCK, 4]), idx, batch_dims=1)
-    coverage = tf.gather(tf.reshape(b_sum / area, [k, m * _BLOCK]), idx, batch_dims=1)
+    coverage = tf.gather(tf.reshape(coverage, [k, m * _BLOCK]), idx, batch_dims=1)
     return tf.where(valid[..., None], boxes, 0.0), best, tf.where(valid, coverage, 0.0)
 
 
