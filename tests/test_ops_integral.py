@@ -39,6 +39,36 @@ def test_integral_image_matches_cumsum_with_batch_dims(seed):
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_edge_padded_integral_hand_worked():
+    # m = [[1, 2], [3, 4]] padded by one edge copy: rows 1 1 2 / 1 1 2 / 3 3 4 / 3 3 4 after the
+    # column copies -> [[1,1,2,2],[1,1,2,2],[3,3,4,4],[3,3,4,4]]; its integral's last row is the
+    # column sums accumulated: 8, 16, 28, 40; the whole sum 4 x (1 + 2 + 3 + 4) = 40.
+    masks = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)[None, ..., None]
+    got = integral.edge_padded_integral_image(masks, 1).numpy()[0, ..., 0]
+    assert got.shape == (5, 5)
+    np.testing.assert_allclose(got[-1], [0, 8, 16, 28, 40])
+    np.testing.assert_allclose(got[:, -1], [0, 6, 12, 26, 40])
+    np.testing.assert_allclose(got[1, 1], 1.0)
+
+
+@pytest.mark.parametrize("pad", [0, 1, 5])
+def test_edge_padded_integral_matches_np_pad_edge_then_cumsum(pad):
+    rng = np.random.default_rng(pad)
+    masks = rng.uniform(0, 1, size=(3, 7, 5, 2)).astype(np.float32)
+    got = integral.edge_padded_integral_image(masks, pad).numpy()
+    padded = np.pad(masks.astype(np.float64), [(0, 0), (pad, pad), (pad, pad), (0, 0)], "edge")
+    expected = np.zeros((3, 7 + 2 * pad + 1, 5 + 2 * pad + 1, 2))
+    expected[:, 1:, 1:] = padded.cumsum(1).cumsum(2)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_edge_padded_integral_rejects_unknown_sizes_and_negative_pad():
+    with pytest.raises(ValueError, match="H and W known"):
+        integral.edge_padded_integral_image(np.zeros((2, 3, 1), np.float32), 1)
+    with pytest.raises(ValueError, match="pad must be >= 0"):
+        integral.edge_padded_integral_image(np.zeros((1, 2, 3, 1), np.float32), -1)
+
+
 def test_box_sums_fractional_box_hand_worked():
     # m = [[1, 2], [3, 4]], box [0.5, 0.5, 1.5, 2.0]: rows 0 and 1 half covered, column 0 half,
     # column 1 fully: 0.5*0.5*1 + 0.5*1*2 + 0.5*0.5*3 + 0.5*1*4 = 0.25 + 1 + 0.75 + 2 = 4.

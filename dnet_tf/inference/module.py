@@ -532,9 +532,7 @@ class DetectorModule(tf.Module):
             tf.transpose(own, [1, 2, 3, 0]), shapes_hw, *search_rules.refine_search_args(cfg)
         )
         pad = search_rules.refine_ring_pad(cfg.ring_margin, rc)
-        rows = tf.clip_by_value(tf.range(-pad, rc + pad), 0, rc - 1)
-        padded = tf.gather(tf.gather(own, rows, axis=1), rows, axis=2)  # [V, rc+2p, rc+2p, 5]
-        padded_integral = integral.integral_image(padded)
+        padded_integral = integral.edge_padded_integral_image(own, pad)  # [V, rc+2p+1, ., 5]
         crop_boxes = found.boxes_cell_yxyx + float(pad)
         eq3, _ = box_search.eq3_scores(padded_integral, crop_boxes, cfg.ring_margin)
         if cfg.refine_outside_halves_weight > 0:  # a box shrunk onto a part: halves go on past it

@@ -16,6 +16,7 @@ Outside the grid the mask counts as 0: boxes are clipped to [0, H] x [0, W] befo
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 # Static Python only (no loops or branches over tensor values): autograph conversion would
@@ -40,6 +41,51 @@ def integral_image(masks: tf.Tensor) -> tf.Tensor:
     # One zero row before axis -3 and one zero column before axis -2.
     paddings = tf.concat([tf.zeros([rank - 3, 2], tf.int32), [[1, 0], [1, 0], [0, 0]]], axis=0)
     return tf.pad(summed, paddings)
+
+
+def _edge_padded_cumulative(size: int, pad: int) -> np.ndarray:
+    """float32 [size + 2 pad + 1, size]: entry (i, r) = how many of the first i rows of the
+    edge-replicated axis (row q copies row clip(q - pad, 0, size - 1)) are copies of row r."""
+    source = np.clip(np.arange(size + 2 * pad) - pad, 0, size - 1)
+    copies = (source[:, None] == np.arange(size)[None, :]).astype(np.float32)
+    return np.concatenate([np.zeros((1, size), np.float32), np.cumsum(copies, axis=0)], axis=0)
+
+
+@_NOT_CONVERTED
+def edge_padded_integral_image(masks: tf.Tensor, pad: int) -> tf.Tensor:
+    """``integral_image`` of the masks edge-replicated by ``pad`` cells on every side.
+
+    The same as copying the edge rows and columns outwards (NumPy's ``np.pad(mode="edge")``) and
+    integrating, by two matrix products with constant [H + 2 pad + 1, H] and [W + 2 pad + 1, W]
+    matrices instead of a padded copy and two cumulative sums (about 5x faster on CPU at the
+    refinement canvas's size).
+
+    Args:
+      masks: float32 [N, H, W, K] (cell frame), H and W known at trace time.
+      pad: int >= 0, cells of edge copies before and after each spatial axis.
+    Returns:
+      float32 [N, H + 2 pad + 1, W + 2 pad + 1, K]: I[n, y, x, k] = sum of the padded
+      masks[n, :y, :x, k].
+    """
+    masks = tf.convert_to_tensor(masks, tf.float32)
+    if masks.shape.rank != 4 or masks.shape[1] is None or masks.shape[2] is None:
+        raise ValueError(
+            f"edge_padded_integral_image: masks must be [N, H, W, K] with H and W known, "
+            f"got shape {masks.shape}"
+        )
+    if int(pad) < 0:
+        raise ValueError(f"edge_padded_integral_image: pad must be >= 0, got {pad}")
+    height, width, pad = int(masks.shape[1]), int(masks.shape[2]), int(pad)
+    rows = tf.constant(_edge_padded_cumulative(height, pad))
+    cols = tf.constant(_edge_padded_cumulative(width, pad))
+    n, k = tf.shape(masks)[0], tf.shape(masks)[3]
+    out_h, out_w = height + 2 * pad + 1, width + 2 * pad + 1
+    # Over the rows on [H, N * W * K], then over the columns on [W, out_h * N * K].
+    by_row = tf.reshape(tf.transpose(masks, [1, 0, 2, 3]), [height, -1])
+    summed = tf.reshape(tf.matmul(rows, by_row), [out_h, n, width, k])
+    by_col = tf.reshape(tf.transpose(summed, [2, 1, 0, 3]), [width, -1])
+    summed = tf.reshape(tf.matmul(cols, by_col), [out_w, n, out_h, k])
+    return tf.transpose(summed, [1, 2, 0, 3])
 
 
 def _flatten_batch(integral: tf.Tensor, boxes: tf.Tensor):
