@@ -7,7 +7,9 @@ bench/results/).
 Each benchmark is its own script (``python -m bench.<name> --help``); this only runs them with the
 settings below, one after another (never in parallel: they would measure each other), and copies
 what each printed under a heading, with the machine and the time it ran. The numbers are medians
-on whatever machine runs this; BENCHMARKS.md says which.
+on whatever machine runs this; BENCHMARKS.md says which. Measurements that need a setup of their
+own (a GPU, the `beam` extra, other TensorFlow releases) are kept in bench/own_setup.md, which is
+appended as it is (OWN_SETUP).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import machine  # noqa: E402
+
+OWN_SETUP = REPO / "bench" / "own_setup.md"
 
 # (module, title, what it answers, arguments, quick arguments)
 BENCHMARKS = (
@@ -132,6 +136,17 @@ BENCHMARKS = (
 )
 
 
+def demoted_headings(markdown: str) -> list[str]:
+    """The lines of ``markdown`` with every heading one level down (``#`` -> ``##``), lines in
+    fenced code blocks left alone: a file's title becomes a section of the report."""
+    out, fenced = [], False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        out.append("#" + line if line.startswith("#") and not fenced else line)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true")
@@ -189,6 +204,8 @@ def main(argv=None) -> int:
                 "",
             ]
         print(out)
+    if OWN_SETUP.exists():
+        lines += demoted_headings(OWN_SETUP.read_text())
     pathlib.Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}")
     return 0
