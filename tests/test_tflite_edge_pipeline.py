@@ -58,8 +58,8 @@ SELECTIONS = {
 def fakes(request):
     cfg = DetectorConfig(
         model=ModelConfig(num_classes=2),
-        # the candidate NMS off here (the paper, the default); test_with_candidate_nms_... turns
-        # it on
+        # the candidate NMS off here (the paper's; the default is 0.7):
+        # test_with_candidate_nms_... turns it on
         inference=dataclasses.replace(
             InferenceConfig(), max_refine=6, candidate_nms_iou=1.0, **SELECTIONS[request.param]
         ),
@@ -138,12 +138,12 @@ def test_network_evaluations_count_only_what_runs(fakes):
 
 def test_with_candidate_nms_equal_the_graph_and_cost_less(fakes):
     # candidate_nms_iou = 0.5 (one box per object and class across scales) against off (the
-    # paper and the default: every scale's top boxes go on; the fixture's): the graph and the
-    # pipeline agree on the detections and on the evaluation count, which is smaller with it.
+    # paper's: every scale's top boxes go on; the fixture's): the graph and the pipeline agree
+    # on the detections and on the evaluation count, which is smaller with it.
     cfg, outputs, _ = fakes
     assert cfg.inference.candidate_nms_iou == 1.0
     if cfg.inference.outside_halves_weight > 0:
-        # Known gap, both knobs off by default: with the outside-half-mask score the graph and
+        # Known gap, the outside-half-mask score is off by default: with it the graph and
         # the pipeline disagree on the evaluation count after the across-scales NMS (45 vs 43
         # on IMAGES[1]); not yet explained.
         pytest.xfail("candidate NMS with outside-half-mask scoring: graph/edge count differs")
