@@ -90,7 +90,7 @@ def main(argv=None) -> int:
             "(run the main job first: bash scripts/main.sh)"
         )
         print(msg)
-        write_json("detector_vs_baseline", {"skipped": msg})
+        write_json(args.name, {"skipped": msg})
         return 0
 
     from dnet_tf.data.voc import read_voc_split
