@@ -149,6 +149,11 @@ class InferenceConfig:
     # the full mask's "opposite" region in Eq. (3): bb grown by this fraction of its height
     # (width) on the top and bottom (left and right), minus bb; (0, 1]
     ring_margin: float = 0.2
+    # the localizer's masks both stages' merge and box search read: "five" (the paper's Eq. (3))
+    # or "full" (the half masks set to 0: a box scores S(bb, m_full) - S(ring, m_full); the
+    # ablation of §5.1's claim that the full mask alone cannot separate touching objects;
+    # README, "The paper's claims")
+    mask_types: str = "five"
     # detections kept per class per scale after NMS; >= 1. The paper: 5. 8 with the candidate NMS
     # at 0.7 below, by validation (README, Ablations): mAP 0.813 either way, recall of objects
     # touching one of their class 0.826 -> 0.860, small-object mAP 0.661 -> 0.679, network
@@ -286,6 +291,11 @@ class InferenceConfig:
         _check(self.stride_px > 0, "stride_px", f"must be > 0, got {self.stride_px}")
         _check(0.0 <= self.coverage_threshold <= 1.0, "coverage_threshold", "must be in [0, 1]")
         _check(0.0 < self.ring_margin <= 1.0, "ring_margin", "must be in (0, 1]")
+        _check(
+            self.mask_types in policy.MASK_TYPE_SETS,
+            "mask_types",
+            f"must be one of {list(policy.MASK_TYPE_SETS)}; got {self.mask_types!r}",
+        )
         _check(self.top_k_per_scale >= 1, "top_k_per_scale", "must be >= 1")
         _check(
             self.max_candidates >= self.top_k_per_scale,

@@ -352,3 +352,29 @@ def test_set_overrides_parse_json_values_and_name_bad_knobs():
         parse_overrides(["nms=0.3"])
     with pytest.raises(ValueError, match="expected KNOB=VALUE"):
         parse_overrides(["nms_iou"])
+
+
+def test_cli_smaller_baseline_grid_counts_its_boxes(tmp_path, capsys):
+    # --baseline-scales 2 --baseline-aspect-ratios 1: scales 0.1 and 1.0, ratio 1, so on a 60 x
+    # 80 image (mean side 70) a 7 px and a 70 px square, the latter clipped to 60 x 70; at a
+    # 5 px x 4 stride: (ceil(53 / 20) + 1) x (ceil(73 / 20) + 1) = 4 x 5 = 20, and 1 x
+    # (ceil(10 / 20) + 1) = 2 boxes.
+    voc = tmp_path / "voc"
+    _write_voc(voc)
+    args = ["--model", "m", "--data", str(voc), "--run-dir", "r", "--quiet", "--baseline"]
+    args += ["--baseline-stride-multiplier", "4", "--baseline-aspect-ratios", "1"]
+    code = cli.main(
+        args + ["--out", str(tmp_path / "eval"), "--baseline-scales", "2"],
+        detector_loader=lambda path: FakeDetector(),
+        classifier_loader=lambda run_dir: _colour_classifier(),
+    )
+    assert code == 0
+    table = json.loads((tmp_path / "eval" / "table.json").read_text())
+    rows = {r["method"]: r for r in table["rows"]}
+    assert rows["Sliding windows"]["network_evaluations_per_image"] == 20 + 2
+    summary = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert summary["sliding_window_config"]["scales"] == [0.1, 1.0]
+    assert summary["sliding_window_config"]["aspect_ratios"] == [1.0]
+    bad = args + ["--out", str(tmp_path / "bad"), "--baseline-scales", "0"]
+    assert cli.main(bad, detector_loader=lambda path: FakeDetector()) == 2
+    assert "--baseline-scales must be >= 1" in capsys.readouterr().err

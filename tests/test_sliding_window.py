@@ -1,5 +1,7 @@
 """The sliding-window baseline: box grid counted by hand, crops, NMS, a planted object found."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
@@ -11,8 +13,10 @@ from dnet_tf.evaluation.sliding_window import (
     SlidingWindowDetector,
     count_boxes,
     default_aspect_ratios,
+    grid_scales,
     sliding_window_boxes,
     sliding_window_detect,
+    stride_multiplier_for_budget,
 )
 
 
@@ -183,3 +187,25 @@ def test_bad_config_and_classifier_are_refused():
     inp = keras.Input((8, 16, 3))
     with pytest.raises(ValueError, match="classifier input must be"):
         SlidingWindowDetector(keras.Model(inp, keras.layers.GlobalAveragePooling2D()(inp)))
+
+
+def test_smaller_grids_keep_the_range_and_the_budget_sets_the_stride():
+    assert grid_scales(10) == SlidingWindowConfig().scales  # the paper's 0.1 ... 1.0
+    assert grid_scales(4) == (0.1, 0.4, 0.7, 1.0)
+    assert grid_scales(1) == (0.55,)
+    with pytest.raises(ValueError, match="integer >= 1"):
+        grid_scales(0)
+    # One 100 x 100 image, one 50 px square (scale 0.5, ratio 1), 5 px stride x m: a box slides
+    # over 50 px in ceil(50 / (5 m)) + 1 steps per axis. 9 boxes = 3 x 3 steps need
+    # ceil(10 / m) = 2, i.e. m >= 5; 8 boxes allow only 2 x 2 = 4: ceil(10 / m) = 1, m >= 10.
+    cfg = SlidingWindowConfig(aspect_ratios=(1.0,), scales=(0.5,))
+    for budget, want, boxes in ((9, 5.0, 9), (8, 10.0, 4), (121, 1.0, 121), (1000, 1.0, 121)):
+        m = stride_multiplier_for_budget([(100, 100)], cfg, budget)
+        assert m == pytest.approx(want, rel=1e-5)
+        assert count_boxes(100, 100, dataclasses.replace(cfg, stride_multiplier=m)) == boxes
+    # The mean over images: a 100 x 100 and a 50 x 50 image (its box is 25 px, room 25 px:
+    # ceil(5 / m) + 1 steps). m = 5: 9 and 4 boxes, mean 6.5; just below 5: 16 and 9.
+    assert stride_multiplier_for_budget([(100, 100), (50, 50)], cfg, 6.5) == pytest.approx(5.0)
+    # Below the least count (2 x 2 positions of the one shape) no stride will do.
+    with pytest.raises(ValueError, match="below the grid's least count 4"):
+        stride_multiplier_for_budget([(100, 100)], cfg, 3)

@@ -41,8 +41,10 @@ IMAGES = [
 EMPTY = textured(200, 300, [], 2)  # nothing to find
 
 
-# The paper's candidates and Eq. (3), and the local maxima with the outside half masks.
+# The paper's candidates and Eq. (3), the local maxima with the outside half masks, and the full
+# mask alone (mask_types "full": both pipelines zero the half masks in both stages).
 SELECTIONS = {
+    "full_mask_only": {"mask_types": "full"},
     "paper": {"candidate_selection": "top_k", "outside_halves_weight": 0.0},
     "local_max_outside_containment": {
         "candidate_selection": "local_max",

@@ -24,6 +24,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
+from dnet_tf.constants import FULL, NUM_MASK_TYPES
 from dnet_tf.core import boxes
 from dnet_tf.core.xp import NUMPY
 
@@ -41,6 +44,11 @@ REFINE_AGREEMENTS = ("refined", "mean", "min")
 # first-stage box, or a head on the localizer's trunk on the refinement crop.
 CLASSIFIERS = ("separate", "shared")
 SHARED = "shared"
+# Which of the localizer's masks the box search reads (InferenceConfig.mask_types): all five (the
+# paper's Eq. (3)), or the full mask alone (the ablation of §5.1's claim that it cannot separate
+# touching objects).
+MASK_TYPE_SETS = ("five", "full")
+FULL_MASK_ONLY = "full"
 
 
 def confidence(class_prob, eq3, mode: str, xp=NUMPY):
@@ -73,6 +81,29 @@ def refined_agreement(first_eq3, refined_eq3, mode: str, xp=NUMPY):
     if mode != "refined":
         raise ValueError(f"refine_agreement must be one of {REFINE_AGREEMENTS}, got {mode!r}")
     return refined_eq3
+
+
+def masks_in_use(masks, mask_types: str):
+    """The localizer's masks as both stages' merge and box search read them.
+
+    "five": unchanged. "full": the four half masks set to 0, so every halves bracket of Eq. (3)
+    is 0 and a box scores S(bb, m_full) - S(ring, m_full) (the box search's planes V = m_top -
+    m_bottom and L = m_left - m_right are 0, and so are the outside-half-mask terms).
+
+    Args:
+      masks: float32 [..., 5, C] (NumPy array or tensor), mask types on axis -2 in MASK_TYPES
+        order.
+      mask_types: one of MASK_TYPE_SETS.
+    Returns:
+      float32 [..., 5, C].
+    """
+    if mask_types == "five":
+        return masks
+    if mask_types != FULL_MASK_ONLY:
+        raise ValueError(f"mask_types must be one of {MASK_TYPE_SETS}, got {mask_types!r}")
+    full_only = np.zeros([NUM_MASK_TYPES, 1], np.float32)
+    full_only[FULL] = 1.0
+    return masks * full_only
 
 
 def part_of(boxes_yxyx, scores, classes, valid, containment: float, xp=NUMPY):

@@ -7,7 +7,8 @@
 directory. The sliding-window baseline needs the run directory's classifier: --run-dir, or
 --model when that is a run directory. The baseline's grid is the paper's (8 aspect ratios x 10
 scales, 5 px stride) times --baseline-stride-multiplier (default 8: 3,800 classifier evaluations
-for a 500 x 375 image instead of 165,169; see dnet_tf.evaluation.sliding_window for the cost).
+for a 500 x 375 image instead of 165,169; see dnet_tf.evaluation.sliding_window for the cost);
+--baseline-scales and --baseline-aspect-ratios give a smaller grid over the same range.
 """
 
 from __future__ import annotations
@@ -45,6 +46,18 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=DEFAULT_BASELINE_STRIDE_MULTIPLIER,
         help="baseline stride = 5 px x this (>= 1; 1 is the paper's full grid)",
+    )
+    p.add_argument(
+        "--baseline-scales",
+        type=int,
+        default=10,
+        help="baseline box scales, spaced evenly from 0.1 to 1.0 of the image (10: the paper's)",
+    )
+    p.add_argument(
+        "--baseline-aspect-ratios",
+        type=int,
+        default=8,
+        help="baseline aspect ratios w / h, spaced evenly in log over [1/3, 3] (8: the paper's)",
     )
     p.add_argument("--baseline-batch-size", type=int, default=64, help="crops per classifier call")
     p.add_argument(
@@ -133,7 +146,12 @@ def main(
 
     from dnet_tf.data.voc import VocError
     from dnet_tf.evaluation.runner import EvalOptions, evaluate_voc
-    from dnet_tf.evaluation.sliding_window import SlidingWindowConfig, SlidingWindowDetector
+    from dnet_tf.evaluation.sliding_window import (
+        SlidingWindowConfig,
+        SlidingWindowDetector,
+        default_aspect_ratios,
+        grid_scales,
+    )
     from dnet_tf.inference.loading import is_run_dir
 
     def fail(msg: str) -> int:
@@ -143,8 +161,17 @@ def main(
     if args.pictures < 0 or (args.max_images is not None and args.max_images < 1):
         return fail("--pictures must be >= 0 and --max-images >= 1")
     try:
+        if args.baseline_scales < 1:
+            raise ValueError(f"--baseline-scales must be >= 1, got {args.baseline_scales}")
+        if args.baseline_aspect_ratios < 1:
+            raise ValueError(
+                f"--baseline-aspect-ratios must be >= 1, got {args.baseline_aspect_ratios}"
+            )
         sw_cfg = SlidingWindowConfig(
-            stride_multiplier=args.baseline_stride_multiplier, batch_size=args.baseline_batch_size
+            aspect_ratios=default_aspect_ratios(args.baseline_aspect_ratios),
+            scales=grid_scales(args.baseline_scales),
+            stride_multiplier=args.baseline_stride_multiplier,
+            batch_size=args.baseline_batch_size,
         ).validate()
     except ValueError as e:
         return fail(str(e))

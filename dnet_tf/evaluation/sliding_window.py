@@ -30,6 +30,12 @@ shared 2-core CPU, i.e. 3-4 hours per image, so evaluation runs use ``stride_mul
 which divides the count by about its square (x8: 3,800 boxes, 4-6 minutes per image there). The
 number of boxes actually sent through the classifier is returned as ``network_evaluations``;
 nothing is skipped or cached behind that count.
+
+Equal budgets: DetectorNet runs about 72 networks per image on the synthetic set, fewer than the
+80 shapes of the paper's grid. ``grid_scales`` (with ``default_aspect_ratios``) gives a smaller
+grid of the same range (n scales from 0.1 to the whole image) and
+``stride_multiplier_for_budget`` the smallest stride multiplier whose grid has at most a given
+number of boxes per image on average over a set of images.
 """
 
 from __future__ import annotations
@@ -53,6 +59,24 @@ def default_aspect_ratios(count: int = 8, max_ratio: float = 3.0) -> tuple:
         return (1.0,)
     exps = np.linspace(-1.0, 1.0, count)
     return tuple(float(max_ratio**e) for e in exps)
+
+
+def grid_scales(count: int = 10, smallest: float = 0.1) -> tuple:
+    """``count`` scales spaced evenly from ``smallest`` to 1.0 (the whole image), ascending,
+    rounded to 6 decimals; 10 gives the paper's 0.1, 0.2, ..., 1.0.
+
+    Worked: 4 -> 0.1, 0.4, 0.7, 1.0; 1 -> 0.55 (the middle of the range).
+
+    Raises:
+      ValueError: count < 1 or smallest outside (0, 1].
+    """
+    if int(count) != count or count < 1:
+        raise ValueError(f"sliding-window scales: the count must be an integer >= 1, got {count}")
+    if not 0 < smallest <= 1:
+        raise ValueError(f"sliding-window scales: smallest must be in (0, 1], got {smallest}")
+    if count == 1:
+        return (round((smallest + 1.0) / 2, 6),)
+    return tuple(round(float(v), 6) for v in np.linspace(smallest, 1.0, int(count)))
 
 
 @dataclasses.dataclass
@@ -171,6 +195,56 @@ def count_boxes(height: int, width: int, cfg: SlidingWindowConfig) -> int:
             for h, w in box_shapes(height, width, cfg)
         )
     )
+
+
+def stride_multiplier_for_budget(
+    sizes_hw: Sequence[tuple], cfg: SlidingWindowConfig, budget: float
+) -> float:
+    """The smallest stride multiplier >= 1 whose grid has at most ``budget`` boxes per image,
+    on average over images of sizes ``sizes_hw`` (the other knobs of ``cfg`` kept).
+
+    The count does not grow with the stride, so a bisection finds the step where it falls to the
+    budget; the result is that step's multiplier to a relative 1e-6 (from above).
+    Worked: one 100 x 100 image, one 50 px square shape (scale 0.5, ratio 1), 5 px stride: a
+    box slides over 50 px in ceil(50 / (5 m)) + 1 steps per axis; budget 9 boxes = 3 x 3 steps
+    -> m = 5 (a 25 px stride); budget 8 -> 2 x 2 steps -> m = 10.
+
+    Args:
+      sizes_hw: (height, width) px of each image, at least one.
+      cfg: SlidingWindowConfig (its stride_multiplier is ignored).
+      budget: boxes (= classifier evaluations) per image, > 0.
+    Returns:
+      float multiplier >= 1.
+    Raises:
+      ValueError: no images, a budget <= 0, or a budget below the grid's least count (every
+        shape at its first and last position on each axis): fewer scales or aspect ratios.
+    """
+    sizes = [(int(h), int(w)) for h, w in sizes_hw]
+    if not sizes or budget <= 0:
+        raise ValueError(f"needs at least one image size and a budget > 0, got {budget}")
+
+    def mean_count(multiplier):
+        grid = dataclasses.replace(cfg, stride_multiplier=multiplier)
+        return sum(count_boxes(h, w, grid) for h, w in sizes) / len(sizes)
+
+    if mean_count(1.0) <= budget:
+        return 1.0
+    # At a stride of the longest side every shape has at most 2 positions per axis: the least.
+    hi = max(1.0, max(max(h, w) for h, w in sizes) / cfg.stride_px)
+    least = mean_count(hi)
+    if least > budget:
+        raise ValueError(
+            f"budget {budget:g} boxes per image is below the grid's least count {least:g} "
+            f"({len(cfg.scales)} scales x {len(cfg.aspect_ratios)} aspect ratios): use fewer"
+        )
+    lo = 1.0
+    while hi - lo > 1e-6 * hi:
+        mid = 0.5 * (lo + hi)
+        if mean_count(mid) <= budget:
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 class SlidingWindowDetector:

@@ -178,11 +178,13 @@ class DetectorModule(tf.Module):
         )
 
     def _localize_flat(self, images, boxes_image_yxyx, box_indices):
-        """Boxes [M, 4] of images ``box_indices`` [M] through the localizer: [M, d, d, 5, C]."""
+        """Boxes [M, 4] of images ``box_indices`` [M] through the localizer: [M, d, d, 5, C]
+        (the half masks 0 with ``mask_types`` "full", ``policy.masks_in_use``)."""
         patches = crops.crop_and_resize(
             images, boxes_image_yxyx, box_indices, self.config.model.input_size
         )
-        return self.localizer(patches, training=False)
+        masks = self.localizer(patches, training=False)
+        return policy.masks_in_use(masks, self.config.inference.mask_types)
 
     def _canvas_cell_px(self, size_f):
         """Image pixels per canvas cell for an image of size (h, w)."""
@@ -471,6 +473,7 @@ class DetectorModule(tf.Module):
                 images, crop_image_yxyx, slots[:, 0], self.config.model.input_size
             )
             out = self.joint(patches, training=False)
+            masks = policy.masks_in_use(out["masks"], cfg.mask_types)
             own = tf.gather(
                 out["class_probs"], classes + constants.CLASS_ID_OFFSET, batch_dims=1
             )  # [V]
@@ -478,7 +481,7 @@ class DetectorModule(tf.Module):
             refined, eq3 = tf.cond(
                 tf.shape(keep)[0] > 0,
                 lambda: self._best_box_in_crops(
-                    tf.gather(out["masks"], keep),
+                    tf.gather(masks, keep),
                     tf.gather(crop_image_yxyx, keep),
                     tf.gather(classes, keep),
                     tf.gather(hw, keep),

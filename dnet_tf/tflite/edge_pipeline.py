@@ -173,14 +173,15 @@ class EdgePipeline:
     # Stages.
 
     def _localize(self, image: np.ndarray, boxes_image_yxyx: np.ndarray) -> np.ndarray:
-        """Crops [M, 4] image_yxyx boxes of the image and runs the localizer: [M, d, d, 5, C]."""
+        """Crops [M, 4] image_yxyx boxes of the image and runs the localizer: [M, d, d, 5, C]
+        (the half masks 0 with ``mask_types`` "full", ``policy.masks_in_use``)."""
         s, d = self.config.model.input_size, self.config.model.mask_size
         patches = edge_ops.crop_and_resize(image, boxes_image_yxyx, s)
         masks = np.asarray(self.localizer(patches), np.float32)
         want = (len(boxes_image_yxyx), d, d, constants.NUM_MASK_TYPES, self.num_classes)
         if masks.shape != want:
             raise ValueError(f"localizer returned shape {masks.shape}, expected {want}")
-        return masks
+        return policy.masks_in_use(masks, self.config.inference.mask_types)
 
     def canvas_cell_px(self, size: np.ndarray) -> np.float32:
         """Image pixels per canvas cell for an image of size (h, w): max(stride, longest /
