@@ -105,8 +105,8 @@ def run_setting(run_dir, records, overrides: dict) -> dict:
         t = time.perf_counter()
         res = det.detect_encoded([data])[0]
         seconds.append(time.perf_counter() - t)
-        dets.append({k: res[k] for k in ("boxes_yxyx", "scores", "classes")})
-        evals.append(res["network_evaluations"])
+        dets.append(res.detections.arrays())
+        evals.append(int(res.network_evaluations))
     result = evaluate_detections(
         [ground_truth_of(r) for r in records], dets, len(det.class_names), 0.5, use_07_metric=True
     )

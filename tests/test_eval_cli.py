@@ -335,6 +335,17 @@ def test_cli_on_a_freshly_trained_run(tmp_path):
         3 * records[0].width,
         records[0].height,
     )
+    # The inference-knob benchmark scores the same detector on the same images: the same mAP
+    # and evaluation count as the evaluation's DetectorNet row.
+    from bench.inference_sweep import run_setting
+    from dnet_tf.training.run_dir import load_run
+
+    named = read_voc_split(data, "test", load_run(str(run)).class_names)
+    swept = run_setting(str(run), named, {})
+    assert swept["mAP"] == pytest.approx(rows["DetectorNet"]["mAP"], abs=1e-6)
+    assert swept["evaluations_mean"] == pytest.approx(
+        rows["DetectorNet"]["network_evaluations_per_image"]
+    )
 
 
 def test_set_overrides_parse_json_values_and_name_bad_knobs():
