@@ -3,6 +3,7 @@ bench/results/).
 
     python -m bench.run_all            # about 20 minutes on an idle 2-core CPU
     python -m bench.run_all --quick    # fewer repeats, shorter load runs
+    python -m bench.run_all --only bench.peers   # rerun one; its section is replaced in place
 
 Each benchmark is its own script (``python -m bench.<name> --help``); this only runs them with the
 settings below, one after another (never in parallel: they would measure each other), and copies
@@ -28,6 +29,7 @@ sys.path.insert(0, str(REPO))
 from bench.common import machine  # noqa: E402
 
 OWN_SETUP = REPO / "bench" / "own_setup.md"
+OWN_SETUP_TITLE = "Measurements with their own setup"  # its "# " title, one level down
 
 # (module, title, what it answers, arguments, quick arguments)
 BENCHMARKS = (
@@ -147,6 +149,33 @@ def demoted_headings(markdown: str) -> list[str]:
     return out
 
 
+def replace_sections(report: str, sections: dict) -> str:
+    """``report`` (a BENCHMARKS.md) with each "## <title>" section in ``sections`` (title ->
+    its lines, heading included) put in place of the section of that title (up to the next
+    "## " heading outside a code block); titles the report lacks go before the hand-kept
+    measurements at its end, or last."""
+    blocks, fenced = [[]], False
+    for line in report.rstrip("\n").split("\n"):
+        if line.startswith("```"):
+            fenced = not fenced
+        if line.startswith("## ") and not fenced:
+            blocks.append([])
+        blocks[-1].append(line)
+    titles = [block[0][3:] if block and block[0].startswith("## ") else None for block in blocks]
+    missing = [title for title in sections if title not in titles]
+    own = titles.index(OWN_SETUP_TITLE) if OWN_SETUP_TITLE in titles else len(blocks)
+    out = []
+    for i, (title, block) in enumerate(zip(titles, blocks)):
+        if i == own:
+            for new in missing:
+                out += sections[new]
+        out += sections.get(title, block)
+    if own == len(blocks):
+        for new in missing:
+            out += sections[new]
+    return "\n".join(out) + "\n"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true")
@@ -169,6 +198,7 @@ def main(argv=None) -> int:
         "",
     ]
     only = set(args.only.split(",")) if args.only else None
+    sections = {}
     for module, title, what, full_args, quick_args in BENCHMARKS:
         if only and module not in only:
             continue
@@ -182,13 +212,13 @@ def main(argv=None) -> int:
         out = "\n".join(
             line for line in proc.stdout.replace(f"{REPO}/", "").splitlines() if line.strip()
         )
-        lines += [
+        section = [
             f"## {title}",
             "",
             what,
             "",
             f"`python -m {' '.join(cmd[2:])}` (took {took:.0f} s; "
-            f"1-minute load average {load:.1f} when it started)",
+            f"1-minute load average {load:.1f} when it started, {datetime.date.today()})",
             "",
             "```",
             out.strip(),
@@ -196,17 +226,25 @@ def main(argv=None) -> int:
             "",
         ]
         if proc.returncode != 0:
-            lines += [
+            section += [
                 f"(exit code {proc.returncode}; last error lines:)",
                 "```",
                 "\n".join(proc.stderr.strip().splitlines()[-5:]),
                 "```",
                 "",
             ]
+        sections[title] = section
         print(out)
-    if OWN_SETUP.exists():
-        lines += demoted_headings(OWN_SETUP.read_text())
-    pathlib.Path(args.out).write_text("\n".join(lines) + "\n")
+    target = pathlib.Path(args.out)
+    if only and target.exists() and target.read_text().startswith("# Benchmarks"):
+        # Rerun benchmarks replace their own sections; the rest of the report stays.
+        text = replace_sections(target.read_text(), sections)
+    else:
+        lines = lines + [line for section in sections.values() for line in section]
+        if OWN_SETUP.exists():
+            lines += demoted_headings(OWN_SETUP.read_text())
+        text = "\n".join(lines) + "\n"
+    target.write_text(text)
     print(f"wrote {args.out}")
     return 0
 
