@@ -217,7 +217,7 @@ def _accuracy(exports: dict, count: int, seed: int) -> dict:
     out = {}
     for key, det in detectors.items():
         t0 = time.perf_counter()
-        dets = [det.detect_encoded([data])[0] for data in images]
+        dets = [det.detect_encoded([data])[0].detections.arrays() for data in images]
         seconds = (time.perf_counter() - t0) / max(count, 1)
         result = evaluate_detections(gts, dets, len(names), 0.5, use_07_metric=True)
         out[key] = {
