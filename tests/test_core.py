@@ -127,6 +127,15 @@ def test_search_rules_hand_worked():
     assert search.stride_cells(np.float32(0.4)) == 1 and search.stride_cells(np.float32(2.5)) == 3
 
 
+def test_halves_round_up_also_a_few_ulps_below():
+    # 22.499998 is what the traced graph computes for a side NumPy computes as 22.5: both must
+    # give the same whole cells; a genuine 22.4998 still rounds down.
+    sides = np.float32([22.5, 22.499998, 22.4998, 4.4999995, 13.499999])
+    assert search.round_half_up(sides).tolist() == [23, 23, 22, 5, 14]
+    hs, _ = search.shape_cells(np.stack([sides, sides], axis=1), 100, 100)
+    assert hs.tolist() == [23, 23, 22, 5, 14]
+
+
 def _outputs():
     """Two images' padded outputs as the SavedModel returns them (K = 3)."""
     return {

@@ -61,9 +61,17 @@ def box_shapes(
     return xp.stack([h, a * h], axis=-1)
 
 
+# Halves within this many cells below x.5 round up too. The same shape side is 22.5 when NumPy
+# or eager TensorFlow computes it and 22.499998 in the traced graph (its rewrites reorder the
+# float products of the mean side), which rounded the graph's shape a cell smaller than the
+# edge pipeline's; a few float32 ulps of a side <= 1024 cells are far below 1e-4.
+ROUNDING_TIE_TOLERANCE = 1e-4
+
+
 def round_half_up(x, xp=NUMPY):
-    """floor(x + 0.5): the rounding of every whole-cell rule here."""
-    return xp.floor(x + 0.5)
+    """floor(x + 0.5 + ROUNDING_TIE_TOLERANCE): the rounding of every whole-cell rule here
+    (halves up, also when float noise puts them a few ulps below the half)."""
+    return xp.floor(x + (0.5 + ROUNDING_TIE_TOLERANCE))
 
 
 def shape_cells(shapes_hw, grid_height, grid_width, xp=NUMPY):
