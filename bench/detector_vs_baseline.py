@@ -103,8 +103,9 @@ def main(argv=None) -> int:
         grid_scales,
         stride_multiplier_for_budget,
     )
+    from dnet_tf.training.run_dir import CLASS_NAMES, read_class_names
 
-    class_names = (run_dir / "class_names.txt").read_text(encoding="utf-8").split()
+    class_names = list(read_class_names(run_dir / CLASS_NAMES))
     records = read_voc_split(str(data), args.split, class_names, ignore_unknown_classes=True)[
         : args.images
     ]
@@ -146,7 +147,6 @@ def main(argv=None) -> int:
         summary = json.loads(
             (pathlib.Path(out_dir) / "evaluation.json").read_text(encoding="utf-8")
         )
-    class_names = summary["class_names"]
     paper_grid = [count_boxes(r.height, r.width, SlidingWindowConfig()) for r in records]
     paper_grid_mean = round(sum(paper_grid) / len(paper_grid))
     paper_budget = PAPER_EVALUATIONS_PER_CLASS * len(class_names)

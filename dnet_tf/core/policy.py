@@ -47,8 +47,8 @@ SHARED = "shared"
 # Which of the localizer's masks the box search reads (InferenceConfig.mask_types): all five (the
 # paper's Eq. (3)), or the full mask alone (the ablation of §5.1's claim that it cannot separate
 # touching objects).
-MASK_TYPE_SETS = ("five", "full")
-FULL_MASK_ONLY = "full"
+FIVE_MASKS, FULL_MASK_ONLY = "five", "full"
+MASK_TYPE_SETS = (FIVE_MASKS, FULL_MASK_ONLY)
 
 
 def confidence(class_prob, eq3, mode: str, xp=NUMPY):
@@ -97,7 +97,7 @@ def masks_in_use(masks, mask_types: str):
     Returns:
       float32 [..., 5, C].
     """
-    if mask_types == "five":
+    if mask_types == FIVE_MASKS:
         return masks
     if mask_types != FULL_MASK_ONLY:
         raise ValueError(f"mask_types must be one of {MASK_TYPE_SETS}, got {mask_types!r}")
