@@ -255,6 +255,11 @@ class InferenceConfig:
     # can look whole there; the first-stage score saw the mask go on past it. "mean" by validation
     # AP (README, Results).
     refine_agreement: str = "mean"
+    # where a refined detection lies: first-stage box + refine_blend x (refined - first-stage);
+    # 1 = the refinement's box (the paper), 0 = the first-stage box ranked with the refinement's
+    # agreement. A refinement that drifts onto a part (a raccoon's head) moves only part of the
+    # way. Chosen by validation AP (README, Ablations); [0, 1].
+    refine_blend: float = 1.0
     # A final detection lying at least part_containment inside a larger, higher-scoring detection
     # of its class is taken for a part of that object (a head beside the whole animal; per-class
     # NMS keeps both, their IoU is low) and its confidence is multiplied by part_score_factor.
@@ -335,6 +340,11 @@ class InferenceConfig:
             f"must be one of {list(policy.CLASSIFIERS)}; got {self.classifier!r}",
         )
         _check(self.refine_enlarge >= 1.0, "refine_enlarge", "must be >= 1")
+        _check(
+            0.0 <= self.refine_blend <= 1.0,
+            "refine_blend",
+            f"must be in [0, 1], got {self.refine_blend}",
+        )
         _check(self.max_refine >= 1, "max_refine", "must be >= 1")
         _check(0.0 < self.candidate_nms_iou <= 1.0, "candidate_nms_iou", "must be in (0, 1]")
         _check(self.refine_canvas >= 2, "refine_canvas", "must be >= 2")

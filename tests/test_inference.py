@@ -219,3 +219,31 @@ def test_refined_detection_ranked_by_the_chosen_eq3_combination():
         np.testing.assert_allclose(
             out[mode]["detection_boxes"].numpy(), out["refined"]["detection_boxes"].numpy()
         )
+
+
+def test_refine_blend_moves_the_refined_box_part_of_the_way_from_the_first_stage_box():
+    # One object, one detection. blend 1 reports the refinement's box (the paper), blend 0 the
+    # first-stage box, and blend 0.25 the point a quarter of the way from the first to the
+    # refined box, with the same score in every case (the blend moves boxes, it ranks nothing).
+    # A box offset from the object so that the two stages disagree by several pixels.
+    h, w = 300, 400
+    image = png(coloured_object_image(h, w, [[37, 71, 233, 297]]))
+    out = {}
+    for blend in (1.0, 0.0, 0.25):
+        m = make_module(max_refine=6, refine_blend=blend)
+        out[blend] = m.detect(*decode_batch(tf.constant([image]), 10**7))
+        assert int(out[blend]["num_detections"][0]) == 1
+    hwhw = np.array([h, w, h, w])
+    first = out[1.0]["first_stage_boxes"][0, 0].numpy() * hwhw
+    refined = out[1.0]["detection_boxes"][0, 0].numpy() * hwhw
+    assert np.abs(refined - first).max() > 2.0  # the refinement moved the box
+    np.testing.assert_allclose(out[0.0]["detection_boxes"][0, 0].numpy() * hwhw, first, atol=1e-3)
+    np.testing.assert_allclose(
+        out[0.25]["detection_boxes"][0, 0].numpy() * hwhw,
+        first + 0.25 * (refined - first),
+        atol=1e-3,
+    )
+    for blend in (0.0, 0.25):
+        np.testing.assert_allclose(
+            out[blend]["detection_scores"].numpy(), out[1.0]["detection_scores"].numpy()
+        )

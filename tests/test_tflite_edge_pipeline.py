@@ -138,14 +138,15 @@ def test_network_evaluations_count_only_what_runs(fakes):
         assert 35 + 2 <= edge["network_evaluations"] <= 35 + 2 * 6
 
 
-def test_with_candidate_nms_equal_the_graph_and_cost_less(fakes):
+def test_with_candidate_nms_and_a_blend_equal_the_graph_and_cost_less(fakes):
     # candidate_nms_iou = 0.5 (one box per object and class across scales) against off (the
     # paper's: every scale's top boxes go on; the fixture's): the graph and the pipeline agree
-    # on the detections and on the evaluation count, which is smaller with it.
+    # on the detections and on the evaluation count, which is smaller with it. With
+    # refine_blend 0.5 both report boxes halfway between the first-stage and the refined box.
     cfg, outputs, _ = fakes
     assert cfg.inference.candidate_nms_iou == 1.0
     cfg = dataclasses.replace(
-        cfg, inference=dataclasses.replace(cfg.inference, candidate_nms_iou=0.5)
+        cfg, inference=dataclasses.replace(cfg.inference, candidate_nms_iou=0.5, refine_blend=0.5)
     )
     loc, cls = fake_localizer(num_classes=2), fake_classifier(num_classes=2)
     module = DetectorModule(loc, cls, NAMES, ASPECTS, cfg)
@@ -158,6 +159,11 @@ def test_with_candidate_nms_equal_the_graph_and_cost_less(fakes):
     assert n >= 2 and e["num_detections"] == n
     np.testing.assert_allclose(e["detection_scores"], g["detection_scores"], atol=1e-5)
     np.testing.assert_array_equal(e["detection_classes"], g["detection_classes"])
+    h, w = image.shape[:2]
+    scale = np.array([h, w, h, w])
+    np.testing.assert_allclose(
+        e["detection_boxes"][:n] * scale, g["detection_boxes"][:n] * scale, atol=0.01
+    )
     assert int(g["network_evaluations"]) == e["network_evaluations"]
     assert e["network_evaluations"] < outputs[1][1]["network_evaluations"]
 

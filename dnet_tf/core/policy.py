@@ -11,6 +11,8 @@ pipelines take them from here:
   * ``refined_agreement``: the Eq. (3) score a refined detection is ranked by: the refinement's
     own ("refined"), the mean of the first-stage and refinement scores ("mean"), or their
     minimum ("min").
+  * ``refined_box``: where a refined detection lies: the refinement's box (the paper), or a
+    point between it and the first-stage box (``refine_blend``).
   * ``part_of``: a detection is a part of another of its class when the other ranks above it, is
     larger and covers at least ``containment`` of its area; a part's score is multiplied by
     ``part_score_factor``.
@@ -81,6 +83,22 @@ def refined_agreement(first_eq3, refined_eq3, mode: str, xp=NUMPY):
     if mode != "refined":
         raise ValueError(f"refine_agreement must be one of {REFINE_AGREEMENTS}, got {mode!r}")
     return refined_eq3
+
+
+def refined_box(first_yxyx, refined_yxyx, blend: float):
+    """The box [..., 4] a refined detection reports: first + blend * (refined - first).
+
+    Args:
+      first_yxyx, refined_yxyx: float32 [..., 4], the first-stage and the refinement's box in
+        one frame (image_yxyx in both pipelines).
+      blend: [0, 1]; 1 = the refinement's box (the paper), 0 = the first-stage box (rescored by
+        the refinement only).
+    Returns:
+      float32 [..., 4]; ``refined_yxyx`` itself for blend 1.
+    """
+    if blend == 1.0:
+        return refined_yxyx
+    return first_yxyx + blend * (refined_yxyx - first_yxyx)
 
 
 def masks_in_use(masks, mask_types: str):

@@ -4,6 +4,7 @@ python -m dnet_tf.data.cli make-synthetic --out data/synthetic [--seed 0] [--num
 python -m dnet_tf.data.cli to-tfrecord --voc DIR --split train --out 'x-*.tfrecord' --shards N
 python -m dnet_tf.data.cli stats --source DIR_OR_GLOB --split train [--out stats.json]
 python -m dnet_tf.data.cli preview --voc DIR --split train --out docs/images/synthetic_samples.png
+python -m dnet_tf.data.cli hold-out --voc DIR --count 32 --out DIR_WITH_VAL [--seed 0]
 """
 
 from __future__ import annotations
@@ -75,6 +76,14 @@ def _preview(args) -> int:
     return 0
 
 
+def _hold_out(args) -> int:
+    from dnet_tf.data.holdout import hold_out
+
+    m = hold_out(args.voc, args.out, args.count, args.seed, args.source_split, args.name)
+    print(f"wrote {args.out}: splits {m['images']} (seed {m['seed']}, from {m['source']})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dnet-data", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -139,6 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
     pv.add_argument("--columns", type=int, default=3)
     pv.add_argument("--tile", type=int, default=300)
     pv.set_defaults(fn=_preview)
+
+    h = sub.add_parser(
+        "hold-out",
+        help="a VOC directory with images of the training split held out as a validation split "
+        "(symlinks to the source's images and annotations; seeded)",
+    )
+    h.add_argument("--voc", required=True, help="source VOC root (not modified)")
+    h.add_argument("--out", required=True, help="new VOC root; must not exist")
+    h.add_argument("--count", type=int, required=True, help="images held out")
+    h.add_argument("--seed", type=int, default=0)
+    h.add_argument("--source-split", default="train")
+    h.add_argument("--name", default="val", help="the held-out split's name")
+    h.set_defaults(fn=_hold_out)
     return p
 
 

@@ -140,6 +140,9 @@ class DetectorModule(tf.Module):
             # ones never reach the outputs, so they are not refined).
             refined_image_yxyx, refined_eq3 = self._refine(images, sizes_f, candidates, kept)
 
+        refined_image_yxyx = policy.refined_box(
+            candidates.boxes_image_yxyx, refined_image_yxyx, cfg.refine_blend
+        )
         first_scores = self._confidence(class_prob, candidates.scores)
         refined_scores = self._confidence(
             class_prob, self._refined_agreement(candidates.scores, refined_eq3)

@@ -156,6 +156,9 @@ class EdgePipeline:
             evaluations += run.size
 
         # 8. Outputs.
+        refined_image_yxyx = policy.refined_box(
+            cand.boxes_image_yxyx, refined_image_yxyx, cfg.refine_blend
+        )
         first_scores = self._confidence(class_prob, cand.scores)
         refined_scores = self._confidence(
             class_prob, self._refined_agreement(cand.scores, refined_eq3)
