@@ -198,6 +198,10 @@ class InferenceConfig:
     # part).
     refine_enlarge: float = 1.6
     max_refine: int = 30  # detections per image refined (best first, all classes); >= 1
+    # of those, only candidates whose Eq. (3) score reaches this go on (one classifier and one
+    # refinement evaluation each); -10 (below any Eq. (3) score) = all of them. Network cost that
+    # follows the objects, chosen by validation AP (README, Speed); [-10, 5].
+    min_candidate_eq3: float = -10.0
     # An object is found at several scales: before the best max_refine candidates are taken, a
     # class's first-stage boxes overlapping a better one of any scale by more than this Jaccard
     # can be dropped, so the classifier and the refinement see each object about once. (0, 1];
@@ -346,6 +350,11 @@ class InferenceConfig:
             f"must be in [0, 1], got {self.refine_blend}",
         )
         _check(self.max_refine >= 1, "max_refine", "must be >= 1")
+        _check(
+            -10.0 <= self.min_candidate_eq3 <= 5.0,
+            "min_candidate_eq3",
+            f"must be in [-10, 5], got {self.min_candidate_eq3}",
+        )
         _check(0.0 < self.candidate_nms_iou <= 1.0, "candidate_nms_iou", "must be in (0, 1]")
         _check(self.refine_canvas >= 2, "refine_canvas", "must be >= 2")
         _check(self.refine_stride > 0, "refine_stride", "must be > 0")

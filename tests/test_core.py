@@ -48,6 +48,20 @@ def test_refined_agreement_hand_worked():
     assert got.numpy().tolist() == [1.0, 1.0]
 
 
+def test_is_candidate_and_refined_box_hand_worked_in_both_namespaces():
+    scores = np.float32([policy.INVALID_SCORE, -2.0, 0.5, 1.5, 4.0])
+    assert policy.is_candidate(scores, -10.0).tolist() == [False, True, True, True, True]
+    assert policy.is_candidate(scores, 1.5).tolist() == [False, False, False, True, True]
+    got = policy.is_candidate(tf.constant(scores), 1.5).numpy()
+    assert got.tolist() == [False, False, False, True, True]
+    first, refined = np.float32([[10, 20, 50, 60]]), np.float32([[14, 16, 58, 60]])
+    assert policy.refined_box(first, refined, 0.25).tolist() == [[11, 19, 52, 60]]
+    assert policy.refined_box(first, refined, 1.0) is refined
+    assert policy.refined_box(first, refined, 0.0).tolist() == first.tolist()
+    got = policy.refined_box(tf.constant(first), tf.constant(refined), 0.5).numpy()
+    assert got.tolist() == [[12, 18, 54, 60]]
+
+
 def test_part_of_hand_worked():
     b = np.array(
         [

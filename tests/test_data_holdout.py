@@ -78,7 +78,9 @@ def test_hold_out_refuses_existing_output_bad_count_and_existing_split(source, t
 
 def test_hold_out_command_prints_the_splits_and_reports_errors(source, tmp_path, capsys):
     src, _, _ = source
-    assert cli.run(["hold-out", "--voc", str(src), "--out", str(tmp_path / "o"), "--count", "4"]) == 0
+    assert (
+        cli.run(["hold-out", "--voc", str(src), "--out", str(tmp_path / "o"), "--count", "4"]) == 0
+    )
     assert "'val': 4" in capsys.readouterr().out
     rc = cli.run(["hold-out", "--voc", str(src), "--out", str(tmp_path / "o"), "--count", "4"])
     assert rc == 2 and "already exists" in capsys.readouterr().err

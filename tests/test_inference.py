@@ -247,3 +247,21 @@ def test_refine_blend_moves_the_refined_box_part_of_the_way_from_the_first_stage
         np.testing.assert_allclose(
             out[blend]["detection_scores"].numpy(), out[1.0]["detection_scores"].numpy()
         )
+
+
+def test_min_candidate_eq3_sends_only_candidates_that_reach_it_to_the_networks():
+    # Two objects. Off (-10), every valid candidate costs a classifier and a refinement
+    # evaluation; at 5 (a perfect Eq. (3), which the fake masks' blur never reaches) none goes
+    # on: only the 35 windows run and nothing is detected; in between, fewer evaluations.
+    h, w = 300, 400
+    image = png(coloured_object_image(h, w, [[30, 40, 150, 170], [160, 220, 280, 380]]))
+    evals, found = {}, {}
+    for t in (-10.0, 2.5, 5.0):
+        out = make_module(max_refine=6, min_candidate_eq3=t).detect(
+            *decode_batch(tf.constant([image]), 10**7)
+        )
+        evals[t] = int(out["network_evaluations"][0])
+        found[t] = int(out["num_detections"][0])
+    assert evals[-10.0] > 35 + 2 and found[-10.0] >= 2
+    assert evals[5.0] == 35 and found[5.0] == 0
+    assert 35 < evals[2.5] <= evals[-10.0]

@@ -11,6 +11,8 @@ pipelines take them from here:
   * ``refined_agreement``: the Eq. (3) score a refined detection is ranked by: the refinement's
     own ("refined"), the mean of the first-stage and refinement scores ("mean"), or their
     minimum ("min").
+  * ``is_candidate``: which of the best ``max_refine`` first-stage boxes go on to the classifier
+    and the refinement: every filled slot, or those whose Eq. (3) reaches ``min_candidate_eq3``.
   * ``refined_box``: where a refined detection lies: the refinement's box (the paper), or a
     point between it and the first-stage box (``refine_blend``).
   * ``part_of``: a detection is a part of another of its class when the other ranks above it, is
@@ -83,6 +85,16 @@ def refined_agreement(first_eq3, refined_eq3, mode: str, xp=NUMPY):
     if mode != "refined":
         raise ValueError(f"refine_agreement must be one of {REFINE_AGREEMENTS}, got {mode!r}")
     return refined_eq3
+
+
+def is_candidate(scores, min_eq3: float):
+    """Which first-stage slots [...] (Eq. (3) ``scores``, INVALID_SCORE in empty ones) are sent on
+    to the classifier and the refinement: filled ones scoring at least ``min_eq3``. Works on
+    NumPy arrays and tensors alike (comparisons only)."""
+    filled = scores > INVALID_SCORE / 2
+    if min_eq3 <= -2 * EQ3_MAX:  # below any Eq. (3) score: off
+        return filled
+    return filled & (scores >= min_eq3)
 
 
 def refined_box(first_yxyx, refined_yxyx, blend: float):

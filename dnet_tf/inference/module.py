@@ -379,7 +379,7 @@ class DetectorModule(tf.Module):
             boxes_image_yxyx=pick(boxes),
             classes=classes,
             scores=top_scores,
-            valid=top_scores > INVALID_SCORE / 2,
+            valid=policy.is_candidate(top_scores, self.config.inference.min_candidate_eq3),
         )
         if k < r:  # fewer candidate slots than max_refine: pad with invalid ones
             cand = cand.padded(r)

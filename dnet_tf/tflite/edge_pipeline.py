@@ -324,7 +324,7 @@ class EdgePipeline:
             boxes_image_yxyx=first.boxes_image_yxyx.reshape(-1, 4)[idx],
             classes=(idx // n).astype(np.int64),
             scores=top_scores,
-            valid=top_scores > INVALID_SCORE / 2,
+            valid=policy.is_candidate(top_scores, self.config.inference.min_candidate_eq3),
         )
         if k < r:  # fewer slots than max_refine: pad with invalid ones
             pad = r - k
