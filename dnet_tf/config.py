@@ -143,6 +143,10 @@ class InferenceConfig:
     )
     # mean box side (w + h) / 2 as a fraction of the mean image side (h + w) / 2; each in (0, 1]
     size_fractions: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    # which of size_fractions each scale's canvas is searched for: f where lo <= f / window side
+    # <= hi (core.windows.size_fractions_at_scale); (0, 100) = every size at every scale (the
+    # paper). Chosen by validation AP and latency (README, Speed).
+    scale_size_bounds: Sequence[float] = (0.0, 100.0)
     stride_px: float = 5.0  # px in the original image between neighbouring candidate boxes; > 0
     # Eq. (2) full-mask coverage a candidate must exceed to be kept; [0, 1]
     coverage_threshold: float = 0.5
@@ -297,6 +301,12 @@ class InferenceConfig:
             "size_fractions",
             "must be a non-empty list of values in (0, 1]",
         )
+        _check(
+            len(self.scale_size_bounds) == 2
+            and 0.0 <= self.scale_size_bounds[0] <= self.scale_size_bounds[1],
+            "scale_size_bounds",
+            f"must be (lo, hi) with 0 <= lo <= hi, got {list(self.scale_size_bounds)}",
+        )
         _check(self.stride_px > 0, "stride_px", f"must be > 0, got {self.stride_px}")
         _check(0.0 <= self.coverage_threshold <= 1.0, "coverage_threshold", "must be in [0, 1]")
         _check(0.0 < self.ring_margin <= 1.0, "ring_margin", "must be in (0, 1]")
@@ -415,6 +425,15 @@ class InferenceConfig:
         """Static window count per scale: n_s^2 with n_s windows per axis at scale s."""
         return windows.windows_per_scale(self.num_scales, self.window_overlap)
 
+    @property
+    def size_fractions_per_scale(self) -> tuple:
+        """The size fractions searched on each scale's canvas (scale_size_bounds): a tuple of
+        num_scales lists."""
+        return tuple(
+            windows.size_fractions_at_scale(list(self.size_fractions), s, self.scale_size_bounds)
+            for s in range(self.num_scales)
+        )
+
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -453,7 +472,12 @@ class TrainConfig:
         return self
 
 
-_SEQUENCE_FIELDS = ("size_fractions", "refine_size_fractions", "refine_aspect_ratios")
+_SEQUENCE_FIELDS = (
+    "size_fractions",
+    "scale_size_bounds",
+    "refine_size_fractions",
+    "refine_aspect_ratios",
+)
 
 
 @dataclasses.dataclass

@@ -132,6 +132,20 @@ def test_windows_layout_is_the_papers_35():
     np.testing.assert_array_equal(unit[1:4, 1], [0.0, 0.25, 0.5])
 
 
+def test_size_fractions_at_scale_hand_worked():
+    sizes = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    # Bounds (0.2, 1): a box 0.2 to 1 window side. Scale 0 (window = image): 0.2 .. 0.9; scale 1
+    # (half the image): 0.1 .. 0.5 (0.1 / 0.5 = 0.2 and 0.5 / 0.5 = 1 both count); scale 2
+    # (a quarter): 0.1 and 0.2 (0.3 / 0.25 = 1.2 is past the window).
+    assert windows.size_fractions_at_scale(sizes, 0, (0.2, 1.0)) == sizes[1:]
+    assert windows.size_fractions_at_scale(sizes, 1, (0.2, 1.0)) == sizes[:5]
+    assert windows.size_fractions_at_scale(sizes, 2, (0.2, 1.0)) == [0.1, 0.2]
+    # The paper's (every size at every scale), and a scale no size fits: the nearest is kept.
+    assert windows.size_fractions_at_scale(sizes, 2, (0.0, 100.0)) == sizes
+    assert windows.size_fractions_at_scale(sizes, 3, (0.9, 1.0)) == [0.1]  # 0.1 / 0.125 = 0.8
+    assert windows.size_fractions_at_scale(sizes, 0, (0.0, 0.05)) == [0.1]
+
+
 def test_search_rules_hand_worked():
     h, w = search.box_shapes(np.float32(100.0), [0.5], [2.0])[0]
     assert (h, w) == pytest.approx((100 / 3, 200 / 3))

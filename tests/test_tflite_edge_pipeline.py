@@ -138,15 +138,19 @@ def test_network_evaluations_count_only_what_runs(fakes):
         assert 35 + 2 <= edge["network_evaluations"] <= 35 + 2 * 6
 
 
-def test_with_candidate_nms_and_a_blend_equal_the_graph_and_cost_less(fakes):
+def test_with_candidate_nms_a_blend_and_sizes_per_scale_equal_the_graph_and_cost_less(fakes):
     # candidate_nms_iou = 0.5 (one box per object and class across scales) against off (the
     # paper's: every scale's top boxes go on; the fixture's): the graph and the pipeline agree
     # on the detections and on the evaluation count, which is smaller with it. With
-    # refine_blend 0.5 both report boxes halfway between the first-stage and the refined box.
+    # refine_blend 0.5 both report boxes halfway between the first-stage and the refined box, and
+    # with scale_size_bounds (0.2, 1) both search each scale's canvas for its own sizes.
     cfg, outputs, _ = fakes
     assert cfg.inference.candidate_nms_iou == 1.0
     cfg = dataclasses.replace(
-        cfg, inference=dataclasses.replace(cfg.inference, candidate_nms_iou=0.5, refine_blend=0.5)
+        cfg,
+        inference=dataclasses.replace(
+            cfg.inference, candidate_nms_iou=0.5, refine_blend=0.5, scale_size_bounds=(0.2, 1.0)
+        ),
     )
     loc, cls = fake_localizer(num_classes=2), fake_classifier(num_classes=2)
     module = DetectorModule(loc, cls, NAMES, ASPECTS, cfg)

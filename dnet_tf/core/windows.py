@@ -63,6 +63,32 @@ def unit_windows(num_scales: int, overlap: float):
     return np.asarray(boxes, np.float32), np.asarray(ids, np.int32)
 
 
+def size_fractions_at_scale(size_fractions, scale: int, bounds) -> list:
+    """The box sizes searched on scale ``scale``'s merged canvas.
+
+    A size fraction f (mean box side over the mean image side) is searched at scale s when
+    lo <= f / 2^-s <= hi, (lo, hi) = ``bounds``: f / 2^-s is the box's side in windows of that
+    scale. A box far smaller than a window is a few mask cells there (the finer scales see it
+    better); a box larger than a window is seen whole by none of the scale's windows, and its
+    merged half masks are the halves of each window's clipped view, not of the box. When no size
+    of ``size_fractions`` falls in the bounds, the one nearest to them is kept (every scale
+    searches at least one size).
+
+    Args:
+      size_fractions: floats in (0, 1]; scale: 0 = the whole image; bounds: (lo, hi), lo <= hi.
+    Returns:
+      the kept fractions, in their given order.
+    """
+    lo, hi = float(bounds[0]), float(bounds[1])
+    side = 0.5**scale
+    # a relative tolerance: 0.1 / 0.5 counts as 0.2 however the division rounds
+    kept = [f for f in size_fractions if lo * (1 - 1e-9) <= f / side <= hi * (1 + 1e-9)]
+    if kept:
+        return kept
+    distance = [max(lo - f / side, f / side - hi) for f in size_fractions]
+    return [size_fractions[int(np.argmin(distance))]]
+
+
 def scale_windows(height, width, num_scales: int, overlap: float):
     """Windows of an H x W image: (windows_image_yxyx float32 [N, 4], scale_ids int32 [N])."""
     norm, ids = unit_windows(num_scales, overlap)

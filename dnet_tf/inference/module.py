@@ -229,7 +229,8 @@ class DetectorModule(tf.Module):
         unit_windows = tf.constant(windows.unit_windows(cfg.num_scales, cfg.window_overlap)[0])
         windows_cell_yxyx = unit_windows * tf.concat([extent_cells, extent_cells], axis=0)[None, :]
         mean_side = tf.reduce_mean(extent_cells)
-        shapes_hw = box_search.box_shapes(mean_side, list(cfg.size_fractions), self.aspect_ratios)
+        per_scale = cfg.size_fractions_per_scale
+        shapes_hw = [box_search.box_shapes(mean_side, f, self.aspect_ratios) for f in per_scale]
         stride_cells = cfg.stride_px / cell_px
         flat_masks = tf.reshape(window_masks, [-1, d, d, constants.NUM_MASK_TYPES * c])
 
@@ -249,7 +250,21 @@ class DetectorModule(tf.Module):
             tf.stack(canvases),
             [len(canvases), canvas_hw[0], canvas_hw[1], constants.NUM_MASK_TYPES, c],
         )
-        found = self._search_active(canvas, shapes_hw, stride_cells)  # [scales, C, M]
+        if all(list(f) == list(cfg.size_fractions) for f in per_scale):
+            # Every scale searches every size: one pass over the shapes for all scales.
+            found = self._search_active(canvas, shapes_hw[0], stride_cells)  # [scales, C, M]
+        else:
+            found = box_search.SearchResult(
+                *[
+                    None if parts[0] is None else tf.concat(parts, axis=0)
+                    for parts in zip(
+                        *[
+                            self._search_active(canvas[i : i + 1], shapes_hw[i], stride_cells)
+                            for i in range(len(per_scale))
+                        ]
+                    )
+                ]
+            )
         scores = tf.where(found.valid, self._rescored(canvas, found), INVALID_SCORE)
         if cfg.candidate_containment > 0:  # interior boxes of a better candidate: dropped
             inside = nms.parts_of_better(

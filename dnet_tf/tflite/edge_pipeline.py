@@ -209,13 +209,16 @@ class EdgePipeline:
         unit_windows, _ = windows.unit_windows(cfg.num_scales, cfg.window_overlap)
         windows_cell_yxyx = unit_windows * np.concatenate([extent_cells, extent_cells])[None, :]
         mean_side = np.float32((extent_cells[0] + extent_cells[1]) / np.float32(2))
-        shapes_hw = edge_ops.box_shapes(mean_side, cfg.size_fractions, self.aspect_ratios)
+        shapes_per_scale = [
+            edge_ops.box_shapes(mean_side, f, self.aspect_ratios)
+            for f in cfg.size_fractions_per_scale
+        ]
         stride_cells = np.float32(cfg.stride_px) / cell_px
         flat_masks = window_masks.reshape(-1, d, d, constants.NUM_MASK_TYPES * c)
 
         parts = {"boxes": [], "scores": [], "valid": []}
         start = 0
-        for n in self.windows_per_scale:
+        for n, shapes_hw in zip(self.windows_per_scale, shapes_per_scale):
             canvas = edge_ops.paste_max(
                 flat_masks[start : start + n],
                 windows_cell_yxyx[start : start + n],
