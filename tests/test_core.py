@@ -44,6 +44,7 @@ def test_refined_agreement_hand_worked():
     assert policy.refined_agreement(first, refined, "mean").tolist() == [2.0, 2.5]
     assert policy.refined_agreement(first, refined, "min").tolist() == [1.0, 1.0]
     assert policy.refined_agreement(first, refined, "refined").tolist() == [1.0, 4.0]
+    assert policy.refined_agreement(first, refined, "first").tolist() == [3.0, 1.0]
     got = policy.refined_agreement(tf.constant(first), tf.constant(refined), "min", TENSORFLOW)
     assert got.numpy().tolist() == [1.0, 1.0]
 
@@ -60,6 +61,20 @@ def test_is_candidate_and_refined_box_hand_worked_in_both_namespaces():
     assert policy.refined_box(first, refined, 0.0).tolist() == first.tolist()
     got = policy.refined_box(tf.constant(first), tf.constant(refined), 0.5).numpy()
     assert got.tolist() == [[12, 18, 54, 60]]
+    # The gate: the refined box only where its Eq. (3) reaches the first stage's plus the margin.
+    first2 = np.float32([[0, 0, 10, 10], [0, 0, 20, 20]])
+    refined2 = np.float32([[1, 1, 9, 9], [2, 2, 18, 18]])
+    first_eq3, refined_eq3 = np.float32([3.0, 3.0]), np.float32([3.5, 2.9])
+    got = policy.refinement_kept(first2, refined2, first_eq3, refined_eq3, 0.0)
+    assert got.tolist() == [[1, 1, 9, 9], [0, 0, 20, 20]]
+    got = policy.refinement_kept(first2, refined2, first_eq3, refined_eq3, 0.5)
+    assert got.tolist() == [[1, 1, 9, 9], [0, 0, 20, 20]]  # 3.5 reaches 3.0 + 0.5 exactly
+    got = policy.refinement_kept(first2, refined2, first_eq3, refined_eq3, 0.6)
+    assert got.tolist() == first2.tolist()
+    assert policy.refinement_kept(first2, refined2, first_eq3, refined_eq3, -10.0) is refined2
+    args = [tf.constant(a) for a in (first2, refined2, first_eq3, refined_eq3)]
+    got = policy.refinement_kept(*args, 0.0, TENSORFLOW).numpy()
+    assert got.tolist() == [[1, 1, 9, 9], [0, 0, 20, 20]]
 
 
 def test_part_of_hand_worked():

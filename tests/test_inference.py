@@ -221,7 +221,7 @@ def test_refined_detection_ranked_by_the_chosen_eq3_combination():
         )
 
 
-def test_refine_blend_moves_the_refined_box_part_of_the_way_from_the_first_stage_box():
+def test_refine_blend_and_gate_move_the_refined_box_part_or_none_of_the_way():
     # One object, one detection. blend 1 reports the refinement's box (the paper), blend 0 the
     # first-stage box, and blend 0.25 the point a quarter of the way from the first to the
     # refined box, with the same score in every case (the blend moves boxes, it ranks nothing).
@@ -229,8 +229,11 @@ def test_refine_blend_moves_the_refined_box_part_of_the_way_from_the_first_stage
     h, w = 300, 400
     image = png(coloured_object_image(h, w, [[37, 71, 233, 297]]))
     out = {}
-    for blend in (1.0, 0.0, 0.25):
-        m = make_module(max_refine=6, refine_blend=blend)
+    for blend in (1.0, 0.0, 0.25, "gate"):
+        # "gate": the refinement kept only where its Eq. (3) beats the first stage's by 10,
+        # which no box can (Eq. (3) <= 5): the first-stage box is reported.
+        knobs = {"refine_accept_margin": 10.0} if blend == "gate" else {"refine_blend": blend}
+        m = make_module(max_refine=6, **knobs)
         out[blend] = m.detect(*decode_batch(tf.constant([image]), 10**7))
         assert int(out[blend]["num_detections"][0]) == 1
     hwhw = np.array([h, w, h, w])
@@ -243,7 +246,10 @@ def test_refine_blend_moves_the_refined_box_part_of_the_way_from_the_first_stage
         first + 0.25 * (refined - first),
         atol=1e-3,
     )
-    for blend in (0.0, 0.25):
+    np.testing.assert_allclose(
+        out["gate"]["detection_boxes"][0, 0].numpy() * hwhw, first, atol=1e-3
+    )
+    for blend in (0.0, 0.25, "gate"):
         np.testing.assert_allclose(
             out[blend]["detection_scores"].numpy(), out[1.0]["detection_scores"].numpy()
         )

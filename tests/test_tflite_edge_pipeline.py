@@ -138,19 +138,16 @@ def test_network_evaluations_count_only_what_runs(fakes):
         assert 35 + 2 <= edge["network_evaluations"] <= 35 + 2 * 6
 
 
-def test_with_candidate_nms_a_blend_and_sizes_per_scale_equal_the_graph_and_cost_less(fakes):
+def test_with_candidate_nms_and_a_blend_equal_the_graph_and_cost_less(fakes):
     # candidate_nms_iou = 0.5 (one box per object and class across scales) against off (the
     # paper's: every scale's top boxes go on; the fixture's): the graph and the pipeline agree
     # on the detections and on the evaluation count, which is smaller with it. With
-    # refine_blend 0.5 both report boxes halfway between the first-stage and the refined box, and
-    # with scale_size_bounds (0.2, 1) both search each scale's canvas for its own sizes.
+    # refine_blend 0.5 both report boxes halfway between the first-stage and the refined box.
     cfg, outputs, _ = fakes
     assert cfg.inference.candidate_nms_iou == 1.0
     cfg = dataclasses.replace(
         cfg,
-        inference=dataclasses.replace(
-            cfg.inference, candidate_nms_iou=0.5, refine_blend=0.5, scale_size_bounds=(0.2, 1.0)
-        ),
+        inference=dataclasses.replace(cfg.inference, candidate_nms_iou=0.5, refine_blend=0.5),
     )
     loc, cls = fake_localizer(num_classes=2), fake_classifier(num_classes=2)
     module = DetectorModule(loc, cls, NAMES, ASPECTS, cfg)
@@ -170,6 +167,35 @@ def test_with_candidate_nms_a_blend_and_sizes_per_scale_equal_the_graph_and_cost
     )
     assert int(g["network_evaluations"]) == e["network_evaluations"]
     assert e["network_evaluations"] < outputs[1][1]["network_evaluations"]
+
+
+def test_sizes_per_scale_and_the_refinement_gate_equal_the_graph():
+    # scale_size_bounds (0.2, 1): each scale's canvas searched for its own sizes (the graph in
+    # one search call per scale, the pipeline per canvas); refine_accept_margin 0: the refined
+    # box only where its Eq. (3) reaches the first stage's. Same detections, same cost.
+    cfg = DetectorConfig(
+        model=ModelConfig(num_classes=2),
+        inference=dataclasses.replace(
+            InferenceConfig(), max_refine=6, scale_size_bounds=(0.2, 1.0), refine_accept_margin=0.0
+        ),
+    )
+    loc, cls = fake_localizer(num_classes=2), fake_classifier(num_classes=2)
+    module = DetectorModule(loc, cls, NAMES, ASPECTS, cfg)
+    edge = EdgePipeline(keras_network(loc), keras_network(cls), NAMES, ASPECTS, cfg)
+    graph = tf.function(lambda images: module.detect(*uint8_batch(images)))
+    image = IMAGES[1]  # two objects
+    g = {k: v.numpy()[0] for k, v in graph(image[None]).items()}
+    e = edge.detect(image)
+    n = int(g["num_detections"])
+    assert n >= 2 and e["num_detections"] == n
+    h, w = image.shape[:2]
+    scale = np.array([h, w, h, w])
+    np.testing.assert_allclose(
+        e["detection_boxes"][:n] * scale, g["detection_boxes"][:n] * scale, atol=0.01
+    )
+    np.testing.assert_allclose(e["detection_scores"], g["detection_scores"], atol=1e-5)
+    np.testing.assert_array_equal(e["detection_classes"], g["detection_classes"])
+    assert int(g["network_evaluations"]) == e["network_evaluations"]
 
 
 def test_bad_inputs_and_networks_fail_clearly():

@@ -9,8 +9,8 @@ pipelines take them from here:
   * ``confidence``: P(class | box) x clip(Eq. (3) / 5, 0, 1) (``score_mode`` "product"), or
     either factor alone ("classifier", "eq3").
   * ``refined_agreement``: the Eq. (3) score a refined detection is ranked by: the refinement's
-    own ("refined"), the mean of the first-stage and refinement scores ("mean"), or their
-    minimum ("min").
+    own ("refined"), the mean of the first-stage and refinement scores ("mean"), their
+    minimum ("min"), or the first stage's alone ("first": the refinement only moves the box).
   * ``is_candidate``: which of the best ``max_refine`` first-stage boxes go on to the classifier
     and the refinement: every filled slot, or those whose Eq. (3) reaches ``min_candidate_eq3``.
   * ``refined_box``: where a refined detection lies: the refinement's box (the paper), or a
@@ -43,7 +43,7 @@ EQ3_MAX = 5.0
 REFINE_CANDIDATES = 16
 
 SCORE_MODES = ("classifier", "eq3", "product")
-REFINE_AGREEMENTS = ("refined", "mean", "min")
+REFINE_AGREEMENTS = ("refined", "mean", "min", "first")
 # Where P(class | crop) comes from (InferenceConfig.classifier): the paper's own network on the
 # first-stage box, or a head on the localizer's trunk on the refinement crop.
 CLASSIFIERS = ("separate", "shared")
@@ -82,6 +82,8 @@ def refined_agreement(first_eq3, refined_eq3, mode: str, xp=NUMPY):
         return 0.5 * (first_eq3 + refined_eq3)
     if mode == "min":
         return xp.minimum(first_eq3, refined_eq3)
+    if mode == "first":
+        return first_eq3
     if mode != "refined":
         raise ValueError(f"refine_agreement must be one of {REFINE_AGREEMENTS}, got {mode!r}")
     return refined_eq3
@@ -111,6 +113,17 @@ def refined_box(first_yxyx, refined_yxyx, blend: float):
     if blend == 1.0:
         return refined_yxyx
     return first_yxyx + blend * (refined_yxyx - first_yxyx)
+
+
+def refinement_kept(first_yxyx, refined_yxyx, first_eq3, refined_eq3, margin: float, xp=NUMPY):
+    """The refined box [..., 4] where the refinement's Eq. (3) [...] beats the first stage's by
+    at least ``margin``, else the first-stage box (the refinement is not trusted where its own
+    masks agree less with its box than the first stage's did). margin <= -2 * EQ3_MAX: always
+    the refined box (the paper)."""
+    if margin <= -2 * EQ3_MAX:
+        return refined_yxyx
+    keep = refined_eq3 >= first_eq3 + margin
+    return xp.where(keep[..., None], refined_yxyx, first_yxyx)
 
 
 def masks_in_use(masks, mask_types: str):
