@@ -271,3 +271,26 @@ def test_min_candidate_eq3_sends_only_candidates_that_reach_it_to_the_networks()
     assert evals[-10.0] > 35 + 2 and found[-10.0] >= 2
     assert evals[5.0] == 35 and found[5.0] == 0
     assert 35 < evals[2.5] <= evals[-10.0]
+
+
+def test_sizes_per_scale_bring_part_boxes_that_factor_zero_removes():
+    # With scale_size_bounds (0.2, 1) the finest scale searches only boxes up to its window's
+    # side, so a 140 x 160 object (0.43 of the image) is found there only as inner boxes; refined,
+    # they come out as demoted parts beside the whole box. part_score_factor 0 removes them:
+    # num_detections counts what is left, and the padding slots are zero.
+    h, w = 300, 400
+    box = [60, 100, 200, 260]
+    image = png(coloured_object_image(h, w, [box]))
+    out = {}
+    for factor in (0.5, 0.0):
+        m = make_module(max_refine=6, scale_size_bounds=(0.2, 1.0), part_score_factor=factor)
+        out[factor] = m.detect(*decode_batch(tf.constant([image]), 10**7))
+    n_demoted, n_removed = (int(out[f]["num_detections"][0]) for f in (0.5, 0.0))
+    assert n_demoted >= 2 and n_removed == 1
+    hwhw = np.array([h, w, h, w])
+    for f in (0.5, 0.0):  # the best box is the whole object either way
+        np.testing.assert_allclose(out[f]["detection_boxes"][0, 0].numpy() * hwhw, box, atol=8.0)
+    demoted = out[0.5]["detection_scores"][0, 1:n_demoted].numpy()
+    assert (demoted < 0.5 * float(out[0.5]["detection_scores"][0, 0])).all()
+    assert float(out[0.0]["detection_scores"][0, 1]) == 0.0
+    assert out[0.0]["detection_class_names"][0, 1].numpy() == b""

@@ -148,6 +148,11 @@ def test_demote_parts_hand_worked():
     np.testing.assert_array_equal(b.numpy()[0], boxes[0, [0, 2, 3, 4, 1, 5]])
     assert c.numpy()[0].tolist() == [0, 1, 0, 0, 0, 0]
     assert v.numpy()[0].tolist() == [True] * 5 + [False]
+    # Factor 0: the part B is removed (no longer valid, after the detections), nothing else moves.
+    b, s, c, v = nms.demote_parts(boxes, scores, classes, valid, 0.5, 0.0)
+    assert v.numpy()[0].tolist() == [True] * 4 + [False] * 2
+    np.testing.assert_allclose(s.numpy()[0][:4], [0.9, 0.7, 0.6, 0.5])
+    np.testing.assert_array_equal(b.numpy()[0][:4], boxes[0, [0, 2, 3, 4]])
 
 
 def test_demote_parts_threshold_ties_and_equal_areas():

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 from dnet_tf.constants import BOTTOM, FULL, LEFT, RIGHT, TOP
+from dnet_tf.core import policy
 from dnet_tf.ops import box_search, crops, integral, nms, windows
 from dnet_tf.tflite import edge_ops
 
@@ -211,8 +212,8 @@ def test_top_k_orders_ties_by_index_like_tf():
     )
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2, 3])
-def test_demote_parts_equals_the_graph(seed):
+@pytest.mark.parametrize("seed,factor", [(0, 0.5), (1, 0.5), (2, 0.5), (3, 0.5), (0, 0.0)])
+def test_demote_parts_equals_the_graph(seed, factor):
     rng = np.random.default_rng(seed)
     k, num = 12, 9
     # Nested boxes on purpose: half of them inside the first three.
@@ -229,10 +230,18 @@ def test_demote_parts_equals_the_graph(seed):
     scores[num:], boxes[num:], classes[num:] = 0.0, 0.0, 0
     valid = np.arange(k) < num
     want = nms.demote_parts(
-        boxes[None], scores[None], classes[None].astype(np.int32), valid[None], 0.7, 0.5
+        boxes[None], scores[None], classes[None].astype(np.int32), valid[None], 0.7, factor
     )
-    got = edge_ops.demote_parts(boxes, scores, classes, num, 0.7, 0.5)
-    np.testing.assert_array_equal(got[1], want[1][0].numpy())
-    np.testing.assert_array_equal(got[0], want[0][0].numpy())
-    assert got[2].tolist() == want[2][0].numpy().tolist()
-    assert (got[1][:num] < scores[:num]).any()  # the case is exercised: some parts were demoted
+    got = edge_ops.demote_parts(boxes, scores, classes, num, 0.7, factor)
+    left = got[3]
+    assert left == int(want[3][0].numpy().sum())
+    np.testing.assert_array_equal(got[1][:left], want[1][0].numpy()[:left])
+    np.testing.assert_array_equal(got[0][:left], want[0][0].numpy()[:left])
+    assert got[2][:left].tolist() == want[2][0].numpy()[:left].tolist()
+    if factor > 0:  # the case is exercised: some parts were demoted
+        assert left == num and (got[1][:num] < scores[:num]).any()
+    else:  # removed: fewer detections, none of them a part of another
+        assert left < num
+        assert not policy.part_of(
+            got[0][:left], got[1][:left], got[2][:left], np.ones(left, bool), 0.7
+        ).any()

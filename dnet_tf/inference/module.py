@@ -607,6 +607,7 @@ class DetectorModule(tf.Module):
                 cfg.part_containment,
                 cfg.part_score_factor,
             )
+            num = tf.reduce_sum(tf.cast(slot_ok, tf.int32), axis=1)  # parts removed at factor 0
         names = tf.gather(
             tf.constant(self.class_names + [""]),
             tf.where(slot_ok, tf.cast(out_classes, tf.int32), self.num_classes),

@@ -140,7 +140,8 @@ def demote_parts(boxes_yxyx, scores, classes, valid, containment: float, factor:
     """Lowers the score of detections that are parts of a larger, better detection of their class.
 
     Parts as ``parts_of_better``; a part's score is multiplied by ``factor``
-    (``dnet_tf.core.policy.demoted_scores``); the detections are then sorted again.
+    (``dnet_tf.core.policy.demoted_scores``); the detections are then sorted again. With
+    factor 0 the parts are removed: their slots are no longer valid.
 
     Args:
       boxes_yxyx: float32 [B, K, 4], any frame with the same scale on both axes' ratios
@@ -149,7 +150,7 @@ def demote_parts(boxes_yxyx, scores, classes, valid, containment: float, factor:
       classes: int32 [B, K].
       valid: bool [B, K], the slots that hold detections.
       containment: (0, 1].
-      factor: [0, 1]; 1 changes nothing.
+      factor: [0, 1]; 1 changes nothing, 0 removes the parts.
     Returns:
       (boxes [B, K, 4], scores [B, K], classes [B, K], valid [B, K]) sorted by decreasing score,
       valid slots first.
@@ -160,6 +161,8 @@ def demote_parts(boxes_yxyx, scores, classes, valid, containment: float, factor:
     valid = tf.convert_to_tensor(valid, tf.bool)
     is_part = parts_of_better(boxes, scores, classes, valid, containment)
     new_scores = policy.demoted_scores(scores, is_part, factor, TENSORFLOW)
+    if factor == 0:
+        valid = valid & ~is_part
     order = tf.argsort(
         tf.where(valid, new_scores, -np.inf), axis=1, direction="DESCENDING", stable=True
     )

@@ -292,17 +292,20 @@ def demote_parts(
     """One image's ``dnet_tf.ops.nms.demote_parts``: the first ``num`` slots hold detections.
 
     Parts as ``parts_of_better``; a part's score is multiplied by ``factor`` (ranks from the
-    scores before any change). Returns boxes [K, 4], scores [K], classes [K] sorted again by
-    decreasing score (stable), detections first.
+    scores before any change); with factor 0 the parts are removed. Returns boxes [K, 4],
+    scores [K], classes [K] sorted again by decreasing score (stable), detections first, and the
+    number of detections left.
     """
     boxes = np.asarray(boxes_yxyx, np.float32)
     scores = np.asarray(scores, np.float32)
     is_part = parts_of_better(boxes, scores, classes, num, containment)
     new_scores = policy.demoted_scores(scores, is_part, f32(factor))
-    order = np.concatenate(
-        [np.argsort(-new_scores[:num], kind="stable"), np.arange(num, len(scores))]
-    )
-    return boxes[order], new_scores[order], np.asarray(classes)[order]
+    kept = np.arange(num)
+    if factor == 0:
+        kept = kept[~is_part[:num]]
+    rest = np.setdiff1d(np.arange(len(scores)), kept)
+    order = np.concatenate([kept[np.argsort(-new_scores[kept], kind="stable")], rest])
+    return boxes[order], new_scores[order], np.asarray(classes)[order], len(kept)
 
 
 # ----------------------------------------------------------------------------------------------

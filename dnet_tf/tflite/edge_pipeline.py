@@ -434,11 +434,11 @@ class EdgePipeline:
             norm, scores, classes, cfg.max_detections, cfg.nms_iou, threshold
         )
         k = cfg.max_detections
-        slot_ok = np.arange(k) < num
         if cfg.part_score_factor < 1.0:
-            out_boxes, out_scores, out_classes = edge_ops.demote_parts(
+            out_boxes, out_scores, out_classes, num = edge_ops.demote_parts(
                 out_boxes, out_scores, out_classes, num, cfg.part_containment, cfg.part_score_factor
             )
+        slot_ok = np.arange(k) < num
         names = [self.class_names[int(c)] if ok else "" for c, ok in zip(out_classes, slot_ok)]
         return {
             "num_detections": float(num),
