@@ -138,6 +138,30 @@ def test_network_evaluations_count_only_what_runs(fakes):
         assert 35 + 2 <= edge["network_evaluations"] <= 35 + 2 * 6
 
 
+def graph_and_edge_on_two_objects(cfg):
+    """The graph's and the edge pipeline's outputs on IMAGES[1] (two objects) under ``cfg``,
+    after asserting that they agree: the same detections (boxes to 0.01 px, scores to 1e-5,
+    classes) and the same network evaluations."""
+    loc, cls = fake_localizer(num_classes=2), fake_classifier(num_classes=2)
+    module = DetectorModule(loc, cls, NAMES, ASPECTS, cfg)
+    edge = EdgePipeline(keras_network(loc), keras_network(cls), NAMES, ASPECTS, cfg)
+    graph = tf.function(lambda images: module.detect(*uint8_batch(images)))
+    image = IMAGES[1]
+    g = {k: v.numpy()[0] for k, v in graph(image[None]).items()}
+    e = edge.detect(image)
+    n = int(g["num_detections"])
+    assert n >= 2 and e["num_detections"] == n
+    h, w = image.shape[:2]
+    scale = np.array([h, w, h, w])
+    np.testing.assert_allclose(
+        e["detection_boxes"][:n] * scale, g["detection_boxes"][:n] * scale, atol=0.01
+    )
+    np.testing.assert_allclose(e["detection_scores"], g["detection_scores"], atol=1e-5)
+    np.testing.assert_array_equal(e["detection_classes"], g["detection_classes"])
+    assert int(g["network_evaluations"]) == e["network_evaluations"]
+    return g, e
+
+
 def test_with_candidate_nms_and_a_blend_equal_the_graph_and_cost_less(fakes):
     # candidate_nms_iou = 0.5 (one box per object and class across scales) against off (the
     # paper's: every scale's top boxes go on; the fixture's): the graph and the pipeline agree
@@ -149,23 +173,7 @@ def test_with_candidate_nms_and_a_blend_equal_the_graph_and_cost_less(fakes):
         cfg,
         inference=dataclasses.replace(cfg.inference, candidate_nms_iou=0.5, refine_blend=0.5),
     )
-    loc, cls = fake_localizer(num_classes=2), fake_classifier(num_classes=2)
-    module = DetectorModule(loc, cls, NAMES, ASPECTS, cfg)
-    edge = EdgePipeline(keras_network(loc), keras_network(cls), NAMES, ASPECTS, cfg)
-    graph = tf.function(lambda images: module.detect(*uint8_batch(images)))
-    image = IMAGES[1]  # two objects
-    g = {k: v.numpy()[0] for k, v in graph(image[None]).items()}
-    e = edge.detect(image)
-    n = int(g["num_detections"])
-    assert n >= 2 and e["num_detections"] == n
-    np.testing.assert_allclose(e["detection_scores"], g["detection_scores"], atol=1e-5)
-    np.testing.assert_array_equal(e["detection_classes"], g["detection_classes"])
-    h, w = image.shape[:2]
-    scale = np.array([h, w, h, w])
-    np.testing.assert_allclose(
-        e["detection_boxes"][:n] * scale, g["detection_boxes"][:n] * scale, atol=0.01
-    )
-    assert int(g["network_evaluations"]) == e["network_evaluations"]
+    _, e = graph_and_edge_on_two_objects(cfg)
     assert e["network_evaluations"] < outputs[1][1]["network_evaluations"]
 
 
@@ -179,23 +187,7 @@ def test_sizes_per_scale_and_the_refinement_gate_equal_the_graph():
             InferenceConfig(), max_refine=6, scale_size_bounds=(0.2, 1.0), refine_accept_margin=0.0
         ),
     )
-    loc, cls = fake_localizer(num_classes=2), fake_classifier(num_classes=2)
-    module = DetectorModule(loc, cls, NAMES, ASPECTS, cfg)
-    edge = EdgePipeline(keras_network(loc), keras_network(cls), NAMES, ASPECTS, cfg)
-    graph = tf.function(lambda images: module.detect(*uint8_batch(images)))
-    image = IMAGES[1]  # two objects
-    g = {k: v.numpy()[0] for k, v in graph(image[None]).items()}
-    e = edge.detect(image)
-    n = int(g["num_detections"])
-    assert n >= 2 and e["num_detections"] == n
-    h, w = image.shape[:2]
-    scale = np.array([h, w, h, w])
-    np.testing.assert_allclose(
-        e["detection_boxes"][:n] * scale, g["detection_boxes"][:n] * scale, atol=0.01
-    )
-    np.testing.assert_allclose(e["detection_scores"], g["detection_scores"], atol=1e-5)
-    np.testing.assert_array_equal(e["detection_classes"], g["detection_classes"])
-    assert int(g["network_evaluations"]) == e["network_evaluations"]
+    graph_and_edge_on_two_objects(cfg)
 
 
 def test_bad_inputs_and_networks_fail_clearly():

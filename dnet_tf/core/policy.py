@@ -13,8 +13,10 @@ pipelines take them from here:
     minimum ("min"), or the first stage's alone ("first": the refinement only moves the box).
   * ``is_candidate``: which of the best ``max_refine`` first-stage boxes go on to the classifier
     and the refinement: every filled slot, or those whose Eq. (3) reaches ``min_candidate_eq3``.
-  * ``refined_box``: where a refined detection lies: the refinement's box (the paper), or a
-    point between it and the first-stage box (``refine_blend``).
+  * ``reported_box``: where a refined detection lies: the refinement's box (the paper), a point
+    between it and the first-stage box (``refined_box``, ``refine_blend``), or the first-stage
+    box where the refinement's Eq. (3) falls short of it (``refinement_kept``,
+    ``refine_accept_margin``).
   * ``part_of``: a detection is a part of another of its class when the other ranks above it, is
     larger and covers at least ``containment`` of its area; a part's score is multiplied by
     ``part_score_factor``.
@@ -124,6 +126,14 @@ def refinement_kept(first_yxyx, refined_yxyx, first_eq3, refined_eq3, margin: fl
         return refined_yxyx
     keep = refined_eq3 >= first_eq3 + margin
     return xp.where(keep[..., None], refined_yxyx, first_yxyx)
+
+
+def reported_box(first_yxyx, refined_yxyx, first_eq3, refined_eq3, blend, margin, xp=NUMPY):
+    """The box [..., 4] a refined detection reports: ``refined_box`` (the blend), kept where
+    ``refinement_kept`` trusts the refinement, else the first-stage box. Both pipelines call
+    this; with blend 1 and margin -10 it is the refinement's box (the paper)."""
+    blended = refined_box(first_yxyx, refined_yxyx, blend)
+    return refinement_kept(first_yxyx, blended, first_eq3, refined_eq3, margin, xp)
 
 
 def masks_in_use(masks, mask_types: str):

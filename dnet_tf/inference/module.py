@@ -140,11 +140,12 @@ class DetectorModule(tf.Module):
             # ones never reach the outputs, so they are not refined).
             refined_image_yxyx, refined_eq3 = self._refine(images, sizes_f, candidates, kept)
 
-        refined_image_yxyx = policy.refinement_kept(
+        refined_image_yxyx = policy.reported_box(
             candidates.boxes_image_yxyx,
-            policy.refined_box(candidates.boxes_image_yxyx, refined_image_yxyx, cfg.refine_blend),
+            refined_image_yxyx,
             candidates.scores,
             refined_eq3,
+            cfg.refine_blend,
             cfg.refine_accept_margin,
             TENSORFLOW,
         )
@@ -383,8 +384,7 @@ class DetectorModule(tf.Module):
         c = self.num_classes
         n = boxes.shape[2]
         batch = tf.shape(boxes)[0]
-        cfg = self.config.inference
-        if cfg.candidate_nms_iou < 1.0:
+        if self.config.inference.candidate_nms_iou < 1.0:
             boxes, scores, valid = self._across_scales_nms(boxes, scores, valid)
         flat_scores = tf.reshape(tf.where(valid, scores, INVALID_SCORE), [batch, c * n])
         k = min(r, c * n)

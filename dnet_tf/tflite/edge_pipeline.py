@@ -44,7 +44,6 @@ from dnet_tf.core import policy, windows
 from dnet_tf.core import search as search_rules
 from dnet_tf.core.detections import Detections
 from dnet_tf.core.policy import INVALID_SCORE
-from dnet_tf.core.xp import NUMPY
 from dnet_tf.tflite import edge_ops
 
 NetworkFn = Callable[[np.ndarray], np.ndarray]
@@ -157,13 +156,13 @@ class EdgePipeline:
             evaluations += run.size
 
         # 8. Outputs.
-        refined_image_yxyx = policy.refinement_kept(
+        refined_image_yxyx = policy.reported_box(
             cand.boxes_image_yxyx,
-            policy.refined_box(cand.boxes_image_yxyx, refined_image_yxyx, cfg.refine_blend),
+            refined_image_yxyx,
             cand.scores,
             refined_eq3,
+            cfg.refine_blend,
             cfg.refine_accept_margin,
-            NUMPY,
         )
         first_scores = self._confidence(class_prob, cand.scores)
         refined_scores = self._confidence(
@@ -323,8 +322,7 @@ class EdgePipeline:
         """The best max_refine first-stage detections over all classes (ties: class, then slot)."""
         r = self.config.inference.max_refine
         c, n = first.scores.shape
-        cfg = self.config.inference
-        if cfg.candidate_nms_iou < 1.0:
+        if self.config.inference.candidate_nms_iou < 1.0:
             first = self._across_scales_nms(first)
         flat = np.where(first.valid, first.scores, INVALID_SCORE).reshape(-1)
         k = min(r, c * n)
