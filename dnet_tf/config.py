@@ -204,6 +204,11 @@ class InferenceConfig:
     # the refined box keeps at least 0.8 of the first-stage box's side (it cannot shrink onto a
     # part).
     refine_enlarge: float = 1.6
+    # where the grown crop lies when it reaches past the image: "grow" (the paper: as it is, the
+    # part outside the image read as 0), "shift" (moved back inside, cut to the image where longer
+    # than it) or "clip" (cut to the image); core.policy.refinement_crop. Chosen by validation AP
+    # (README, Ablations).
+    refine_crop: str = "grow"
     max_refine: int = 30  # detections per image refined (best first, all classes); >= 1
     # of those, only candidates whose Eq. (3) score reaches this go on (one classifier and one
     # refinement evaluation each); -10 (below any Eq. (3) score) = all of them. Network cost that
@@ -398,6 +403,11 @@ class InferenceConfig:
             self.score_mode in policy.SCORE_MODES,
             "score_mode",
             f"must be classifier, eq3 or product; got {self.score_mode!r}",
+        )
+        _check(
+            self.refine_crop in policy.REFINE_CROPS,
+            "refine_crop",
+            f"must be one of {list(policy.REFINE_CROPS)}; got {self.refine_crop!r}",
         )
         _check(
             self.refine_agreement in policy.REFINE_AGREEMENTS,

@@ -49,6 +49,26 @@ def test_refined_agreement_hand_worked():
     assert got.numpy().tolist() == [1.0, 1.0]
 
 
+def test_refinement_crop_hand_worked_in_both_namespaces():
+    # Image 100 x 200 (h x w). Box rows 80-100, cols 10-50 grown 1.6x: rows 74-106, cols -2-62.
+    # The image's own box grown: rows -30-130, cols -60-260. Rows 40-60, cols 80-120 grown: rows
+    # 34-66, cols 68-132, inside.
+    b = np.float32([[80, 10, 100, 50], [0, 0, 100, 200], [40, 80, 60, 120]])
+    grown = [[74, -2, 106, 62], [-30, -60, 130, 260], [34, 68, 66, 132]]
+    clip = [[74, 0, 100, 62], [0, 0, 100, 200], [34, 68, 66, 132]]
+    # shift: 32 rows moved up to end at 100 (68-100); 64 cols moved right to start at 0 (0-64);
+    # the crop longer than the image on both axes becomes the image.
+    shift = [[68, 0, 100, 64], [0, 0, 100, 200], [34, 68, 66, 132]]
+    for mode, want in (("grow", grown), ("clip", clip), ("shift", shift)):
+        np.testing.assert_allclose(
+            policy.refinement_crop(b, 100.0, 200.0, 1.6, mode), want, atol=1e-4
+        )
+        got = policy.refinement_crop(tf.constant(b), 100.0, 200.0, 1.6, mode, TENSORFLOW)
+        np.testing.assert_allclose(got.numpy(), want, atol=1e-4)
+    with pytest.raises(ValueError, match="refine_crop must be one of"):
+        policy.refinement_crop(b, 100.0, 200.0, 1.6, "pad")
+
+
 def test_is_candidate_and_refined_box_hand_worked_in_both_namespaces():
     scores = np.float32([policy.INVALID_SCORE, -2.0, 0.5, 1.5, 4.0])
     assert policy.is_candidate(scores, -10.0).tolist() == [False, True, True, True, True]

@@ -17,6 +17,7 @@ import tensorflow as tf
 from fakes import coloured_object_image, fake_classifier, fake_localizer
 
 from dnet_tf.config import DetectorConfig, InferenceConfig, ModelConfig
+from dnet_tf.core import boxes as core_boxes
 from dnet_tf.inference.module import DetectorModule, uint8_batch
 from dnet_tf.tflite import edge_ops
 from dnet_tf.tflite.convert import keras_network
@@ -188,6 +189,23 @@ def test_sizes_per_scale_and_the_refinement_gate_equal_the_graph():
         ),
     )
     graph_and_edge_on_two_objects(cfg)
+
+
+def test_refinement_crops_kept_inside_the_image_equal_the_graph():
+    # IMAGES[1]'s first object (rows 10-120 of 257) grown 1.6x reaches 23 px above the image:
+    # with refine_crop "shift" / "clip" both pipelines crop inside the image, agree with each
+    # other, and still find both planted objects whole (Jaccard >= 0.8 with each).
+    planted = np.array([[10, 20, 120, 150], [150, 40, 250, 180]], np.float32)
+    h, w = IMAGES[1].shape[:2]
+    for mode in ("shift", "clip"):
+        cfg = DetectorConfig(
+            model=ModelConfig(num_classes=2),
+            inference=dataclasses.replace(InferenceConfig(), max_refine=6, refine_crop=mode),
+        )
+        g, _ = graph_and_edge_on_two_objects(cfg)
+        found = g["detection_boxes"][: int(g["num_detections"])] * np.array([h, w, h, w])
+        best = core_boxes.iou(planted, found).max(axis=1)
+        assert best.min() >= 0.8, (mode, best)
 
 
 def test_bad_inputs_and_networks_fail_clearly():

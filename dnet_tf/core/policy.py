@@ -17,6 +17,9 @@ pipelines take them from here:
     between it and the first-stage box (``refined_box``, ``refine_blend``), or the first-stage
     box where the refinement's Eq. (3) falls short of it (``refinement_kept``,
     ``refine_accept_margin``).
+  * ``refinement_crop``: the image region the refinement looks at: the detection grown by
+    ``refine_enlarge`` about its centre (the paper; past the image's edge it reads black), that
+    region shifted back inside the image where it fits ("shift"), or cut to the image ("clip").
   * ``part_of``: a detection is a part of another of its class when the other ranks above it, is
     larger and covers at least ``containment`` of its area; a part's score is multiplied by
     ``part_score_factor``.
@@ -46,6 +49,8 @@ REFINE_CANDIDATES = 16
 
 SCORE_MODES = ("classifier", "eq3", "product")
 REFINE_AGREEMENTS = ("refined", "mean", "min", "first")
+# Where the refinement crop lies (InferenceConfig.refine_crop; ``refinement_crop``).
+REFINE_CROPS = ("grow", "shift", "clip")
 # Where P(class | crop) comes from (InferenceConfig.classifier): the paper's own network on the
 # first-stage box, or a head on the localizer's trunk on the refinement crop.
 CLASSIFIERS = ("separate", "shared")
@@ -134,6 +139,40 @@ def reported_box(first_yxyx, refined_yxyx, first_eq3, refined_eq3, blend, margin
     this; with blend 1 and margin -10 it is the refinement's box (the paper)."""
     blended = refined_box(first_yxyx, refined_yxyx, blend)
     return refinement_kept(first_yxyx, blended, first_eq3, refined_eq3, margin, xp)
+
+
+def refinement_crop(boxes_yxyx, height, width, enlarge: float, mode: str, xp=NUMPY):
+    """The refinement crops [..., 4] image_yxyx of detections ``boxes_yxyx`` [..., 4] image_yxyx
+    in images of ``height`` x ``width`` px (scalars or broadcastable to [...]).
+
+    "grow": each box grown by ``enlarge`` about its centre (the paper); a crop past the image's
+    edge reads 0 there, which no training crop shows the localizer (they lie inside the image).
+    "shift": the grown crop moved along each axis just far enough to lie inside the image, and
+    cut to it where it is longer than the image. "clip": the grown crop cut to the image.
+    A crop already inside the image is the same in all three.
+    """
+    grown = boxes.scale_about_center(boxes_yxyx, enlarge, xp)
+    if mode == "grow":
+        return grown
+    y0, x0, y1, x1 = (grown[..., i] for i in range(4))
+    if mode == "clip":
+        return xp.stack(
+            [
+                xp.maximum(y0, 0.0),
+                xp.maximum(x0, 0.0),
+                xp.minimum(y1, height),
+                xp.minimum(x1, width),
+            ],
+            axis=-1,
+        )
+    if mode != "shift":
+        raise ValueError(f"refine_crop must be one of {REFINE_CROPS}, got {mode!r}")
+    # start = the crop's start pulled back so that it ends inside, never before 0; end = start +
+    # the crop's side, never past the edge (a crop longer than the image becomes the image).
+    sy, sx = y1 - y0, x1 - x0
+    ny0 = xp.maximum(xp.minimum(y0, height - sy), 0.0)
+    nx0 = xp.maximum(xp.minimum(x0, width - sx), 0.0)
+    return xp.stack([ny0, nx0, xp.minimum(ny0 + sy, height), xp.minimum(nx0 + sx, width)], axis=-1)
 
 
 def masks_in_use(masks, mask_types: str):

@@ -488,9 +488,7 @@ class DetectorModule(tf.Module):
         slots = tf.cast(tf.where(cand.valid), tf.int32)  # [V, 2] (image, slot)
         classes = tf.gather_nd(cand.classes, slots)  # [V]
         hw = tf.gather(sizes_f, slots[:, 0])  # [V, 2]
-        crop_image_yxyx = box_ops.scale_about_center(
-            tf.gather_nd(cand.boxes_image_yxyx, slots), cfg.refine_enlarge
-        )
+        crop_image_yxyx = _refinement_crops(tf.gather_nd(cand.boxes_image_yxyx, slots), hw, cfg)
 
         def run():
             patches = crops.crop_and_resize(
@@ -532,7 +530,7 @@ class DetectorModule(tf.Module):
         Returns: refined boxes float32 [V, 4] image_yxyx, Eq. (3) scores float32 [V].
         """
         cfg = self.config.inference
-        crop_image_yxyx = box_ops.scale_about_center(boxes_image_yxyx, cfg.refine_enlarge)
+        crop_image_yxyx = _refinement_crops(boxes_image_yxyx, hw, cfg)
         masks = self._localize_flat(images, crop_image_yxyx, box_indices)  # [V, d, d, 5, C]
         return self._best_box_in_crops(masks, crop_image_yxyx, classes, hw)
 
@@ -621,6 +619,14 @@ class DetectorModule(tf.Module):
             ),
             "detection_class_names": names,
         }
+
+
+def _refinement_crops(boxes_image_yxyx, hw, cfg):
+    """Refinement crops float32 [V, 4] image_yxyx of boxes [V, 4] image_yxyx in images of size
+    ``hw`` [V, 2] (``policy.refinement_crop``, InferenceConfig.refine_crop)."""
+    return policy.refinement_crop(
+        boxes_image_yxyx, hw[:, 0], hw[:, 1], cfg.refine_enlarge, cfg.refine_crop, TENSORFLOW
+    )
 
 
 def _scatter_refined(slots, refined, eq3, shape):

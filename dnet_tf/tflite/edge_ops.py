@@ -46,11 +46,6 @@ def clip_boxes(boxes_yxyx: np.ndarray, height, width) -> np.ndarray:
     return np.clip(boxes_yxyx, 0.0, hi).astype(np.float32)
 
 
-def scale_about_center(boxes_yxyx: np.ndarray, factor: float) -> np.ndarray:
-    """Grows (factor > 1) boxes [..., 4] about their centres (``dnet_tf.core.boxes``), float32."""
-    return core_boxes.scale_about_center(np.asarray(boxes_yxyx, np.float32), f32(factor))
-
-
 def from_frame(
     boxes_yxyx: np.ndarray, frame_yxyx: np.ndarray, frame_height, frame_width
 ) -> np.ndarray:

@@ -380,7 +380,13 @@ class EdgePipeline:
         refinement crop's masks).
         """
         cfg = self.config.inference
-        crop_image_yxyx = edge_ops.scale_about_center(boxes_image_yxyx, cfg.refine_enlarge)
+        crop_image_yxyx = policy.refinement_crop(
+            np.asarray(boxes_image_yxyx, np.float32),
+            size[0],
+            size[1],
+            np.float32(cfg.refine_enlarge),
+            cfg.refine_crop,
+        ).astype(np.float32)
         masks = self._localize(image, crop_image_yxyx)  # [R', d, d, 5, C]
         own = masks[np.arange(len(classes)), ..., classes]  # [R', d, d, 5], the detection's class
         rc = cfg.refine_canvas
