@@ -206,8 +206,8 @@ class InferenceConfig:
     refine_enlarge: float = 1.6
     # where the grown crop lies when it reaches past the image: "grow" (the paper: as it is, the
     # part outside the image read as 0), "shift" (moved back inside, cut to the image where longer
-    # than it) or "clip" (cut to the image); core.policy.refinement_crop. Chosen by validation AP
-    # (README, Ablations).
+    # than it) or "clip" (cut to the image); core.policy.refinement_crop. Not yet measured on
+    # validation, so the paper's crop stays the default (README, Ablations).
     refine_crop: str = "grow"
     max_refine: int = 30  # detections per image refined (best first, all classes); >= 1
     # of those, only candidates whose Eq. (3) score reaches this go on (one classifier and one
