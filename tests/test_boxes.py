@@ -60,6 +60,17 @@ def test_clip_to_image_border():
     np.testing.assert_allclose(got, [[0.0, 0.0, 8.0, 20.0]])
 
 
+def test_clip_numpy_one_frame_per_box():
+    # Box 0 in a 8 x 20 frame: y -5 -> 0, x 30 -> 20. Box 1 in a 4 x 4 frame lies wholly below
+    # it, so both its y's become 4 (an empty box), its x's are inside and stay.
+    from dnet_tf.core import boxes as core_boxes
+
+    b = np.array([[-5.0, -1.0, 10.0, 30.0], [6.0, 1.0, 9.0, 3.0]], np.float32)
+    got = core_boxes.clip(b, np.array([8.0, 4.0], np.float32), np.array([20.0, 4.0], np.float32))
+    np.testing.assert_array_equal(got, [[0.0, 0.0, 8.0, 20.0], [4.0, 1.0, 4.0, 3.0]])
+    assert got.dtype == np.float32
+
+
 def test_scale_about_center():
     # Centre (5, 10), height 4 -> 4.8, width 10 -> 12 under factor 1.2.
     got = boxes.scale_about_center(tf.constant([[3.0, 5.0, 7.0, 15.0]]), 1.2).numpy()

@@ -41,6 +41,21 @@ def iou(a_yxyx, b_yxyx, xp=NUMPY):
     return xp.where(union > 0, inter / safe, xp.zeros_like(union))
 
 
+def clip(boxes_yxyx, height, width, xp=NUMPY):
+    """Boxes [..., 4] cut to [0, height] x [0, width] of their frame; height, width: scalars or
+    broadcastable to [...] (one frame per box), of the boxes' dtype. Same frame out."""
+    ymin, xmin, ymax, xmax = (boxes_yxyx[..., i] for i in range(4))
+    return xp.stack(
+        [
+            xp.minimum(xp.maximum(ymin, 0.0), height),
+            xp.minimum(xp.maximum(xmin, 0.0), width),
+            xp.minimum(xp.maximum(ymax, 0.0), height),
+            xp.minimum(xp.maximum(xmax, 0.0), width),
+        ],
+        axis=-1,
+    )
+
+
 def scale_about_center(boxes_yxyx, factor, xp=NUMPY):
     """Grows (factor > 1) or shrinks boxes [..., 4] about their centres; height and width both
     x factor (a scalar or broadcastable to [...]). Same frame out."""

@@ -154,19 +154,11 @@ def refinement_crop(boxes_yxyx, height, width, enlarge: float, mode: str, xp=NUM
     grown = boxes.scale_about_center(boxes_yxyx, enlarge, xp)
     if mode == "grow":
         return grown
-    y0, x0, y1, x1 = (grown[..., i] for i in range(4))
     if mode == "clip":
-        return xp.stack(
-            [
-                xp.maximum(y0, 0.0),
-                xp.maximum(x0, 0.0),
-                xp.minimum(y1, height),
-                xp.minimum(x1, width),
-            ],
-            axis=-1,
-        )
+        return boxes.clip(grown, height, width, xp)
     if mode != "shift":
         raise ValueError(f"refine_crop must be one of {REFINE_CROPS}, got {mode!r}")
+    y0, x0, y1, x1 = (grown[..., i] for i in range(4))
     # start = the crop's start pulled back so that it ends inside, never before 0; end = start +
     # the crop's side, never past the edge (a crop longer than the image becomes the image).
     sy, sx = y1 - y0, x1 - x0

@@ -49,8 +49,7 @@ def clip(boxes_yxyx: tf.Tensor, height, width) -> tf.Tensor:
     boxes_yxyx = tf.convert_to_tensor(boxes_yxyx)
     h = tf.cast(height, boxes_yxyx.dtype)
     w = tf.cast(width, boxes_yxyx.dtype)
-    hi = tf.stack([h, w, h, w])
-    return tf.clip_by_value(boxes_yxyx, tf.zeros_like(hi), hi)
+    return core_boxes.clip(boxes_yxyx, h, w, TENSORFLOW)
 
 
 def scale_about_center(boxes_yxyx: tf.Tensor, factor) -> tf.Tensor:

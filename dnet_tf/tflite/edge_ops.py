@@ -42,8 +42,8 @@ f32 = np.float32
 
 def clip_boxes(boxes_yxyx: np.ndarray, height, width) -> np.ndarray:
     """Clips [..., 4] boxes to [0, height] x [0, width] of their frame."""
-    hi = np.array([height, width, height, width], np.float32)
-    return np.clip(boxes_yxyx, 0.0, hi).astype(np.float32)
+    boxes_yxyx = np.asarray(boxes_yxyx, np.float32)
+    return core_boxes.clip(boxes_yxyx, f32(height), f32(width))
 
 
 def from_frame(
