@@ -205,10 +205,12 @@ class InferenceConfig:
     # part).
     refine_enlarge: float = 1.6
     # where the grown crop lies when it reaches past the image: "grow" (the paper: as it is, the
-    # part outside the image read as 0), "shift" (moved back inside, cut to the image where longer
-    # than it) or "clip" (cut to the image); core.policy.refinement_crop. Not yet measured on
-    # validation, so the paper's crop stays the default (README, Ablations).
-    refine_crop: str = "grow"
+    # part outside the image read as 0, which no training crop shows the localizer), "shift"
+    # (moved back inside, cut to the image where longer than it) or "clip" (cut to the image);
+    # core.policy.refinement_crop. "clip" raised raccoon validation AP 0.776 -> 0.893 (first
+    # stage 0.836: the refinement now gains on the photographs) and synthetic validation mAP
+    # 0.807 -> 0.810; "shift" 0.890 / 0.808 (README, Ablations).
+    refine_crop: str = "clip"
     max_refine: int = 30  # detections per image refined (best first, all classes); >= 1
     # of those, only candidates whose Eq. (3) score reaches this go on (one classifier and one
     # refinement evaluation each); -10 (below any Eq. (3) score) = all of them. Network cost that

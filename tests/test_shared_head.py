@@ -208,9 +208,12 @@ def test_shared_probability_is_the_joint_models_on_the_refinement_crop(outputs):
     h, w = images.shape[1:3]
     boxes = out["first_stage_boxes"][1, :n].numpy() * np.array([h, w, h, w], np.float32)
     enlarge = shared.config.inference.refine_enlarge
-    crop = box_ops.scale_about_center(tf.constant(boxes), enlarge)
+    grown = box_ops.scale_about_center(tf.constant(boxes), enlarge).numpy()
+    # The default refinement crop (refine_crop "clip"): the grown box cut to the image.
+    assert shared.config.inference.refine_crop == "clip"
+    crop = np.clip(grown, 0.0, np.array([h, w, h, w], np.float32))
     patches = crops.crop_and_resize(
-        tf.constant(images, tf.float32), crop, tf.ones([n], tf.int32), 225
+        tf.constant(images, tf.float32), tf.constant(crop), tf.ones([n], tf.int32), 225
     )
     probs = shared.joint(patches, training=False)["class_probs"][:, 1].numpy()
     # score_mode "classifier": the first-stage score is P(class | refinement crop).
