@@ -159,12 +159,12 @@ def refinement_crop(boxes_yxyx, height, width, enlarge: float, mode: str, xp=NUM
     if mode != "shift":
         raise ValueError(f"refine_crop must be one of {REFINE_CROPS}, got {mode!r}")
     y0, x0, y1, x1 = (grown[..., i] for i in range(4))
-    # start = the crop's start pulled back so that it ends inside, never before 0; end = start +
-    # the crop's side, never past the edge (a crop longer than the image becomes the image).
+    # start = the crop's start pulled back so that it ends inside, never before 0; the crop keeps
+    # its side from there and is cut to the image (a crop longer than the image becomes it).
     sy, sx = y1 - y0, x1 - x0
     ny0 = xp.maximum(xp.minimum(y0, height - sy), 0.0)
     nx0 = xp.maximum(xp.minimum(x0, width - sx), 0.0)
-    return xp.stack([ny0, nx0, xp.minimum(ny0 + sy, height), xp.minimum(nx0 + sx, width)], axis=-1)
+    return boxes.clip(xp.stack([ny0, nx0, ny0 + sy, nx0 + sx], axis=-1), height, width, xp)
 
 
 def masks_in_use(masks, mask_types: str):
