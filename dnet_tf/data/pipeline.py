@@ -32,9 +32,17 @@ import numpy as np
 import tensorflow as tf
 
 from dnet_tf.config import DetectorConfig
+from dnet_tf.core import policy
 from dnet_tf.data import image_files, tfrecord, voc
 from dnet_tf.data import sampler as sampler_ops
 from dnet_tf.ops.mask_targets import mask_targets_batch
+from dnet_tf.ops.xp import TENSORFLOW
+
+# What a classifier sample's pixels show of its labelled box: "box" = the box itself (the
+# paper's classifier, §6); "refinement" = the box's refinement crop (core.policy.refinement_crop
+# with the config's refine_enlarge and refine_crop), which is what the shared class head sees at
+# inference (InferenceConfig.classifier = "shared").
+CROP_VIEWS = ("box", "refinement")
 
 
 @dataclasses.dataclass
@@ -279,14 +287,27 @@ def localizer_samples(
 
 
 def classifier_samples(
-    example: dict, cfg: DetectorConfig, num_samples: int, seed, hflip: bool | None = None
+    example: dict,
+    cfg: DetectorConfig,
+    num_samples: int,
+    seed,
+    hflip: bool | None = None,
+    view: str = "box",
 ) -> dict:
     """K classifier training samples of one decoded image (graph-only).
 
+    Args:
+      view: one of CROP_VIEWS: the pixels are the labelled box ("box") or its refinement crop
+        ("refinement"); the label is the box's either way.
     Returns:
       dict: image float32 [K, S, S, 3] in 0..255, labels int32 [K] in [0, C] (0 = background),
-      crops_image_yxyx float32 [K, 4], best_iou float32 [K], flipped bool [K], valid bool [K].
+      crops_image_yxyx float32 [K, 4] (the labelled boxes), pixels_image_yxyx float32 [K, 4]
+      (the regions the pixels show), best_iou float32 [K], flipped bool [K], valid bool [K].
+    Raises:
+      ValueError: an unknown view.
     """
+    if view not in CROP_VIEWS:
+        raise ValueError(f"classifier crop view must be one of {CROP_VIEWS}, got {view!r}")
     s_cfg = cfg.sampler
     seed = tf.cast(seed, tf.int64)
     image = example["image"]
@@ -298,7 +319,14 @@ def classifier_samples(
         s_cfg,
         seed,
     )
-    pixels = sampler_ops.crop_and_resize(image, s["crops_image_yxyx"], cfg.model.input_size)
+    region = s["crops_image_yxyx"]
+    if view == "refinement":
+        hw = tf.cast(tf.shape(image)[:2], tf.float32)
+        inf = cfg.inference
+        region = policy.refinement_crop(
+            region, hw[0], hw[1], inf.refine_enlarge, inf.refine_crop, TENSORFLOW
+        )
+    pixels = sampler_ops.crop_and_resize(image, region, cfg.model.input_size)
     flip = _flip_draw(seed, num_samples) & (s_cfg.hflip if hflip is None else hflip)
     pixels = tf.where(flip[:, None, None, None], tf.reverse(pixels, axis=[2]), pixels)
     pixels = sampler_ops.photometric_jitter(pixels, s_cfg.photometric, seed)
@@ -306,6 +334,7 @@ def classifier_samples(
         "image": pixels,
         "labels": s["labels"],
         "crops_image_yxyx": s["crops_image_yxyx"],
+        "pixels_image_yxyx": region,
         "best_iou": s["best_iou"],
         "flipped": flip,
         "valid": s["valid"],
@@ -385,14 +414,21 @@ def classifier_dataset(
     batch_size: int,
     seed: int,
     pipeline_cfg: PipelineConfig | None = None,
+    view: str = "box",
 ) -> tf.data.Dataset:
     """Infinite batches of classifier training samples (§6).
 
-    Args: as localizer_dataset.
+    Args: as localizer_dataset; view: one of CROP_VIEWS (classifier_samples).
     Returns:
       tf.data.Dataset of (images float32 [B, S, S, 3] RGB 0..255, labels int32 [B] in [0, C];
       0 = background, k = class k - 1 of class_names).
     """
+    if view not in CROP_VIEWS:
+        raise ValueError(f"classifier crop view must be one of {CROP_VIEWS}, got {view!r}")
+
+    def make(example, cfg_, k, seed_):
+        return classifier_samples(example, cfg_, k, seed_, view=view)
+
     return _samples_dataset(
         source,
         split,
@@ -401,6 +437,6 @@ def classifier_dataset(
         batch_size,
         seed,
         pipeline_cfg,
-        classifier_samples,
+        make,
         ("image", "labels"),
     )

@@ -79,6 +79,14 @@ flags.DEFINE_integer(
     lower_bound=0,
     **_F,
 )
+flags.DEFINE_enum(
+    "shared_head_view",
+    None,
+    ["box", "refinement"],
+    "What the shared head's training crops show of each labelled box: the box, or its "
+    "refinement crop as at inference (TrainConfig).",
+    **_F,
+)
 flags.DEFINE_integer("batch_size", None, "Global batch size (TrainConfig).", lower_bound=1, **_F)
 flags.DEFINE_integer("seed", None, "Random seed (TrainConfig).", lower_bound=0, **_F)
 flags.DEFINE_float("learning_rate", None, "Learning rate (TrainConfig).", **_F)
@@ -118,6 +126,7 @@ _TRAIN_FLAGS = (
     "classifier_steps",
     "localizer_steps",
     "shared_head_steps",
+    "shared_head_view",
     "batch_size",
     "seed",
     "learning_rate",

@@ -4,7 +4,8 @@ It runs on what the first two stages left in the run directory (localizer.keras,
 classifier.keras), so it can be added to a finished run without retraining either network:
 
   1. the head's embedding and output layer start from the classifier's;
-  2. ``TrainConfig.shared_head_steps`` steps of cross-entropy on the classifier sampler's crops,
+  2. ``TrainConfig.shared_head_steps`` steps of cross-entropy on the classifier sampler's
+     labelled boxes, shown as the boxes or as their refinement crops (``shared_head_view``),
      through the localizer's trunk in inference mode (its weights and BatchNormalization
      statistics unchanged), only the head's variables updated;
   3. the head is saved as shared_head.keras; summary.json and config.json record the stage.
@@ -17,6 +18,7 @@ was); asked for more steps later, the stage continues from where it stopped.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import pathlib
 from collections.abc import Callable
@@ -51,6 +53,7 @@ def train_shared_head(
     data,
     steps: int,
     *,
+    view: str | None = None,
     progress: bool = True,
     eval_crops: int = 1024,
     log: Callable[[str], None] | None = None,
@@ -61,6 +64,7 @@ def train_shared_head(
       run_dir: a complete run directory (training.run_dir.load_run reads it).
       data: its dataset (path or DataSource); the run's class list is used.
       steps: the stage's target, >= 1 (TrainConfig.shared_head_steps).
+      view: TrainConfig.shared_head_view for this call; None keeps the run's.
       eval_crops: validation crops for the head's accuracy in the summary; 0 skips.
     Returns:
       the updated summary dict (also written to run_dir/summary.json).
@@ -73,9 +77,10 @@ def train_shared_head(
     log = log or (lambda msg: print(msg, flush=True))
     run_dir = pathlib.Path(run_dir)
     arts = rd.load_run(run_dir)
-    cfg = dataclasses.replace(
-        arts.config, train=dataclasses.replace(arts.config.train, shared_head_steps=int(steps))
-    ).validate()
+    train_cfg = dataclasses.replace(arts.config.train, shared_head_steps=int(steps))
+    if view is not None:
+        train_cfg = dataclasses.replace(train_cfg, shared_head_view=view)
+    cfg = dataclasses.replace(arts.config, train=train_cfg).validate()
     source = open_source(data, class_names=arts.class_names)
 
     keras_seed = cfg.train.seed + STAGE_INDEX
@@ -100,7 +105,7 @@ def train_shared_head(
         index=STAGE_INDEX,
         target=int(steps),
         deadline=None,
-        dataset_fn=source.classifier_dataset,
+        dataset_fn=functools.partial(source.classifier_dataset, view=cfg.train.shared_head_view),
         example_loss=classifier_example_loss,
         log_dir=run_dir / rd.LOGS / STAGE,
     )
@@ -118,7 +123,9 @@ def train_shared_head(
 
         n_batches = max(1, math.ceil(eval_crops / EVAL_BATCH))
         tf.random.set_seed(EVAL_SEED)
-        cls_ds = source.classifier_dataset("val", cfg, EVAL_BATCH, EVAL_SEED)
+        cls_ds = source.classifier_dataset(
+            "val", cfg, EVAL_BATCH, EVAL_SEED, view=cfg.train.shared_head_view
+        )
         summary["val_shared_head"] = evaluate_classifier(trainer, cls_ds, n_batches)
         c = summary["val_shared_head"]
         log(

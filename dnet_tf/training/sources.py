@@ -9,6 +9,7 @@ decoding JPEGs would dominate or add files).
 from __future__ import annotations
 
 import abc
+import functools
 import pathlib
 
 import numpy as np
@@ -29,9 +30,13 @@ class DataSource(abc.ABC):
 
     @abc.abstractmethod
     def classifier_dataset(
-        self, split: str, cfg: DetectorConfig, batch_size: int, seed: int
+        self, split: str, cfg: DetectorConfig, batch_size: int, seed: int, view: str = "box"
     ) -> tf.data.Dataset:
-        """Infinite (images [B, S, S, 3] float32 0..255, labels int32 [B] in [0, C], 0 = bg)."""
+        """Infinite (images [B, S, S, 3] float32 0..255, labels int32 [B] in [0, C], 0 = bg).
+
+        ``view`` (dnet_tf.data.pipeline.CROP_VIEWS): what the pixels show of each labelled
+        box, the box itself or its refinement crop (the shared class head's training samples).
+        """
 
     @abc.abstractmethod
     def localizer_dataset(
@@ -88,8 +93,9 @@ class PipelineSource(DataSource):
             pipeline_cfg=self._pipeline_cfg,
         )
 
-    def classifier_dataset(self, split, cfg, batch_size, seed):
-        return self._dataset(self._pipeline.classifier_dataset, split, cfg, batch_size, seed)
+    def classifier_dataset(self, split, cfg, batch_size, seed, view="box"):
+        make = functools.partial(self._pipeline.classifier_dataset, view=view)
+        return self._dataset(make, split, cfg, batch_size, seed)
 
     def localizer_dataset(self, split, cfg, batch_size, seed):
         return self._dataset(self._pipeline.localizer_dataset, split, cfg, batch_size, seed)
@@ -195,7 +201,8 @@ class ToySource(DataSource):
             make, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
         )
 
-    def classifier_dataset(self, split, cfg, batch_size, seed):
+    def classifier_dataset(self, split, cfg, batch_size, seed, view="box"):
+        # A toy sample is its own crop with the object inside: both views show the same pixels.
         ds = self._samples(split, cfg, seed).map(lambda im, m, lab: (im, lab))
         return ds.batch(batch_size, drop_remainder=True).prefetch(2)
 

@@ -53,7 +53,7 @@ EVAL_BATCH = 32
 
 # Fields a run may change when resumed: the optional stage after the two networks, which reads
 # them from the run directory and leaves them as they are (training.shared_head).
-RESUMABLE_CHANGES = (("train", "shared_head_steps"),)
+RESUMABLE_CHANGES = (("train", "shared_head_steps"), ("train", "shared_head_view"))
 
 
 def _config_diff(a: DetectorConfig, b: DetectorConfig) -> list:
@@ -152,6 +152,7 @@ def train(
             run_dir,
             source,
             cfg.train.shared_head_steps,
+            view=cfg.train.shared_head_view,
             progress=progress,
             eval_crops=eval_crops,
             log=log,
