@@ -272,3 +272,45 @@ def test_photometric_jitter_hand_worked_and_deterministic():
     # Values stay in 0..255.
     white = sampler.photometric_jitter(tf.fill([6, 2, 2, 3], 250.0), 1.0, seed).numpy()
     assert white.max() <= 255.0 and white.min() >= 0.0
+
+
+def test_classifier_samples_refinement_view_shows_the_grown_box_cut_to_the_image():
+    """view="refinement": the same labelled boxes and labels as view="box", the pixels taken from
+    each box grown 1.6x about its centre and cut to the 300 x 400 image (worked with np.clip);
+    a gradient image makes the crop's pixels tell where they came from."""
+    yy, xx = np.meshgrid(np.arange(300), np.arange(400), indexing="ij")
+    image = np.stack([yy * 0.8, xx * 0.6, np.full_like(yy, 50)], -1).astype(np.uint8)
+    example = {
+        "image": tf.constant(image),
+        "boxes_image_yxyx": tf.constant(BOXES),
+        "class_ids": tf.constant(CLASS_IDS),
+    }
+    cfg = _tiny_cfg()
+    cfg.inference.refine_enlarge, cfg.inference.refine_crop = 1.6, "clip"
+    seed = tf.constant([1, 1], tf.int64)
+    box = pipeline.classifier_samples(example, cfg, 64, seed, hflip=False)
+    ref = pipeline.classifier_samples(example, cfg, 64, seed, hflip=False, view="refinement")
+    np.testing.assert_array_equal(ref["labels"].numpy(), box["labels"].numpy())
+    np.testing.assert_array_equal(ref["crops_image_yxyx"].numpy(), box["crops_image_yxyx"].numpy())
+    np.testing.assert_array_equal(box["pixels_image_yxyx"].numpy(), box["crops_image_yxyx"].numpy())
+    b = box["crops_image_yxyx"].numpy().astype(np.float64)
+    cy, cx = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+    hh, hw = (b[:, 2] - b[:, 0]) * 0.8, (b[:, 3] - b[:, 1]) * 0.8
+    want = np.stack(
+        [
+            np.clip(cy - hh, 0, 300),
+            np.clip(cx - hw, 0, 400),
+            np.clip(cy + hh, 0, 300),
+            np.clip(cx + hw, 0, 400),
+        ],
+        -1,
+    )
+    np.testing.assert_allclose(ref["pixels_image_yxyx"].numpy(), want, atol=1e-3)
+    # The grown crop shows more of the image: its red (= 0.8 row) range spans the wider rows.
+    valid = box["valid"].numpy()
+    red_box = np.ptp(box["image"].numpy()[valid, :, :, 0], axis=(1, 2))
+    red_ref = np.ptp(ref["image"].numpy()[valid, :, :, 0], axis=(1, 2))
+    assert valid.sum() > 10 and np.all(red_ref >= red_box - 1.0)
+    assert np.mean(red_ref > red_box + 1.0) > 0.5
+    with pytest.raises(ValueError, match="view"):
+        pipeline.classifier_samples(example, cfg, 4, seed, view="whole")
