@@ -474,9 +474,10 @@ class TrainConfig:
     # optional third stage: steps of the class head on the localizer's frozen trunk
     # (InferenceConfig.classifier = "shared"); 0 = none (the paper's two networks only); >= 0
     shared_head_steps: int = 0
-    # what the shared head's training samples show of each labelled box (data.pipeline
-    # CROP_VIEWS): "box" = the box (the classifier's samples), "refinement" = its refinement crop
-    # (InferenceConfig.refine_enlarge, refine_crop), what the head sees at inference
+    # what the shared head's training samples show of each labelled box (core.policy
+    # CLASSIFIER_VIEWS): "box" = the box (the classifier's samples), "refinement" = its
+    # refinement crop (InferenceConfig.refine_enlarge, refine_crop), what the head sees at
+    # inference
     shared_head_view: str = "box"
     optimizer: str = "adagrad"  # "adagrad" (the paper's), "adam" or "sgd"
     learning_rate: float = (
@@ -492,9 +493,9 @@ class TrainConfig:
         _check(self.localizer_steps >= 0, "localizer_steps", "must be >= 0")
         _check(self.shared_head_steps >= 0, "shared_head_steps", "must be >= 0")
         _check(
-            self.shared_head_view in ("box", "refinement"),
+            self.shared_head_view in policy.CLASSIFIER_VIEWS,
             "shared_head_view",
-            f"must be 'box' or 'refinement'; got {self.shared_head_view!r}",
+            f"must be one of {list(policy.CLASSIFIER_VIEWS)}; got {self.shared_head_view!r}",
         )
         _check(
             self.optimizer in ("adagrad", "adam", "sgd"),

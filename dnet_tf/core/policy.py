@@ -51,6 +51,11 @@ SCORE_MODES = ("classifier", "eq3", "product")
 REFINE_AGREEMENTS = ("refined", "mean", "min", "first")
 # Where the refinement crop lies (InferenceConfig.refine_crop; ``refinement_crop``).
 REFINE_CROPS = ("grow", "shift", "clip")
+# What a classifier training sample's pixels show of its labelled box (TrainConfig.
+# shared_head_view, data.pipeline.classifier_samples): "box" = the box itself (the paper's
+# classifier, §6); "refinement" = its refinement_crop, what the shared class head sees at
+# inference (InferenceConfig.classifier = "shared").
+CLASSIFIER_VIEWS = ("box", "refinement")
 # Where P(class | crop) comes from (InferenceConfig.classifier): the paper's own network on the
 # first-stage box, or a head on the localizer's trunk on the refinement crop.
 CLASSIFIERS = ("separate", "shared")

@@ -38,12 +38,6 @@ from dnet_tf.data import sampler as sampler_ops
 from dnet_tf.ops.mask_targets import mask_targets_batch
 from dnet_tf.ops.xp import TENSORFLOW
 
-# What a classifier sample's pixels show of its labelled box: "box" = the box itself (the
-# paper's classifier, §6); "refinement" = the box's refinement crop (core.policy.refinement_crop
-# with the config's refine_enlarge and refine_crop), which is what the shared class head sees at
-# inference (InferenceConfig.classifier = "shared").
-CROP_VIEWS = ("box", "refinement")
-
 
 @dataclasses.dataclass
 class PipelineConfig:
@@ -297,8 +291,8 @@ def classifier_samples(
     """K classifier training samples of one decoded image (graph-only).
 
     Args:
-      view: one of CROP_VIEWS: the pixels are the labelled box ("box") or its refinement crop
-        ("refinement"); the label is the box's either way.
+      view: one of core.policy.CLASSIFIER_VIEWS: the pixels are the labelled box ("box") or
+        its refinement crop ("refinement"); the label is the box's either way.
     Returns:
       dict: image float32 [K, S, S, 3] in 0..255, labels int32 [K] in [0, C] (0 = background),
       crops_image_yxyx float32 [K, 4] (the labelled boxes), pixels_image_yxyx float32 [K, 4]
@@ -306,8 +300,10 @@ def classifier_samples(
     Raises:
       ValueError: an unknown view.
     """
-    if view not in CROP_VIEWS:
-        raise ValueError(f"classifier crop view must be one of {CROP_VIEWS}, got {view!r}")
+    if view not in policy.CLASSIFIER_VIEWS:
+        raise ValueError(
+            f"classifier crop view must be one of {policy.CLASSIFIER_VIEWS}, got {view!r}"
+        )
     s_cfg = cfg.sampler
     seed = tf.cast(seed, tf.int64)
     image = example["image"]
@@ -418,13 +414,12 @@ def classifier_dataset(
 ) -> tf.data.Dataset:
     """Infinite batches of classifier training samples (§6).
 
-    Args: as localizer_dataset; view: one of CROP_VIEWS (classifier_samples).
+    Args: as localizer_dataset; view: as classifier_samples (checked when the
+      dataset is built).
     Returns:
       tf.data.Dataset of (images float32 [B, S, S, 3] RGB 0..255, labels int32 [B] in [0, C];
       0 = background, k = class k - 1 of class_names).
     """
-    if view not in CROP_VIEWS:
-        raise ValueError(f"classifier crop view must be one of {CROP_VIEWS}, got {view!r}")
 
     def make(example, cfg_, k, seed_):
         return classifier_samples(example, cfg_, k, seed_, view=view)

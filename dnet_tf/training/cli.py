@@ -24,6 +24,7 @@ from absl import flags
 
 from dnet_tf.config import NAMED_CONFIGS, DetectorConfig, named_config
 from dnet_tf.constants import VOC_CLASSES
+from dnet_tf.core import policy
 from dnet_tf.training import distribute
 
 # Own FlagValues, not absl's global one: other commands of the package define flags of the same
@@ -82,7 +83,7 @@ flags.DEFINE_integer(
 flags.DEFINE_enum(
     "shared_head_view",
     None,
-    ["box", "refinement"],
+    list(policy.CLASSIFIER_VIEWS),
     "What the shared head's training crops show of each labelled box: the box, or its "
     "refinement crop as at inference (TrainConfig).",
     **_F,

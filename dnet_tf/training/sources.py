@@ -34,7 +34,7 @@ class DataSource(abc.ABC):
     ) -> tf.data.Dataset:
         """Infinite (images [B, S, S, 3] float32 0..255, labels int32 [B] in [0, C], 0 = bg).
 
-        ``view`` (dnet_tf.data.pipeline.CROP_VIEWS): what the pixels show of each labelled
+        ``view`` (dnet_tf.core.policy.CLASSIFIER_VIEWS): what the pixels show of each labelled
         box, the box itself or its refinement crop (the shared class head's training samples).
         """
 
