@@ -197,6 +197,14 @@ class InferenceConfig:
     # masks on the refinement crop in one forward (one evaluation per candidate; needs the run's
     # shared_head.keras, TrainConfig.shared_head_steps). README "Results" compares them.
     classifier: str = "separate"
+    # what the separate classifier sees (core.policy.CLASSIFIER_STAGES): "candidates" = each
+    # valid first-stage box, and only those it keeps are refined (the paper, Algorithm 1);
+    # "detections" = every candidate is refined, the final NMS ranks by Eq. (3) agreement, and
+    # only its survivors are classified, on the refined box (pruning and the confidence as
+    # before), so the first-stage outputs are ranked by Eq. (3) alone. Applies to classifier
+    # "separate" (the shared head classifies each candidate in its refinement forward anyway).
+    # README, Ablations, measures both.
+    classifier_stage: str = "candidates"
     # refinement crop = detection grown by this factor about its centre; >= 1. The paper: 1.2.
     # 1.6 by validation mAP (README, Ablations), synthetic / raccoon: 0.765 / 0.599 at 1.2,
     # 0.786 / 0.731 at 1.4, 0.813 / 0.734 at 1.6, 0.806 / 0.789 at 2.0: the crop shows enough
@@ -368,6 +376,11 @@ class InferenceConfig:
             self.classifier in policy.CLASSIFIERS,
             "classifier",
             f"must be one of {list(policy.CLASSIFIERS)}; got {self.classifier!r}",
+        )
+        _check(
+            self.classifier_stage in policy.CLASSIFIER_STAGES,
+            "classifier_stage",
+            f"must be one of {list(policy.CLASSIFIER_STAGES)}; got {self.classifier_stage!r}",
         )
         _check(self.refine_enlarge >= 1.0, "refine_enlarge", "must be >= 1")
         _check(

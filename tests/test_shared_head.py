@@ -240,6 +240,8 @@ def test_shared_head_prunes_on_the_refinement_crop():
 def test_config_fields_are_validated_by_name():
     with pytest.raises(ValueError, match="'classifier'"):
         InferenceConfig(classifier="joint").validate()
+    with pytest.raises(ValueError, match="'classifier_stage'.*candidates"):
+        InferenceConfig(classifier_stage="after_nms").validate()
     with pytest.raises(ValueError, match="'shared_head_steps'"):
         TrainConfig(shared_head_steps=-1).validate()
     assert InferenceConfig().classifier == "separate" and TrainConfig().shared_head_steps == 0

@@ -225,3 +225,39 @@ def test_bad_inputs_and_networks_fail_clearly():
         wrong.detect(np.zeros((40, 50, 3), np.uint8))
     with pytest.raises(ValueError, match="3 class names given"):
         EdgePipeline(keras_network(loc), keras_network(cls), NAMES + ["cow"], ASPECTS, cfg)
+
+
+def test_classifying_the_final_detections_equals_the_graph_and_costs_less():
+    # classifier_stage "detections": every candidate is refined, the final NMS ranks by Eq. (3)
+    # agreement and only its survivors go through the classifier (on their refined box). Both
+    # pipelines agree on the detections and the cost: 35 windows + one refinement per candidate
+    # + one classifier crop per survivor, against the paper's order (one classifier crop and one
+    # refinement per candidate; the red-fraction classifier keeps every one of them).
+    planted = np.array([[10, 20, 120, 150], [150, 40, 250, 180]], np.float32)
+    h, w = IMAGES[1].shape[:2]
+    paper = DetectorConfig(
+        model=ModelConfig(num_classes=2),
+        inference=dataclasses.replace(InferenceConfig(), max_refine=6),
+    )
+    assert paper.inference.classifier_stage == "candidates"
+    g_paper, _ = graph_and_edge_on_two_objects(paper)
+    candidates = (int(g_paper["network_evaluations"]) - 35) // 2
+    assert int(g_paper["network_evaluations"]) == 35 + 2 * candidates
+
+    late = dataclasses.replace(
+        paper, inference=dataclasses.replace(paper.inference, classifier_stage="detections")
+    )
+    g, e = graph_and_edge_on_two_objects(late)
+    n = int(g["num_detections"])
+    # Nothing pruned, no part removed (part_score_factor 0.5 only demotes): survivors = outputs.
+    assert int(g["network_evaluations"]) == 35 + candidates + n
+    assert n < candidates  # the NMS removed duplicates before the classifier saw them
+    found = g["detection_boxes"][:n] * np.array([h, w, h, w])
+    assert core_boxes.iou(planted, found).max(axis=1).min() >= 0.8
+    # Confidence = P(class | refined box) x agreement: the best box of each object is red
+    # throughout (the classifier's red fraction near 1), so its score is near its agreement.
+    assert 0.0 < g["detection_scores"][0] <= 1.0
+    # The first stage, with no classifier probability, is ranked by Eq. (3) / 5 alone.
+    first = g["first_stage_scores"][: int(g["first_stage_num_detections"])]
+    assert np.all(np.diff(first) <= 0) and first.max() <= 1.0
+    np.testing.assert_allclose(e["first_stage_scores"], g["first_stage_scores"], atol=1e-5)

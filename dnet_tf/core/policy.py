@@ -47,7 +47,8 @@ EQ3_MAX = 5.0
 # edge (the search clips the ring to the crop, which makes boxes hugging its edge look perfect).
 REFINE_CANDIDATES = 16
 
-SCORE_MODES = ("classifier", "eq3", "product")
+EQ3 = "eq3"  # the score_mode that ranks by the masks alone
+SCORE_MODES = ("classifier", EQ3, "product")
 REFINE_AGREEMENTS = ("refined", "mean", "min", "first")
 # Where the refinement crop lies (InferenceConfig.refine_crop; ``refinement_crop``).
 REFINE_CROPS = ("grow", "shift", "clip")
@@ -60,6 +61,11 @@ CLASSIFIER_VIEWS = ("box", "refinement")
 # first-stage box, or a head on the localizer's trunk on the refinement crop.
 CLASSIFIERS = ("separate", "shared")
 SHARED = "shared"
+# Which detections the separate classifier sees (InferenceConfig.classifier_stage): every
+# first-stage candidate, on its own box, before the refinement (the paper, Algorithm 1), or only
+# the final detections, on their refined box, after the final NMS.
+CANDIDATES, DETECTIONS = "candidates", "detections"
+CLASSIFIER_STAGES = (CANDIDATES, DETECTIONS)
 # Which of the localizer's masks the box search reads (InferenceConfig.mask_types): all five (the
 # paper's Eq. (3)), or the full mask alone (the ablation of §5.1's claim that it cannot separate
 # touching objects).

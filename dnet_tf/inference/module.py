@@ -83,8 +83,16 @@ class DetectorModule(tf.Module):
         # through the classifier and those it keeps through the localizer again. The graph runs
         # only the candidates that exist and survive (``network_evaluations`` output).
         # With the shared head, one joint evaluation per candidate instead.
-        per_candidate = 1 if self.shared else 2
-        self.max_network_evaluations = self.num_windows + per_candidate * cfg.max_refine
+        # With classifier_stage "detections", every candidate through the localizer and at most
+        # min(max_refine, max_detections) final detections through the classifier.
+        self.late_classifier = cfg.classifier_stage == policy.DETECTIONS and not self.shared
+        if self.shared:
+            per_image_crops = cfg.max_refine
+        elif self.late_classifier:
+            per_image_crops = cfg.max_refine + min(cfg.max_refine, cfg.max_detections)
+        else:
+            per_image_crops = 2 * cfg.max_refine
+        self.max_network_evaluations = self.num_windows + per_image_crops
 
     # ------------------------------------------------------------------------------------------
     # Public graph entry points.
@@ -107,7 +115,6 @@ class DetectorModule(tf.Module):
         cfg = self.config.inference
         images = tf.convert_to_tensor(images, tf.float32)
         sizes = tf.convert_to_tensor(sizes, tf.int32)
-        batch = tf.shape(images)[0]
         sizes_f = tf.cast(sizes, tf.float32)
 
         # Stage 1: every window of every image through the localizer in one batched call.
@@ -131,6 +138,10 @@ class DetectorModule(tf.Module):
                 images, sizes_f, candidates
             )
             kept = candidates.valid & (class_prob >= cfg.classifier_threshold)
+        elif self.late_classifier:
+            # Every valid candidate is refined; the classifier sees the final detections only.
+            class_prob, kept = None, candidates.valid
+            refined_image_yxyx, refined_eq3 = self._refine(images, sizes_f, candidates, kept)
         else:
             # Classifier pruning, on the valid first-stage boxes only.
             class_prob = self._classify(images, candidates)  # [B, R]
@@ -149,25 +160,32 @@ class DetectorModule(tf.Module):
             cfg.refine_accept_margin,
             TENSORFLOW,
         )
-        first_scores = self._confidence(class_prob, candidates.scores)
-        refined_scores = self._confidence(
-            class_prob, self._refined_agreement(candidates.scores, refined_eq3)
-        )
-        outputs = self._final_outputs(
-            refined_image_yxyx, refined_scores, candidates.classes, kept, sizes_f
-        )
+        refined_agreement = self._refined_agreement(candidates.scores, refined_eq3)
+        # Crops sent through a network after the windows: one per valid candidate (the
+        # classifier's, or the refinement's, or the shared head's joint one), then the
+        # refinement's of the kept ones, or the classifier's of the final detections.
+        crops_run = tf.reduce_sum(tf.cast(candidates.valid, tf.int32), axis=1)
+        if self.late_classifier:
+            outputs, classified = self._classified_outputs(
+                images, refined_image_yxyx, refined_agreement, candidates.classes, kept, sizes_f
+            )
+            crops_run += classified
+            # No classifier probability for the first-stage boxes: ranked by Eq. (3) alone.
+            first_scores = policy.confidence(None, candidates.scores, policy.EQ3, TENSORFLOW)
+        else:
+            refined_scores = self._confidence(class_prob, refined_agreement)
+            outputs = self._final_outputs(
+                refined_image_yxyx, refined_scores, candidates.classes, kept, sizes_f
+            )
+            if not self.shared:
+                crops_run += tf.reduce_sum(tf.cast(kept, tf.int32), axis=1)
+            first_scores = self._confidence(class_prob, candidates.scores)
         first = self._final_outputs(
             candidates.boxes_image_yxyx, first_scores, candidates.classes, kept, sizes_f
         )
         for key, value in first.items():
             outputs["first_stage_" + key.replace("detection_", "")] = value
-        # Crops actually sent through a network: the windows, the classifier's, the refinement's
-        # (with the shared head, one joint evaluation per valid candidate).
-        outputs["network_evaluations"] = tf.fill(
-            [batch], tf.constant(self.num_windows, tf.int32)
-        ) + tf.reduce_sum(tf.cast(candidates.valid, tf.int32), axis=1)
-        if not self.shared:
-            outputs["network_evaluations"] += tf.reduce_sum(tf.cast(kept, tf.int32), axis=1)
+        outputs["network_evaluations"] = self.num_windows + crops_run
         if with_masks:
             outputs["merged_masks"] = per_image["preview"]
         return outputs
@@ -584,6 +602,37 @@ class DetectorModule(tf.Module):
     def _final_outputs(self, boxes_image_yxyx, scores, classes, kept, sizes_f):
         """Per-class NMS, parts demoted, padding to max_detections; boxes normalized to the
         image."""
+        return self._packed(*self._final_nms(boxes_image_yxyx, scores, classes, kept, sizes_f))
+
+    def _classified_outputs(self, images, boxes_image_yxyx, agreement, classes, kept, sizes_f):
+        """The final detections of classifier_stage "detections": per-class NMS ranked by the
+        Eq. (3) agreement [B, R], then the classifier on the survivors' boxes, its pruning and
+        the confidence (score_mode) as on candidates; parts demoted, best first.
+
+        Returns: the outputs of ``_final_outputs`` and the classifier's crops per image int32 [B].
+        """
+        cfg = self.config.inference
+        out_boxes, ranked, out_classes, slot_ok = self._final_nms(
+            boxes_image_yxyx,
+            policy.confidence(None, agreement, policy.EQ3, TENSORFLOW),
+            classes,
+            kept,
+            sizes_f,
+        )
+        hw = sizes_f[:, None, :]
+        survivors = _Candidates(
+            out_boxes * tf.concat([hw, hw], axis=-1), out_classes, ranked, slot_ok
+        )
+        class_prob = self._classify(images, survivors)  # [B, K]
+        # The NMS's scores are the agreement clipped to [0, 1]: back to Eq. (3)'s range.
+        scores = self._confidence(class_prob, ranked * policy.EQ3_MAX)
+        ok = slot_ok & (class_prob >= cfg.classifier_threshold) & (scores > max(cfg.min_score, 0.0))
+        classified = tf.reduce_sum(tf.cast(slot_ok, tf.int32), axis=1)
+        return self._packed(out_boxes, scores, out_classes, ok, resort=True), classified
+
+    def _final_nms(self, boxes_image_yxyx, scores, classes, kept, sizes_f):
+        """Per-class NMS of the kept slots [B, R]: boxes [B, K, 4] normalized yxyx, scores
+        [B, K], classes int32 [B, K], valid bool [B, K], best first, K = max_detections."""
         cfg = self.config.inference
         hw = sizes_f[:, None, :]
         norm = boxes_image_yxyx / tf.concat([hw, hw], axis=-1)
@@ -594,9 +643,15 @@ class DetectorModule(tf.Module):
         out_boxes, out_scores, out_classes, num = nms.class_nms(
             norm, scores, classes, cfg.max_detections, cfg.nms_iou, threshold
         )
-        num = tf.cast(num, tf.int32)
-        slot_ok = tf.range(cfg.max_detections)[None, :] < num[:, None]
-        if cfg.part_score_factor < 1.0:
+        slot_ok = tf.range(cfg.max_detections)[None, :] < tf.cast(num, tf.int32)[:, None]
+        return out_boxes, out_scores, out_classes, slot_ok
+
+    def _packed(self, out_boxes, out_scores, out_classes, slot_ok, resort=False):
+        """Parts demoted, the output dict of ``detect``; ``resort``: the scores changed after the
+        NMS, so sort again (valid slots first) even when no part is demoted."""
+        cfg = self.config.inference
+        num = tf.reduce_sum(tf.cast(slot_ok, tf.int32), axis=1)
+        if cfg.part_score_factor < 1.0 or resort:
             out_boxes, out_scores, out_classes, slot_ok = nms.demote_parts(
                 out_boxes,
                 out_scores,

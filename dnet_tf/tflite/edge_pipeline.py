@@ -13,7 +13,8 @@ image, with NumPy in place of TensorFlow (``dnet_tf.tflite.edge_ops``):
   4. search      Eq. (3) box search on each scale's canvas, every class; candidates need Eq. (2)
                  full-mask coverage > coverage_threshold; per-class NMS keeps top_k_per_scale.
   5. candidates  the best max_refine first-stage boxes of all classes and scales.
-  6. classifier  P(class | crop of the box); kept when >= classifier_threshold.
+  6. classifier  P(class | crop of the box); kept when >= classifier_threshold (classifier_stage
+                 "detections": after step 8's NMS instead, on the final boxes).
   7. refinement  each kept box grown by refine_enlarge, cropped, through the localizer once; its own
                  class's masks resized to refine_canvas x refine_canvas; the best 16 Eq. (3)
                  boxes rescored with the ring read past the crop's edge; the best one kept.
@@ -138,13 +139,15 @@ class EdgePipeline:
         first = self.first_stage(window_masks, size)
         cand = self.top_candidates(first)
 
-        # 6. Classifier pruning, on the valid candidates only.
-        run = np.flatnonzero(cand.valid)
+        # 6. Classifier pruning, on the valid candidates only (classifier_stage "candidates";
+        # with "detections" every valid candidate is refined and the classifier comes last).
+        late = cfg.classifier_stage == policy.DETECTIONS
         class_prob = np.zeros(len(cand.valid), np.float32)
-        if run.size:
+        run = np.flatnonzero(cand.valid)
+        if run.size and not late:
             class_prob[run] = self._classify(image, cand.boxes_image_yxyx[run], cand.classes[run])
             evaluations += run.size
-        kept = cand.valid & (class_prob >= cfg.classifier_threshold)
+        kept = cand.valid if late else cand.valid & (class_prob >= cfg.classifier_threshold)
         # 7. Refinement, of the kept candidates only (pruned ones never reach the outputs).
         run = np.flatnonzero(kept)
         refined_image_yxyx = np.zeros_like(cand.boxes_image_yxyx)
@@ -164,11 +167,18 @@ class EdgePipeline:
             cfg.refine_blend,
             cfg.refine_accept_margin,
         )
-        first_scores = self._confidence(class_prob, cand.scores)
-        refined_scores = self._confidence(
-            class_prob, self._refined_agreement(cand.scores, refined_eq3)
-        )
-        out = self._final_outputs(refined_image_yxyx, refined_scores, cand.classes, kept, size)
+        agreement = self._refined_agreement(cand.scores, refined_eq3)
+        if late:
+            out, classified = self._classified_outputs(
+                image, refined_image_yxyx, agreement, cand.classes, kept, size
+            )
+            evaluations += classified
+            # No classifier probability for the first-stage boxes: ranked by Eq. (3) alone.
+            first_scores = policy.confidence(None, np.float32(cand.scores), policy.EQ3)
+        else:
+            refined_scores = self._confidence(class_prob, agreement)
+            out = self._final_outputs(refined_image_yxyx, refined_scores, cand.classes, kept, size)
+            first_scores = self._confidence(class_prob, cand.scores)
         first_out = self._final_outputs(
             cand.boxes_image_yxyx, first_scores, cand.classes, kept, size
         )
@@ -429,16 +439,50 @@ class EdgePipeline:
     def _final_outputs(self, boxes_image_yxyx, scores, classes, kept, size) -> dict:
         """Per-class NMS, parts demoted, padding to max_detections; boxes normalized to the
         image."""
+        return self._packed(*self._final_nms(boxes_image_yxyx, scores, classes, kept, size))
+
+    def _classified_outputs(self, image, boxes_image_yxyx, agreement, classes, kept, size):
+        """The final detections of classifier_stage "detections" (the graph's
+        ``_classified_outputs``): per-class NMS ranked by the Eq. (3) agreement [R], the
+        classifier on the survivors' boxes, its pruning and the confidence; parts demoted.
+
+        Returns: the outputs of ``_final_outputs`` and the classifier's crops (int).
+        """
+        cfg = self.config.inference
+        out_boxes, ranked, out_classes, num = self._final_nms(
+            boxes_image_yxyx, policy.confidence(None, agreement, policy.EQ3), classes, kept, size
+        )
+        class_prob = np.zeros(len(ranked), np.float32)
+        if num:
+            hw = np.concatenate([size, size])
+            class_prob[:num] = self._classify(image, out_boxes[:num] * hw, out_classes[:num])
+        # The NMS's scores are the agreement clipped to [0, 1]: back to Eq. (3)'s range.
+        scores = self._confidence(class_prob, ranked * policy.EQ3_MAX)
+        ok = (np.arange(len(scores)) < num) & (class_prob >= cfg.classifier_threshold)
+        ok &= scores > max(cfg.min_score, 0.0)
+        # Kept slots first, best first (stable), as the graph's sort after the classifier.
+        order = np.argsort(-np.where(ok, scores, -np.inf), kind="stable")
+        packed = self._packed(
+            out_boxes[order], scores[order], out_classes[order], int(ok.sum()), resort=True
+        )
+        return packed, int(num)
+
+    def _final_nms(self, boxes_image_yxyx, scores, classes, kept, size):
+        """Per-class NMS of the kept slots [R]: boxes [K, 4] normalized yxyx, scores [K],
+        classes [K], the number of detections (the first slots), K = max_detections."""
         cfg = self.config.inference
         hw = np.concatenate([size, size])
         norm = np.clip(boxes_image_yxyx / hw, 0.0, 1.0).astype(np.float32)
         scores = np.where(kept, scores, -1.0)
         threshold = max(cfg.min_score, 0.0)
-        out_boxes, out_scores, out_classes, num = edge_ops.class_nms(
-            norm, scores, classes, cfg.max_detections, cfg.nms_iou, threshold
-        )
+        return edge_ops.class_nms(norm, scores, classes, cfg.max_detections, cfg.nms_iou, threshold)
+
+    def _packed(self, out_boxes, out_scores, out_classes, num, resort=False) -> dict:
+        """Parts demoted, the output dict of ``detect``; ``resort``: the scores changed after the
+        NMS (the first ``num`` slots are already sorted), as the graph's ``_packed``."""
+        cfg = self.config.inference
         k = cfg.max_detections
-        if cfg.part_score_factor < 1.0:
+        if cfg.part_score_factor < 1.0 or resort:
             out_boxes, out_scores, out_classes, num = edge_ops.demote_parts(
                 out_boxes, out_scores, out_classes, num, cfg.part_containment, cfg.part_score_factor
             )
