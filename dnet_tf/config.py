@@ -200,8 +200,8 @@ class InferenceConfig:
     # what the separate classifier sees (core.policy.CLASSIFIER_STAGES): "candidates" = each
     # valid first-stage box, and only those it keeps are refined (the paper, Algorithm 1);
     # "detections" = every candidate is refined, the final NMS ranks by Eq. (3) agreement, and
-    # only its survivors are classified, on the refined box (pruning and the confidence as
-    # before), so the first-stage outputs are ranked by Eq. (3) alone. Applies to classifier
+    # only its survivors are classified, each on its first-stage box (pruning and the
+    # confidence as before), so the first-stage outputs are ranked by Eq. (3) alone. Applies to classifier
     # "separate" (the shared head classifies each candidate in its refinement forward anyway).
     # README, Ablations, measures both.
     classifier_stage: str = "candidates"

@@ -126,6 +126,25 @@ def test_class_nms_same_box_different_classes_both_kept():
     np.testing.assert_array_equal(out_classes.numpy()[0], [0, 1, 0, 0])
 
 
+def test_class_nms_indices_name_the_kept_inputs_in_both_twins():
+    # Slots 0..3: class 0 at 0.6 (suppressed by slot 2, same box, 0.9), class 1 at 0.8, class 0
+    # elsewhere at 0.7. Kept best first: slot 2 (0.9), slot 1 (0.8), slot 3 (0.7); padding 0.
+    from dnet_tf.core import nms as core_nms
+
+    boxes = np.array(
+        [[0.1, 0.1, 0.5, 0.5], [0.1, 0.1, 0.5, 0.5], [0.1, 0.1, 0.5, 0.5], [0.6, 0.6, 0.9, 0.9]],
+        np.float32,
+    )
+    scores = np.array([0.6, 0.8, 0.9, 0.7], np.float32)
+    classes = np.array([0, 1, 0, 0], np.int32)
+    *_, num, idx = nms.class_nms(boxes[None], scores[None], classes[None], 5, 0.5, 0.0, True)
+    assert int(num[0]) == 3
+    np.testing.assert_array_equal(idx.numpy()[0], [2, 1, 3, 0, 0])
+    *_, n, idx_np = core_nms.class_nms(boxes, scores, classes, 5, 0.5, 0.0, with_indices=True)
+    assert n == 3
+    np.testing.assert_array_equal(idx_np, [2, 1, 3, 0, 0])
+
+
 def test_demote_parts_hand_worked():
     boxes = np.array(
         [

@@ -116,6 +116,7 @@ def class_nms(
     max_total: int,
     iou_threshold: float,
     score_threshold: float,
+    with_indices: bool = False,
 ):
     """Per-class NMS of one image (classes never suppress each other), best first, padded.
 
@@ -124,7 +125,8 @@ def class_nms(
 
     Args: boxes_yxyx float32 [N, 4] (any frame); scores [N] (<= score_threshold: dropped);
       classes int [N] 0-based; max_total K.
-    Returns: boxes float32 [K, 4], scores float32 [K], classes int64 [K], num int (padding zeroed).
+    Returns: boxes float32 [K, 4], scores float32 [K], classes int64 [K], num int (padding zeroed);
+      with ``with_indices`` also int64 [K], the index in N of each kept detection (padding 0).
     """
     boxes = np.asarray(boxes_yxyx, np.float32).reshape(-1, 4)
     scores = np.asarray(scores, np.float32)
@@ -132,12 +134,16 @@ def class_nms(
     out_boxes = np.zeros((max_total, 4), np.float32)
     out_scores = np.zeros(max_total, np.float32)
     out_classes = np.zeros(max_total, np.int64)
-    if len(boxes) == 0:
-        return out_boxes, out_scores, out_classes, 0
-    lo = boxes.min()
-    span = boxes.max() - lo + f32(1.0)
-    shifted = boxes - lo + classes.astype(np.float32)[:, None] * span
-    keep = greedy_nms(shifted, scores, max_total, iou_threshold, score_threshold)
-    n = len(keep)
-    out_boxes[:n], out_scores[:n], out_classes[:n] = boxes[keep], scores[keep], classes[keep]
+    out_indices = np.zeros(max_total, np.int64)
+    n = 0
+    if len(boxes):
+        lo = boxes.min()
+        span = boxes.max() - lo + f32(1.0)
+        shifted = boxes - lo + classes.astype(np.float32)[:, None] * span
+        keep = greedy_nms(shifted, scores, max_total, iou_threshold, score_threshold)
+        n = len(keep)
+        out_boxes[:n], out_scores[:n], out_classes[:n] = boxes[keep], scores[keep], classes[keep]
+        out_indices[:n] = keep
+    if with_indices:
+        return out_boxes, out_scores, out_classes, n, out_indices
     return out_boxes, out_scores, out_classes, n

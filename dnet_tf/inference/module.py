@@ -167,7 +167,7 @@ class DetectorModule(tf.Module):
         crops_run = tf.reduce_sum(tf.cast(candidates.valid, tf.int32), axis=1)
         if self.late_classifier:
             outputs, classified = self._classified_outputs(
-                images, refined_image_yxyx, refined_agreement, candidates.classes, kept, sizes_f
+                images, candidates, refined_image_yxyx, refined_agreement, sizes_f
             )
             crops_run += classified
             # No classifier probability for the first-stage boxes: ranked by Eq. (3) alone.
@@ -604,24 +604,22 @@ class DetectorModule(tf.Module):
         image."""
         return self._packed(*self._final_nms(boxes_image_yxyx, scores, classes, kept, sizes_f))
 
-    def _classified_outputs(self, images, boxes_image_yxyx, agreement, classes, kept, sizes_f):
-        """The final detections of classifier_stage "detections": per-class NMS ranked by the
-        Eq. (3) agreement [B, R], then the classifier on the survivors' boxes, its pruning and
-        the confidence (score_mode) as on candidates; parts demoted, best first.
+    def _classified_outputs(self, images, cand, boxes_image_yxyx, agreement, sizes_f):
+        """The final detections of classifier_stage "detections": per-class NMS of the refined
+        boxes [B, R, 4] of the valid candidates ``cand``, ranked by their Eq. (3) agreement
+        [B, R]; then the classifier on each survivor's first-stage box (the paper's input), its
+        pruning and the confidence (score_mode) as on candidates; parts demoted, best first.
 
         Returns: the outputs of ``_final_outputs`` and the classifier's crops per image int32 [B].
         """
         cfg = self.config.inference
-        out_boxes, ranked, out_classes, slot_ok = self._final_nms(
-            boxes_image_yxyx,
-            policy.confidence(None, agreement, policy.EQ3, TENSORFLOW),
-            classes,
-            kept,
-            sizes_f,
+        ranked = policy.confidence(None, agreement, policy.EQ3, TENSORFLOW)
+        out_boxes, ranked, out_classes, slot_ok, slot = self._final_nms(
+            boxes_image_yxyx, ranked, cand.classes, cand.valid, sizes_f, with_indices=True
         )
-        hw = sizes_f[:, None, :]
+        # The first-stage box of each survivor: the classifier sees what it sees in the paper.
         survivors = _Candidates(
-            out_boxes * tf.concat([hw, hw], axis=-1), out_classes, ranked, slot_ok
+            tf.gather(cand.boxes_image_yxyx, slot, batch_dims=1), out_classes, ranked, slot_ok
         )
         class_prob = self._classify(images, survivors)  # [B, K]
         # The NMS's scores are the agreement clipped to [0, 1]: back to Eq. (3)'s range.
@@ -630,9 +628,10 @@ class DetectorModule(tf.Module):
         classified = tf.reduce_sum(tf.cast(slot_ok, tf.int32), axis=1)
         return self._packed(out_boxes, scores, out_classes, ok, resort=True), classified
 
-    def _final_nms(self, boxes_image_yxyx, scores, classes, kept, sizes_f):
+    def _final_nms(self, boxes_image_yxyx, scores, classes, kept, sizes_f, with_indices=False):
         """Per-class NMS of the kept slots [B, R]: boxes [B, K, 4] normalized yxyx, scores
-        [B, K], classes int32 [B, K], valid bool [B, K], best first, K = max_detections."""
+        [B, K], classes int32 [B, K], valid bool [B, K], best first, K = max_detections; with
+        ``with_indices`` also each detection's slot in R, int32 [B, K]."""
         cfg = self.config.inference
         hw = sizes_f[:, None, :]
         norm = boxes_image_yxyx / tf.concat([hw, hw], axis=-1)
@@ -640,11 +639,11 @@ class DetectorModule(tf.Module):
         # Pruned and empty slots get a negative score, below the threshold the NMS applies.
         scores = tf.where(kept, scores, -1.0)
         threshold = max(cfg.min_score, 0.0)
-        out_boxes, out_scores, out_classes, num = nms.class_nms(
-            norm, scores, classes, cfg.max_detections, cfg.nms_iou, threshold
+        out = nms.class_nms(
+            norm, scores, classes, cfg.max_detections, cfg.nms_iou, threshold, with_indices
         )
-        slot_ok = tf.range(cfg.max_detections)[None, :] < tf.cast(num, tf.int32)[:, None]
-        return out_boxes, out_scores, out_classes, slot_ok
+        slot_ok = tf.range(cfg.max_detections)[None, :] < tf.cast(out[3], tf.int32)[:, None]
+        return (*out[:3], slot_ok, *out[4:])
 
     def _packed(self, out_boxes, out_scores, out_classes, slot_ok, resort=False):
         """Parts demoted, the output dict of ``detect``; ``resort``: the scores changed after the

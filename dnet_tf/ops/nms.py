@@ -82,7 +82,13 @@ def non_max_suppression(
 
 @_NOT_CONVERTED
 def class_nms(
-    boxes_norm_yxyx, scores, classes, max_total: int, iou_threshold: float, score_threshold: float
+    boxes_norm_yxyx,
+    scores,
+    classes,
+    max_total: int,
+    iou_threshold: float,
+    score_threshold: float,
+    with_indices: bool = False,
 ):
     """Per-class NMS (boxes of different classes never suppress each other), best first.
 
@@ -96,9 +102,11 @@ def class_nms(
       max_total: K (Python int), detections kept at most per image.
       iou_threshold: suppression at IoU > this, within a class.
       score_threshold: float.
+      with_indices: also return where each kept detection came from.
     Returns:
       (boxes float32 [B, K, 4], scores float32 [B, K], classes int32 [B, K], num int32 [B]),
-      sorted by decreasing score; slots >= num are zero.
+      sorted by decreasing score; slots >= num are zero. With ``with_indices``, a fifth:
+      int32 [B, K], the index in N of each kept detection (0 in slots >= num).
     """
     boxes = tf.convert_to_tensor(boxes_norm_yxyx, tf.float32)
     scores = tf.convert_to_tensor(scores, tf.float32)
@@ -112,6 +120,8 @@ def class_nms(
     out_boxes = tf.where(valid[..., None], tf.gather(boxes, idx, batch_dims=1), 0.0)
     out_scores = tf.where(valid, tf.gather(scores, idx, batch_dims=1), 0.0)
     out_classes = tf.where(valid, tf.gather(classes, idx, batch_dims=1), 0)
+    if with_indices:
+        return out_boxes, out_scores, out_classes, num, tf.where(valid, idx, 0)
     return out_boxes, out_scores, out_classes, num
 
 

@@ -14,7 +14,7 @@ image, with NumPy in place of TensorFlow (``dnet_tf.tflite.edge_ops``):
                  full-mask coverage > coverage_threshold; per-class NMS keeps top_k_per_scale.
   5. candidates  the best max_refine first-stage boxes of all classes and scales.
   6. classifier  P(class | crop of the box); kept when >= classifier_threshold (classifier_stage
-                 "detections": after step 8's NMS instead, on the final boxes).
+                 "detections": after step 8's NMS instead, on its survivors' first-stage boxes).
   7. refinement  each kept box grown by refine_enlarge, cropped, through the localizer once; its own
                  class's masks resized to refine_canvas x refine_canvas; the best 16 Eq. (3)
                  boxes rescored with the ring read past the crop's edge; the best one kept.
@@ -170,7 +170,7 @@ class EdgePipeline:
         agreement = self._refined_agreement(cand.scores, refined_eq3)
         if late:
             out, classified = self._classified_outputs(
-                image, refined_image_yxyx, agreement, cand.classes, kept, size
+                image, cand, refined_image_yxyx, agreement, size
             )
             evaluations += classified
             # No classifier probability for the first-stage boxes: ranked by Eq. (3) alone.
@@ -441,21 +441,23 @@ class EdgePipeline:
         image."""
         return self._packed(*self._final_nms(boxes_image_yxyx, scores, classes, kept, size))
 
-    def _classified_outputs(self, image, boxes_image_yxyx, agreement, classes, kept, size):
+    def _classified_outputs(self, image, cand, boxes_image_yxyx, agreement, size):
         """The final detections of classifier_stage "detections" (the graph's
-        ``_classified_outputs``): per-class NMS ranked by the Eq. (3) agreement [R], the
-        classifier on the survivors' boxes, its pruning and the confidence; parts demoted.
+        ``_classified_outputs``): per-class NMS of the refined boxes [R, 4] of the valid
+        candidates ``cand`` ranked by their Eq. (3) agreement [R], the classifier on each
+        survivor's first-stage box, its pruning and the confidence; parts demoted.
 
         Returns: the outputs of ``_final_outputs`` and the classifier's crops (int).
         """
         cfg = self.config.inference
-        out_boxes, ranked, out_classes, num = self._final_nms(
-            boxes_image_yxyx, policy.confidence(None, agreement, policy.EQ3), classes, kept, size
+        ranked = policy.confidence(None, agreement, policy.EQ3)
+        out_boxes, ranked, out_classes, num, slot = self._final_nms(
+            boxes_image_yxyx, ranked, cand.classes, cand.valid, size, with_indices=True
         )
         class_prob = np.zeros(len(ranked), np.float32)
         if num:
-            hw = np.concatenate([size, size])
-            class_prob[:num] = self._classify(image, out_boxes[:num] * hw, out_classes[:num])
+            first_boxes = cand.boxes_image_yxyx[slot[:num]]
+            class_prob[:num] = self._classify(image, first_boxes, out_classes[:num])
         # The NMS's scores are the agreement clipped to [0, 1]: back to Eq. (3)'s range.
         scores = self._confidence(class_prob, ranked * policy.EQ3_MAX)
         ok = (np.arange(len(scores)) < num) & (class_prob >= cfg.classifier_threshold)
@@ -467,15 +469,18 @@ class EdgePipeline:
         )
         return packed, int(num)
 
-    def _final_nms(self, boxes_image_yxyx, scores, classes, kept, size):
+    def _final_nms(self, boxes_image_yxyx, scores, classes, kept, size, with_indices=False):
         """Per-class NMS of the kept slots [R]: boxes [K, 4] normalized yxyx, scores [K],
-        classes [K], the number of detections (the first slots), K = max_detections."""
+        classes [K], the number of detections (the first slots), K = max_detections; with
+        ``with_indices`` also each detection's slot in R [K]."""
         cfg = self.config.inference
         hw = np.concatenate([size, size])
         norm = np.clip(boxes_image_yxyx / hw, 0.0, 1.0).astype(np.float32)
         scores = np.where(kept, scores, -1.0)
         threshold = max(cfg.min_score, 0.0)
-        return edge_ops.class_nms(norm, scores, classes, cfg.max_detections, cfg.nms_iou, threshold)
+        return edge_ops.class_nms(
+            norm, scores, classes, cfg.max_detections, cfg.nms_iou, threshold, with_indices
+        )
 
     def _packed(self, out_boxes, out_scores, out_classes, num, resort=False) -> dict:
         """Parts demoted, the output dict of ``detect``; ``resort``: the scores changed after the
