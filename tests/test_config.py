@@ -28,9 +28,11 @@ def test_paper_numbers_are_the_defaults():
     assert len(inf.size_fractions) == 9 and inf.stride_px == 5.0
     assert inf.coverage_threshold == 0.5
     # departures chosen on validation (README, Ablations): the paper's crop is 1.2x the box, its
-    # first stage keeps 5 boxes per scale and class and runs no NMS across the scales
-    assert inf.refine_enlarge == 1.6
-    assert inf.top_k_per_scale == 8 and inf.candidate_nms_iou == 0.7
+    # first stage keeps 5 boxes per scale and class and runs no NMS across the scales; its
+    # classifier sees every candidate before the refinement (kept)
+    assert inf.refine_enlarge == 1.8
+    assert inf.top_k_per_scale == 10 and inf.candidate_nms_iou == 0.7
+    assert inf.classifier_stage == "candidates"
 
 
 def test_window_counts_worked_by_hand():
