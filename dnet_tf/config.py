@@ -164,11 +164,10 @@ class InferenceConfig:
     # detections kept per class per scale after NMS; >= 1. The paper: 5. 8 with the candidate NMS
     # at 0.7 below, by validation (README, Ablations): mAP 0.813 either way, recall of objects
     # touching one of their class 0.826 -> 0.860, small-object mAP 0.661 -> 0.679, network
-    # evaluations per image 72.3 -> 69.8. 10 with the 1.8x refinement crop, the crop cut to the
-    # image (synthetic / raccoon val mAP 0.810 / 0.893 at 8 and 1.6x, 0.814 / 0.892; recall of
-    # touching objects 0.818 -> 0.868, part false positives 0.24 -> 0.23 per image; network
-    # evaluations 70.1 -> 71.6 and 51.1 -> 53.2).
-    top_k_per_scale: int = 10
+    # evaluations per image 72.3 -> 69.8. 10 with the 1.8x refinement crop moves validation mAP
+    # by less than the noise (synthetic / raccoon 0.810 / 0.893 -> 0.814 / 0.892; README,
+    # Ablations): not adopted.
+    top_k_per_scale: int = 8
     # which boxes of a (scale, class) canvas become the max_candidates fed to NMS: "top_k" = the
     # best by Eq. (3) (one object's shifted near-copies fill the list and a weaker second object
     # of the class is crowded out), "local_max" = only boxes scoring at least as high as their 8
@@ -218,10 +217,9 @@ class InferenceConfig:
     # 1.6 by validation mAP (README, Ablations), synthetic / raccoon: 0.765 / 0.599 at 1.2,
     # 0.786 / 0.731 at 1.4, 0.813 / 0.734 at 1.6, 0.806 / 0.789 at 2.0: the crop shows enough
     # around a part to tell it from the whole, and with refine_size_fractions >= 0.5 of the crop
-    # the refined box keeps at least 0.8 (at 1.6; 0.9 at 1.8) of the first-stage box's side (it
-    # cannot shrink onto a part). 1.8 with the crop cut to the image and 10 boxes per scale
-    # (top_k_per_scale says the numbers; 2.0 there: 0.808 / 0.887).
-    refine_enlarge: float = 1.8
+    # the refined box keeps at least 0.8 of the first-stage box's side (it cannot shrink onto a
+    # part).
+    refine_enlarge: float = 1.6
     # where the grown crop lies when it reaches past the image: "grow" (the paper: as it is, the
     # part outside the image read as 0, which no training crop shows the localizer), "shift"
     # (moved back inside, cut to the image where longer than it) or "clip" (cut to the image);
@@ -245,7 +243,7 @@ class InferenceConfig:
     refine_canvas: int = 48  # cells per side of the refinement crop's search canvas; >= mask_size/2
     refine_stride: float = 1.0  # canvas cells between candidate boxes inside a refinement crop; > 0
     # Box shapes searched inside a refinement crop's square canvas. The crop is the detection grown
-    # by refine_enlarge, so a right first-stage box fills 1 / 1.8 = 0.56 of it and looks square:
+    # by refine_enlarge, so a right first-stage box fills 1 / 1.6 = 0.63 of it and looks square:
     # finer steps around there than the image-wide search needs. Mean side as a fraction of the
     # crop's, each in (0, 1]; aspect ratios w/h in the canvas, each > 0 (geometric 0.5 .. 2).
     refine_size_fractions: Sequence[float] = (

@@ -30,8 +30,8 @@ def test_paper_numbers_are_the_defaults():
     # departures chosen on validation (README, Ablations): the paper's crop is 1.2x the box, its
     # first stage keeps 5 boxes per scale and class and runs no NMS across the scales; its
     # classifier sees every candidate before the refinement (kept)
-    assert inf.refine_enlarge == 1.8
-    assert inf.top_k_per_scale == 10 and inf.candidate_nms_iou == 0.7
+    assert inf.refine_enlarge == 1.6
+    assert inf.top_k_per_scale == 8 and inf.candidate_nms_iou == 0.7
     assert inf.classifier_stage == "candidates"
 
 
