@@ -37,6 +37,11 @@ _COARSE_REFINE_SHAPES = {
 }
 SETTINGS = {
     "default": {},
+    "classifier after the NMS": {"classifier_stage": "detections"},
+    "classifier after the NMS, coarse refine shapes": {
+        "classifier_stage": "detections",
+        **_COARSE_REFINE_SHAPES,
+    },
     "max_refine 20": {"max_refine": 20},
     "max_refine 10": {"max_refine": 10},
     "2 scales": {"num_scales": 2},
