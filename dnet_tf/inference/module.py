@@ -16,6 +16,9 @@ Choices the paper leaves open (documented in the README's architecture section):
     the refinement, so the network cost does not grow with the number of classes.
   * Confidence: ``InferenceConfig.score_mode`` (classifier probability, Eq. (3) agreement of the
     masks with the box, or both multiplied), chosen by validation AP.
+  * Order of the last stages: ``InferenceConfig.classifier_stage`` "candidates" (the paper's:
+    classifier, then the refinement of what it keeps, then NMS) or "detections" (refinement of
+    every candidate, NMS by Eq. (3) agreement, then the classifier on the survivors only).
 """
 
 from __future__ import annotations
