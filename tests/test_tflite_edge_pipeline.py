@@ -230,10 +230,10 @@ def test_bad_inputs_and_networks_fail_clearly():
 def test_classifying_the_final_detections_equals_the_graph_and_costs_less():
     # classifier_stage "detections": every candidate is refined, the final NMS ranks by Eq. (3)
     # agreement and only its survivors go through the classifier (each on its first-stage box,
-    # as in the paper). Both
-    # pipelines agree on the detections and the cost: 35 windows + one refinement per candidate
-    # + one classifier crop per survivor, against the paper's order (one classifier crop and one
-    # refinement per candidate; the red-fraction classifier keeps every one of them).
+    # as in the paper). Both pipelines agree on the detections and the cost: 35 windows + one
+    # refinement per candidate + one classifier crop per survivor, against the paper's order
+    # (one classifier crop and one refinement per candidate; the red-fraction classifier keeps
+    # every one of them).
     planted = np.array([[10, 20, 120, 150], [150, 40, 250, 180]], np.float32)
     h, w = IMAGES[1].shape[:2]
     paper = DetectorConfig(

@@ -63,7 +63,7 @@ CLASSIFIERS = ("separate", "shared")
 SHARED = "shared"
 # Which detections the separate classifier sees (InferenceConfig.classifier_stage): every
 # first-stage candidate, on its own box, before the refinement (the paper, Algorithm 1), or only
-# the final detections, on their refined box, after the final NMS.
+# the final detections, on their first-stage box, after the refinement and the final NMS.
 CANDIDATES, DETECTIONS = "candidates", "detections"
 CLASSIFIER_STAGES = (CANDIDATES, DETECTIONS)
 # Which of the localizer's masks the box search reads (InferenceConfig.mask_types): all five (the

@@ -620,13 +620,14 @@ class DetectorModule(tf.Module):
         out_boxes, ranked, out_classes, slot_ok, slot = self._final_nms(
             boxes_image_yxyx, ranked, cand.classes, cand.valid, sizes_f, with_indices=True
         )
+
+        def of_survivors(t):  # [B, R, ...] -> [B, K, ...]
+            return tf.gather(t, slot, batch_dims=1)
+
         # The first-stage box of each survivor: the classifier sees what it sees in the paper.
-        survivors = _Candidates(
-            tf.gather(cand.boxes_image_yxyx, slot, batch_dims=1), out_classes, ranked, slot_ok
-        )
+        survivors = _Candidates(of_survivors(cand.boxes_image_yxyx), out_classes, ranked, slot_ok)
         class_prob = self._classify(images, survivors)  # [B, K]
-        # The NMS's scores are the agreement clipped to [0, 1]: back to Eq. (3)'s range.
-        scores = self._confidence(class_prob, ranked * policy.EQ3_MAX)
+        scores = self._confidence(class_prob, of_survivors(agreement))
         ok = slot_ok & (class_prob >= cfg.classifier_threshold) & (scores > max(cfg.min_score, 0.0))
         classified = tf.reduce_sum(tf.cast(slot_ok, tf.int32), axis=1)
         return self._packed(out_boxes, scores, out_classes, ok, resort=True), classified

@@ -458,8 +458,7 @@ class EdgePipeline:
         if num:
             first_boxes = cand.boxes_image_yxyx[slot[:num]]
             class_prob[:num] = self._classify(image, first_boxes, out_classes[:num])
-        # The NMS's scores are the agreement clipped to [0, 1]: back to Eq. (3)'s range.
-        scores = self._confidence(class_prob, ranked * policy.EQ3_MAX)
+        scores = self._confidence(class_prob, agreement[slot])
         ok = (np.arange(len(scores)) < num) & (class_prob >= cfg.classifier_threshold)
         ok &= scores > max(cfg.min_score, 0.0)
         # Kept slots first, best first (stable), as the graph's sort after the classifier.
