@@ -54,6 +54,9 @@ MERGED_MASKS = "merged_masks"
 TABLE_MD = "table.md"
 TABLE_JSON = "table.json"
 EVALUATION_JSON = "evaluation.json"
+# every image's ground truth and each method's detections (``evaluation.runner``), what a paired
+# bootstrap of two evaluations of the same images reads (``evaluation.bootstrap``)
+DETECTIONS_JSON = "detections.json"
 
 
 def parse_version(name: str) -> int | None:

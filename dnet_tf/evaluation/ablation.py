@@ -5,7 +5,10 @@
 Each argument is LABEL=DIR, DIR holding the evaluation.json of one variant evaluated on the same
 split. Writes ablation.md and ablation.json into --out: per variant the refined and first-stage
 mAP (the evaluation's table metric), AP per class (refined), part false positives per image and
-recall of touching / isolated objects (``errors``), seconds per image.
+recall of touching / isolated objects (``errors``), seconds per image, and, where the
+directories hold ``detections.json`` of the same images, the paired bootstrap of each variant's
+mAP difference to the first variant (``bootstrap``; ``--bootstrap 0`` leaves it out): whether a
+difference is larger than the split's noise.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-REFINED = "DetectorNet"
-FIRST_STAGE = "DetectorNet (first stage)"
+from dnet_tf.evaluation.bootstrap import DEFAULT_INTERVAL, DEFAULT_SAMPLES, paired_bootstrap
+from dnet_tf.evaluation.runner import FIRST_STAGE, REFINED, read_detections
 
 
 def _fmt(x, digits=3) -> str:
@@ -59,11 +62,56 @@ def summarize(eval_dir: str) -> dict:
     return row
 
 
+def _signed(x: float) -> str:
+    return f"{x:+.3f}"
+
+
+def bootstrap_against_first(
+    directories: dict, samples: int, seed: int = 0, interval: float = DEFAULT_INTERVAL
+) -> dict:
+    """label -> ``PairedDifference.to_dict()`` of the refined mAP against the first label's,
+    or None where a directory has no detections.json.
+
+    Raises:
+      ValueError: two directories evaluated different images (naming both), or a bad file.
+    """
+    loaded = {}
+    for label, directory in directories.items():
+        try:
+            loaded[label] = read_detections(directory)
+        except FileNotFoundError:
+            loaded[label] = None
+    labels = list(directories)
+    base = loaded[labels[0]]
+    out = {labels[0]: None}
+    for label in labels[1:]:
+        other = loaded[label]
+        if base is None or other is None:
+            out[label] = None
+            continue
+        if other["image_ids"] != base["image_ids"]:
+            raise ValueError(
+                f"{directories[label]} and {directories[labels[0]]} evaluated different images: "
+                "a paired bootstrap needs the same split"
+            )
+        out[label] = paired_bootstrap(
+            base["ground_truth"],
+            base["methods"][REFINED],
+            other["methods"][REFINED],
+            len(base["class_names"]),
+            samples=samples,
+            interval=interval,
+            seed=seed,
+        ).to_dict()
+    return out
+
+
 def markdown(rows: dict) -> str:
     """The table: one line per variant, in the order given."""
     if not rows:
         return ""
     classes = list(next(iter(rows.values()))["ap"])
+    with_bootstrap = any(r.get("bootstrap") for r in rows.values())
     head = ["variant", "mAP", "first stage mAP", *classes] + [
         "small mAP",
         "part FP / image",
@@ -71,6 +119,9 @@ def markdown(rows: dict) -> str:
         "recall isolated",
         "s / image",
     ]
+    if with_bootstrap:
+        interval = next(r["bootstrap"] for r in rows.values() if r.get("bootstrap"))["interval"]
+        head += [f"mAP vs the first ({interval:.0%} interval)", "P(above the first)"]
     lines = ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|"]
     for label, r in rows.items():
         cells = [label, _fmt(r["mAP"]), _fmt(r["first_stage_mAP"])]
@@ -82,6 +133,14 @@ def markdown(rows: dict) -> str:
             _fmt(r.get("recall_isolated")),
             _fmt(r.get("seconds_per_image"), 2),
         ]
+        if with_bootstrap:
+            b = r.get("bootstrap")
+            cells += (
+                [f"{_signed(b['delta'])} [{_signed(b['low'])}, {_signed(b['high'])}]"]
+                + [f"{b['p_better']:.2f}"]
+                if b
+                else ["—", "—"]
+            )
         lines.append("| " + " | ".join(cells) + " |")
     first = next(iter(rows.values()))
     lines.append("")
@@ -89,6 +148,14 @@ def markdown(rows: dict) -> str:
         f"{first['metric']}, {first['num_images']} images; AP per class: refined; small mAP: "
         "objects with a box side below 0.15 of the image's (COCO's rule for a size range)."
     )
+    if with_bootstrap:
+        b = next(r["bootstrap"] for r in rows.values() if r.get("bootstrap"))
+        lines[-1] += (
+            f" Against the first row: the paired bootstrap over the images ({b['samples']} "
+            f"draws, seed {b['seed']}): the difference on the split, the central "
+            f"{b['interval']:.0%} of the draws' differences, and the share of draws where the "
+            "variant is above."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -96,8 +163,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="dnet-ablation", description=__doc__.split("\n\n")[0])
     p.add_argument("variants", nargs="+", metavar="LABEL=DIR")
     p.add_argument("--out", required=True, help="directory for ablation.md and ablation.json")
+    p.add_argument(
+        "--bootstrap",
+        type=int,
+        default=DEFAULT_SAMPLES,
+        help="paired bootstrap draws of each variant's mAP against the first (0: none)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
     args = p.parse_args(argv)
-    rows = {}
+    if args.bootstrap < 0 or args.seed < 0:
+        print("error: --bootstrap and --seed must be >= 0", file=sys.stderr)
+        return 2
+    rows, directories = {}, {}
     for item in args.variants:
         label, sep, directory = item.rpartition("=")
         if not sep or not label:
@@ -108,6 +185,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (OSError, ValueError, KeyError) as e:
             print(f"error: {directory}: {e}", file=sys.stderr)
             return 2
+        directories[label] = directory
+    if args.bootstrap and len(rows) > 1:
+        try:
+            differences = bootstrap_against_first(directories, args.bootstrap, args.seed)
+        except (OSError, ValueError, KeyError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        for label, difference in differences.items():
+            rows[label]["bootstrap"] = difference
     os.makedirs(args.out, exist_ok=True)
     text = markdown(rows)
     with open(os.path.join(args.out, "ablation.md"), "w", encoding="utf-8") as f:

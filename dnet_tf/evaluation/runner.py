@@ -10,6 +10,9 @@ Writes into the output directory:
                           error analysis per class and method (``errors``): duplicates, parts,
                           localization, other class, background, missed; recall of touching
                           and of isolated objects
+  detections.json         every image's ground truth and each method's detections, image_yxyx
+                          pixels, 0-based classes (``write_detections``): what the ablation
+                          table's paired bootstrap reads (``bootstrap``)
 
 Timing: seconds per image are wall-clock seconds of ``detector.detect`` (decode + the whole
 two-stage graph) on this machine, one image at a time, after one untimed warm-up call on the first
@@ -241,8 +244,70 @@ def evaluate_split(
     with open(eval_path, "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2)
     files.append(eval_path)
+    files.append(
+        write_detections(
+            out_dir,
+            [r.image_id for r in records],
+            class_names,
+            gts,
+            {name: dets for name, (dets, _, _) in methods.items()},
+        )
+    )
     summary["files"] = files
     return summary
+
+
+def _listed(mapping: dict) -> dict:
+    return {k: np.asarray(v).tolist() for k, v in mapping.items()}
+
+
+def write_detections(out_dir, image_ids, class_names, ground_truth, methods: dict) -> str:
+    """Writes ``<out_dir>/detections.json``: {"image_ids": [N], "class_names": [C],
+    "ground_truth": [N x {"boxes_yxyx", "classes", "difficult"}], "methods": {name: [N x
+    {"boxes_yxyx", "scores", "classes"}]}} (image_yxyx pixels, 0-based classes). Returns the path.
+    """
+    data = {
+        "image_ids": list(image_ids),
+        "class_names": list(class_names),
+        "ground_truth": [_listed(g) for g in ground_truth],
+        "methods": {name: [_listed(d) for d in dets] for name, dets in methods.items()},
+    }
+    path = os.path.join(out_dir, contracts.DETECTIONS_JSON)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f)
+    return path
+
+
+def read_detections(eval_dir) -> dict:
+    """``write_detections``' file of an evaluation directory, its lists as NumPy arrays.
+
+    Raises:
+      FileNotFoundError: no detections.json (an evaluation written before it existed).
+      ValueError: a file whose lists do not cover its images (naming the file and field).
+    """
+    path = os.path.join(eval_dir, contracts.DETECTIONS_JSON)
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    n = len(data.get("image_ids", []))
+    shapes = {"boxes_yxyx": (-1, 4)}
+    dtypes = {"classes": np.int64, "difficult": bool}
+
+    def arrays(items, field):
+        if not isinstance(items, list) or len(items) != n:
+            raise ValueError(f"{path}: field {field!r} must list the {n} images")
+        return [
+            {
+                k: np.asarray(v, dtypes.get(k, np.float64)).reshape(shapes.get(k, (-1,)))
+                for k, v in item.items()
+            }
+            for item in items
+        ]
+
+    data["ground_truth"] = arrays(data.get("ground_truth"), "ground_truth")
+    data["methods"] = {
+        name: arrays(dets, f"methods.{name}") for name, dets in data.get("methods", {}).items()
+    }
+    return data
 
 
 def evaluate_voc(

@@ -57,6 +57,8 @@ class ClassResult:
       tp, fp: bool [R], true/false positive flags in that order.
       recall, precision: float64 [R], cumulative recall tp/num_positives (NaN-free: 0 when
         num_positives == 0) and precision tp/(tp+fp) after each detection.
+      image_ids: int64 [R], the index of each ranked detection's image in the evaluated list
+        (a detection's tp / fp depends on its own image only: ``bootstrap`` reweighs images).
     """
 
     ap: float
@@ -67,6 +69,7 @@ class ClassResult:
     fp: np.ndarray
     recall: np.ndarray
     precision: np.ndarray
+    image_ids: np.ndarray
 
     def to_dict(self) -> dict:
         return {
@@ -349,6 +352,7 @@ def _evaluate_class(cls: int, gts, dets, iou_threshold: float, use_07_metric: bo
         fp=fp,
         recall=recall,
         precision=precision,
+        image_ids=image_ids[order][kept],
     )
 
 
