@@ -10,7 +10,9 @@ from PIL import Image
 
 from dnet_tf.core.detections import Detections
 from dnet_tf.evaluation import cli
+from dnet_tf.evaluation.runner import read_detections
 from dnet_tf.evaluation.sliding_window import SlidingWindowConfig, count_boxes
+from dnet_tf.evaluation.voc_ap import evaluate_detections
 from dnet_tf.inference.detector import DetectionResult
 
 H, W = 60, 80
@@ -178,6 +180,13 @@ def test_cli_end_to_end_with_stand_ins(tmp_path, capsys):
         summary["methods"]["DetectorNet"]["voc07"]["per_class"]["dog"]["num_positives"] == 2
     )  # difficult excluded
     assert summary["sliding_window_config"]["stride_multiplier"] == 4
+
+    # detections.json holds what the table was scored on: scored again, the same APs.
+    saved = read_detections(out)
+    assert saved["image_ids"] == ["img0", "img1", "img2"] and saved["class_names"] == ["cat", "dog"]
+    for method in ("DetectorNet", "DetectorNet (first stage)", "Sliding windows"):
+        again = evaluate_detections(saved["ground_truth"], saved["methods"][method], 2)
+        assert again.mean_ap == pytest.approx(rows[method]["mAP"], abs=1e-12)
 
     md = (out / "table.md").read_text()
     assert "| DetectorNet | 1.000 | 1.000 | 1.000 | 3 |" in md
