@@ -73,11 +73,16 @@ def test_the_draws_of_a_two_image_split_worked_by_hand():
     gts, a, b = two_image_split()
     # Draws: image 0 twice (p 1/4): both find everything, difference 0; each once (p 1/2): the
     # split, 1 - 6/11 = 5/11; image 1 twice (p 1/4): a finds nothing (AP 0), b all: 1.
-    # P(b above a) = 3/4, ties count half: 3/4 + 1/8 = 7/8; the central 90% spans [0, 1].
+    # P(b above a) = 3/4, ties count half: 3/4 + 1/8 = 7/8. Mean 1/2 * 5/11 + 1/4 = 0.4773,
+    # variance 1/2 * (5/11)^2 + 1/4 - 0.4773^2 = 0.1255: standard error 0.3543, and the 90%
+    # interval 5/11 -/+ 1.6449 * 0.3543.
     diff = bootstrap.paired_bootstrap(gts, a, b, 1, samples=4000, seed=3)
     assert diff.delta == pytest.approx(5 / 11)
     assert diff.p_better == pytest.approx(7 / 8, abs=0.02)
-    assert (diff.low, diff.high) == (0.0, 1.0)
+    se = np.sqrt(0.5 * (5 / 11) ** 2 + 0.25 - (0.5 * 5 / 11 + 0.25) ** 2)
+    assert diff.standard_error == pytest.approx(se, rel=0.03)
+    assert diff.low == pytest.approx(5 / 11 - 1.6449 * diff.standard_error, abs=1e-4)
+    assert diff.high == pytest.approx(5 / 11 + 1.6449 * diff.standard_error, abs=1e-4)
     same = bootstrap.paired_bootstrap(gts, b, b, 1, samples=50)
     assert (same.delta, same.low, same.high, same.p_better) == (0.0, 0.0, 0.0, 0.5)
     # Seeded: the same draws again.
@@ -130,6 +135,10 @@ def test_detections_json_round_trip(tmp_path):
     assert data["ground_truth"][1]["classes"].dtype == np.int64
 
 
+def rows_of(out):
+    return json.loads((out / "ablation.json").read_text())
+
+
 def test_ablation_table_gives_the_bootstrap_against_the_first_row(tmp_path):
     gts, a, b = two_image_split()
     write_variant(tmp_path / "a", gts, a)
@@ -142,8 +151,11 @@ def test_ablation_table_gives_the_bootstrap_against_the_first_row(tmp_path):
     lines = [x for x in (out / "ablation.md").read_text().splitlines() if x.startswith("| ")]
     assert lines[0].endswith("| mAP vs the first (90% interval) | P(above the first) |")
     assert lines[1].startswith("| a | 0.545 |") and lines[1].endswith("| — | — |")
-    assert lines[2].startswith("| b | 1.000 |") and "| +0.455 [+0.000, +1.000] |" in lines[2]
-    rows = json.loads((out / "ablation.json").read_text())
+    b_row = rows_of(out)["b"]["bootstrap"]
+    interval = f"| +0.455 [{b_row['low']:+.3f}, {b_row['high']:+.3f}] |"
+    assert lines[2].startswith("| b | 1.000 |") and interval in lines[2]
+    assert b_row["low"] < 0.455 < b_row["high"]
+    rows = rows_of(out)
     assert rows["b"]["bootstrap"]["samples"] == 400 and rows["a"]["bootstrap"] is None
     # --bootstrap 0: no columns.
     assert ablation.main(["--out", str(out), "--bootstrap", "0", f"a={tmp_path / 'a'}"]) == 0

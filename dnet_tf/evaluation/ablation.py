@@ -152,9 +152,9 @@ def markdown(rows: dict) -> str:
         b = next(r["bootstrap"] for r in rows.values() if r.get("bootstrap"))
         lines[-1] += (
             f" Against the first row: the paired bootstrap over the images ({b['samples']} "
-            f"draws, seed {b['seed']}): the difference on the split, the central "
-            f"{b['interval']:.0%} of the draws' differences, and the share of draws where the "
-            "variant is above."
+            f"draws, seed {b['seed']}): the difference on the split with its "
+            f"{b['interval']:.0%} normal interval (the draws' standard error), and the share "
+            "of draws where the variant is above."
         )
     return "\n".join(lines) + "\n"
 
