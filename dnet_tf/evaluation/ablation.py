@@ -5,7 +5,8 @@
 Each argument is LABEL=DIR, DIR holding the evaluation.json of one variant evaluated on the same
 split. Writes ablation.md and ablation.json into --out: per variant the refined and first-stage
 mAP (the evaluation's table metric), AP per class (refined), part false positives per image and
-recall of touching / isolated objects (``errors``), seconds per image, and, where the
+recall of touching / isolated objects (``errors``), seconds and network evaluations per image,
+and, where the
 directories hold ``detections.json`` of the same images, the paired bootstrap of each variant's
 mAP difference to the first variant (``bootstrap``; ``--bootstrap 0`` leaves it out): whether a
 difference is larger than the split's noise.
@@ -49,6 +50,7 @@ def summarize(eval_dir: str) -> dict:
         "ap": {c: v["ap"] for c, v in refined[key]["per_class"].items()},
         "first_stage_ap": {c: v["ap"] for c, v in first[key]["per_class"].items()},
         "seconds_per_image": refined.get("seconds_per_image"),
+        "network_evaluations_per_image": refined.get("network_evaluations_per_image"),
         # objects below runner.SMALL_OBJECT_SIDE of the image's side (absent in older files)
         "small_mAP": refined.get("voc07_small", {}).get("mAP"),
         "first_stage_small_mAP": first.get("voc07_small", {}).get("mAP"),
@@ -118,6 +120,7 @@ def markdown(rows: dict) -> str:
         "recall touching",
         "recall isolated",
         "s / image",
+        "network evals / image",
     ]
     if with_bootstrap:
         interval = next(r["bootstrap"] for r in rows.values() if r.get("bootstrap"))["interval"]
@@ -132,6 +135,7 @@ def markdown(rows: dict) -> str:
             _fmt(r.get("recall_touching")),
             _fmt(r.get("recall_isolated")),
             _fmt(r.get("seconds_per_image"), 2),
+            _fmt(r.get("network_evaluations_per_image"), 1),
         ]
         if with_bootstrap:
             b = r.get("bootstrap")
