@@ -71,6 +71,13 @@ def test_unknown_json_field_is_refused():
         DetectorConfig.from_dict({"model": {"num_clases": 3}})
 
 
+def test_stride10_config_doubles_the_first_stage_stride_only():
+    fast, paper = named_config("paper_stride10"), named_config("paper")
+    assert fast.model == paper.model and fast.train == paper.train
+    assert (fast.inference.stride_px, paper.inference.stride_px) == (10.0, 5.0)
+    assert dataclasses.replace(fast.inference, stride_px=5.0) == paper.inference
+
+
 def test_coarse_refinement_config_changes_inference_knobs_only():
     # It applies to a run trained with the default: same networks, a cheaper refinement search.
     coarse, paper = named_config("paper_coarse_refinement"), named_config("paper")
