@@ -10,7 +10,7 @@ and scored with VOC2007 11-point AP. Printed per setting: mAP and its difference
 median and mean seconds per image, and the network evaluations per image (mean, median, 90th
 percentile, max: with the candidate-driven graph they depend on the image). Choose settings on
 the validation split; the test split is for reporting. Timings on a shared machine are noisy:
-the settings run one after another in one process, the table gives medians, and the JSON
+the settings take turns image by image in one process, the table gives medians, and the JSON
 (bench/results/inference_sweep_<split>.json) the machine's load.
 """
 
@@ -98,38 +98,56 @@ SETTINGS = {
 
 
 def run_setting(run_dir, records, overrides: dict) -> dict:
+    """One setting's row (``run_settings`` with that setting alone)."""
+    return run_settings(run_dir, records, {"setting": overrides})["setting"]
+
+
+def run_settings(run_dir, records, settings: dict) -> dict:
+    """name -> row for each {name: InferenceConfig overrides}, timed image by image in turn.
+
+    Every setting's detector is built (and traced on the first image, untimed) before any is
+    timed; then each image goes through every setting, one after another, so that a machine
+    whose speed drifts during the run slows every setting alike and the ratios between them
+    hold (timed one setting after another, a drift of 2x reads as one setting's cost).
+    """
     from dnet_tf.evaluation.runner import ground_truth_of
     from dnet_tf.evaluation.voc_ap import evaluate_detections
     from dnet_tf.inference.detector import load_detector
 
-    det = load_detector(run_dir, overrides)
+    detectors = {name: load_detector(run_dir, overrides) for name, overrides in settings.items()}
     jpegs = [pathlib.Path(r.image_path).read_bytes() for r in records]
-    det.detect_encoded(jpegs[:1])  # tracing, untimed
-    dets, seconds, evals = [], [], []
+    for det in detectors.values():
+        det.detect_encoded(jpegs[:1])  # tracing, untimed
+    dets = {name: [] for name in settings}
+    seconds = {name: [] for name in settings}
+    evals = {name: [] for name in settings}
     for data in jpegs:
-        t = time.perf_counter()
-        res = det.detect_encoded([data])[0]
-        seconds.append(time.perf_counter() - t)
-        dets.append(res.detections.arrays())
-        evals.append(int(res.network_evaluations))
-    result = evaluate_detections(
-        [ground_truth_of(r) for r in records], dets, len(det.class_names), 0.5, use_07_metric=True
-    )
-    evals = np.asarray(evals)
-    return {
-        "overrides": overrides,
-        "mAP": float(result.mean_ap),
-        "p50_s": float(np.median(seconds)),
-        "mean_s": float(np.mean(seconds)),
-        "evaluations_mean": float(evals.mean()),
-        "evaluations_p50": float(np.median(evals)),
-        "evaluations_p90": float(np.percentile(evals, 90)),
-        "evaluations_min": int(evals.min()),
-        "evaluations_max": int(evals.max()),
-        "evaluations_histogram": {
-            int(v): int(c) for v, c in zip(*np.unique(evals, return_counts=True))
-        },
-    }
+        for name, det in detectors.items():
+            t = time.perf_counter()
+            res = det.detect_encoded([data])[0]
+            seconds[name].append(time.perf_counter() - t)
+            dets[name].append(res.detections.arrays())
+            evals[name].append(int(res.network_evaluations))
+    gts = [ground_truth_of(r) for r in records]
+    rows = {}
+    for name, det in detectors.items():
+        result = evaluate_detections(gts, dets[name], len(det.class_names), 0.5, use_07_metric=True)
+        e = np.asarray(evals[name])
+        rows[name] = {
+            "overrides": settings[name],
+            "mAP": float(result.mean_ap),
+            "p50_s": float(np.median(seconds[name])),
+            "mean_s": float(np.mean(seconds[name])),
+            "evaluations_mean": float(e.mean()),
+            "evaluations_p50": float(np.median(e)),
+            "evaluations_p90": float(np.percentile(e, 90)),
+            "evaluations_min": int(e.min()),
+            "evaluations_max": int(e.max()),
+            "evaluations_histogram": {
+                int(v): int(c) for v, c in zip(*np.unique(e, return_counts=True))
+            },
+        }
+    return rows
 
 
 def main(argv=None) -> int:
@@ -150,15 +168,12 @@ def main(argv=None) -> int:
 
     names = load_run(args.run_dir).class_names
     records = read_voc_split(args.data, args.split, names)[: args.max_images]
-    rows = {}
-    for name in args.settings.split(";"):
-        rows[name] = run_setting(args.run_dir, records, SETTINGS[name])
-        r = rows[name]
-        print(
-            f"  {name}: mAP {r['mAP']:.3f}, p50 {r['p50_s'] * 1e3:.0f} ms, "
-            f"evaluations {r['evaluations_mean']:.1f}",
-            flush=True,
-        )
+    chosen = args.settings.split(";")
+    unknown = [n for n in chosen if n not in SETTINGS]
+    if unknown:
+        print(f"unknown settings {unknown}; known: {sorted(SETTINGS)}", file=sys.stderr)
+        return 2
+    rows = run_settings(args.run_dir, records, {n: SETTINGS[n] for n in chosen})
     base = rows.get("default", next(iter(rows.values())))
     print(
         f"run {pathlib.Path(args.run_dir).name}, {args.split} split ({len(records)} images), "
