@@ -170,3 +170,44 @@ def test_ablation_refuses_a_bootstrap_of_different_images(tmp_path, capsys):
         == 2
     )
     assert "different images" in capsys.readouterr().err
+
+
+def test_a_bad_detections_file_is_refused_naming_it(tmp_path, monkeypatch, capsys):
+    from dnet_tf.evaluation import runner
+
+    gts, a, b = two_image_split()
+    write_variant(tmp_path / "a", gts, a)
+    write_variant(tmp_path / "b", gts, b)
+    path = tmp_path / "b" / "detections.json"
+    good = path.read_text()
+    # Truncated: not JSON.
+    path.write_text(good[: len(good) // 2])
+    with pytest.raises(ValueError, match=r"detections\.json: not a detections file"):
+        read_detections(tmp_path / "b")
+    # An image's detections without scores: the field and the image are named.
+    data = json.loads(good)
+    del data["methods"][REFINED][1]["scores"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"methods\.DetectorNet\[1\] must hold the fields"):
+        read_detections(tmp_path / "b")
+    # Boxes that are not 4 numbers each.
+    data = json.loads(good)
+    data["ground_truth"][0]["boxes_yxyx"] = [[1.0, 2.0, 3.0]]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"ground_truth\[0\]"):
+        read_detections(tmp_path / "b")
+    # Past the size limit: refused before it is read, and the ablation says so and exits 2.
+    path.write_text(good)
+    monkeypatch.setattr(runner, "MAX_DETECTIONS_JSON_BYTES", len(good) - 1)
+    with pytest.raises(ValueError, match=f"{len(good)} bytes, over the limit of {len(good) - 1}"):
+        read_detections(tmp_path / "b")
+    assert (
+        ablation.main(["--out", str(tmp_path / "o"), f"a={tmp_path / 'a'}", f"b={tmp_path / 'b'}"])
+        == 2
+    )
+    assert "over the limit" in capsys.readouterr().err
+    # A baseline's timing fields are not written.
+    write_detections(tmp_path, ["i0"], ["ball"], gts[:1], {"x": [dict(b[0], seconds=0.5)]})
+    assert set(
+        json.loads(path.parent.parent.joinpath("detections.json").read_text())["methods"]["x"][0]
+    ) == {"boxes_yxyx", "scores", "classes"}

@@ -6,10 +6,9 @@ Each argument is LABEL=DIR, DIR holding the evaluation.json of one variant evalu
 split. Writes ablation.md and ablation.json into --out: per variant the refined and first-stage
 mAP (the evaluation's table metric), AP per class (refined), part false positives per image and
 recall of touching / isolated objects (``errors``), seconds and network evaluations per image,
-and, where the
-directories hold ``detections.json`` of the same images, the paired bootstrap of each variant's
-mAP difference to the first variant (``bootstrap``; ``--bootstrap 0`` leaves it out): whether a
-difference is larger than the split's noise.
+and, where the directories hold ``detections.json`` of the same images, the paired bootstrap of
+each variant's mAP difference to the first variant (``bootstrap``; ``--bootstrap 0`` leaves it
+out): whether a difference is larger than the split's noise.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ import numpy as np
 from dnet_tf.evaluation.voc_ap import VocResult, average_precision, evaluate_detections
 
 DEFAULT_SAMPLES = 1000
-DEFAULT_INTERVAL = 0.9  # the central share of the draws the interval holds
+DEFAULT_INTERVAL = 0.9  # the interval's coverage: delta -/+ 1.645 standard errors
 
 
 @dataclasses.dataclass

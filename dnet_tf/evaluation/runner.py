@@ -257,8 +257,22 @@ def evaluate_split(
     return summary
 
 
-def _listed(mapping: dict) -> dict:
-    return {k: np.asarray(v).tolist() for k, v in mapping.items()}
+# The fields detections.json keeps of each image's mappings (a baseline's also carry timings).
+_GROUND_TRUTH_FIELDS = ("boxes_yxyx", "classes", "difficult")
+_DETECTION_FIELDS = ("boxes_yxyx", "scores", "classes")
+_FIELD_DTYPES = {"classes": np.int64, "difficult": bool}
+# detections.json of the largest split evaluated here (500 images) is ~1 MB; a file past this is
+# not one the runner wrote, and is refused before it is read.
+MAX_DETECTIONS_JSON_BYTES = 256 * 1024 * 1024
+
+
+def _listed(mapping, fields) -> dict:
+    out = {k: np.asarray(mapping[k]).tolist() for k in fields if k != "difficult"}
+    if "difficult" in fields:  # optional in evaluate_detections' ground truth: none difficult
+        out["difficult"] = np.asarray(
+            mapping.get("difficult", np.zeros(len(out["classes"]), bool)), bool
+        ).tolist()
+    return out
 
 
 def write_detections(out_dir, image_ids, class_names, ground_truth, methods: dict) -> str:
@@ -269,8 +283,10 @@ def write_detections(out_dir, image_ids, class_names, ground_truth, methods: dic
     data = {
         "image_ids": list(image_ids),
         "class_names": list(class_names),
-        "ground_truth": [_listed(g) for g in ground_truth],
-        "methods": {name: [_listed(d) for d in dets] for name, dets in methods.items()},
+        "ground_truth": [_listed(g, _GROUND_TRUTH_FIELDS) for g in ground_truth],
+        "methods": {
+            name: [_listed(d, _DETECTION_FIELDS) for d in dets] for name, dets in methods.items()
+        },
     }
     path = os.path.join(out_dir, contracts.DETECTIONS_JSON)
     with open(path, "w", encoding="utf-8") as f:
@@ -283,29 +299,48 @@ def read_detections(eval_dir) -> dict:
 
     Raises:
       FileNotFoundError: no detections.json (an evaluation written before it existed).
-      ValueError: a file whose lists do not cover its images (naming the file and field).
+      ValueError: a file over MAX_DETECTIONS_JSON_BYTES, not JSON, or whose lists do not cover
+        its images with the fields above (naming the file, the field and the image index).
     """
     path = os.path.join(eval_dir, contracts.DETECTIONS_JSON)
+    size = os.path.getsize(path)
+    if size > MAX_DETECTIONS_JSON_BYTES:
+        raise ValueError(f"{path}: {size} bytes, over the limit of {MAX_DETECTIONS_JSON_BYTES}")
     with open(path, encoding="utf-8") as f:
-        data = json.load(f)
-    n = len(data.get("image_ids", []))
-    shapes = {"boxes_yxyx": (-1, 4)}
-    dtypes = {"classes": np.int64, "difficult": bool}
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not a detections file ({e})") from e
+    if not isinstance(data, dict) or not isinstance(data.get("image_ids"), list):
+        raise ValueError(f"{path}: field 'image_ids' must be a list")
+    n = len(data["image_ids"])
 
-    def arrays(items, field):
+    def arrays(items, field, fields):
         if not isinstance(items, list) or len(items) != n:
             raise ValueError(f"{path}: field {field!r} must list the {n} images")
-        return [
-            {
-                k: np.asarray(v, dtypes.get(k, np.float64)).reshape(shapes.get(k, (-1,)))
-                for k, v in item.items()
-            }
-            for item in items
-        ]
+        out = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or any(k not in item for k in fields):
+                raise ValueError(f"{path}: {field}[{i}] must hold the fields {list(fields)}")
+            try:
+                out.append(
+                    {
+                        k: np.asarray(item[k], _FIELD_DTYPES.get(k, np.float64)).reshape(
+                            (-1, 4) if k == "boxes_yxyx" else (-1,)
+                        )
+                        for k in fields
+                    }
+                )
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{path}: {field}[{i}]: {e}") from e
+        return out
 
-    data["ground_truth"] = arrays(data.get("ground_truth"), "ground_truth")
+    data["ground_truth"] = arrays(data.get("ground_truth"), "ground_truth", _GROUND_TRUTH_FIELDS)
+    methods = data.get("methods", {})
+    if not isinstance(methods, dict):
+        raise ValueError(f"{path}: field 'methods' must map names to lists")
     data["methods"] = {
-        name: arrays(dets, f"methods.{name}") for name, dets in data.get("methods", {}).items()
+        name: arrays(dets, f"methods.{name}", _DETECTION_FIELDS) for name, dets in methods.items()
     }
     return data
 
