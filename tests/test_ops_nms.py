@@ -174,6 +174,30 @@ def test_demote_parts_hand_worked():
     np.testing.assert_array_equal(b.numpy()[0][:4], boxes[0, [0, 2, 3, 4]])
 
 
+def test_a_container_scoring_a_little_below_its_part_claims_it():
+    # B (1, 1, 4, 4) lies inside A (0, 0, 10, 10) and outscores it, 0.8 against 0.75 (a part
+    # whose refinement looked whole). rank_ratio 1: A must rank above B, so nothing changes.
+    # 0.9: 0.75 >= 0.9 * 0.8 = 0.72, so B is A's part, 0.8 * 0.5 = 0.4, and sorts below A.
+    # 0.95: 0.75 < 0.76, untouched. A is never B's part (it is the larger), at any ratio;
+    # D (20, 20, 30, 30), far from both, ranks below everything and is untouched.
+    boxes = np.array([[[1, 1, 4, 4], [0, 0, 10, 10], [20, 20, 30, 30]]], np.float32)
+    scores = np.array([[0.8, 0.75, 0.1]], np.float32)
+    classes = np.zeros((1, 3), np.int32)
+    valid = np.ones((1, 3), bool)
+    for ratio, want_scores, want_order in (
+        (1.0, [0.8, 0.75, 0.1], [0, 1, 2]),
+        (0.9, [0.75, 0.4, 0.1], [1, 0, 2]),
+        (0.95, [0.8, 0.75, 0.1], [0, 1, 2]),
+    ):
+        b, s, _, _ = nms.demote_parts(boxes, scores, classes, valid, 0.7, 0.5, ratio)
+        np.testing.assert_allclose(s.numpy()[0], want_scores, rtol=1e-6)
+        np.testing.assert_array_equal(b.numpy()[0], boxes[0, want_order])
+    # Another class's container never claims it.
+    other = np.array([[0, 1, 0]], np.int32)
+    s = nms.demote_parts(boxes, scores, other, valid, 0.7, 0.5, 0.5)[1]
+    np.testing.assert_allclose(s.numpy()[0], [0.8, 0.75, 0.1], rtol=1e-6)
+
+
 def test_demote_parts_threshold_ties_and_equal_areas():
     # i = [0, 0, 1, 10] (area 10) has exactly 5 of its area inside j = [0, 5, 2, 20]: demoted at
     # containment 0.5 (>=), kept at 0.51. Equal areas are never parts; equal scores rank by index.

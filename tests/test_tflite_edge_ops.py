@@ -212,8 +212,12 @@ def test_top_k_orders_ties_by_index_like_tf():
     )
 
 
-@pytest.mark.parametrize("seed,factor", [(0, 0.5), (1, 0.5), (2, 0.5), (3, 0.5), (0, 0.0)])
-def test_demote_parts_equals_the_graph(seed, factor):
+@pytest.mark.parametrize(
+    "seed,factor,ratio",
+    [(0, 0.5, 1.0), (1, 0.5, 1.0), (2, 0.5, 1.0), (3, 0.5, 1.0), (0, 0.0, 1.0), (1, 0.5, 0.8)]
+    + [(2, 0.5, 0.8), (3, 0.0, 0.8)],
+)
+def test_demote_parts_equals_the_graph(seed, factor, ratio):
     rng = np.random.default_rng(seed)
     k, num = 12, 9
     # Nested boxes on purpose: half of them inside the first three.
@@ -230,9 +234,9 @@ def test_demote_parts_equals_the_graph(seed, factor):
     scores[num:], boxes[num:], classes[num:] = 0.0, 0.0, 0
     valid = np.arange(k) < num
     want = nms.demote_parts(
-        boxes[None], scores[None], classes[None].astype(np.int32), valid[None], 0.7, factor
+        boxes[None], scores[None], classes[None].astype(np.int32), valid[None], 0.7, factor, ratio
     )
-    got = edge_ops.demote_parts(boxes, scores, classes, num, 0.7, factor)
+    got = edge_ops.demote_parts(boxes, scores, classes, num, 0.7, factor, ratio)
     left = got[3]
     assert left == int(want[3][0].numpy().sum())
     np.testing.assert_array_equal(got[1][:left], want[1][0].numpy()[:left])
@@ -243,5 +247,5 @@ def test_demote_parts_equals_the_graph(seed, factor):
     else:  # removed: fewer detections, none of them a part of another
         assert left < num
         assert not policy.part_of(
-            got[0][:left], got[1][:left], got[2][:left], np.ones(left, bool), 0.7
+            got[0][:left], got[1][:left], got[2][:left], np.ones(left, bool), 0.7, rank_ratio=ratio
         ).any()

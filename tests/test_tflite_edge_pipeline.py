@@ -21,7 +21,7 @@ from dnet_tf.core import boxes as core_boxes
 from dnet_tf.inference.module import DetectorModule, uint8_batch
 from dnet_tf.tflite import edge_ops
 from dnet_tf.tflite.convert import keras_network
-from dnet_tf.tflite.edge_pipeline import EdgePipeline, detections_of
+from dnet_tf.tflite.edge_pipeline import EdgePipeline, FirstStage, detections_of
 
 ASPECTS = [0.5, 0.75, 1.0, 1.33, 2.0]
 NAMES = ["cat", "dog"]
@@ -53,6 +53,7 @@ SELECTIONS = {
         "refine_outside_halves_weight": 1.0,
         "outside_halves_floor": 0.3,
         "candidate_containment": 0.7,
+        "across_scales_containment": 0.7,
     },
 }
 
@@ -259,3 +260,32 @@ def test_classifying_the_final_detections_equals_the_graph_and_costs_less():
     first = g["first_stage_scores"][: int(g["first_stage_num_detections"])]
     assert np.all(np.diff(first) <= 0) and first.max() <= 1.0
     np.testing.assert_allclose(e["first_stage_scores"], g["first_stage_scores"], atol=1e-5)
+
+
+def test_interior_boxes_of_a_better_candidate_from_another_scale_are_dropped():
+    # One class, three first-stage boxes (image px) as the scales leave them: A (0, 0, 100, 100)
+    # Eq. (3) 4.5 from the coarsest scale; B (10, 10, 50, 50) 4.0, all of it inside A (a part
+    # found at a finer scale; IoU 0.16, so the candidate NMS at 0.7 keeps it); C (60, 60, 160,
+    # 160) 3.0, of whose area 40 x 40 / 100 x 100 = 0.16 lies in A. With
+    # across_scales_containment 0.7 only B is dropped; off (0), all three are candidates; B
+    # is never dropped for lying in C (C ranks below it), nor A for containing B.
+    boxes = np.array(
+        [[[0, 0, 100, 100], [10, 10, 50, 50], [60, 60, 160, 160], [0, 0, 0, 0]]], np.float32
+    )
+    scores = np.array([[4.5, 4.0, 3.0, -1e9]], np.float32)
+    valid = np.array([[True, True, True, False]])
+    loc, cls = fake_localizer(num_classes=1), fake_classifier(num_classes=1)
+    for containment, expected in ((0.7, [4.5, 3.0]), (0.0, [4.5, 4.0, 3.0])):
+        cfg = DetectorConfig(
+            model=ModelConfig(num_classes=1),
+            inference=dataclasses.replace(
+                InferenceConfig(), max_refine=4, across_scales_containment=containment
+            ),
+        )
+        module = DetectorModule(loc, cls, ["cat"], ASPECTS, cfg)
+        g = module._top_candidates(tf.constant(boxes[None]), scores[None], valid[None])
+        edge = EdgePipeline(keras_network(loc), keras_network(cls), ["cat"], ASPECTS, cfg)
+        e = edge.top_candidates(FirstStage(boxes, scores.astype(np.float64), valid))
+        for name, cand in (("graph", g), ("edge", e)):
+            got = np.asarray(cand.scores).reshape(-1)[np.asarray(cand.valid).reshape(-1)]
+            np.testing.assert_array_equal(got, expected, err_msg=f"{name}, {containment}")

@@ -201,19 +201,23 @@ def masks_in_use(masks, mask_types: str):
     return masks * full_only
 
 
-def part_of(boxes_yxyx, scores, classes, valid, containment: float, xp=NUMPY):
+def part_of(
+    boxes_yxyx, scores, classes, valid, containment: float, xp=NUMPY, rank_ratio: float = 1.0
+):
     """Which detections are parts of a larger, better detection of their class.
 
     Detection i is a part when some valid detection j of the same class ranks above it (higher
-    score, or an equal score at a lower index), is larger (area_j > area_i), and contains most of
-    it: area(i ∩ j) >= containment * area_i. Ranks are the given scores', so the result does not
-    depend on the order in which parts are found. Per-class NMS leaves such pairs alone (a head
-    inside a whole animal has a low IoU with it).
+    score, or an equal score at a lower index; with rank_ratio < 1 also any score_j >= rank_ratio
+    * score_i), is larger (area_j > area_i), and contains most of it: area(i ∩ j) >= containment
+    * area_i. Ranks are the given scores', so the result does not depend on the order in which
+    parts are found; area_j > area_i keeps the relation free of cycles at any rank_ratio.
+    Per-class NMS leaves such pairs alone (a head inside a whole animal has a low IoU with it).
 
     Args:
       boxes_yxyx: float32 [..., K, 4], any frame with equal units on both axes.
       scores: float32 [..., K]; classes: int [..., K]; valid: bool [..., K].
-      containment: (0, 1].
+      containment: (0, 1]. rank_ratio: (0, 1], for scores >= 0; 1 = the container must rank
+        above the part.
     Returns:
       bool [..., K], True for valid detections that are parts.
     """
@@ -222,6 +226,8 @@ def part_of(boxes_yxyx, scores, classes, valid, containment: float, xp=NUMPY):
     index = xp.cumsum(xp.ones_like(scores), axis=-1)  # 1, 2, ..., K: any K, static or not
     si, sj = scores[..., :, None], scores[..., None, :]
     above = (sj > si) | ((sj == si) & (index[..., None, :] < index[..., :, None]))
+    if rank_ratio < 1.0:  # a container scoring a little below its part still claims it
+        above = above | (sj >= si * np.float32(rank_ratio))
     area_i, area_j = area[..., :, None], area[..., None, :]
     part = (
         valid[..., None, :]

@@ -407,6 +407,11 @@ class DetectorModule(tf.Module):
         batch = tf.shape(boxes)[0]
         if self.config.inference.candidate_nms_iou < 1.0:
             boxes, scores, valid = self._across_scales_nms(boxes, scores, valid)
+        containment = self.config.inference.across_scales_containment
+        if containment > 0:  # a finer scale's interior boxes of a better candidate: dropped
+            valid = valid & ~nms.parts_of_better(
+                boxes, scores, tf.zeros_like(valid, tf.int32), valid, containment
+            )
         flat_scores = tf.reshape(tf.where(valid, scores, INVALID_SCORE), [batch, c * n])
         k = min(r, c * n)
         top_scores, idx = tf.math.top_k(flat_scores, k=k)
@@ -662,6 +667,7 @@ class DetectorModule(tf.Module):
                 slot_ok,
                 cfg.part_containment,
                 cfg.part_score_factor,
+                cfg.part_container_ratio,
             )
             num = tf.reduce_sum(tf.cast(slot_ok, tf.int32), axis=1)  # parts removed at factor 0
         names = tf.gather(

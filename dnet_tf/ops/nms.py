@@ -126,7 +126,7 @@ def class_nms(
 
 
 @_NOT_CONVERTED
-def parts_of_better(boxes_yxyx, scores, classes, valid, containment: float):
+def parts_of_better(boxes_yxyx, scores, classes, valid, containment: float, rank_ratio=1.0):
     """Which detections are parts of a larger, better detection of their class.
 
     The rule is ``dnet_tf.core.policy.part_of``, on tensors.
@@ -134,7 +134,7 @@ def parts_of_better(boxes_yxyx, scores, classes, valid, containment: float):
     Args:
       boxes_yxyx: float32 [..., K, 4], any frame with the same scale on both axes' ratios.
       scores: float32 [..., K]; classes: int32 [..., K]; valid: bool [..., K].
-      containment: (0, 1].
+      containment: (0, 1]; rank_ratio: (0, 1] (``policy.part_of``).
     Returns:
       bool [..., K], False where not valid.
     """
@@ -142,11 +142,13 @@ def parts_of_better(boxes_yxyx, scores, classes, valid, containment: float):
     scores = tf.convert_to_tensor(scores, tf.float32)
     classes = tf.convert_to_tensor(classes, tf.int32)
     valid = tf.convert_to_tensor(valid, tf.bool)
-    return policy.part_of(boxes, scores, classes, valid, containment, TENSORFLOW)
+    return policy.part_of(boxes, scores, classes, valid, containment, TENSORFLOW, rank_ratio)
 
 
 @_NOT_CONVERTED
-def demote_parts(boxes_yxyx, scores, classes, valid, containment: float, factor: float):
+def demote_parts(
+    boxes_yxyx, scores, classes, valid, containment: float, factor: float, rank_ratio=1.0
+):
     """Lowers the score of detections that are parts of a larger, better detection of their class.
 
     Parts as ``parts_of_better``; a part's score is multiplied by ``factor``
@@ -161,6 +163,7 @@ def demote_parts(boxes_yxyx, scores, classes, valid, containment: float, factor:
       valid: bool [B, K], the slots that hold detections.
       containment: (0, 1].
       factor: [0, 1]; 1 changes nothing, 0 removes the parts.
+      rank_ratio: (0, 1] (``policy.part_of``).
     Returns:
       (boxes [B, K, 4], scores [B, K], classes [B, K], valid [B, K]) sorted by decreasing score,
       valid slots first.
@@ -169,7 +172,7 @@ def demote_parts(boxes_yxyx, scores, classes, valid, containment: float, factor:
     scores = tf.convert_to_tensor(scores, tf.float32)
     classes = tf.convert_to_tensor(classes, tf.int32)
     valid = tf.convert_to_tensor(valid, tf.bool)
-    is_part = parts_of_better(boxes, scores, classes, valid, containment)
+    is_part = parts_of_better(boxes, scores, classes, valid, containment, rank_ratio)
     new_scores = policy.demoted_scores(scores, is_part, factor, TENSORFLOW)
     if factor == 0:
         valid = valid & ~is_part

@@ -266,14 +266,21 @@ def paste_max(
 
 
 def parts_of_better(
-    boxes_yxyx: np.ndarray, scores: np.ndarray, classes: np.ndarray, num: int, containment: float
+    boxes_yxyx: np.ndarray,
+    scores: np.ndarray,
+    classes: np.ndarray,
+    num: int,
+    containment: float,
+    rank_ratio: float = 1.0,
 ) -> np.ndarray:
     """``dnet_tf.ops.nms.parts_of_better`` of one row whose first ``num`` slots hold detections
     (the rule ``dnet_tf.core.policy.part_of``, float32 as the graph). Returns bool [K]."""
     boxes = np.asarray(boxes_yxyx, np.float32)
     scores = np.asarray(scores, np.float32)
     valid = np.arange(len(scores)) < num
-    return policy.part_of(boxes, scores, np.asarray(classes), valid, containment)
+    return policy.part_of(
+        boxes, scores, np.asarray(classes), valid, containment, rank_ratio=rank_ratio
+    )
 
 
 def demote_parts(
@@ -283,6 +290,7 @@ def demote_parts(
     num: int,
     containment: float,
     factor: float,
+    rank_ratio: float = 1.0,
 ):
     """One image's ``dnet_tf.ops.nms.demote_parts``: the first ``num`` slots hold detections.
 
@@ -293,7 +301,7 @@ def demote_parts(
     """
     boxes = np.asarray(boxes_yxyx, np.float32)
     scores = np.asarray(scores, np.float32)
-    is_part = parts_of_better(boxes, scores, classes, num, containment)
+    is_part = parts_of_better(boxes, scores, classes, num, containment, rank_ratio)
     new_scores = policy.demoted_scores(scores, is_part, f32(factor))
     kept = np.arange(num)
     if factor == 0:

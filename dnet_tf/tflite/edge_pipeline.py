@@ -334,6 +334,16 @@ class EdgePipeline:
         c, n = first.scores.shape
         if self.config.inference.candidate_nms_iou < 1.0:
             first = self._across_scales_nms(first)
+        containment = self.config.inference.across_scales_containment
+        if containment > 0:  # a finer scale's interior boxes of a better candidate: dropped
+            inside = policy.part_of(
+                np.asarray(first.boxes_image_yxyx, np.float32),
+                np.asarray(first.scores, np.float32),
+                np.zeros(first.scores.shape, np.int64),
+                first.valid,
+                containment,
+            )
+            first = FirstStage(first.boxes_image_yxyx, first.scores, first.valid & ~inside)
         flat = np.where(first.valid, first.scores, INVALID_SCORE).reshape(-1)
         k = min(r, c * n)
         idx = edge_ops.top_k(flat, k)
@@ -488,7 +498,13 @@ class EdgePipeline:
         k = cfg.max_detections
         if cfg.part_score_factor < 1.0 or resort:
             out_boxes, out_scores, out_classes, num = edge_ops.demote_parts(
-                out_boxes, out_scores, out_classes, num, cfg.part_containment, cfg.part_score_factor
+                out_boxes,
+                out_scores,
+                out_classes,
+                num,
+                cfg.part_containment,
+                cfg.part_score_factor,
+                cfg.part_container_ratio,
             )
         slot_ok = np.arange(k) < num
         names = [self.class_names[int(c)] if ok else "" for c, ok in zip(out_classes, slot_ok)]
