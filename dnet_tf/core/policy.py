@@ -20,9 +20,9 @@ pipelines take them from here:
   * ``refinement_crop``: the image region the refinement looks at: the detection grown by
     ``refine_enlarge`` about its centre (the paper; past the image's edge it reads black), that
     region shifted back inside the image where it fits ("shift"), or cut to the image ("clip").
-  * ``part_of``: a detection is a part of another of its class when the other ranks above it, is
-    larger and covers at least ``containment`` of its area; a part's score is multiplied by
-    ``part_score_factor``.
+  * ``part_of``: a detection is a part of another of its class when the other ranks above it (or
+    scores at least ``rank_ratio`` of it), is larger and covers at least ``containment`` of its
+    area; a part's score is multiplied by ``part_score_factor``.
   * ``INVALID_SCORE``: the score of empty or pruned slots, far below any Eq. (3) score.
   * Class ids: see ``dnet_tf.constants`` (background 0 in the classifier, 1-based exports).
 
