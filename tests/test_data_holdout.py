@@ -84,3 +84,49 @@ def test_hold_out_command_prints_the_splits_and_reports_errors(source, tmp_path,
     assert "'val': 4" in capsys.readouterr().out
     rc = cli.run(["hold-out", "--voc", str(src), "--out", str(tmp_path / "o"), "--count", "4"])
     assert rc == 2 and "already exists" in capsys.readouterr().err
+
+
+def test_folds_hold_out_every_training_image_exactly_once(source, tmp_path):
+    # 10 training images, 3 folds: np.array_split of the seeded permutation gives parts of 4, 3
+    # and 3. Each fold's directory holds out one part; together they cover the training split
+    # once, and no fold's val meets its own train. Fold 0 is the first 4 of the same permutation,
+    # i.e. what --count 4 holds out with the same seed.
+    src, train, test = source
+    perm = np.random.default_rng(5).permutation(10).tolist()
+    want = [perm[:4], perm[4:7], perm[7:]]
+    vals = []
+    for k in range(3):
+        m = hold_out(src, tmp_path / f"f{k}", seed=5, folds=3, fold=k)
+        val = voc.read_split_ids(tmp_path / f"f{k}", "val")
+        new_train = voc.read_split_ids(tmp_path / f"f{k}", "train")
+        assert val == [train[i] for i in sorted(want[k])]
+        assert not set(val) & set(new_train) and sorted(val + new_train) == sorted(train)
+        assert voc.read_split_ids(tmp_path / f"f{k}", "test") == test
+        assert (m["folds"], m["fold"], m["count"]) == (3, k, len(want[k]))
+        vals.append(val)
+    assert sorted(sum(vals, [])) == sorted(train)
+    assert hold_out(src, tmp_path / "c4", count=4, seed=5)["held_out"] == vals[0]
+    assert hold_out(src, tmp_path / "c3", count=3, seed=5)["folds"] is None
+
+
+def test_folds_refuse_bad_arguments_naming_them(source, tmp_path, capsys):
+    src, _, _ = source
+    cases = [
+        ({"folds": 3}, "folds and fold go together"),
+        ({"fold": 0}, "folds and fold go together"),
+        ({"folds": 3, "fold": 0, "count": 2}, r"count \(2\) or folds \(3\), not both"),
+        ({"folds": 1, "fold": 0}, r"folds must be in \[2, 10\].*got 1"),
+        ({"folds": 11, "fold": 0}, r"folds must be in \[2, 10\].*got 11"),
+        ({"folds": 3, "fold": 3}, r"fold must be in \[0, 2\] for 3 folds; got 3"),
+    ]
+    for i, (kwargs, message) in enumerate(cases):
+        with pytest.raises(ValueError, match=message):
+            hold_out(src, tmp_path / f"bad{i}", **kwargs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+    out = str(tmp_path / "cv")
+    assert (
+        cli.run(["hold-out", "--voc", str(src), "--out", out, "--folds", "3", "--fold", "2"]) == 0
+    )
+    assert "fold 2 of 3" in capsys.readouterr().out
+    rc = cli.run(["hold-out", "--voc", str(src), "--out", out + "x", "--fold", "1"])
+    assert rc == 2 and "folds and fold go together" in capsys.readouterr().err

@@ -211,3 +211,74 @@ def test_a_bad_detections_file_is_refused_naming_it(tmp_path, monkeypatch, capsy
     assert set(
         json.loads(path.parent.parent.joinpath("detections.json").read_text())["methods"]["x"][0]
     ) == {"boxes_yxyx", "scores", "classes"}
+
+
+def write_evaluation(directory, ids, gts, dets_by_method, names, seconds, evals):
+    """evaluation.json (each method's VOC07 table, seconds and evaluations per image) and
+    detections.json of the images ``ids``, as the runner writes them."""
+    directory.mkdir()
+    methods = {}
+    for name, dets in dets_by_method.items():
+        methods[name] = {
+            "voc07": evaluate_detections(gts, dets, len(names)).to_dict(names),
+            "seconds_per_image": seconds,
+            "network_evaluations_per_image": evals,
+        }
+    (directory / "evaluation.json").write_text(
+        json.dumps({"num_images": len(ids), "table_metric": "VOC2007 11-point", "methods": methods})
+    )
+    write_detections(directory, list(ids), names, gts, dets_by_method)
+
+
+def test_pooled_folds_score_as_one_split_of_all_their_images(tmp_path):
+    # Two variants evaluated on two disjoint folds (12 and 18 images). Pooled with "+", the row
+    # is what one evaluation of all 30 images gives: mAP and per-class AP from
+    # evaluate_detections on the whole split (the oracle), seconds and evaluations per image
+    # weighted by the folds' images ((12 x 0.1 + 18 x 0.4) / 30 = 0.28; (12 x 50 + 18 x 60) /
+    # 30 = 56), and the paired bootstrap equal to the whole split's.
+    rng = np.random.default_rng(4)
+    names = ["p", "q", "r"]
+    gts, a = random_split(rng, num_images=30)
+    b = [dict(d, scores=np.round(rng.random(len(d["scores"])), 1)) for d in a]
+    ids = [f"img{i}" for i in range(30)]
+    folds = [(slice(0, 12), 0.1, 50.0), (slice(12, 30), 0.4, 60.0)]
+    for variant, dets in (("a", a), ("b", b)):
+        for k, (part, seconds, evals) in enumerate(folds):
+            write_evaluation(
+                tmp_path / f"{variant}{k}",
+                ids[part],
+                gts[part],
+                {REFINED: dets[part], FIRST_STAGE: dets[part]},
+                names,
+                seconds,
+                evals,
+            )
+        write_evaluation(
+            tmp_path / f"{variant}_all", ids, gts, {REFINED: dets, FIRST_STAGE: dets}, names, 0, 0
+        )
+    out = tmp_path / "out"
+    pooled = [f"{v}={tmp_path / (v + '0')}+{tmp_path / (v + '1')}" for v in ("a", "b")]
+    whole = [f"{v}_all={tmp_path / (v + '_all')}" for v in ("a", "b")]
+    assert ablation.main(["--out", str(out), "--bootstrap", "200", *pooled]) == 0
+    rows = rows_of(out)
+    assert ablation.main(["--out", str(tmp_path / "w"), "--bootstrap", "200", *whole]) == 0
+    oracle = rows_of(tmp_path / "w")
+    for variant, dets in (("a", a), ("b", b)):
+        want = evaluate_detections(gts, dets, 3)
+        row = rows[variant]
+        assert row["num_images"] == 30
+        assert row["mAP"] == pytest.approx(want.mean_ap)
+        assert [row["ap"][n] for n in names] == pytest.approx([c.ap for c in want.per_class])
+        assert row["seconds_per_image"] == pytest.approx(0.28)
+        assert row["network_evaluations_per_image"] == pytest.approx(56.0)
+    for field in ("delta", "low", "high", "p_better"):
+        assert rows["b"]["bootstrap"][field] == pytest.approx(oracle["b_all"]["bootstrap"][field])
+
+
+def test_pooling_refuses_overlapping_folds_naming_the_image(tmp_path, capsys):
+    gts, a, _ = two_image_split()
+    write_variant(tmp_path / "f0", gts, a)
+    write_variant(tmp_path / "f1", gts, a, image_ids=("i1", "i2"))
+    code = ablation.main(["--out", str(tmp_path / "o"), f"x={tmp_path / 'f0'}+{tmp_path / 'f1'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "image 'i1' is in both" in err and "disjoint" in err

@@ -5,6 +5,7 @@ python -m dnet_tf.data.cli to-tfrecord --voc DIR --split train --out 'x-*.tfreco
 python -m dnet_tf.data.cli stats --source DIR_OR_GLOB --split train [--out stats.json]
 python -m dnet_tf.data.cli preview --voc DIR --split train --out docs/images/synthetic_samples.png
 python -m dnet_tf.data.cli hold-out --voc DIR --count 32 --out DIR_WITH_VAL [--seed 0]
+python -m dnet_tf.data.cli hold-out --voc DIR --folds 5 --fold 0 --out DIR_FOLD0 [--seed 0]
 """
 
 from __future__ import annotations
@@ -79,8 +80,18 @@ def _preview(args) -> int:
 def _hold_out(args) -> int:
     from dnet_tf.data.holdout import hold_out
 
-    m = hold_out(args.voc, args.out, args.count, args.seed, args.source_split, args.name)
-    print(f"wrote {args.out}: splits {m['images']} (seed {m['seed']}, from {m['source']})")
+    m = hold_out(
+        args.voc,
+        args.out,
+        args.count,
+        args.seed,
+        args.source_split,
+        args.name,
+        folds=args.folds,
+        fold=args.fold,
+    )
+    which = "" if m["folds"] is None else f", fold {m['fold']} of {m['folds']}"
+    print(f"wrote {args.out}: splits {m['images']} (seed {m['seed']}{which}, from {m['source']})")
     return 0
 
 
@@ -156,7 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     h.add_argument("--voc", required=True, help="source VOC root (not modified)")
     h.add_argument("--out", required=True, help="new VOC root; must not exist")
-    h.add_argument("--count", type=int, required=True, help="images held out")
+    h.add_argument("--count", type=int, help="images held out (or --folds and --fold)")
+    h.add_argument(
+        "--folds", type=int, help="cross-validation: cut the seeded permutation into this many"
+    )
+    h.add_argument("--fold", type=int, help="the fold held out, 0-based (with --folds)")
     h.add_argument("--seed", type=int, default=0)
     h.add_argument("--source-split", default="train")
     h.add_argument("--name", default="val", help="the held-out split's name")

@@ -9,6 +9,12 @@ recall of touching / isolated objects (``errors``), seconds and network evaluati
 and, where the directories hold ``detections.json`` of the same images, the paired bootstrap of
 each variant's mAP difference to the first variant (``bootstrap``; ``--bootstrap 0`` leaves it
 out): whether a difference is larger than the split's noise.
+
+DIR may also be DIR1+DIR2+... : evaluations of disjoint images pooled into one split (the folds
+of a cross-validation, ``dnet_tf.data.holdout``), the APs, errors and bootstrap computed on all
+their images from their ``detections.json``; seconds and evaluations per image are the
+image-weighted means of their ``evaluation.json``. Pooled variants are compared on the same
+images in the same order (list the folds alike).
 """
 
 from __future__ import annotations
@@ -20,22 +26,94 @@ import sys
 from collections.abc import Sequence
 
 from dnet_tf.evaluation.bootstrap import DEFAULT_INTERVAL, DEFAULT_SAMPLES, paired_bootstrap
+from dnet_tf.evaluation.errors import analyse_errors
 from dnet_tf.evaluation.runner import FIRST_STAGE, REFINED, read_detections
+from dnet_tf.evaluation.voc_ap import evaluate_detections
+
+POOL_SEPARATOR = "+"
 
 
 def _fmt(x, digits=3) -> str:
     return "—" if x is None else f"{x:.{digits}f}"
 
 
-def summarize(eval_dir: str) -> dict:
-    """The ablation row of one evaluation directory.
-
-    Raises:
-      FileNotFoundError / ValueError: no evaluation.json, or one without both DetectorNet rows.
-    """
+def _read_evaluation(eval_dir: str) -> tuple:
     path = os.path.join(eval_dir, "evaluation.json")
     with open(path, encoding="utf-8") as f:
-        data = json.load(f)
+        return json.load(f), path
+
+
+def pooled_detections(directories: Sequence[str]) -> dict:
+    """``read_detections`` of several evaluation directories, their images concatenated.
+
+    Raises:
+      ValueError: the class names differ, or an image id appears in two of them (naming both).
+    """
+    parts = [read_detections(d) for d in directories]
+    first = parts[0]
+    seen = {}
+    for directory, part in zip(directories, parts):
+        if part["class_names"] != first["class_names"]:
+            raise ValueError(
+                f"{directory} and {directories[0]}: different class names, cannot be pooled"
+            )
+        if set(part["methods"]) != set(first["methods"]):
+            raise ValueError(f"{directory} and {directories[0]}: different methods")
+        for image_id in part["image_ids"]:
+            if image_id in seen:
+                raise ValueError(
+                    f"image {image_id!r} is in both {seen[image_id]} and {directory}: pooled "
+                    "evaluations must hold disjoint images"
+                )
+            seen[image_id] = directory
+    return {
+        "image_ids": [i for p in parts for i in p["image_ids"]],
+        "class_names": first["class_names"],
+        "ground_truth": [g for p in parts for g in p["ground_truth"]],
+        "methods": {m: [d for p in parts for d in p["methods"][m]] for m in first["methods"]},
+    }
+
+
+def _pooled_evaluation(directories: Sequence[str]) -> tuple:
+    """An evaluation.json-like dict of pooled directories, recomputed from their detections."""
+    evaluations = [_read_evaluation(d)[0] for d in directories]
+    pooled = pooled_detections(directories)
+    names = pooled["class_names"]
+    counts = [e["num_images"] for e in evaluations]
+    methods = {}
+    for name in (REFINED, FIRST_STAGE):
+        if name not in pooled["methods"]:
+            continue
+        dets = pooled["methods"][name]
+        entry = {
+            "voc07": evaluate_detections(pooled["ground_truth"], dets, len(names)).to_dict(names),
+            "voc10": evaluate_detections(
+                pooled["ground_truth"], dets, len(names), use_07_metric=False
+            ).to_dict(names),
+            "errors": analyse_errors(pooled["ground_truth"], dets, names).to_dict(),
+        }
+        for field in ("seconds_per_image", "network_evaluations_per_image"):
+            values = [e.get("methods", {}).get(name, {}).get(field) for e in evaluations]
+            if all(v is not None for v in values):
+                entry[field] = sum(v * n for v, n in zip(values, counts)) / sum(counts)
+        methods[name] = entry
+    data = {
+        "num_images": len(pooled["image_ids"]),
+        "table_metric": evaluations[0].get("table_metric", ""),
+        "methods": methods,
+    }
+    return data, POOL_SEPARATOR.join(os.path.join(d, "evaluation.json") for d in directories)
+
+
+def summarize(eval_dir: str) -> dict:
+    """The ablation row of one evaluation directory, or of DIR1+DIR2+... pooled.
+
+    Raises:
+      FileNotFoundError / ValueError: no evaluation.json, or one without both DetectorNet rows;
+        pooled directories that are not disjoint or differ in their classes.
+    """
+    parts = eval_dir.split(POOL_SEPARATOR)
+    data, path = _pooled_evaluation(parts) if len(parts) > 1 else _read_evaluation(eval_dir)
     key = "voc07" if data.get("table_metric", "").startswith("VOC2007") else "voc10"
     methods = data.get("methods", {})
     if REFINED not in methods or FIRST_STAGE not in methods:
@@ -78,8 +156,11 @@ def bootstrap_against_first(
     """
     loaded = {}
     for label, directory in directories.items():
+        parts = directory.split(POOL_SEPARATOR)
         try:
-            loaded[label] = read_detections(directory)
+            loaded[label] = (
+                pooled_detections(parts) if len(parts) > 1 else read_detections(parts[0])
+            )
         except FileNotFoundError:
             loaded[label] = None
     labels = list(directories)
