@@ -30,19 +30,26 @@ from dnet_tf.data.voc import available_splits, read_split_ids
 MANIFEST = "holdout.json"
 
 
+def _permuted(ids, seed: int) -> np.ndarray:
+    """Positions 0 .. len(ids) - 1 in NumPy's PCG64 permutation under ``seed``."""
+    return np.random.default_rng(seed).permutation(len(ids))
+
+
+def _in_order(ids, positions) -> list:
+    return [ids[i] for i in sorted(np.asarray(positions).tolist())]
+
+
 def held_out_ids(ids, count: int, seed: int) -> list:
     """The ``count`` ids of ``ids`` drawn by NumPy's PCG64 permutation under ``seed``, in their
     order in ``ids``."""
-    order = np.random.default_rng(seed).permutation(len(ids))[:count]
-    return [ids[i] for i in sorted(order.tolist())]
+    return _in_order(ids, _permuted(ids, seed)[:count])
 
 
 def fold_ids(ids, folds: int, fold: int, seed: int) -> list:
-    """Fold ``fold`` of ``folds`` of ``ids``: NumPy's PCG64 permutation under ``seed`` cut into
-    ``folds`` parts (``np.array_split``: the first len(ids) % folds parts one longer), in their
-    order in ``ids``. Fold 0 is ``held_out_ids(ids, len(fold 0), seed)``."""
-    order = np.array_split(np.random.default_rng(seed).permutation(len(ids)), folds)[fold]
-    return [ids[i] for i in sorted(order.tolist())]
+    """Fold ``fold`` of ``folds`` of ``ids``: the same permutation cut into ``folds`` parts
+    (``np.array_split``: the first len(ids) % folds parts one longer), in their order in ``ids``.
+    Fold 0 is ``held_out_ids(ids, len(fold 0), seed)``."""
+    return _in_order(ids, np.array_split(_permuted(ids, seed), folds)[fold])
 
 
 def hold_out(

@@ -74,21 +74,33 @@ def pooled_detections(directories: Sequence[str]) -> dict:
     }
 
 
-def _pooled_evaluation(directories: Sequence[str]) -> tuple:
-    """An evaluation.json-like dict of pooled directories, recomputed from their detections."""
+def load_detections(directory: str, cache: dict | None = None) -> dict:
+    """``read_detections`` of DIR, or ``pooled_detections`` of DIR1+DIR2+...; kept in ``cache``
+    (directory -> data) when given, so the table and the bootstrap read each file once."""
+    if cache is not None and directory in cache:
+        return cache[directory]
+    data = pooled_detections(directory.split(POOL_SEPARATOR))
+    if cache is not None:
+        cache[directory] = data
+    return data
+
+
+def _pooled_evaluation(directories: Sequence[str], pooled: dict) -> tuple:
+    """An evaluation.json-like dict of pooled directories, its table metric recomputed from
+    their pooled detections (``pooled_detections``)."""
     evaluations = [_read_evaluation(d)[0] for d in directories]
-    pooled = pooled_detections(directories)
     names = pooled["class_names"]
     counts = [e["num_images"] for e in evaluations]
+    table_metric = evaluations[0].get("table_metric", "")
+    use_07 = table_metric.startswith("VOC2007")
     methods = {}
     for name in (REFINED, FIRST_STAGE):
         if name not in pooled["methods"]:
             continue
         dets = pooled["methods"][name]
         entry = {
-            "voc07": evaluate_detections(pooled["ground_truth"], dets, len(names)).to_dict(names),
-            "voc10": evaluate_detections(
-                pooled["ground_truth"], dets, len(names), use_07_metric=False
+            "voc07" if use_07 else "voc10": evaluate_detections(
+                pooled["ground_truth"], dets, len(names), use_07_metric=use_07
             ).to_dict(names),
             "errors": analyse_errors(pooled["ground_truth"], dets, names).to_dict(),
         }
@@ -99,13 +111,13 @@ def _pooled_evaluation(directories: Sequence[str]) -> tuple:
         methods[name] = entry
     data = {
         "num_images": len(pooled["image_ids"]),
-        "table_metric": evaluations[0].get("table_metric", ""),
+        "table_metric": table_metric,
         "methods": methods,
     }
     return data, POOL_SEPARATOR.join(os.path.join(d, "evaluation.json") for d in directories)
 
 
-def summarize(eval_dir: str) -> dict:
+def summarize(eval_dir: str, cache: dict | None = None) -> dict:
     """The ablation row of one evaluation directory, or of DIR1+DIR2+... pooled.
 
     Raises:
@@ -113,7 +125,10 @@ def summarize(eval_dir: str) -> dict:
         pooled directories that are not disjoint or differ in their classes.
     """
     parts = eval_dir.split(POOL_SEPARATOR)
-    data, path = _pooled_evaluation(parts) if len(parts) > 1 else _read_evaluation(eval_dir)
+    if len(parts) > 1:
+        data, path = _pooled_evaluation(parts, load_detections(eval_dir, cache))
+    else:
+        data, path = _read_evaluation(eval_dir)
     key = "voc07" if data.get("table_metric", "").startswith("VOC2007") else "voc10"
     methods = data.get("methods", {})
     if REFINED not in methods or FIRST_STAGE not in methods:
@@ -146,7 +161,11 @@ def _signed(x: float) -> str:
 
 
 def bootstrap_against_first(
-    directories: dict, samples: int, seed: int = 0, interval: float = DEFAULT_INTERVAL
+    directories: dict,
+    samples: int,
+    seed: int = 0,
+    interval: float = DEFAULT_INTERVAL,
+    cache: dict | None = None,
 ) -> dict:
     """label -> ``PairedDifference.to_dict()`` of the refined mAP against the first label's,
     or None where a directory has no detections.json.
@@ -156,11 +175,8 @@ def bootstrap_against_first(
     """
     loaded = {}
     for label, directory in directories.items():
-        parts = directory.split(POOL_SEPARATOR)
         try:
-            loaded[label] = (
-                pooled_detections(parts) if len(parts) > 1 else read_detections(parts[0])
-            )
+            loaded[label] = load_detections(directory, cache)
         except FileNotFoundError:
             loaded[label] = None
     labels = list(directories)
@@ -258,21 +274,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.bootstrap < 0 or args.seed < 0:
         print("error: --bootstrap and --seed must be >= 0", file=sys.stderr)
         return 2
-    rows, directories = {}, {}
+    rows, directories, cache = {}, {}, {}  # cache: each detections.json read once
     for item in args.variants:
         label, sep, directory = item.rpartition("=")
         if not sep or not label:
             print(f"error: {item!r}: expected LABEL=DIR", file=sys.stderr)
             return 2
         try:
-            rows[label] = summarize(directory)
+            rows[label] = summarize(directory, cache)
         except (OSError, ValueError, KeyError) as e:
             print(f"error: {directory}: {e}", file=sys.stderr)
             return 2
         directories[label] = directory
     if args.bootstrap and len(rows) > 1:
         try:
-            differences = bootstrap_against_first(directories, args.bootstrap, args.seed)
+            differences = bootstrap_against_first(
+                directories, args.bootstrap, args.seed, cache=cache
+            )
         except (OSError, ValueError, KeyError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
