@@ -141,6 +141,13 @@ class InferenceConfig:
     window_overlap: float = (
         0.2  # minimum overlap of neighbouring windows, fraction of side; [0, 0.9]
     )
+    # The window gate (core.windows.windows_to_run): a window of scale s >= 1 goes through the
+    # localizer only when the full mask of some class, in the coarser scales' windows already
+    # run, exceeds this somewhere over it; a window skipped reads as all-zero masks in the merge.
+    # Where the whole image and the half-size windows see nothing, the quarter-size ones are not
+    # looked at: the windows' network cost follows the objects. 0 = every window (the paper).
+    # README, Speed; [0, 1).
+    window_gate: float = 0.0
     # mean box side (w + h) / 2 as a fraction of the mean image side (h + w) / 2; each in (0, 1]
     size_fractions: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
     # which of size_fractions each scale's canvas is searched for: f where lo <= f / window side
@@ -352,6 +359,11 @@ class InferenceConfig:
             and 0.0 <= self.scale_size_bounds[0] <= self.scale_size_bounds[1],
             "scale_size_bounds",
             f"must be (lo, hi) with 0 <= lo <= hi, got {list(self.scale_size_bounds)}",
+        )
+        _check(
+            0.0 <= self.window_gate < 1.0,
+            "window_gate",
+            f"must be in [0, 1), got {self.window_gate}",
         )
         _check(self.stride_px > 0, "stride_px", f"must be > 0, got {self.stride_px}")
         _check(0.0 <= self.coverage_threshold <= 1.0, "coverage_threshold", "must be in [0, 1]")

@@ -294,3 +294,24 @@ def test_sizes_per_scale_bring_part_boxes_that_factor_zero_removes():
     assert (demoted < 0.5 * float(out[0.5]["detection_scores"][0, 0])).all()
     assert float(out[0.0]["detection_scores"][0, 1]) == 0.0
     assert out[0.0]["detection_class_names"][0, 1].numpy() == b""
+
+
+def test_window_gate_skips_the_windows_over_nothing_and_changes_no_detection():
+    # A 50 x 50 object at (10, 10) of a 300 x 300 image, masks = its true coverage. The whole
+    # image's mask (24 cells of 12.5 px) is nonzero in cells 0-4 (to 62.5 px) only. Scale 1
+    # (150 px windows at 0, 75, 150): only the top-left window lies over those cells. Scale 2
+    # (75 px windows at 0, 56.25, 112.5, ...): the windows starting at 0 or 56.25 on both axes lie
+    # over a nonzero cell of the whole image (cell 4, from 50 px), the others over zeros only:
+    # 1 + 1 + 4 = 6 windows instead of 35. Every skipped window holds no object pixel, so its
+    # masks would have been zeros: the detections are the same.
+    image = coloured_object_image(300, 300, [[10, 10, 60, 60]])
+    encoded = tf.constant([png(image), png(np.zeros_like(image))])
+    out = {}
+    for gate in (0.0, 0.05):
+        m = make_module(max_refine=6, window_gate=gate)
+        out[gate] = m.detect(*decode_batch(encoded, 10**7))
+    assert int(out[0.0]["num_detections"][0]) >= 1
+    crops = out[0.0]["network_evaluations"].numpy() - 35
+    np.testing.assert_array_equal(out[0.05]["network_evaluations"].numpy(), crops + [6, 1])
+    for key in ("detection_boxes", "detection_scores", "detection_classes", "num_detections"):
+        np.testing.assert_array_equal(out[0.05][key].numpy(), out[0.0][key].numpy(), err_msg=key)

@@ -69,3 +69,59 @@ def test_bad_arguments_are_named():
         windows.scale_windows(10.0, 10.0, 0, 0.2)
     with pytest.raises(ValueError, match="overlap"):
         windows.scale_windows(10.0, 10.0, 2, 1.0)
+
+
+# --- The window gate's regions and rule (dnet_tf.core.windows) ---------------------------------
+
+
+def test_coarser_cells_hand_worked():
+    from dnet_tf.core.windows import coarser_cells
+
+    # 2 scales, overlap 0.2, d = 4: the whole image's cells are quarters [k/4, (k+1)/4); scale 1's
+    # windows (side 0.5) start at 0, 0.25 and 0.5 on each axis, row-major.
+    ((rows, cols),) = coarser_cells(2, 0.2, 4)
+    assert rows.shape == cols.shape == (9, 1, 4)
+    by_start = {0: [1, 1, 0, 0], 1: [0, 1, 1, 0], 2: [0, 0, 1, 1]}  # cells [0, .5), ...
+    for i in range(9):
+        np.testing.assert_array_equal(rows[i, 0], by_start[i // 3])
+        np.testing.assert_array_equal(cols[i, 0], by_start[i % 3])
+    # 3 scales: scale 2's windows (side 0.25, starts 0, 0.1875, ..., 0.75) against the whole
+    # image and scale 1's 9 windows, d = 2 (cells of 0.5 and 0.25). The first window [0, 0.25)
+    # lies over cell 0 of the whole image, over cell 0 of the windows starting at 0, over
+    # none of those starting at 0.25 (touching only) or 0.5.
+    regions = coarser_cells(3, 0.2, 2)
+    rows2, cols2 = regions[1]
+    assert rows2.shape == (25, 10, 2)
+    np.testing.assert_array_equal(rows2[0, 0], [1, 0])
+    np.testing.assert_array_equal(rows2[0, 1], [1, 0])  # scale-1 window at row start 0
+    np.testing.assert_array_equal(rows2[0, 4], [0, 0])  # scale-1 window at row start 0.25
+    # the window at 0.1875 ([0.1875, 0.4375)): the 0.25-start window's cell 0 is [0.25, 0.5)
+    np.testing.assert_array_equal(rows2[5, 4], [1, 0])
+    np.testing.assert_array_equal(rows2[5, 1], [1, 1])  # [0, .25) and [.25, .5) of [0, .5)
+
+
+def test_window_peaks_and_gate_from_the_definition():
+    from dnet_tf.core.windows import coarser_cells, window_peaks, windows_to_run
+    from dnet_tf.ops.xp import TENSORFLOW
+
+    rng = np.random.default_rng(0)
+    d = 6
+    rows, cols = coarser_cells(3, 0.2, d)[1]
+    full = rng.uniform(0, 1, (2, 10, d, d)).astype(np.float32) ** 4
+    # Oracle: for every window, the max of the coarser cells whose rows and columns both lie
+    # over it, by explicit loops.
+    want = np.zeros((2, 25), np.float32)
+    for b in range(2):
+        for i in range(25):
+            for v in range(10):
+                for r in range(d):
+                    for c in range(d):
+                        if rows[i, v, r] and cols[i, v, c]:
+                            want[b, i] = max(want[b, i], full[b, v, r, c])
+    np.testing.assert_allclose(window_peaks(full, rows, cols), want, rtol=0, atol=0)
+    got_tf = window_peaks(tf.constant(full), tf.constant(rows), tf.constant(cols), TENSORFLOW)
+    np.testing.assert_allclose(got_tf.numpy(), want, rtol=0, atol=0)
+    # The gate: strictly above it; 0 runs every window, even one over nothing at all.
+    peaks = np.array([0.0, 0.2, 0.2001, 0.9], np.float32)
+    np.testing.assert_array_equal(windows_to_run(peaks, 0.2), [False, False, True, True])
+    np.testing.assert_array_equal(windows_to_run(peaks, 0.0), [True] * 4)

@@ -16,6 +16,8 @@ import math
 
 import numpy as np
 
+from dnet_tf.core.xp import NUMPY
+
 
 def windows_per_axis(scale: int, overlap: float) -> int:
     """Windows per axis at scale ``scale`` (0 = full image), window side = 2^-scale of the image.
@@ -61,6 +63,73 @@ def unit_windows(num_scales: int, overlap: float):
                 boxes.append((y, x, y + side, x + side))
                 ids.append(s)
     return np.asarray(boxes, np.float32), np.asarray(ids, np.int32)
+
+
+def coarser_cells(num_scales: int, overlap: float, mask_size: int) -> list:
+    """Which mask cells of the coarser scales' windows lie over each finer window (the window
+    gate's regions, ``window_peaks``).
+
+    A window's d x d mask covers the window: cell row r of window v spans rows
+    [y0 + r h / d, y0 + (r + 1) h / d) of the unit image (h = v's height), columns alike. It lies
+    over window n when the two overlap by a positive length on that axis (touching is not
+    overlapping; the 1e-6 guards the float32 corners).
+
+    Worked: 2 scales, overlap 0.2, d = 4: scale 1's windows start at 0, 0.25 and 0.5; the middle
+    row of windows spans [0.25, 0.75), over the whole image's cell rows 1 and 2 ([0.25, 0.5),
+    [0.5, 0.75)): rows [0, 1, 1, 0].
+
+    Args:
+      num_scales, overlap: the window layout (``unit_windows``); mask_size: d >= 1.
+    Returns:
+      one (rows, cols) pair per scale s >= 1, each float32 [n_s, n_<s, d] of 0 / 1: entry
+      [i, v, r] is 1 when cell row (column) r of the v-th window of the scales before s lies
+      over the i-th window of scale s.
+    """
+    unit, ids = unit_windows(num_scales, overlap)
+    d = int(mask_size)
+    if d < 1:
+        raise ValueError(f"mask_size must be >= 1, got {mask_size}")
+    edges = np.arange(d + 1, dtype=np.float64) / d
+    out = []
+    for s in range(1, int(num_scales)):
+        fine, coarse = unit[ids == s].astype(np.float64), unit[ids < s].astype(np.float64)
+        per_axis = []
+        for lo, hi in ((0, 2), (1, 3)):  # rows (y), then columns (x)
+            # [n_<s, d + 1] cell edges of each coarse window on this axis
+            cut = coarse[:, lo, None] + edges[None, :] * (coarse[:, hi] - coarse[:, lo])[:, None]
+            start, end = cut[None, :, :-1], cut[None, :, 1:]
+            length = np.minimum(end, fine[:, None, hi, None]) - np.maximum(
+                start, fine[:, None, lo, None]
+            )
+            per_axis.append((length > 1e-6).astype(np.float32))
+        out.append(tuple(per_axis))
+    return out
+
+
+def window_peaks(coarser_full, rows, cols, xp=NUMPY):
+    """The highest full mask (any class) the coarser scales show over each window of a scale.
+
+    Args:
+      coarser_full: float32 [..., n_<s, d, d] >= 0, the max over classes of each coarser window's
+        full mask (0 for a window that was not run).
+      rows, cols: float32 [n_s, n_<s, d], the scale's pair from ``coarser_cells``.
+    Returns:
+      float32 [..., n_s]: max over the coarser windows v and their cells (r, c) lying over the
+      window of coarser_full[v, r, c] (0 where none lies over it).
+    """
+    # max over (r, c) of F[v, r, c] rows[r] cols[c] = max over r of rows[r] (max over c of
+    # F[v, r, c] cols[c]), all values >= 0: [..., n_s, n_<s, d] before the last two maxima.
+    by_row = xp.amax(coarser_full[..., None, :, :, :] * cols[:, :, None, :], axis=-1)
+    return xp.amax(xp.amax(by_row * rows, axis=-1), axis=-1)
+
+
+def windows_to_run(peaks, gate: float):
+    """The window gate: a window of a finer scale is run through the localizer only when the
+    coarser scales' full masks over it exceed ``gate`` (``window_peaks``); gate 0 runs every
+    window (the paper). bool, the shape of ``peaks``."""
+    if gate <= 0:
+        return peaks > -1.0  # full masks are >= 0: every window
+    return peaks > gate
 
 
 def size_fractions_at_scale(size_fractions, scale: int, bounds) -> list:

@@ -7,8 +7,8 @@ namespace; ``dnet_tf.ops.xp.TENSORFLOW`` is the TensorFlow one (kept there: this
 imports TensorFlow).
 
 Functions (NumPy's meaning): floor, maximum, minimum, clip(x, lo, hi), where(cond, a, b),
-stack(xs, axis), any(x, axis), zeros_like, ones_like, asarray(x, dtype) (a constant),
-cumsum(x, axis).
+stack(xs, axis), any(x, axis), amax(x, axis), zeros_like, ones_like, asarray(x, dtype) (a
+constant), cumsum(x, axis).
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import numpy as np
 
 # The functions of the namespace protocol, by their NumPy names.
 FUNCTIONS = (
-    "floor", "maximum", "minimum", "clip", "where", "stack", "any", "zeros_like", "ones_like",
-    "asarray", "cumsum",
+    "floor", "maximum", "minimum", "clip", "where", "stack", "any", "amax", "zeros_like",
+    "ones_like", "asarray", "cumsum",
 )  # fmt: skip
 
 NUMPY = types.SimpleNamespace(name="numpy", **{f: getattr(np, f) for f in FUNCTIONS})

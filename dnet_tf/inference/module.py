@@ -32,6 +32,7 @@ from dnet_tf import constants
 from dnet_tf.config import DetectorConfig
 from dnet_tf.core import policy
 from dnet_tf.core import search as search_rules
+from dnet_tf.core import windows as window_rules
 from dnet_tf.core.policy import INVALID_SCORE
 from dnet_tf.ops import box_search, crops, integral, nms, windows
 from dnet_tf.ops import boxes as box_ops
@@ -120,11 +121,16 @@ class DetectorModule(tf.Module):
         sizes = tf.convert_to_tensor(sizes, tf.int32)
         sizes_f = tf.cast(sizes, tf.float32)
 
-        # Stage 1: every window of every image through the localizer in one batched call.
+        # Stage 1: every window of every image through the localizer in one batched call, or
+        # scale by scale with the window gate.
         unit_windows = tf.constant(windows.unit_windows(cfg.num_scales, cfg.window_overlap)[0])
         hwhw = tf.concat([sizes_f, sizes_f], axis=-1)  # [B, 4] = (h, w, h, w)
         windows_image_yxyx = unit_windows[None, :, :] * hwhw[:, None, :]  # [B, N, 4]
-        window_masks = self._localize(images, windows_image_yxyx)  # [B, N, d, d, 5, C]
+        if cfg.window_gate > 0:
+            window_masks, windows_run = self._localize_gated(images, windows_image_yxyx)
+        else:
+            window_masks = self._localize(images, windows_image_yxyx)  # [B, N, d, d, 5, C]
+            windows_run = self.num_windows
 
         per_image = tf.map_fn(
             lambda args: self._first_stage_one_image(args[0], args[1], with_masks),
@@ -188,7 +194,7 @@ class DetectorModule(tf.Module):
         )
         for key, value in first.items():
             outputs["first_stage_" + key.replace("detection_", "")] = value
-        outputs["network_evaluations"] = self.num_windows + crops_run
+        outputs["network_evaluations"] = windows_run + crops_run
         if with_masks:
             outputs["merged_masks"] = per_image["preview"]
         return outputs
@@ -206,6 +212,46 @@ class DetectorModule(tf.Module):
         return tf.reshape(
             masks, [batch, per_image, d, d, constants.NUM_MASK_TYPES, self.num_classes]
         )
+
+    def _localize_gated(self, images, windows_image_yxyx):
+        """The windows through the localizer scale by scale, each window of a finer scale only
+        where the coarser scales' full masks over it pass the gate
+        (``dnet_tf.core.windows.windows_to_run``).
+
+        Args: windows_image_yxyx: float32 [B, N, 4], every scale's windows.
+        Returns: masks float32 [B, N, d, d, 5, C] (zeros for a window not run), and the windows
+          run per image int32 [B].
+        """
+        cfg = self.config.inference
+        d, c = self.config.model.mask_size, self.num_classes
+        batch = tf.shape(images)[0]
+        regions = window_rules.coarser_cells(cfg.num_scales, cfg.window_overlap, d)
+        per_scale, run_count, start = [], tf.zeros([batch], tf.int32), 0
+        for s, n in enumerate(self.windows_per_scale):  # static: the scales
+            boxes = windows_image_yxyx[:, start : start + n]  # [B, n, 4]
+            start += n
+            if s == 0:
+                per_scale.append(self._localize(images, boxes))
+                run_count += n
+                continue
+            # The max over classes of each coarser window's full mask: [B, n_<s, d, d].
+            coarser = tf.reduce_max(tf.concat(per_scale, axis=1)[..., constants.FULL, :], axis=-1)
+            rows, cols = (tf.constant(t) for t in regions[s - 1])
+            peaks = window_rules.window_peaks(coarser, rows, cols, TENSORFLOW)  # [B, n]
+            which = tf.cast(tf.where(window_rules.windows_to_run(peaks, cfg.window_gate)), tf.int32)
+            shape = [batch, n, d, d, constants.NUM_MASK_TYPES, c]
+            picked, image_ids = tf.gather_nd(boxes, which), which[:, 0]
+            # The localizer takes no empty batch (see _classify).
+            masks = tf.cond(
+                tf.shape(which)[0] > 0,
+                lambda picked=picked, image_ids=image_ids: self._localize_flat(
+                    images, picked, image_ids
+                ),
+                lambda: tf.zeros([0, d, d, constants.NUM_MASK_TYPES, c]),
+            )
+            per_scale.append(tf.scatter_nd(which, masks, shape))
+            run_count += tf.math.bincount(which[:, 0], minlength=batch, maxlength=batch)
+        return tf.concat(per_scale, axis=1), run_count
 
     def _localize_flat(self, images, boxes_image_yxyx, box_indices):
         """Boxes [M, 4] of images ``box_indices`` [M] through the localizer: [M, d, d, 5, C]

@@ -9,7 +9,12 @@ import tensorflow as tf
 from dnet_tf.core.xp import FUNCTIONS
 
 # NumPy's name -> TensorFlow's function, where the two differ; the rest share the name.
-_RENAMED = {"clip": tf.clip_by_value, "any": tf.reduce_any, "asarray": tf.constant}
+_RENAMED = {
+    "clip": tf.clip_by_value,
+    "any": tf.reduce_any,
+    "amax": tf.reduce_max,
+    "asarray": tf.constant,
+}
 
 TENSORFLOW = types.SimpleNamespace(
     name="tensorflow", **{f: _RENAMED.get(f) or getattr(tf, f) for f in FUNCTIONS}

@@ -129,11 +129,16 @@ class EdgePipeline:
         size = np.array(image.shape[:2], np.float32)  # (h, w)
         evaluations = 0
 
-        # 1-2. Windows through the localizer.
+        # 1-2. Windows through the localizer (with the window gate: scale by scale, a finer
+        # window only where the coarser scales' full masks over it pass the gate).
         unit_windows, _ = windows.unit_windows(cfg.num_scales, cfg.window_overlap)
         windows_image_yxyx = unit_windows * np.concatenate([size, size])[None, :]
-        window_masks = self._localize(image, windows_image_yxyx)  # [N, d, d, 5, C]
-        evaluations += len(windows_image_yxyx)
+        if cfg.window_gate > 0:
+            window_masks, run = self._localize_gated(image, windows_image_yxyx)
+            evaluations += run
+        else:
+            window_masks = self._localize(image, windows_image_yxyx)  # [N, d, d, 5, C]
+            evaluations += len(windows_image_yxyx)
 
         # 3-4. Merge and search per scale.
         first = self.first_stage(window_masks, size)
@@ -200,6 +205,30 @@ class EdgePipeline:
         if masks.shape != want:
             raise ValueError(f"localizer returned shape {masks.shape}, expected {want}")
         return policy.masks_in_use(masks, self.config.inference.mask_types)
+
+    def _localize_gated(self, image: np.ndarray, windows_image_yxyx: np.ndarray):
+        """The windows [N, 4] image_yxyx through the localizer scale by scale under the window
+        gate (``windows.windows_to_run``): (masks float32 [N, d, d, 5, C], zeros for a window
+        not run; the number of windows run)."""
+        cfg = self.config.inference
+        d = self.config.model.mask_size
+        regions = windows.coarser_cells(cfg.num_scales, cfg.window_overlap, d)
+        masks = np.zeros(
+            (len(windows_image_yxyx), d, d, constants.NUM_MASK_TYPES, self.num_classes), np.float32
+        )
+        start, run = 0, 0
+        for s, n in enumerate(self.windows_per_scale):
+            if s == 0:
+                which = np.arange(n)
+            else:
+                coarser = masks[:start, :, :, constants.FULL].max(axis=-1)  # [n_<s, d, d]
+                peaks = windows.window_peaks(coarser, *regions[s - 1])
+                which = np.flatnonzero(windows.windows_to_run(peaks, cfg.window_gate))
+            if which.size:
+                masks[start + which] = self._localize(image, windows_image_yxyx[start + which])
+            run += which.size
+            start += n
+        return masks, run
 
     def canvas_cell_px(self, size: np.ndarray) -> np.float32:
         """Image pixels per canvas cell for an image of size (h, w): max(stride, longest /
