@@ -154,18 +154,28 @@ def test_batch_of_different_sizes_equals_one_by_one(run_encoded):
         assert (same >= 0.95).all(), same
 
 
-def test_network_evaluations_follow_the_candidates(module, detect_fn):
+def test_network_evaluations_follow_the_candidates():
+    module = make_module(max_refine=6, window_gate=0.0)
+    detect = tf.function(lambda images: module.detect(*uint8_batch(images)))
     empty = np.zeros((64, 64, 3), np.uint8)
     one = coloured_object_image(64, 64, [[10, 12, 50, 40]])
-    out = detect_fn(np.stack([empty, one]))
-    # 1 + 9 + 25 windows always; then each valid first-stage candidate through the classifier
-    # and each one it keeps through the localizer again (max_refine = 6 a cap, not a count).
+    out = detect(np.stack([empty, one]))
+    # 1 + 9 + 25 windows (the window gate off); then each valid first-stage candidate through
+    # the classifier and each one it keeps through the localizer again (max_refine = 6 a cap,
+    # not a count).
     evals = out["network_evaluations"].numpy().tolist()
     assert evals[0] == 35
     assert int(out["num_detections"][1]) >= 1
     kept = int(np.sum(out["first_stage_scores"][1].numpy() > 0))
     assert 35 + 2 * kept <= evals[1] <= 35 + 2 * 6
     assert module.max_network_evaluations == 35 + 2 * 6
+    # With the default gate the empty image's whole-image masks are 0 over every finer window:
+    # only the whole image runs.
+    gated = make_module(max_refine=6)
+    assert gated.config.inference.window_gate > 0
+    out = gated.detect(*uint8_batch(tf.constant(np.stack([empty, one]))))
+    assert int(out["network_evaluations"][0]) == 1
+    assert 1 + 2 * kept <= int(out["network_evaluations"][1]) < evals[1]
 
 
 def test_real_networks_with_nothing_to_refine_run_only_the_windows():
@@ -258,12 +268,13 @@ def test_refine_blend_and_gate_move_the_refined_box_part_or_none_of_the_way():
 def test_min_candidate_eq3_sends_only_candidates_that_reach_it_to_the_networks():
     # Two objects. Off (-10), every valid candidate costs a classifier and a refinement
     # evaluation; at 5 (a perfect Eq. (3), which the fake masks' blur never reaches) none goes
-    # on: only the 35 windows run and nothing is detected; in between, fewer evaluations.
+    # on: only the 35 windows run (every window: the window gate off) and nothing is detected;
+    # in between, fewer evaluations.
     h, w = 300, 400
     image = png(coloured_object_image(h, w, [[30, 40, 150, 170], [160, 220, 280, 380]]))
     evals, found = {}, {}
     for t in (-10.0, 2.5, 5.0):
-        out = make_module(max_refine=6, min_candidate_eq3=t).detect(
+        out = make_module(max_refine=6, min_candidate_eq3=t, window_gate=0.0).detect(
             *decode_batch(tf.constant([image]), 10**7)
         )
         evals[t] = int(out["network_evaluations"][0])

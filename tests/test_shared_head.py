@@ -33,7 +33,7 @@ from dnet_tf.training.train import train
 
 ASPECTS = list(np.geomspace(0.5, 2.0, 10))
 TINY_MODEL = ModelConfig(num_classes=2, input_size=64, mask_size=8, width=0.25, dropout=0.0)
-WINDOWS = 1 + 9 + 25  # three scales with the default overlap
+WINDOWS = 1 + 9 + 25  # three scales with the default overlap, the window gate off
 
 
 def _fake_module(classifier, **inference):
@@ -44,6 +44,7 @@ def _fake_module(classifier, **inference):
             max_refine=6,
             score_mode="classifier",
             classifier=classifier,
+            window_gate=0.0,  # every window: the counts below are WINDOWS + the crops
             **inference,
         ),
     )
@@ -161,7 +162,7 @@ def test_stage_added_to_a_finished_run_trains_the_head_only_and_resumes(tmp_path
 def test_separate_detections_of_a_run_are_unchanged_by_the_stage(tmp_path):
     train(tmp_path, ToySource(("a", "b")), _tiny_run_cfg(), progress=False, eval_crops=0)
     image = coloured_object_image(80, 60, [[10, 12, 50, 40]])[None]
-    overrides = {"coverage_threshold": 0.0, "max_refine": 3}
+    overrides = {"coverage_threshold": 0.0, "max_refine": 3, "window_gate": 0.0}
     separate_before = _detect(module_from_run(tmp_path, overrides)[0], image)
     _run_with_stage(tmp_path, 2)
     separate_after = _detect(module_from_run(tmp_path, overrides)[0], image)

@@ -65,7 +65,11 @@ def fakes(request):
         # the candidate NMS off here (the paper's; the default is 0.7):
         # test_with_candidate_nms_... turns it on
         inference=dataclasses.replace(
-            InferenceConfig(), max_refine=6, candidate_nms_iou=1.0, **SELECTIONS[request.param]
+            InferenceConfig(),
+            max_refine=6,
+            candidate_nms_iou=1.0,
+            window_gate=0.0,  # every window (the paper's); the gate: its own test below
+            **SELECTIONS[request.param],
         ),
     )
     loc, cls = fake_localizer(num_classes=2), fake_classifier(num_classes=2)
@@ -132,8 +136,8 @@ def test_first_stage_equal_up_to_nms_ties_at_the_threshold(fakes):
 def test_network_evaluations_count_only_what_runs(fakes):
     _, outputs, pipeline = fakes
     empty = pipeline.detect(EMPTY)
-    # Both run the 35 windows, then each valid candidate through the classifier and each one it
-    # keeps through the refinement: on an empty image only the windows.
+    # Both run the 35 windows (the gate off), then each valid candidate through the classifier
+    # and each one it keeps through the refinement: on an empty image only the windows.
     assert empty["network_evaluations"] == 35 and empty["num_detections"] == 0
     for graph, edge in outputs:
         assert int(graph["network_evaluations"]) == edge["network_evaluations"]

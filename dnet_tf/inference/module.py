@@ -16,6 +16,9 @@ Choices the paper leaves open (documented in the README's architecture section):
     the refinement, so the network cost does not grow with the number of classes.
   * Confidence: ``InferenceConfig.score_mode`` (classifier probability, Eq. (3) agreement of the
     masks with the box, or both multiplied), chosen by validation AP.
+  * The window gate (``InferenceConfig.window_gate``): a window of a finer scale goes through
+    the localizer only where the coarser scales' full masks over it pass the gate, so the
+    windows' cost follows the objects (the paper runs every window).
   * Order of the last stages: ``InferenceConfig.classifier_stage`` "candidates" (the paper's:
     classifier, then the refinement of what it keeps, then NMS) or "detections" (refinement of
     every candidate, NMS by Eq. (3) agreement, then the classifier on the survivors only).

@@ -7,7 +7,9 @@ image, with NumPy in place of TensorFlow (``dnet_tf.tflite.edge_ops``):
 
   1. windows     the full image, then windows half the size of the previous scale's, neighbours
                  overlapping by ``window_overlap`` of the side (1 + 9 + 25 = 35 for 3 scales).
-  2. localizer   each window cropped and resized to S x S, one batched network call.
+  2. localizer   each window cropped and resized to S x S, one batched network call; with the
+                 window gate (``window_gate`` > 0) scale by scale, a finer window only where
+                 the coarser scales' full masks over it pass the gate (the rest read as 0).
   3. merge       per scale, each window's masks resized onto its extent of a canvas (one cell =
                  max(stride_px, longest side / max_canvas_cells) pixels) and merged by max.
   4. search      Eq. (3) box search on each scale's canvas, every class; candidates need Eq. (2)
