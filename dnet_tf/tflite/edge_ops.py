@@ -269,17 +269,20 @@ def parts_of_better(
     boxes_yxyx: np.ndarray,
     scores: np.ndarray,
     classes: np.ndarray,
-    num: int,
+    valid: np.ndarray,
     containment: float,
     rank_ratio: float = 1.0,
 ) -> np.ndarray:
-    """``dnet_tf.ops.nms.parts_of_better`` of one row whose first ``num`` slots hold detections
-    (the rule ``dnet_tf.core.policy.part_of``, float32 as the graph). Returns bool [K]."""
-    boxes = np.asarray(boxes_yxyx, np.float32)
-    scores = np.asarray(scores, np.float32)
-    valid = np.arange(len(scores)) < num
+    """``dnet_tf.ops.nms.parts_of_better`` in NumPy (the rule ``dnet_tf.core.policy.part_of``,
+    float32 as the graph): boxes [..., K, 4], scores, classes and ``valid`` [..., K] (the slots
+    holding detections, in any pattern). Returns bool [..., K]."""
     return policy.part_of(
-        boxes, scores, np.asarray(classes), valid, containment, rank_ratio=rank_ratio
+        np.asarray(boxes_yxyx, np.float32),
+        np.asarray(scores, np.float32),
+        np.asarray(classes),
+        np.asarray(valid, bool),
+        containment,
+        rank_ratio=rank_ratio,
     )
 
 
@@ -301,7 +304,8 @@ def demote_parts(
     """
     boxes = np.asarray(boxes_yxyx, np.float32)
     scores = np.asarray(scores, np.float32)
-    is_part = parts_of_better(boxes, scores, classes, num, containment, rank_ratio)
+    valid = np.arange(len(scores)) < num
+    is_part = parts_of_better(boxes, scores, classes, valid, containment, rank_ratio)
     new_scores = policy.demoted_scores(scores, is_part, f32(factor))
     kept = np.arange(num)
     if factor == 0:

@@ -276,17 +276,12 @@ class EdgePipeline:
             found = self._search_active(canvas, shapes_hw, stride_cells)
             scores = np.where(found.valid, self._rescored(canvas, found), INVALID_SCORE)
             if cfg.candidate_containment > 0:  # interior boxes of a better candidate: dropped
-                inside = np.stack(
-                    [
-                        edge_ops.parts_of_better(
-                            found.boxes_cell_yxyx[j],
-                            scores[j],
-                            np.zeros(len(scores[j]), np.int64),
-                            int(found.valid[j].sum()),
-                            cfg.candidate_containment,
-                        )
-                        for j in range(len(scores))
-                    ]
+                inside = edge_ops.parts_of_better(
+                    found.boxes_cell_yxyx,
+                    scores,
+                    np.zeros(scores.shape, np.int64),
+                    found.valid,
+                    cfg.candidate_containment,
                 )
                 scores = np.where(inside, INVALID_SCORE, scores)
             keep, num_valid = edge_ops.non_max_suppression(
@@ -367,9 +362,9 @@ class EdgePipeline:
             first = self._across_scales_nms(first)
         containment = self.config.inference.across_scales_containment
         if containment > 0:  # a finer scale's interior boxes of a better candidate: dropped
-            inside = policy.part_of(
-                np.asarray(first.boxes_image_yxyx, np.float32),
-                np.asarray(first.scores, np.float32),
+            inside = edge_ops.parts_of_better(
+                first.boxes_image_yxyx,
+                first.scores,
                 np.zeros(first.scores.shape, np.int64),
                 first.valid,
                 containment,
