@@ -207,6 +207,27 @@ def test_search_coverage_exactly_at_threshold_is_rejected():
     assert not box_search.search_boxes(half, shapes, 1.0, MARGIN, 0.5, 4).valid.numpy().any()
 
 
+def test_shapes_larger_than_twice_the_masks_total_find_nothing_and_the_rest_all():
+    # One 6 x 6 object (full mask total 36) in a 30 x 30 grid, two classes (the second weaker,
+    # total 9). A box passes coverage 0.5 only if its area is below 2 x 36 = 72: the 7 x 10
+    # shape (70) has candidates (the box around the object: 36 / 70 = 0.514), the 8 x 9 shape
+    # (72) has exactly 0.5 at best (rejected), the 20 x 20 and 30 x 30 shapes none. The search
+    # skips the shapes no canvas's total can fill; the results must be the brute force's.
+    h = w = 30
+    masks = np.zeros((h, w, 5, 2), np.float32)
+    masks[..., 0] = eq1_masks(h, w, (4.0, 5.0, 10.0, 11.0))
+    masks[..., 1] = 0.25 * eq1_masks(h, w, (20.0, 20.0, 26.0, 26.0))
+    shapes = np.array([[6, 6], [7, 10], [8, 9], [20, 20], [30, 30], [3, 3]], np.float32)
+    m = 40
+    res = box_search.search_boxes(masks, shapes, 1.0, MARGIN, 0.5, m)
+    for c in range(2):
+        assert_valid_top(per_class(res, c), masks[..., c], shapes, 1, 0.5, m)
+    boxes = res.boxes_cell_yxyx.numpy()[0][res.valid.numpy()[0]]
+    sizes = {(int(b[2] - b[0]), int(b[3] - b[1])) for b in boxes}
+    assert (7, 10) in sizes and (6, 6) in sizes
+    assert not sizes & {(8, 9), (20, 20), (30, 30)}
+
+
 def test_search_finds_a_planted_box_per_class_and_skips_empty_classes():
     h, w = 20, 16
     planted = {0: (3.4, 5.2, 13.6, 12.8), 2: (9.0, 1.0, 17.0, 7.0)}

@@ -243,7 +243,9 @@ def search_boxes(
 
     How it is fast (the detector's hot path):
       * Classes whose full mask never exceeds the threshold cannot have a candidate (a box's
-        coverage is at most the mask's maximum) and are skipped.
+        coverage is at most the mask's maximum) and are skipped; so are shapes whose area is
+        at least total / threshold for every class's total of its full mask (a box's sum is at
+        most the total: on a trained detector's sparse masks, most of the largest shapes).
       * The three planes of each class (module docstring) are integrated once, by two matrix
         products. Every Eq. (3) ingredient of one shape at all positions is then a sum of shifted
         integral images: 8 lattice terms for S(bb, M) and the halves, 4 for the box sum, 8 for
@@ -551,8 +553,14 @@ def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m, local_max
         shi, swi, ryi, rxi, pad_top, pad_left, padded_h, row, k, phases
     )  # [S, 20]
     rows_per_shape = height - shi + 1
-    block_counts = rows_per_shape * (row // _BLOCK)
     area = tf.cast(shi * swi, tf.float32)
+    # A shape none of whose boxes can pass the coverage test on any canvas is not searched: a
+    # box's sum of the full mask is at most its canvas's total (F_M at the grid's far corner), so
+    # when every total is at most threshold |bb| the shape has no candidate. (The margin keeps
+    # float rounding of the integrals from skipping a shape whose best box is at the threshold.)
+    most = tf.reduce_max(f_m[pad_top + height, pad_left + width])
+    searched = most * (1.0 + 1e-4) + 1e-3 > threshold * area  # [S]
+    block_counts = tf.where(searched, rows_per_shape * (row // _BLOCK), 0)
 
     # Per-position maps of every shape, [S, H * row, 1] (rows past the shape's last unused):
     # 1 / ring area, and -threshold |bb| 2^33 for the validity test (-inf off the stride grid and
@@ -604,8 +612,12 @@ def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m, local_max
         return tf.reduce_max(tf.reshape(score, [-1, _BLOCK, k]), axis=1)
 
     # The shapes in a while loop: a small graph (the 16 views and ~20 ops of one shape, once).
+    # A shape not searched has no blocks.
     def body(i, acc):
-        return i + 1, acc.write(i, shape_block_max(i))
+        blocks = tf.cond(
+            searched[i], lambda: shape_block_max(i), lambda: tf.zeros([0, k], tf.float32)
+        )
+        return i + 1, acc.write(i, blocks)
 
     acc = tf.TensorArray(
         tf.float32, size=num_shapes, infer_shape=False, element_shape=tf.TensorShape([None, None])
