@@ -229,31 +229,36 @@ class DetectorModule(tf.Module):
         d, c = self.config.model.mask_size, self.num_classes
         batch = tf.shape(images)[0]
         regions = window_rules.coarser_cells(cfg.num_scales, cfg.window_overlap, d)
-        per_scale, run_count, start = [], tf.zeros([batch], tf.int32), 0
+        # Each scale's masks [B, n, d, d, 5, C] and the max over classes of their full masks
+        # [B, n, d, d] (what the finer scales' gates read).
+        per_scale, full_max, run_count, start = [], [], tf.zeros([batch], tf.int32), 0
         for s, n in enumerate(self.windows_per_scale):  # static: the scales
             boxes = windows_image_yxyx[:, start : start + n]  # [B, n, 4]
             start += n
             if s == 0:
-                per_scale.append(self._localize(images, boxes))
+                masks = self._localize(images, boxes)
                 run_count += n
-                continue
-            # The max over classes of each coarser window's full mask: [B, n_<s, d, d].
-            coarser = tf.reduce_max(tf.concat(per_scale, axis=1)[..., constants.FULL, :], axis=-1)
-            rows, cols = (tf.constant(t) for t in regions[s - 1])
-            peaks = window_rules.window_peaks(coarser, rows, cols, TENSORFLOW)  # [B, n]
-            which = tf.cast(tf.where(window_rules.windows_to_run(peaks, cfg.window_gate)), tf.int32)
-            shape = [batch, n, d, d, constants.NUM_MASK_TYPES, c]
-            picked, image_ids = tf.gather_nd(boxes, which), which[:, 0]
-            # The localizer takes no empty batch (see _classify).
-            masks = tf.cond(
-                tf.shape(which)[0] > 0,
-                lambda picked=picked, image_ids=image_ids: self._localize_flat(
-                    images, picked, image_ids
-                ),
-                lambda: tf.zeros([0, d, d, constants.NUM_MASK_TYPES, c]),
-            )
-            per_scale.append(tf.scatter_nd(which, masks, shape))
-            run_count += tf.math.bincount(which[:, 0], minlength=batch, maxlength=batch)
+            else:
+                rows, cols = (tf.constant(t) for t in regions[s - 1])
+                peaks = window_rules.window_peaks(
+                    tf.concat(full_max, axis=1), rows, cols, TENSORFLOW
+                )  # [B, n]
+                gate = window_rules.windows_to_run(peaks, cfg.window_gate)
+                which = tf.cast(tf.where(gate), tf.int32)  # [R, 2] (image, window)
+                picked, image_ids = tf.gather_nd(boxes, which), which[:, 0]
+                # The localizer takes no empty batch (see _classify).
+                run = tf.cond(
+                    tf.shape(which)[0] > 0,
+                    lambda picked=picked, image_ids=image_ids: self._localize_flat(
+                        images, picked, image_ids
+                    ),
+                    lambda: tf.zeros([0, d, d, constants.NUM_MASK_TYPES, c]),
+                )
+                masks = tf.scatter_nd(which, run, [batch, n, d, d, constants.NUM_MASK_TYPES, c])
+                run_count += tf.reduce_sum(tf.cast(gate, tf.int32), axis=1)
+            per_scale.append(masks)
+            if s + 1 < len(self.windows_per_scale):  # the finest scale gates nothing
+                full_max.append(tf.reduce_max(masks[..., constants.FULL, :], axis=-1))
         return tf.concat(per_scale, axis=1), run_count
 
     def _localize_flat(self, images, boxes_image_yxyx, box_indices):
