@@ -228,6 +228,59 @@ def test_shapes_larger_than_twice_the_masks_total_find_nothing_and_the_rest_all(
     assert not sizes & {(8, 9), (20, 20), (30, 30)}
 
 
+def sparse_row_masks(h, w):
+    """Masks [h, w, 5, 2] whose full masks are nonzero in a few rows only: class 0 a 6 x 6 block
+    of 1 at rows 10..15 (columns 3..8) and a 4 x 4 block of 1 touching the grid's last row;
+    class 1 a 4 x 5 block of 0.75 touching the first row. The half masks are quarter values
+    over the same rows, so that they change the scores but not the coverage."""
+    rng = np.random.default_rng(5)
+    masks = np.zeros((h, w, 5, 2), np.float32)
+    masks[10:16, 3:9, 0, 0] = 1.0
+    masks[h - 4 :, w - 6 : w - 2, 0, 0] = 1.0
+    masks[0:4, 12:17, 0, 1] = 0.75
+    for c, rows in ((0, [*range(10, 16), *range(h - 4, h)]), (1, range(4))):
+        for r in rows:
+            masks[r, :, 1:, c] = rng.integers(0, 5, size=(w, 4)) / 4.0
+    return masks
+
+
+@pytest.mark.parametrize("stride", [1.0, 2.0])
+def test_search_of_masks_in_a_few_rows_matches_brute_force(stride):
+    # The search only goes through the corner rows whose band of h rows, across the whole grid,
+    # holds more than threshold |bb| of the full mask (a box's sum is at most its band's). Here
+    # most corner rows hold nothing. Hand-worked: the 6 x 11 shape (area 66) passes 0.5 only at
+    # corner row 10 (36 / 66; 30 / 66 at rows 9 and 11), at columns 0..3 (the 6 x 12 shape, 36 /
+    # 72 = 0.5 at best, nowhere); at the last rows the 4 x 6 shape passes (16 / 24) and the
+    # 4 x 8 does not (16 / 32 = 0.5 at best); class 1's boxes reach the first row.
+    h, w = 36, 24
+    masks = sparse_row_masks(h, w)
+    shapes = np.array(
+        [[6, 12], [6, 11], [6, 6], [4, 8], [4, 6], [3, 5], [8, 3], [20, 4]], np.float32
+    )
+    m = 400
+    res = box_search.search_boxes(masks, shapes, stride, MARGIN, 0.5, m)
+    for c in range(2):
+        assert_valid_top(per_class(res, c), masks[..., c], shapes, int(stride), 0.5, m)
+    boxes = res.boxes_cell_yxyx.numpy()[0][res.valid.numpy()[0]]
+    sizes = boxes[:, 2:] - boxes[:, :2]
+    wide = boxes[(sizes[:, 0] == 6) & (sizes[:, 1] == 11)]
+    assert set(wide[:, 0]) == {10.0} and set(wide[:, 1]) == set(np.arange(0.0, 4.0, stride))
+    assert not ((sizes[:, 0] == 6) & (sizes[:, 1] == 12)).any()
+    at_bottom = {tuple(sz) for sz, b in zip(sizes.astype(int), boxes) if b[2] == h}
+    assert (4, 6) in at_bottom and (4, 8) not in at_bottom
+    top = res.boxes_cell_yxyx.numpy()[1][res.valid.numpy()[1]]
+    assert len(top) > 0 and top[:, 0].min() == 0.0
+    # Local maxima read the neighbours of rows next to the searched ones as off the map.
+    res = box_search.search_boxes(masks, shapes, stride, MARGIN, 0.5, m, local_max=True)
+    for c in range(2):
+        got = per_class(res, c)
+        found = np_local_max_search(masks[..., c], shapes, int(stride), 0.5)
+        n_valid = int(got["valid"].sum())
+        assert n_valid == min(m, len(found)) > 0
+        best = sorted((f[0] for f in found), reverse=True)[:m]
+        np.testing.assert_allclose(got["scores"][:n_valid], best, atol=1e-5)
+
+
 def test_search_finds_a_planted_box_per_class_and_skips_empty_classes():
     h, w = 20, 16
     planted = {0: (3.4, 5.2, 13.6, 12.8), 2: (9.0, 1.0, 17.0, 7.0)}

@@ -243,9 +243,11 @@ def search_boxes(
 
     How it is fast (the detector's hot path):
       * Classes whose full mask never exceeds the threshold cannot have a candidate (a box's
-        coverage is at most the mask's maximum) and are skipped; so are shapes whose area is
-        at least total / threshold for every class's total of its full mask (a box's sum is at
-        most the total: on a trained detector's sparse masks, most of the largest shapes).
+        coverage is at most the mask's maximum) and are skipped. A box's sum of the full mask
+        is at most that of its rows across the whole grid, so each shape is searched only over
+        the corner rows whose band of h rows holds more than threshold |bb| on some class, from
+        the first such row to the last; a shape with none (on a trained detector's sparse masks,
+        most of the largest shapes) is not searched at all.
       * The three planes of each class (module docstring) are integrated once, by two matrix
         products. Every Eq. (3) ingredient of one shape at all positions is then a sum of shifted
         integral images: 8 lattice terms for S(bb, M) and the halves, 4 for the box sum, 8 for
@@ -552,15 +554,27 @@ def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m, local_max
     starts = _term_starts(
         shi, swi, ryi, rxi, pad_top, pad_left, padded_h, row, k, phases
     )  # [S, 20]
-    rows_per_shape = height - shi + 1
     area = tf.cast(shi * swi, tf.float32)
-    # A shape none of whose boxes can pass the coverage test on any canvas is not searched: a
-    # box's sum of the full mask is at most its canvas's total (F_M at the grid's far corner), so
-    # when every total is at most threshold |bb| the shape has no candidate. (The margin keeps
-    # float rounding of the integrals from skipping a shape whose best box is at the threshold.)
-    most = tf.reduce_max(f_m[pad_top + height, pad_left + width])
-    searched = most * (1.0 + 1e-4) + 1e-3 > threshold * area  # [S]
-    block_counts = tf.where(searched, rows_per_shape * (row // _BLOCK), 0)
+    # Rows of corners that can hold a candidate. A box's sum of the full mask is at most the sum
+    # of its h rows across the whole canvas, F_M(y + h, W) - F_M(y, W), so a corner row y whose
+    # band falls to threshold |bb| on every canvas holds none; each shape is searched from its
+    # first such row to its last (on sparse masks a third fewer positions), and a shape with no
+    # such row (e.g. area at least every canvas's total / threshold) not at all. The margin, a
+    # 1e-4 of the integral's magnitude (float32 rounding is ~1e-7 of it), keeps rounding from
+    # dropping a row whose best box sits at the threshold.
+    across = f_m[pad_top : pad_top + height + 1, pad_left + width]  # [H + 1, K]: F_M(y, W)
+    corner_rows = tf.range(height)
+    band_end = tf.gather(across, tf.minimum(corner_rows[None, :] + shi[:, None], height))
+    band = band_end - across[None, :height]  # [S, H, K]
+    row_ok = tf.reduce_any(
+        band + 1e-4 * tf.abs(band_end) + 1e-3 > threshold * area[:, None, None], axis=-1
+    ) & (corner_rows[None, :] <= height - shi[:, None])  # [S, H]
+    searched = tf.reduce_any(row_ok, axis=1)  # [S]
+    ok_int = tf.cast(row_ok, tf.int32)
+    first_row = tf.argmax(ok_int, axis=1, output_type=tf.int32)  # [S]
+    last_row = height - 1 - tf.argmax(tf.reverse(ok_int, [1]), axis=1, output_type=tf.int32)
+    rows_searched = tf.where(searched, last_row - first_row + 1, 0)  # [S]
+    block_counts = rows_searched * (row // _BLOCK)
 
     # Per-position maps of every shape, [S, H * row, 1] (rows past the shape's last unused):
     # 1 / ring area, and -threshold |bb| 2^33 for the validity test (-inf off the stride grid and
@@ -583,48 +597,73 @@ def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m, local_max
         -_VALIDITY_SCALE * (threshold * area[:, None]),
         -np.inf,
     )  # [S, row]
-    bias = tf.reshape(row_term[:, :, None] + col_term[:, None, :], [num_shapes, -1, 1])
-    inv_area = 1.0 / area
-    starts_by_term = starts[..., None]  # [S, 20, 1]: unstacks into 1-element begin vectors
+    bias = tf.reshape(row_term[:, :, None] + col_term[:, None, :], [-1])  # [S * H * row]
+    inv_ring = tf.reshape(inv_ring, [-1])
 
-    def shape_block_max(i):
-        """Eq. (3) of shape i at every position, reduced to the max per block of 16: [n / 16, K]."""
-        n = rows_per_shape[i] * row
-        size = tf.reshape(n * k, [1])
-        begins = tf.unstack(starts_by_term[i], num=len(_TERMS))
+    # The searched shapes, in shape order. One row of int32 per shape holds everything its loop
+    # iteration needs, as 1-element vectors (begins and sizes of tf.slice): the 20 views' starts
+    # from the first searched row, the views' size, the start and size of its part of the maps.
+    # So an iteration is the slices and the arithmetic, with no index arithmetic of its own
+    # (op dispatch, not arithmetic, is most of a small canvas's search time).
+    order = tf.cast(tf.where(searched)[:, 0], tf.int32)
+    num_searched = tf.size(order)
+    skip = first_row * row  # [S] positions before the first searched row
+    positions = rows_searched * row  # [S]
+    per_shape = tf.concat(
+        [
+            starts + (skip * k)[:, None],
+            (positions * k)[:, None],
+            (tf.range(num_shapes) * (height * row) + skip)[:, None],
+            positions[:, None],
+        ],
+        axis=1,
+    )
+    per_shape = tf.gather(per_shape, order)[..., None]  # [searched, 23, 1]
+    inv_area = tf.gather(1.0 / area, order)  # [searched]
+    by_class = tf.stack([-1, k])
+    by_block = tf.stack([-1, _BLOCK, k])
+    by_row = tf.stack([-1, row, k])
+
+    def shape_block_max(j):
+        """Eq. (3) of the j-th searched shape at every position of its searched rows, reduced to
+        the max per block of 16: [rows searched * row / 16, K]."""
+        *begins, size, map_begin, map_size = tf.unstack(per_shape[j], num=len(_TERMS) + 3)
         # 64-byte aligned slices of 1-D tensors: views, no copies.
         views = [
             tf.slice(buffers[group], begin, size) for (group, *_), begin in zip(_TERMS, begins)
         ]
-        t_sum = tf.reshape(tf.add_n(views[:_T_TERMS]), [-1, k])
-        b_sum = tf.reshape(tf.add_n(views[_T_TERMS : _T_TERMS + _B_TERMS]), [-1, k])
-        r_sum = tf.reshape(tf.add_n(views[_T_TERMS + _B_TERMS :]), [-1, k])
-        eq3 = t_sum * inv_area[i] - r_sum * inv_ring[i, :n]
+        t_sum = tf.reshape(tf.add_n(views[:_T_TERMS]), by_class)
+        b_sum = tf.reshape(tf.add_n(views[_T_TERMS : _T_TERMS + _B_TERMS]), by_class)
+        r_sum = tf.reshape(tf.add_n(views[_T_TERMS + _B_TERMS :]), by_class)
+        ring_j = tf.reshape(tf.slice(inv_ring, map_begin, map_size), [-1, 1])
+        bias_j = tf.reshape(tf.slice(bias, map_begin, map_size), [-1, 1])
+        eq3 = t_sum * inv_area[j] - r_sum * ring_j
         # eq3 where B > threshold |bb|, else below -5 (the least Eq. (3) value): the min with
         # (B - threshold |bb|) 2^33 - 6, cheaper than a select. b_sum is B 2^33 already and
-        # bias[i] = -threshold |bb| 2^33 (-inf off the grid), so their sum is exact near the
+        # bias = -threshold |bb| 2^33 (-inf off the grid), so their sum is exact near the
         # threshold (Sterbenz) and at least 2^33 ulp(threshold |bb|) >> 11 above it.
-        score = tf.minimum(eq3, (b_sum + bias[i, :n]) - 6.0)
+        score = tf.minimum(eq3, (b_sum + bias_j) - 6.0)
         if local_max:
-            score = tf.reshape(
-                _keep_local_maxima(tf.reshape(score, [rows_per_shape[i], row, k]), step), [-1, k]
-            )
-        return tf.reduce_max(tf.reshape(score, [-1, _BLOCK, k]), axis=1)
+            # Rows outside the searched ones hold no candidate: as neighbours they count as
+            # off the map, which a candidate (>= -5) beats either way.
+            score = tf.reshape(_keep_local_maxima(tf.reshape(score, by_row), step), by_class)
+        return tf.reduce_max(tf.reshape(score, by_block), axis=1)
 
-    # The shapes in a while loop: a small graph (the 16 views and ~20 ops of one shape, once).
-    # A shape not searched has no blocks.
-    def body(i, acc):
-        blocks = tf.cond(
-            searched[i], lambda: shape_block_max(i), lambda: tf.zeros([0, k], tf.float32)
-        )
-        return i + 1, acc.write(i, blocks)
+    # The searched shapes in a while loop: a small graph (one shape's views and ~10 ops, once).
+    # The last slot holds no blocks, so the array is never empty.
+    def body(j, acc):
+        return j + 1, acc.write(j, shape_block_max(j))
 
     acc = tf.TensorArray(
-        tf.float32, size=num_shapes, infer_shape=False, element_shape=tf.TensorShape([None, None])
+        tf.float32,
+        size=num_searched + 1,
+        infer_shape=False,
+        element_shape=tf.TensorShape([None, None]),
     )
     _, acc = tf.while_loop(
-        lambda i, _: i < num_shapes, body, (tf.constant(0), acc), parallel_iterations=2
+        lambda j, _: j < num_searched, body, (tf.constant(0), acc), parallel_iterations=2
     )
+    acc = acc.write(num_searched, tf.zeros([0, k], tf.float32))
     acc_concat = acc.concat()  # [sum of blocks, K]
 
     # Level 1: the best M blocks per class (M extra -inf blocks keep top_k's k <= #blocks).
@@ -637,7 +676,7 @@ def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m, local_max
     shape_id = tf.minimum(shape_id, num_shapes - 1)
     # Each chosen block: 16 positions of one row of one shape's score map, from (y0, xb).
     first = (block_ids - tf.gather(block_starts, shape_id)) * _BLOCK  # [K, M]
-    y0, xb = first // row, first % row
+    y0, xb = first // row + tf.gather(first_row, shape_id), first % row
     bh, bw = tf.gather(shi, shape_id), tf.gather(swi, shape_id)
     block_terms = tf.gather(starts, shape_id)  # [K, M, 20 terms]
     class_index = tf.range(k)[:, None]
