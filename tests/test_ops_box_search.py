@@ -385,12 +385,15 @@ def np_local_max_search(masks, shapes_hw, stride, threshold):
     return kept
 
 
+@pytest.mark.parametrize("as_tensor", [False, True], ids=["stride number", "stride tensor"])
 @pytest.mark.parametrize("seed,stride", [(0, 1.0), (3, 1.0), (4, 2.0)])
-def test_local_max_search_matches_brute_force(seed, stride):
+def test_local_max_search_matches_brute_force(seed, stride, as_tensor):
     rng = np.random.default_rng(seed)
     masks = quarter_masks(rng, 20, 16, 2)
     m = 10
-    res = box_search.search_boxes(masks, SHAPES, stride, MARGIN, 0.5, m, local_max=True)
+    # A number picks the neighbourhood when the graph is built, a tensor when it runs.
+    given = tf.constant(stride) if as_tensor else stride
+    res = box_search.search_boxes(masks, SHAPES, given, MARGIN, 0.5, m, local_max=True)
     for c in range(2):
         got = per_class(res, c)
         found = np_local_max_search(masks[..., c], SHAPES, int(stride), 0.5)

@@ -312,7 +312,9 @@ class DetectorModule(tf.Module):
         mean_side = tf.reduce_mean(extent_cells)
         per_scale = cfg.size_fractions_per_scale
         shapes_hw = [box_search.box_shapes(mean_side, f, self.aspect_ratios) for f in per_scale]
-        stride_cells = cfg.stride_px / cell_px
+        # The canvas cell is at least stride_px (_canvas_cell_px), so the stride is one cell: a
+        # number, so the search picks its local-maximum pooling when the graph is built.
+        stride_cells = 1.0
         flat_masks = tf.reshape(window_masks, [-1, d, d, constants.NUM_MASK_TYPES * c])
 
         # One canvas per scale, merged by max over the scale's windows: [scales, Hc, Wc, 5, C].

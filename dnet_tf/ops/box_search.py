@@ -460,7 +460,8 @@ def _integrals(plane_m, plane_v, plane_l, pad_top, padded_h, pad_left, padded_w)
 def _keep_local_maxima(score, step):
     """score float32 [R, X, K] of one shape's positions (rows, columns, classes), -inf or below -5
     where no candidate -> the same with every value below one of its 8 neighbours `step` positions
-    away set to -inf (equal neighbours both stay; outside the map counts as -inf)."""
+    away set to -inf (equal neighbours both stay; outside the map counts as -inf). step: int32
+    scalar tensor, or a Python int when known as the graph is built."""
     rows, cols = tf.shape(score)[0], tf.shape(score)[1]
 
     def any_step():
@@ -477,7 +478,10 @@ def _keep_local_maxima(score, step):
     def unit_step():  # the common case (one canvas cell = the stride): one pooling op
         return tf.nn.max_pool2d(score[None], 3, 1, "SAME")[0]
 
-    around = tf.cond(tf.equal(step, 1), unit_step, any_step)
+    if isinstance(step, int):  # known when the graph is built: no tf.cond in the loop's body
+        around = unit_step() if step == 1 else any_step()
+    else:
+        around = tf.cond(tf.equal(step, 1), unit_step, any_step)
     return tf.where(score >= around, score, -np.inf)
 
 
@@ -495,6 +499,12 @@ def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m, local_max
     ryi = tf.cast(ring_width(sh, ring_margin), tf.int32)
     rxi = tf.cast(ring_width(sw, ring_margin), tf.int32)
     step = tf.cast(search_rules.stride_cells(tf.cast(stride, tf.float32), TENSORFLOW), tf.int32)
+    # The same as a Python int when the stride is a number (the exported graphs' case).
+    step_known = (
+        int(search_rules.stride_cells(np.float32(stride)))
+        if isinstance(stride, (int, float, np.number))
+        else step
+    )
 
     # The sample grid of the integrals: pad_top rows and pad_left columns before the grid so that
     # outer-box corners outside the grid read the clipped integral. A view row holds `row`
@@ -576,49 +586,51 @@ def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m, local_max
     rows_searched = tf.where(searched, last_row - first_row + 1, 0)  # [S]
     block_counts = rows_searched * (row // _BLOCK)
 
-    # Per-position maps of every shape, [S, H * row, 1] (rows past the shape's last unused):
-    # 1 / ring area, and -threshold |bb| 2^33 for the validity test (-inf off the stride grid and
-    # for columns > W - w, which are no positions of the shape: their views read past the row).
-    yy, xx = tf.range(height)[None, :], tf.range(row)[None, :]  # [1, H], [1, row]
-    h3, w3 = shi[:, None], swi[:, None]
-    # Outer-box extents per row and per column: [S, H] and [S, row] (the ring area is separable).
-    outer_h = tf.minimum(yy + h3 + ryi[:, None], height) - tf.maximum(yy - ryi[:, None], 0)
-    outer_w = tf.minimum(xx + w3 + rxi[:, None], width) - tf.maximum(xx - rxi[:, None], 0)
-    ring = (
-        tf.cast(outer_h, tf.float32)[:, :, None] * tf.cast(outer_w, tf.float32)[:, None, :]
-        - area[:, None, None]
-    )
-    inv_ring = tf.reshape(tf.math.divide_no_nan(1.0, ring), [num_shapes, -1, 1])  # 0: no ring
-    # The bias as a row term plus a column term: 0 / -inf by row, -threshold |bb| 2^33 / -inf by
-    # column.
-    row_term = tf.where((yy % step == 0) & (yy <= height - h3), 0.0, -np.inf)  # [S, H]
-    col_term = tf.where(
-        (xx % step == 0) & (xx <= width - w3),
-        -_VALIDITY_SCALE * (threshold * area[:, None]),
-        -np.inf,
-    )  # [S, row]
-    bias = tf.reshape(row_term[:, :, None] + col_term[:, None, :], [-1])  # [S * H * row]
-    inv_ring = tf.reshape(inv_ring, [-1])
-
-    # The searched shapes, in shape order. One row of int32 per shape holds everything its loop
-    # iteration needs, as 1-element vectors (begins and sizes of tf.slice): the 20 views' starts
-    # from the first searched row, the views' size, the start and size of its part of the maps.
-    # So an iteration is the slices and the arithmetic, with no index arithmetic of its own
-    # (op dispatch, not arithmetic, is most of a small canvas's search time).
+    # The searched shapes, in shape order.
     order = tf.cast(tf.where(searched)[:, 0], tf.int32)
     num_searched = tf.size(order)
-    skip = first_row * row  # [S] positions before the first searched row
-    positions = rows_searched * row  # [S]
+
+    # Per-position maps of the searched shapes, flat [searched * H * row] (rows outside the
+    # searched ones unused): 1 / ring area, and -threshold |bb| 2^33 for the validity test (-inf
+    # off the stride grid and for columns > W - w, which are no positions of the shape: their
+    # views read past the row).
+    yy, xx = tf.range(height)[None, :], tf.range(row)[None, :]  # [1, H], [1, row]
+    h3, w3 = tf.gather(shi, order)[:, None], tf.gather(swi, order)[:, None]
+    ry3, rx3 = tf.gather(ryi, order)[:, None], tf.gather(rxi, order)[:, None]
+    area3 = tf.gather(area, order)[:, None]
+    # Outer-box extents per row and per column: [searched, H] and [searched, row] (the ring area
+    # is separable).
+    outer_h = tf.minimum(yy + h3 + ry3, height) - tf.maximum(yy - ry3, 0)
+    outer_w = tf.minimum(xx + w3 + rx3, width) - tf.maximum(xx - rx3, 0)
+    ring = (
+        tf.cast(outer_h, tf.float32)[:, :, None] * tf.cast(outer_w, tf.float32)[:, None, :]
+        - area3[:, :, None]
+    )
+    inv_ring = tf.reshape(tf.math.divide_no_nan(1.0, ring), [-1])  # 0: no ring
+    # The bias as a row term plus a column term: 0 / -inf by row, -threshold |bb| 2^33 / -inf by
+    # column.
+    row_term = tf.where((yy % step == 0) & (yy <= height - h3), 0.0, -np.inf)  # [searched, H]
+    col_term = tf.where(
+        (xx % step == 0) & (xx <= width - w3), -_VALIDITY_SCALE * (threshold * area3), -np.inf
+    )  # [searched, row]
+    bias = tf.reshape(row_term[:, :, None] + col_term[:, None, :], [-1])
+
+    # One row of int32 per searched shape holds everything its loop iteration needs, as
+    # 1-element vectors (begins and sizes of tf.slice): the 20 views' starts from the first
+    # searched row, the views' size, the start and size of its part of the maps. So an
+    # iteration is the slices and the arithmetic, with no index arithmetic of its own (op
+    # dispatch, not arithmetic, is most of a small canvas's search time).
+    skip = tf.gather(first_row * row, order)  # positions before the first searched row
+    positions = tf.gather(rows_searched * row, order)
     per_shape = tf.concat(
         [
-            starts + (skip * k)[:, None],
+            tf.gather(starts, order) + (skip * k)[:, None],
             (positions * k)[:, None],
-            (tf.range(num_shapes) * (height * row) + skip)[:, None],
+            (tf.range(num_searched) * (height * row) + skip)[:, None],
             positions[:, None],
         ],
         axis=1,
-    )
-    per_shape = tf.gather(per_shape, order)[..., None]  # [searched, 23, 1]
+    )[..., None]  # [searched, 23, 1]
     inv_area = tf.gather(1.0 / area, order)  # [searched]
     by_class = tf.stack([-1, k])
     by_block = tf.stack([-1, _BLOCK, k])
@@ -646,7 +658,7 @@ def _dense_search(masks, shapes_hw, stride, ring_margin, threshold, m, local_max
         if local_max:
             # Rows outside the searched ones hold no candidate: as neighbours they count as
             # off the map, which a candidate (>= -5) beats either way.
-            score = tf.reshape(_keep_local_maxima(tf.reshape(score, by_row), step), by_class)
+            score = tf.reshape(_keep_local_maxima(tf.reshape(score, by_row), step_known), by_class)
         return tf.reduce_max(tf.reshape(score, by_block), axis=1)
 
     # The searched shapes in a while loop: a small graph (one shape's views and ~10 ops, once).
