@@ -165,9 +165,10 @@ def export_module(
     tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_dir))
     try:
         archive = keras.export.ExportArchive()
-        archive.track(module.localizer)
-        # The networks the graph runs: the separate classifier, or the head on the trunk.
-        archive.track(module.class_head if module.shared else module.classifier)
+        # The networks the graph runs (their inference copies, DetectorModule): the localizer,
+        # and the separate classifier or the head on the localizer's trunk.
+        archive.track(module.served_localizer)
+        archive.track(module.class_head if module.shared else module.served_classifier)
         for sig_name, fn in build_signatures(module).items():
             archive.add_endpoint(sig_name, fn)
         archive.write_out(str(tmp / "saved"), verbose=False)

@@ -37,6 +37,7 @@ from dnet_tf.core import policy
 from dnet_tf.core import search as search_rules
 from dnet_tf.core import windows as window_rules
 from dnet_tf.core.policy import INVALID_SCORE
+from dnet_tf.models import folding
 from dnet_tf.ops import box_search, crops, integral, nms, windows
 from dnet_tf.ops import boxes as box_ops
 from dnet_tf.ops.xp import TENSORFLOW
@@ -68,6 +69,11 @@ class DetectorModule(tf.Module):
     ):
         super().__init__(name=name)
         self.localizer, self.classifier, self.config = localizer, classifier, config
+        # What the graph runs: the same networks with each batch normalisation (and the input's
+        # rescaling) folded into its convolution (models.folding: equal to float rounding;
+        # convolution, bias and ReLU become one fused kernel). Snapshots of the weights now.
+        self.served_localizer = folding.for_inference(localizer)
+        self.served_classifier = None if classifier is None else folding.for_inference(classifier)
         self.shared = config.inference.classifier == policy.SHARED
         self.class_head = class_head if self.shared else None
         if self.shared:
@@ -80,7 +86,7 @@ class DetectorModule(tf.Module):
             from dnet_tf.models.shared_head import build_joint_model
 
             # One trunk call per refinement crop gives both the masks and P(class | crop).
-            self.joint = build_joint_model(localizer, class_head)
+            self.joint = build_joint_model(self.served_localizer, class_head)
         names, self.aspect_ratios = policy.check_detector_inputs(class_names, aspect_ratios, config)
         self.class_names, self.num_classes = names, len(names)
         cfg = config.inference
@@ -267,7 +273,7 @@ class DetectorModule(tf.Module):
         patches = crops.crop_and_resize(
             images, boxes_image_yxyx, box_indices, self.config.model.input_size
         )
-        masks = self.localizer(patches, training=False)
+        masks = self.served_localizer(patches, training=False)
         return policy.masks_in_use(masks, self.config.inference.mask_types)
 
     def _canvas_cell_px(self, size_f):
@@ -526,7 +532,7 @@ class DetectorModule(tf.Module):
                 slots[:, 0],
                 self.config.model.input_size,
             )
-            probs = self.classifier(patches, training=False)  # [V, C + 1]
+            probs = self.served_classifier(patches, training=False)  # [V, C + 1]
             # Class k (0-based) sits at index k + CLASS_ID_OFFSET: index 0 is background.
             return tf.gather(probs, classes + constants.CLASS_ID_OFFSET, batch_dims=1)  # [V]
 
