@@ -46,6 +46,8 @@ SETTINGS = {
     "max_refine 10": {"max_refine": 10},
     "2 scales": {"num_scales": 2},
     "stride 10 px": {"stride_px": 10.0},
+    "bfloat16 networks": {"network_precision": "bfloat16"},
+    "stride 10 px, bfloat16 networks": {"stride_px": 10.0, "network_precision": "bfloat16"},
     "refine stride 2": {"refine_stride": 2.0},
     "refine canvas 32": {"refine_canvas": 32},
     "coarse refine shapes": _COARSE_REFINE_SHAPES,

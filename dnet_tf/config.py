@@ -333,6 +333,13 @@ class InferenceConfig:
     mask_preview_size: int = (
         96  # cells per side of the merged-mask output of the masks signature; >= 1
     )
+    # the arithmetic of the networks' trunks in the graph (models.folding): "float32", or
+    # "bfloat16" (the folded trunk computes in bfloat16 with float32 weights; the heads stay
+    # float32) for CPUs with AVX512_BF16 or AMX and for GPUs. There the localizer takes about
+    # 0.65-0.7 of its float32 time and the masks move by ~1e-3; on a CPU without bfloat16 units
+    # it is slower. The paper backbone only; the SavedModel's graph only (the TFLite networks
+    # have their own conversions, tflite/). README "Speed" gives the validation mAP beside.
+    network_precision: str = "float32"
     max_detections: int = 100  # padded length of the exported outputs; >= 1
     min_score: float = 0.0  # final detections below this confidence are dropped; [0, 1]
     max_image_pixels: int = 40_000_000  # decoded images larger than this are rejected; >= 1
@@ -460,6 +467,11 @@ class InferenceConfig:
             self.score_mode in policy.SCORE_MODES,
             "score_mode",
             f"must be classifier, eq3 or product; got {self.score_mode!r}",
+        )
+        _check(
+            self.network_precision in policy.NETWORK_PRECISIONS,
+            "network_precision",
+            f"must be one of {list(policy.NETWORK_PRECISIONS)}; got {self.network_precision!r}",
         )
         _check(
             self.refine_crop in policy.REFINE_CROPS,
@@ -655,6 +667,22 @@ NAMED_CONFIGS = {
     # paper_coarse_refinement is slower (x0.86-0.89), both together lose 0.048 on raccoon.
     "paper_stride10": lambda: DetectorConfig(
         inference=dataclasses.replace(InferenceConfig(), stride_px=10.0)
+    ),
+    # The default with the networks' trunks computing in bfloat16 (InferenceConfig.
+    # network_precision), for a run trained with the default, on CPUs with AVX512_BF16 or AMX
+    # and GPUs: validation mAP 0.827 against 0.826 (500 synthetic images), p50 x0.81-0.83 of the
+    # default on the 2-core AVX512_BF16 CPU (README "Speed"). Slower on a CPU without bfloat16.
+    "paper_bfloat16": lambda: DetectorConfig(
+        inference=dataclasses.replace(InferenceConfig(), network_precision="bfloat16")
+    ),
+    # The compact configuration of the third round: paper_stride10 with bfloat16 trunks (the
+    # CPUs of paper_bfloat16), for a run trained with the default. Validation mAP 0.826 against
+    # 0.826 (500 synthetic images); p50 x0.69-0.72 of the default (README "Speed"): the fastest
+    # setting measured within 0.03 of the default.
+    "paper_stride10_bfloat16": lambda: DetectorConfig(
+        inference=dataclasses.replace(
+            InferenceConfig(), stride_px=10.0, network_precision="bfloat16"
+        )
     ),
     # The paper's network at full width with its dense regression head (for accelerators).
     "paper_full": lambda: DetectorConfig(model=ModelConfig(width=1.0, head="dense")),

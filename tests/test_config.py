@@ -78,6 +78,27 @@ def test_stride10_config_doubles_the_first_stage_stride_only():
     assert dataclasses.replace(fast.inference, stride_px=5.0) == paper.inference
 
 
+@pytest.mark.parametrize(
+    "name, knobs",
+    [
+        ("paper_bfloat16", {"network_precision": "bfloat16"}),
+        ("paper_stride10_bfloat16", {"network_precision": "bfloat16", "stride_px": 10.0}),
+    ],
+)
+def test_bfloat16_configs_change_inference_knobs_only(name, knobs):
+    # For a run trained with the default: the same networks, computed in bfloat16.
+    cfg, paper = named_config(name), named_config("paper")
+    assert cfg.model == paper.model and cfg.train == paper.train
+    assert cfg.inference == dataclasses.replace(paper.inference, **knobs)
+    assert paper.inference.network_precision == "float32"
+
+
+def test_unknown_network_precision_is_named():
+    bad = dataclasses.replace(InferenceConfig(), network_precision="float16")
+    with pytest.raises(ValueError, match="'network_precision'.*float16"):
+        bad.validate()
+
+
 def test_coarse_refinement_config_changes_inference_knobs_only():
     # It applies to a run trained with the default: same networks, a cheaper refinement search.
     coarse, paper = named_config("paper_coarse_refinement"), named_config("paper")

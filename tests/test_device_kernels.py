@@ -14,6 +14,7 @@ from dnet_tf.export import device_kernels
 from dnet_tf.export.saved_model import export_module
 from dnet_tf.inference.module import DetectorModule
 from dnet_tf.models.classifier import build_classifier
+from dnet_tf.models.folding import for_inference
 from dnet_tf.models.localizer import build_localizer
 
 
@@ -60,8 +61,13 @@ def test_exported_graph_runs_on_the_gpu_but_for_decoding_and_strings(exported_op
 def test_every_named_configs_networks_have_gpu_kernels(name):
     model = dataclasses.replace(NAMED_CONFIGS[name]().model, num_classes=2, input_size=64)
     model = dataclasses.replace(model, mask_size=8).validate()
-    ops = set()
+    # The networks as trained and as the graph runs them (models.folding, the config's
+    # network_precision: bfloat16 convolutions, casts).
+    precision = NAMED_CONFIGS[name]().inference.network_precision
+    ops, nets = set(), []
     for net in (build_localizer(model), build_classifier(model)):
+        nets += [net, for_inference(net, precision)]
+    for net in nets:
         fn = tf.function(lambda x, net=net: net(x, training=False))
         graph = fn.get_concrete_function(tf.TensorSpec([None, 64, 64, 3], tf.float32)).graph
         ops.update(n.op for n in graph.as_graph_def().node)

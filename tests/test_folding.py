@@ -101,3 +101,38 @@ def test_networks_without_a_foldable_trunk_are_returned_as_they_are():
     inputs = keras.Input((8, 8, 3))
     plain = keras.Model(inputs, layers.Dense(2)(layers.Flatten()(inputs)))
     assert for_inference(plain) is plain
+
+
+def test_bfloat16_trunk_stays_close_to_float32():
+    from dnet_tf.core.policy import NETWORK_PRECISIONS
+    from dnet_tf.models.folding import POLICIES
+
+    assert set(POLICIES) == set(NETWORK_PRECISIONS)
+    rng = np.random.default_rng(2)
+    model_cfg = dataclasses.replace(named_config("paper").model, num_classes=3)
+    image = rng.uniform(0, 255, (2, model_cfg.input_size, model_cfg.input_size, 3))
+    image = image.astype(np.float32)
+    for network in (build_localizer(model_cfg), build_classifier(model_cfg)):
+        _randomise_batch_norms(network, rng)
+        served = for_inference(network, "bfloat16")
+        convs = [
+            layer for layer in served.get_layer("trunk").layers if isinstance(layer, layers.Conv2D)
+        ]
+        assert len(convs) == 5
+        assert all(c.compute_dtype == "bfloat16" and c.kernel.dtype == "float32" for c in convs)
+        got = served(image, training=False)
+        assert got.dtype == "float32"  # the heads compute in float32
+        want = network(image, training=False).numpy()
+        # bfloat16 keeps 8 significant bits: sigmoid masks and softmax probabilities in [0, 1]
+        # move by about 1e-3, far from the 0.5 coverage threshold's scale.
+        np.testing.assert_allclose(got.numpy(), want, atol=2e-2)
+        assert float(np.max(np.abs(got.numpy() - want))) > 1e-6  # it did compute in bfloat16
+
+
+def test_bfloat16_needs_a_foldable_trunk():
+    inputs = keras.Input((8, 8, 3))
+    plain = keras.Model(inputs, layers.Dense(2)(layers.Flatten()(inputs)), name="plain")
+    with pytest.raises(ValueError, match="network_precision.*'plain'"):
+        for_inference(plain, "bfloat16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        fold_trunk(build_localizer(named_config("paper").model).get_layer("trunk"), "int8")

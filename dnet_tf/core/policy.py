@@ -52,6 +52,8 @@ SCORE_MODES = ("classifier", EQ3, "product")
 REFINE_AGREEMENTS = ("refined", "mean", "min", "first")
 # Where the refinement crop lies (InferenceConfig.refine_crop; ``refinement_crop``).
 REFINE_CROPS = ("grow", "shift", "clip")
+# InferenceConfig.network_precision: the trunks' arithmetic in the inference graph.
+NETWORK_PRECISIONS = ("float32", "bfloat16")
 # What a classifier training sample's pixels show of its labelled box (TrainConfig.
 # shared_head_view, data.pipeline.classifier_samples): "box" = the box itself (the paper's
 # classifier, §6); "refinement" = its refinement_crop, what the shared class head sees at

@@ -72,8 +72,11 @@ class DetectorModule(tf.Module):
         # What the graph runs: the same networks with each batch normalisation (and the input's
         # rescaling) folded into its convolution (models.folding: equal to float rounding;
         # convolution, bias and ReLU become one fused kernel). Snapshots of the weights now.
-        self.served_localizer = folding.for_inference(localizer)
-        self.served_classifier = None if classifier is None else folding.for_inference(classifier)
+        precision = config.inference.network_precision
+        self.served_localizer = folding.for_inference(localizer, precision)
+        self.served_classifier = (
+            None if classifier is None else folding.for_inference(classifier, precision)
+        )
         self.shared = config.inference.classifier == policy.SHARED
         self.class_head = class_head if self.shared else None
         if self.shared:

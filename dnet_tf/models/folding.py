@@ -10,6 +10,10 @@ same function up to float rounding (a few 1e-7 on the masks), with two elementwi
 layer fewer, and TensorFlow's graph optimiser fuses each convolution with its bias and ReLU into
 one kernel (x0.90-0.96 per localizer call on a 2-core CPU; README "Speed").
 
+With ``precision`` "bfloat16" the folded trunk computes in bfloat16 (Keras' "mixed_bfloat16"
+policy: float32 weights, bfloat16 arithmetic; oneDNN's bfloat16 convolutions on CPUs with
+AVX512_BF16 or AMX), the layers after it in float32 as before.
+
 The copies are snapshots: their weights are computed from the trained network's when they are
 built (the inference graph is built from a finished run). Only the chain-shaped trunk of the
 "paper" backbone folds; any other network (MobileNetV3's trunk, the tests' stand-ins) is
@@ -60,17 +64,39 @@ def _foldable_conv(layer) -> bool:
     )
 
 
-def fold_trunk(trunk: keras.Model) -> keras.Model | None:
+def _as(layer, dtype):
+    """``layer`` itself, or (dtype given) a copy of its config computing in ``dtype``: for
+    layers without weights (ReLU, pooling, Rescaling)."""
+    if dtype is None:
+        return layer
+    return type(layer).from_config(
+        {**layer.get_config(), "dtype": dtype, "name": f"{layer.name}_mixed"}
+    )
+
+
+# Keras dtype policy of each precision (core.policy.NETWORK_PRECISIONS; None: the layers' own,
+# float32).
+POLICIES = {"float32": None, "bfloat16": "mixed_bfloat16"}
+
+
+def fold_trunk(trunk: keras.Model, precision: str = "float32") -> keras.Model | None:
     """The trunk with each Conv2D -> BatchNormalization pair as one Conv2D with bias, and an
     input Rescaling folded into a "valid" first convolution.
 
     Args:
       trunk: chain-shaped keras.Model [B, S, S, 3] -> [B, h, w, c] (models.backbones "paper").
+      precision: "float32" or "bfloat16" (the new trunk's arithmetic; see the module docstring).
     Returns:
-      a new keras.Model named ``trunk.name`` computing the same function, or None when nothing
-      folds (not a chain, or no Conv2D -> BatchNormalization pair); the other layers (ReLU,
-      pooling) are shared with ``trunk``.
+      a new keras.Model named ``trunk.name`` computing the same function (float32 output for
+      "float32", bfloat16 for "bfloat16"), or None when nothing folds (not a chain, or no
+      Conv2D -> BatchNormalization pair); in float32 the other layers (ReLU, pooling) are
+      shared with ``trunk``.
+    Raises:
+      ValueError: an unknown precision.
     """
+    if precision not in POLICIES:
+        raise ValueError(f"precision must be one of {list(POLICIES)}, got {precision!r}")
+    dtype = POLICIES[precision]
     body = _chain(trunk)
     if body is None:
         return None
@@ -105,34 +131,44 @@ def fold_trunk(trunk: keras.Model) -> keras.Model | None:
                 kernel, bias = kernel * scale, bias * scale + shift
                 i += 1
             config = {**layer.get_config(), "use_bias": True, "name": f"{layer.name}_folded"}
+            if dtype is not None:
+                config["dtype"] = dtype
             conv = layers.Conv2D.from_config(config)
             x = conv(x)
             conv.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
             folded_any = True
         else:
             if rescale is not None:  # not folded after all: keep the Rescaling
-                x = body[i - 1](x)
-            x = layer(x)
+                x = _as(body[i - 1], dtype)(x)
+            x = _as(layer, dtype)(x)
         i += 1
     return keras.Model(inputs, x, name=trunk.name) if folded_any else None
 
 
-def for_inference(network: keras.Model) -> keras.Model:
+def for_inference(network: keras.Model, precision: str = "float32") -> keras.Model:
     """``network`` with its sub-model "trunk" replaced by ``fold_trunk`` of it.
 
     Args:
       network: a chain-shaped keras.Model whose first layer is the sub-model "trunk" (the
         localizer, the classifier of models.localizer / models.classifier).
+      precision: the folded trunk's arithmetic, "float32" or "bfloat16".
     Returns:
-      a keras.Model named ``network.name`` with the same input and output (up to float rounding),
-      sharing every layer but the trunk with ``network``; ``network`` itself when it has no
-      foldable trunk.
+      a keras.Model named ``network.name`` with the same input and output (up to float rounding;
+      float32 output either way), sharing every layer but the trunk with ``network``;
+      ``network`` itself when it has no foldable trunk and precision is "float32".
+    Raises:
+      ValueError: "bfloat16" for a network without a foldable trunk (config field
+        network_precision), or an unknown precision.
     """
     body = _chain(network)
-    if not body or body[0].name != TRUNK:
-        return network
-    trunk = fold_trunk(body[0])
+    trunk = fold_trunk(body[0], precision) if body and body[0].name == TRUNK else None
     if trunk is None:
+        if precision != "float32":
+            raise ValueError(
+                f"config field 'network_precision': {precision!r} needs the paper backbone's "
+                f"trunk (a chain of convolutions and batch norms); network {network.name!r} "
+                "has none"
+            )
         return network
     inputs = keras.Input(network.inputs[0].shape[1:], name=network.inputs[0].name)
     x = trunk(inputs)
