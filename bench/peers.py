@@ -6,6 +6,8 @@
 Rows (each timed as bytes in, detections out, batch 1):
   * the main job's export (models/dnet, the newest version) when it exists, or the SavedModels
     given with --exports: serving_default, trained weights;
+  * the main job's run (runs/default) exported with the inference knobs of each named config of
+    --run_configs (default: the compact one, paper_stride10_bfloat16), when the run exists;
   * the default configuration with random weights, 20 classes, the coverage threshold at 0 so
     that every (scale, class) canvas is searched (the bound of the box search);
   * KerasHub RetinaNet with a ResNet-18 backbone at 384 x 384 and a ResNet-50 backbone at
@@ -96,6 +98,26 @@ def test_images(n: int) -> tuple[list[bytes], str]:
     return [test_jpeg()], "the 500x375 benchmark JPEG"
 
 
+def run_exported_as(config_name: str, base: str) -> pathlib.Path | None:
+    """The main job's run (runs/default) exported under ``base`` with the inference knobs in
+    which the named config differs from the default; None without the run."""
+    import dataclasses
+
+    from dnet_tf.config import InferenceConfig, named_config
+    from dnet_tf.export.saved_model import export_run
+
+    run = REPO / "runs" / "default"
+    if not (run / "config.json").exists():
+        return None
+    knobs, default = named_config(config_name).inference, InferenceConfig()
+    overrides = {
+        f.name: getattr(knobs, f.name)
+        for f in dataclasses.fields(knobs)
+        if getattr(knobs, f.name) != getattr(default, f.name)
+    }
+    return export_run(run, base, config_name, inference_overrides=overrides)
+
+
 def newest_export() -> pathlib.Path | None:
     from dnet_tf.inference.detector import resolve_saved_model_dir
 
@@ -112,6 +134,12 @@ def main(argv=None) -> int:
         "--exports",
         default="",
         help="comma-separated SavedModel dirs (default: models/dnet newest)",
+    )
+    p.add_argument(
+        "--run_configs",
+        default="paper_stride10_bfloat16",
+        help="comma-separated named configs whose inference knobs the main job's run is also "
+        "exported with (empty: none)",
     )
     args = p.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -131,6 +159,14 @@ def main(argv=None) -> int:
                 loaded.signatures["serving_default"],
                 loaded.signatures["detect_with_masks"],
             )
+        for name in (n for n in args.run_configs.split(",") if n):
+            export = run_exported_as(name, tmp)
+            if export is not None:
+                loaded = tf.saved_model.load(str(export))
+                models[f"this detector, runs/default exported as {name}"] = (
+                    loaded.signatures["serving_default"],
+                    loaded.signatures["detect_with_masks"],
+                )
         from dnet_tf.export.saved_model import export_module
 
         module = random_module(args.random_config, PEER_CLASSES)

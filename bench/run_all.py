@@ -50,6 +50,8 @@ BENCHMARKS = (
         "Against peers: KerasHub RetinaNet, and the trained export",
         "Bytes in, detections out, batch 1, on the same JPEGs in the same process, the models "
         "taking turns image by image: the main job's export (trained, default configuration), "
+        "the main job's run exported with the compact configuration's knobs "
+        "(paper_stride10_bfloat16: the first stage every 10 px, bfloat16 trunks), "
         "the default configuration with random weights (20 classes), and KerasHub RetinaNet at "
         "two sizes (random initialisation, decoding + resize + network + box decoding + NMS in "
         "one tf.function; the `bench` extra). Ratios against RetinaNet-ResNet18 @384 of the same "
