@@ -336,8 +336,8 @@ class InferenceConfig:
     # the arithmetic of the networks' trunks in the graph (models.folding): "float32", or
     # "bfloat16" (the folded trunk computes in bfloat16 with float32 weights; the heads stay
     # float32) for CPUs with AVX512_BF16 or AMX and for GPUs. There the localizer takes about
-    # 0.65-0.7 of its float32 time and the masks move by ~1e-3; on a CPU without bfloat16 units
-    # it is slower. The paper backbone only; the SavedModel's graph only (the TFLite networks
+    # 0.65-0.7 of its float32 time and the masks move by ~1e-3; a CPU without bfloat16 units
+    # gains nothing. The paper backbone only; the SavedModel's graph only (the TFLite networks
     # have their own conversions, tflite/). README "Speed" gives the validation mAP beside.
     network_precision: str = "float32"
     max_detections: int = 100  # padded length of the exported outputs; >= 1
@@ -670,15 +670,15 @@ NAMED_CONFIGS = {
     ),
     # The default with the networks' trunks computing in bfloat16 (InferenceConfig.
     # network_precision), for a run trained with the default, on CPUs with AVX512_BF16 or AMX
-    # and GPUs: validation mAP 0.827 against 0.826 (500 synthetic images), p50 x0.81-0.83 of the
-    # default on the 2-core AVX512_BF16 CPU (README "Speed"). Slower on a CPU without bfloat16.
+    # and GPUs: validation mAP 0.827 against 0.827 (500 synthetic images), raccoon 0.842 against
+    # 0.845; p50 x0.85 of the default on the 2-core AVX512_BF16 CPU (README "Speed").
     "paper_bfloat16": lambda: DetectorConfig(
         inference=dataclasses.replace(InferenceConfig(), network_precision="bfloat16")
     ),
     # The compact configuration of the third round: paper_stride10 with bfloat16 trunks (the
-    # CPUs of paper_bfloat16), for a run trained with the default. Validation mAP 0.826 against
-    # 0.826 (500 synthetic images); p50 x0.69-0.72 of the default (README "Speed"): the fastest
-    # setting measured within 0.03 of the default.
+    # CPUs of paper_bfloat16), for a run trained with the default. Validation mAP 0.827 against
+    # 0.827 (500 synthetic images), raccoon 0.855 against 0.845; p50 x0.78-0.83 of the default
+    # on the test JPEGs (README "Speed"): the fastest setting measured within 0.03 of it.
     "paper_stride10_bfloat16": lambda: DetectorConfig(
         inference=dataclasses.replace(
             InferenceConfig(), stride_px=10.0, network_precision="bfloat16"
