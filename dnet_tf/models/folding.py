@@ -116,9 +116,9 @@ def fold_trunk(trunk: keras.Model, precision: str = "float32") -> keras.Model | 
             rescale, i = (float(layer.scale), float(layer.offset)), i + 1
             layer = body[i]
         bn = body[i + 1] if i + 1 < len(body) else None
-        if _foldable_conv(layer) and (
-            rescale is not None or isinstance(bn, layers.BatchNormalization)
-        ):
+        # A batch norm over the channels (the last axis) folds; one over another axis does not.
+        fold_bn = isinstance(bn, layers.BatchNormalization) and bn.axis in (-1, 3, [-1], [3])
+        if _foldable_conv(layer) and (rescale is not None or fold_bn):
             kernel = np.asarray(layer.kernel, np.float64)  # [kh, kw, cin, cout]
             bias = (
                 np.asarray(layer.bias, np.float64) if layer.use_bias else np.zeros(kernel.shape[-1])
@@ -126,7 +126,7 @@ def fold_trunk(trunk: keras.Model, precision: str = "float32") -> keras.Model | 
             if rescale is not None:  # conv(a x + b) = a conv(x) + b sum(kernel)
                 bias = bias + rescale[1] * kernel.sum(axis=(0, 1, 2))
                 kernel = rescale[0] * kernel
-            if isinstance(bn, layers.BatchNormalization) and bn.axis in (-1, [-1], [3], 3):
+            if fold_bn:
                 scale, shift = _batch_norm_affine(bn)
                 kernel, bias = kernel * scale, bias * scale + shift
                 i += 1
