@@ -420,44 +420,36 @@ class DetectorModule(tf.Module):
         return found.scores - weight * outside
 
     def _search_active(self, canvas, shapes_hw, stride_cells):
-        """The box search of every (scale, class) canvas that can hold a candidate, in one call.
+        """The box search of every (scale, class) canvas, in one call.
 
         A box's Eq. (2) coverage is a mean of the full mask, so it can only exceed the threshold
-        where the canvas's maximum does: (scale, class) pairs whose full mask never does are
-        skipped (with a trained localizer, most of them). Their slots come back invalid.
+        where the canvas's maximum does: ``search_boxes`` skips the (scale, class) pairs whose
+        full mask never does (with a trained localizer, most of them), and their slots come
+        back invalid. The scales fold into its class axis: one pass over the shapes.
 
         Args: canvas float32 [S, Hc, Wc, 5, C]; shapes_hw [K, 2] cells; stride_cells scalar.
         Returns: SearchResult with fields [S, C, M(, 4)] (coverage None).
         """
         cfg = self.config.inference
-        s, c, m = canvas.shape[0], self.num_classes, cfg.max_candidates
-        peak = tf.reshape(tf.reduce_max(canvas[:, :, :, constants.FULL, :], axis=[1, 2]), [s * c])
-        active = tf.cast(tf.where(peak > cfg.coverage_threshold)[:, 0], tf.int32)  # [A] of S*C
-        # [S, Hc, Wc, 5, C] -> [Hc, Wc, 5, S*C] -> the active pairs [Hc, Wc, 5, A]
-        pairs = tf.reshape(
-            tf.transpose(canvas, [1, 2, 3, 0, 4]),
-            tf.concat([tf.shape(canvas)[1:4], [s * c]], axis=0),
-        )
         found = box_search.search_boxes(
-            tf.gather(pairs, active, axis=3),
+            canvas,
             shapes_hw,
             stride_cells,
             cfg.ring_margin,
             cfg.coverage_threshold,
-            m,
+            cfg.max_candidates,
             local_max=cfg.candidate_selection == "local_max",
-        )  # [A, M]
-        index = active[:, None]
+        )
+        s, c, m = canvas.shape[0], self.num_classes, cfg.max_candidates
 
-        def scatter(values, fill, tail=()):
-            full = tf.fill([s * c, m, *tail], tf.constant(fill, values.dtype))
-            return tf.reshape(tf.tensor_scatter_nd_update(full, index, values), [s, c, m, *tail])
+        def static(t, tail=()):  # [S, C, M, ...] with the shape known when the graph is built
+            return tf.reshape(t, [s, c, m, *tail])
 
         return box_search.SearchResult(
-            boxes_cell_yxyx=scatter(found.boxes_cell_yxyx, 0.0, (4,)),
-            scores=scatter(found.scores, float("-inf")),
+            boxes_cell_yxyx=static(found.boxes_cell_yxyx, (4,)),
+            scores=static(found.scores),
             coverage=None,  # Eq. (2) decided validity; nothing downstream reads it
-            valid=scatter(found.valid, False),
+            valid=static(found.valid),
         )
 
     def _top_candidates(self, boxes, scores, valid):
