@@ -42,7 +42,12 @@ from bench.common import machine  # noqa: E402
 # Named configs (dnet_tf.config.NAMED_CONFIGS): the CPU default (paper backbone at width 0.25,
 # conv head), the compact one (its first stage every 10 px, bfloat16 trunks), MobileNetV3-Small,
 # and the paper's full-width network with its dense head.
-CONFIGS = ("paper", "paper_stride10_bfloat16", "mobilenet_v3_small", "paper_full")
+CONFIGS = (
+    "paper",
+    "paper_stride10_bfloat16_candidates25",
+    "mobilenet_v3_small",
+    "paper_full",
+)
 
 
 def timed(fn, repeats: int) -> list[float]:

@@ -7,7 +7,8 @@ Rows (each timed as bytes in, detections out, batch 1):
   * the main job's export (models/dnet, the newest version) when it exists, or the SavedModels
     given with --exports: serving_default, trained weights;
   * the main job's run (runs/default) exported with the inference knobs of each named config of
-    --run_configs (default: the compact one, paper_stride10_bfloat16), when the run exists;
+    --run_configs (default: the compact one, paper_stride10_bfloat16_candidates25), when the
+    run exists;
   * the default configuration with random weights, 20 classes, the coverage threshold at 0 so
     that every (scale, class) canvas is searched (the bound of the box search);
   * KerasHub RetinaNet with a ResNet-18 backbone at 384 x 384 and a ResNet-50 backbone at
@@ -137,7 +138,7 @@ def main(argv=None) -> int:
     )
     p.add_argument(
         "--run_configs",
-        default="paper_stride10_bfloat16",
+        default="paper_stride10_bfloat16_candidates25",
         help="comma-separated named configs whose inference knobs the main job's run is also "
         "exported with (empty: none)",
     )

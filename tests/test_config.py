@@ -52,6 +52,8 @@ def test_window_counts_worked_by_hand():
         ("inference", "stride_px", 0.0),
         ("inference", "coverage_threshold", 1.5),
         ("inference", "size_fractions", (0.0, 0.5)),
+        ("inference", "refine_min_area_ratio", 1.5),
+        ("inference", "refine_min_area_ratio", -0.1),
         ("loss", "mask_lambda", 0.0),
         ("train", "optimizer", "lbfgs"),
         ("sampler", "positive_coverage", 0.0),
@@ -83,6 +85,10 @@ def test_stride10_config_doubles_the_first_stage_stride_only():
     [
         ("paper_bfloat16", {"network_precision": "bfloat16"}),
         ("paper_stride10_bfloat16", {"network_precision": "bfloat16", "stride_px": 10.0}),
+        (
+            "paper_stride10_bfloat16_candidates25",
+            {"network_precision": "bfloat16", "stride_px": 10.0, "max_candidates": 25},
+        ),
     ],
 )
 def test_bfloat16_configs_change_inference_knobs_only(name, knobs):

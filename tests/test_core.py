@@ -11,6 +11,7 @@ from PIL import Image
 
 from dnet_tf.core import boxes, nms, policy, search, windows
 from dnet_tf.core.detections import Detections
+from dnet_tf.core.xp import NUMPY
 from dnet_tf.ops.xp import TENSORFLOW
 
 
@@ -95,6 +96,22 @@ def test_is_candidate_and_refined_box_hand_worked_in_both_namespaces():
     args = [tf.constant(a) for a in (first2, refined2, first_eq3, refined_eq3)]
     got = policy.refinement_kept(*args, 0.0, TENSORFLOW).numpy()
     assert got.tolist() == [[1, 1, 9, 9], [0, 0, 20, 20]]
+    # The shrink guard: refined areas 64 / 100 = 0.64 and 256 / 400 = 0.64 of the first stage's.
+    # At ratio 0.64 both are kept (reached exactly); at 0.65 neither; with the margin 0 as well,
+    # the second falls to the margin (2.9 < 3.0) whatever the ratio.
+    for ratio, want in ((0.64, refined2), (0.65, first2)):
+        got = policy.refinement_kept(first2, refined2, first_eq3, refined_eq3, -10.0, NUMPY, ratio)
+        assert got.tolist() == want.tolist(), ratio
+        got = policy.refinement_kept(*args, -10.0, TENSORFLOW, ratio).numpy()
+        assert got.tolist() == want.tolist(), ratio
+    got = policy.refinement_kept(first2, refined2, first_eq3, refined_eq3, 0.0, NUMPY, 0.5)
+    assert got.tolist() == [[1, 1, 9, 9], [0, 0, 20, 20]]
+    got = policy.refinement_kept(*args, 0.0, TENSORFLOW, 0.7).numpy()
+    assert got.tolist() == first2.tolist()
+    # A refined box larger than the first-stage box always passes the guard.
+    grown = np.float32([[0, 0, 12, 12], [0, 0, 30, 30]])
+    got = policy.reported_box(first2, grown, first_eq3, refined_eq3, 1.0, -10.0, NUMPY, 1.0)
+    assert got.tolist() == grown.tolist()
 
 
 def test_part_of_hand_worked():

@@ -239,10 +239,15 @@ def test_refine_blend_and_gate_move_the_refined_box_part_or_none_of_the_way():
     h, w = 300, 400
     image = png(coloured_object_image(h, w, [[37, 71, 233, 297]]))
     out = {}
-    for blend in (1.0, 0.0, 0.25, "gate"):
+    for blend in (1.0, 0.0, 0.25, "gate", "guard"):
         # "gate": the refinement kept only where its Eq. (3) beats the first stage's by 10,
-        # which no box can (Eq. (3) <= 5): the first-stage box is reported.
-        knobs = {"refine_accept_margin": 10.0} if blend == "gate" else {"refine_blend": blend}
+        # which no box can (Eq. (3) <= 5): the first-stage box is reported. "guard": only where
+        # the refined box keeps the first-stage box's whole area.
+        knobs = {"refine_blend": blend}
+        if blend == "gate":
+            knobs = {"refine_accept_margin": 10.0}
+        elif blend == "guard":
+            knobs = {"refine_min_area_ratio": 1.0}
         m = make_module(max_refine=6, **knobs)
         out[blend] = m.detect(*decode_batch(tf.constant([image]), 10**7))
         assert int(out[blend]["num_detections"][0]) == 1
@@ -259,7 +264,17 @@ def test_refine_blend_and_gate_move_the_refined_box_part_or_none_of_the_way():
     np.testing.assert_allclose(
         out["gate"]["detection_boxes"][0, 0].numpy() * hwhw, first, atol=1e-3
     )
-    for blend in (0.0, 0.25, "gate"):
+
+    # The refinement shrank this box (it tightens onto the object), so the guard at the whole
+    # area reports the first-stage box.
+    def area(b):
+        return (b[2] - b[0]) * (b[3] - b[1])
+
+    assert area(refined) < area(first), (refined, first)
+    np.testing.assert_allclose(
+        out["guard"]["detection_boxes"][0, 0].numpy() * hwhw, first, atol=1e-3
+    )
+    for blend in (0.0, 0.25, "gate", "guard"):
         np.testing.assert_allclose(
             out[blend]["detection_scores"].numpy(), out[1.0]["detection_scores"].numpy()
         )

@@ -185,11 +185,16 @@ def test_with_candidate_nms_and_a_blend_equal_the_graph_and_cost_less(fakes):
 def test_sizes_per_scale_and_the_refinement_gate_equal_the_graph():
     # scale_size_bounds (0.2, 1): each scale's canvas searched for its own sizes (the graph in
     # one search call per scale, the pipeline per canvas); refine_accept_margin 0: the refined
-    # box only where its Eq. (3) reaches the first stage's. Same detections, same cost.
+    # box only where its Eq. (3) reaches the first stage's; refine_min_area_ratio 0.9: and only
+    # where it keeps 0.9 of the first-stage box's area. Same detections, same cost.
     cfg = DetectorConfig(
         model=ModelConfig(num_classes=2),
         inference=dataclasses.replace(
-            InferenceConfig(), max_refine=6, scale_size_bounds=(0.2, 1.0), refine_accept_margin=0.0
+            InferenceConfig(),
+            max_refine=6,
+            scale_size_bounds=(0.2, 1.0),
+            refine_accept_margin=0.0,
+            refine_min_area_ratio=0.9,
         ),
     )
     graph_and_edge_on_two_objects(cfg)

@@ -135,23 +135,34 @@ def refined_box(first_yxyx, refined_yxyx, blend: float):
     return first_yxyx + blend * (refined_yxyx - first_yxyx)
 
 
-def refinement_kept(first_yxyx, refined_yxyx, first_eq3, refined_eq3, margin: float, xp=NUMPY):
+def refinement_kept(
+    first_yxyx, refined_yxyx, first_eq3, refined_eq3, margin: float, xp=NUMPY, min_area_ratio=0.0
+):
     """The refined box [..., 4] where the refinement's Eq. (3) [...] beats the first stage's by
-    at least ``margin``, else the first-stage box (the refinement is not trusted where its own
-    masks agree less with its box than the first stage's did). margin <= -2 * EQ3_MAX: always
-    the refined box (the paper)."""
-    if margin <= -2 * EQ3_MAX:
+    at least ``margin`` and the refined box keeps at least ``min_area_ratio`` of the first-stage
+    box's area, else the first-stage box. The refinement is not trusted where its own masks agree
+    less with its box than the first stage's did, nor where it shrank the box onto a part of it
+    (a crop about a whole raccoon refined onto its head). margin <= -2 * EQ3_MAX and ratio 0:
+    always the refined box (the paper)."""
+    keep = None
+    if margin > -2 * EQ3_MAX:
+        keep = refined_eq3 >= first_eq3 + margin
+    if min_area_ratio > 0:
+        whole = boxes.area(refined_yxyx, xp) >= min_area_ratio * boxes.area(first_yxyx, xp)
+        keep = whole if keep is None else keep & whole
+    if keep is None:
         return refined_yxyx
-    keep = refined_eq3 >= first_eq3 + margin
     return xp.where(keep[..., None], refined_yxyx, first_yxyx)
 
 
-def reported_box(first_yxyx, refined_yxyx, first_eq3, refined_eq3, blend, margin, xp=NUMPY):
+def reported_box(
+    first_yxyx, refined_yxyx, first_eq3, refined_eq3, blend, margin, xp=NUMPY, min_area_ratio=0.0
+):
     """The box [..., 4] a refined detection reports: ``refined_box`` (the blend), kept where
     ``refinement_kept`` trusts the refinement, else the first-stage box. Both pipelines call
-    this; with blend 1 and margin -10 it is the refinement's box (the paper)."""
+    this; with blend 1, margin -10 and min_area_ratio 0 it is the refinement's box (the paper)."""
     blended = refined_box(first_yxyx, refined_yxyx, blend)
-    return refinement_kept(first_yxyx, blended, first_eq3, refined_eq3, margin, xp)
+    return refinement_kept(first_yxyx, blended, first_eq3, refined_eq3, margin, xp, min_area_ratio)
 
 
 def refinement_crop(boxes_yxyx, height, width, enlarge: float, mode: str, xp=NUMPY):

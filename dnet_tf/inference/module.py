@@ -180,6 +180,7 @@ class DetectorModule(tf.Module):
             cfg.refine_blend,
             cfg.refine_accept_margin,
             TENSORFLOW,
+            min_area_ratio=cfg.refine_min_area_ratio,
         )
         refined_agreement = self._refined_agreement(candidates.scores, refined_eq3)
         # Crops sent through a network after the windows: one per valid candidate (the

@@ -173,6 +173,7 @@ class EdgePipeline:
             refined_eq3,
             cfg.refine_blend,
             cfg.refine_accept_margin,
+            min_area_ratio=cfg.refine_min_area_ratio,
         )
         agreement = self._refined_agreement(cand.scores, refined_eq3)
         if late:
