@@ -40,8 +40,8 @@ sys.path.insert(0, str(REPO))
 from bench.common import machine  # noqa: E402
 
 # Named configs (dnet_tf.config.NAMED_CONFIGS): the CPU default (paper backbone at width 0.25,
-# conv head), the compact one (its first stage every 10 px, bfloat16 trunks), MobileNetV3-Small,
-# and the paper's full-width network with its dense head.
+# conv head), the compact one (its first stage every 10 px, bfloat16 trunks, 25 candidates per
+# canvas), MobileNetV3-Small, and the paper's full-width network with its dense head.
 CONFIGS = (
     "paper",
     "paper_stride10_bfloat16_candidates25",

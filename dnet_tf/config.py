@@ -316,7 +316,8 @@ class InferenceConfig:
     refine_accept_margin: float = -10.0
     # the refined box is kept only where its area is at least this fraction of the first-stage
     # box's, else the first-stage box is reported: a refinement may not shrink a detection onto
-    # a part of it. 0 = always (the paper); [0, 1]. Chosen by validation AP (README, Ablations).
+    # a part of it. 0 = always (the paper); [0, 1]. Off by validation AP (README, "Real
+    # photographs": -0.006 raccoon, -0.018 synthetic at 0.5).
     refine_min_area_ratio: float = 0.0
     # A final detection lying at least part_containment inside a larger detection of its class
     # that scores at least part_container_ratio of its confidence is taken for a part of that
